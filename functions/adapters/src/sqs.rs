@@ -1,0 +1,91 @@
+//! SQS: the queue port over `SendMessageBatch`.
+
+use async_trait::async_trait;
+use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
+use aws_sdk_sqs::Client;
+use lc_core::ports::{EntryFailure, OutMessage, PortError, QueueSender};
+
+use crate::aws::port_error;
+
+#[derive(Debug, Clone)]
+pub struct SqsQueue {
+    client: Client,
+    queue_url: String,
+}
+
+impl SqsQueue {
+    pub fn new(client: Client, queue_url: impl Into<String>) -> Self {
+        SqsQueue {
+            client,
+            queue_url: queue_url.into(),
+        }
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    pub fn queue_url(&self) -> &str {
+        &self.queue_url
+    }
+}
+
+fn entry(m: &OutMessage) -> Result<SendMessageBatchRequestEntry, PortError> {
+    let mut b = SendMessageBatchRequestEntry::builder()
+        .id(&m.id)
+        .message_body(&m.body);
+    if m.delay_secs > 0 {
+        // Not clamped: SQS refuses more than 900 s per entry, and that refusal is reported.
+        b = b.delay_seconds(m.delay_secs as i32);
+    }
+    for (name, value) in &m.attributes {
+        let attr = MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value(value)
+            .build()
+            .map_err(|e| PortError::Rejected(format!("message attribute {name}: {e}")))?;
+        b = b.message_attributes(name, attr);
+    }
+    b.build()
+        .map_err(|e| PortError::Rejected(format!("batch entry: {e}")))
+}
+
+#[async_trait]
+impl QueueSender for SqsQueue {
+    async fn send_batch(&self, messages: &[OutMessage]) -> Result<Vec<EntryFailure>, PortError> {
+        if messages.is_empty() {
+            return Ok(Vec::new());
+        }
+        let entries = messages.iter().map(entry).collect::<Result<Vec<_>, _>>()?;
+        let out = self
+            .client
+            .send_message_batch()
+            .queue_url(&self.queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| port_error("SendMessageBatch", &e))?;
+        let mut failures: Vec<EntryFailure> = out
+            .failed()
+            .iter()
+            .map(|f| EntryFailure {
+                id: f.id().to_string(),
+                code: f.code().to_string(),
+                sender_fault: f.sender_fault(),
+            })
+            .collect();
+        // Trust nothing implicitly: an entry neither reported successful nor failed is failed.
+        for m in messages {
+            let ok = out.successful().iter().any(|s| s.id() == m.id);
+            let failed = failures.iter().any(|f| f.id == m.id);
+            if !ok && !failed {
+                failures.push(EntryFailure {
+                    id: m.id.clone(),
+                    code: "NotAcknowledged".into(),
+                    sender_fault: false,
+                });
+            }
+        }
+        Ok(failures)
+    }
+}

@@ -1,0 +1,7 @@
+//! In-memory adapters: the local runner's embedded default and the fast unit-test backends.
+//! They keep the semantics of the AWS services they stand for (visibility timeouts, redrive,
+//! per-entry batch failures), so code tested on them behaves the same on AWS.
+
+pub mod queue;
+
+pub use queue::{MemoryQueue, QueueFault, Received};

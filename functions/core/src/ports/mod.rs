@@ -1,0 +1,29 @@
+//! Ports: the small traits through which the domain talks to the outside (queues, the table,
+//! the scheduler, secrets, the Graph API, time). Each has one real adapter in `lc-adapters` and
+//! an in-memory twin in [`crate::memory`].
+
+pub mod clock;
+pub mod queue;
+pub mod secrets;
+
+pub use clock::{Clock, SystemClock};
+pub use queue::{EntryFailure, OutMessage, QueueSender};
+pub use secrets::SecretSource;
+
+/// A failure at a port. The message is for operators: adapters never put secrets or personal
+/// data in it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PortError {
+    /// The backend could not be reached or answered 5xx / throttled: worth retrying.
+    #[error("backend unavailable: {0}")]
+    Unavailable(String),
+    /// The backend refused the request as invalid: retrying the same request will not help.
+    #[error("request rejected: {0}")]
+    Rejected(String),
+}
+
+impl PortError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, PortError::Unavailable(_))
+    }
+}

@@ -1,0 +1,101 @@
+//! Sending to a queue (SQS semantics: batches of up to 10, per-entry results).
+
+use async_trait::async_trait;
+
+use super::PortError;
+
+/// SQS limits a batch to 10 entries and 256 KiB in all.
+pub const MAX_BATCH_ENTRIES: usize = 10;
+pub const MAX_BATCH_BYTES: usize = 256 * 1024;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutMessage {
+    /// Entry id, unique within one batch call (`[A-Za-z0-9_-]{1,80}`).
+    pub id: String,
+    pub body: String,
+    /// String message attributes (shown in the SQS console; counted in the size).
+    pub attributes: Vec<(String, String)>,
+    pub delay_secs: u32,
+}
+
+impl OutMessage {
+    /// Size as SQS counts it: body plus attribute names, types and values.
+    pub fn size(&self) -> usize {
+        self.body.len()
+            + self
+                .attributes
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + "String".len())
+                .sum::<usize>()
+    }
+}
+
+/// One entry of a batch that the queue did not accept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EntryFailure {
+    pub id: String,
+    pub code: String,
+    /// SQS `SenderFault`: the entry itself is at fault (resending it unchanged will fail again).
+    pub sender_fault: bool,
+}
+
+#[async_trait]
+pub trait QueueSender: Send + Sync {
+    /// Sends one batch (at most [`MAX_BATCH_ENTRIES`] entries, [`MAX_BATCH_BYTES`] bytes).
+    /// `Ok` lists the entries that failed; `Err` means the whole call failed.
+    async fn send_batch(&self, messages: &[OutMessage]) -> Result<Vec<EntryFailure>, PortError>;
+}
+
+#[async_trait]
+impl<T: QueueSender + ?Sized> QueueSender for std::sync::Arc<T> {
+    async fn send_batch(&self, messages: &[OutMessage]) -> Result<Vec<EntryFailure>, PortError> {
+        (**self).send_batch(messages).await
+    }
+}
+
+/// Groups messages into batches that respect both SQS limits, keeping order.
+pub fn batches(messages: &[OutMessage]) -> Vec<&[OutMessage]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0;
+    for (i, m) in messages.iter().enumerate() {
+        let size = m.size();
+        let count = i - start;
+        if count > 0 && (count == MAX_BATCH_ENTRIES || bytes + size > MAX_BATCH_BYTES) {
+            out.push(&messages[start..i]);
+            start = i;
+            bytes = 0;
+        }
+        bytes += size;
+    }
+    if start < messages.len() {
+        out.push(&messages[start..]);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(i: usize, len: usize) -> OutMessage {
+        OutMessage {
+            id: i.to_string(),
+            body: "x".repeat(len),
+            attributes: vec![],
+            delay_secs: 0,
+        }
+    }
+
+    #[test]
+    fn batches_by_count_and_size() {
+        let small: Vec<_> = (0..23).map(|i| msg(i, 10)).collect();
+        let sizes: Vec<_> = batches(&small).iter().map(|b| b.len()).collect();
+        assert_eq!(sizes, vec![10, 10, 3]);
+
+        let big: Vec<_> = (0..5).map(|i| msg(i, 100 * 1024)).collect();
+        let sizes: Vec<_> = batches(&big).iter().map(|b| b.len()).collect();
+        assert_eq!(sizes, vec![2, 2, 1]);
+        assert!(batches(&[]).is_empty());
+    }
+}

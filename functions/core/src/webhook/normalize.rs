@@ -1,0 +1,488 @@
+//! Splits a webhook body into normalized events: one [`InboundEvent`] per (entry, item).
+//!
+//! Never fails: a body whose envelope does not parse is quarantined (kept raw, in parts), and an
+//! item the typed model rejects becomes a `Malformed` event carrying its raw bytes. Either way
+//! the webhook can answer 200 and nothing Meta sent is lost.
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use serde_json::value::RawValue;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::event::{
+    idempotency_key, Channel, EventKind, Identity, IdentityKind, InboundEvent, Quarantine,
+};
+use super::model::{self, ChangeItem, Envelope, MessagingItem, OBJECT_INSTAGRAM};
+
+/// Largest `data` of one quarantine part, in bytes, so a part fits one queue message with room
+/// for the event's other fields.
+pub const QUARANTINE_PART_BYTES: usize = 192 * 1024;
+
+/// Raw bytes per base64 part: encodes to exactly [`QUARANTINE_PART_BYTES`] characters.
+const BASE64_RAW_PART_BYTES: usize = QUARANTINE_PART_BYTES / 4 * 3;
+
+/// Result of splitting one webhook body.
+#[derive(Debug)]
+pub enum SplitOutcome {
+    /// The envelope parsed: one event per (entry, item); may be empty (`"entry": []`).
+    Events(Vec<InboundEvent>),
+    /// The envelope did not parse: the raw body, in one or more quarantine parts.
+    Quarantined {
+        reason: String,
+        events: Vec<InboundEvent>,
+    },
+}
+
+impl SplitOutcome {
+    /// The events to enqueue, whichever the outcome.
+    pub fn events(&self) -> &[InboundEvent] {
+        match self {
+            SplitOutcome::Events(events) | SplitOutcome::Quarantined { events, .. } => events,
+        }
+    }
+
+    /// Consumes the outcome into the events to enqueue.
+    pub fn into_events(self) -> Vec<InboundEvent> {
+        match self {
+            SplitOutcome::Events(events) | SplitOutcome::Quarantined { events, .. } => events,
+        }
+    }
+
+    pub fn is_quarantined(&self) -> bool {
+        matches!(self, SplitOutcome::Quarantined { .. })
+    }
+}
+
+/// Splits a (signature-checked) webhook body into events, in body order: entries in order, and
+/// within an entry its `messaging`, then `standby`, then `changes` items.
+pub fn split_body(body: &[u8], received_at_ms: i64) -> SplitOutcome {
+    let text = match std::str::from_utf8(body) {
+        Ok(text) => text,
+        Err(e) => {
+            return quarantine(
+                body,
+                format!("body is not valid UTF-8: {e}"),
+                received_at_ms,
+            )
+        }
+    };
+    // Derived structs also accept a JSON array (fields by position): require an object.
+    if !text.trim_start().starts_with('{') {
+        let reason = match serde_json::from_str::<&RawValue>(text) {
+            Ok(_) => "body is JSON but not an object".to_owned(),
+            Err(e) => parse_error_reason(&e),
+        };
+        return quarantine(body, reason, received_at_ms);
+    }
+    let envelope: Envelope = match serde_json::from_str(text) {
+        Ok(envelope) => envelope,
+        Err(e) => return quarantine(body, parse_error_reason(&e), received_at_ms),
+    };
+
+    let object = envelope.object;
+    let mut events = Vec::new();
+    for entry in envelope.entry {
+        let ctx = EntryContext {
+            object: &object,
+            account_id: entry.id.as_str(),
+            entry_time_ms: entry.time_ms(),
+            received_at_ms,
+        };
+        for raw in &entry.messaging {
+            events.push(ctx.messaging_event(Channel::Messaging, raw));
+        }
+        for raw in &entry.standby {
+            events.push(ctx.messaging_event(Channel::Standby, raw));
+        }
+        for raw in &entry.changes {
+            events.push(ctx.change_event(raw));
+        }
+    }
+    SplitOutcome::Events(events)
+}
+
+/// What every event of one entry shares.
+struct EntryContext<'a> {
+    object: &'a str,
+    account_id: &'a str,
+    entry_time_ms: Option<i64>,
+    received_at_ms: i64,
+}
+
+impl EntryContext<'_> {
+    fn messaging_event(&self, channel: Channel, raw: &RawValue) -> InboundEvent {
+        match MessagingItem::parse(raw) {
+            Ok(item) => {
+                let timestamp_ms = item.timestamp.or(self.entry_time_ms);
+                self.event(
+                    channel,
+                    item.kind(),
+                    item.mid(),
+                    item.subject(self.object),
+                    timestamp_ms,
+                    raw,
+                )
+            }
+            Err(_) => self.malformed(channel, raw),
+        }
+    }
+
+    fn change_event(&self, raw: &RawValue) -> InboundEvent {
+        match ChangeItem::parse(raw) {
+            Ok(change) => self.event(
+                Channel::Changes,
+                EventKind::Change,
+                None,
+                change.subject(self.object),
+                self.entry_time_ms,
+                raw,
+            ),
+            Err(_) => self.malformed(Channel::Changes, raw),
+        }
+    }
+
+    /// An item the typed model rejected: flagged, kept raw, with whatever sender and timestamp
+    /// a generic read finds.
+    fn malformed(&self, channel: Channel, raw: &RawValue) -> InboundEvent {
+        let value: Value = serde_json::from_str(raw.get()).unwrap_or(Value::Null);
+        let (sender, timestamp_ms) = if channel == Channel::Changes {
+            (None, self.entry_time_ms)
+        } else {
+            (
+                generic_sender(&value, self.object),
+                model::value_timestamp(&value).or(self.entry_time_ms),
+            )
+        };
+        self.event(
+            channel,
+            EventKind::Malformed,
+            None,
+            sender,
+            timestamp_ms,
+            raw,
+        )
+    }
+
+    fn event(
+        &self,
+        channel: Channel,
+        kind: EventKind,
+        mid: Option<&str>,
+        sender: Option<Identity>,
+        timestamp_ms: Option<i64>,
+        raw: &RawValue,
+    ) -> InboundEvent {
+        let timestamp_ms = timestamp_ms.unwrap_or(self.received_at_ms);
+        let key = idempotency_key(
+            kind,
+            mid,
+            self.object,
+            self.account_id,
+            sender.as_ref(),
+            timestamp_ms,
+            raw.get().as_bytes(),
+        );
+        InboundEvent {
+            v: InboundEvent::SCHEMA_VERSION,
+            key,
+            object: self.object.to_owned(),
+            account_id: self.account_id.to_owned(),
+            channel,
+            kind,
+            sender,
+            timestamp_ms,
+            received_at_ms: self.received_at_ms,
+            item: raw.to_owned(),
+            quarantine: None,
+        }
+    }
+}
+
+/// `sender.id` (PSID / IGSID) or `sender.user_ref` of an item read generically.
+fn generic_sender(item: &Value, object: &str) -> Option<Identity> {
+    let sender = item.get("sender")?;
+    if let Some(id) = model::value_id(sender.get("id")) {
+        let kind = if object == OBJECT_INSTAGRAM {
+            IdentityKind::Igsid
+        } else {
+            IdentityKind::Psid
+        };
+        return Some(Identity::new(kind, id));
+    }
+    model::value_id(sender.get("user_ref")).map(|r| Identity::new(IdentityKind::UserRef, r))
+}
+
+/// A short reason for an envelope that did not parse, without body content: serde's syntax and
+/// EOF messages are fixed texts, but its data messages can quote a string from the body.
+fn parse_error_reason(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let at = format!("at line {} column {}", e.line(), e.column());
+    match e.classify() {
+        Category::Io => format!("read error {at}"),
+        Category::Syntax | Category::Eof => e.to_string(),
+        Category::Data => {
+            let full = e.to_string();
+            let msg = full
+                .strip_suffix(&at)
+                .map(str::trim_end)
+                .unwrap_or(full.as_str());
+            // Messages naming only our field names, or written by the model's deserializers.
+            const SAFE_PREFIXES: [&str; 5] = [
+                "missing field",
+                "duplicate field",
+                "invalid length",
+                "timestamp",
+                "an id",
+            ];
+            const EXPECTED: &str = ", expected ";
+            let safe = if SAFE_PREFIXES.iter().any(|p| msg.starts_with(p)) {
+                msg.to_owned()
+            } else if let Some(i) = msg.rfind(EXPECTED) {
+                // `invalid type: string "<body text>", expected ...`: keep only our side.
+                format!(
+                    "invalid type or value, expected {}",
+                    &msg[i + EXPECTED.len()..]
+                )
+            } else {
+                "invalid envelope".to_owned()
+            };
+            format!("{safe} {at}")
+        }
+    }
+}
+
+/// Quarantines the whole body: one `Quarantined` event per part of at most
+/// [`QUARANTINE_PART_BYTES`] of `data`.
+fn quarantine(body: &[u8], reason: String, received_at_ms: i64) -> SplitOutcome {
+    let body_sha256 = hex::encode(Sha256::digest(body));
+    let (encoding, mut chunks): (&str, Vec<String>) = match std::str::from_utf8(body) {
+        Ok(text) => (
+            "utf8",
+            split_utf8(text, QUARANTINE_PART_BYTES)
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+        ),
+        Err(_) => (
+            "base64",
+            body.chunks(BASE64_RAW_PART_BYTES)
+                .map(|c| BASE64.encode(c))
+                .collect(),
+        ),
+    };
+    if chunks.is_empty() {
+        chunks.push(String::new());
+    }
+    let parts = u32::try_from(chunks.len()).unwrap_or(u32::MAX);
+    let events = chunks
+        .into_iter()
+        .enumerate()
+        .map(|(i, data)| {
+            let part = u32::try_from(i).unwrap_or(u32::MAX);
+            InboundEvent {
+                v: InboundEvent::SCHEMA_VERSION,
+                key: format!("quarantined:{body_sha256}:{part}"),
+                object: String::new(),
+                account_id: String::new(),
+                channel: Channel::Quarantine,
+                kind: EventKind::Quarantined,
+                sender: None,
+                timestamp_ms: received_at_ms,
+                received_at_ms,
+                item: RawValue::NULL.to_owned(),
+                quarantine: Some(Quarantine {
+                    reason: reason.clone(),
+                    body_sha256: body_sha256.clone(),
+                    part,
+                    parts,
+                    encoding: encoding.to_owned(),
+                    data,
+                }),
+            }
+        })
+        .collect();
+    SplitOutcome::Quarantined { reason, events }
+}
+
+/// Splits text into pieces of at most `max` bytes, never inside a character.
+fn split_utf8(text: &str, max: usize) -> Vec<&str> {
+    let max = max.max(4);
+    let mut parts = Vec::with_capacity(text.len() / max + 1);
+    let mut start = 0;
+    while start < text.len() {
+        let mut end = (start + max).min(text.len());
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        parts.push(&text[start..end]);
+        start = end;
+    }
+    parts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const AT: i64 = 1_700_000_000_000;
+
+    fn events(body: &str) -> Vec<InboundEvent> {
+        match split_body(body.as_bytes(), AT) {
+            SplitOutcome::Events(e) => e,
+            SplitOutcome::Quarantined { reason, .. } => panic!("quarantined: {reason}"),
+        }
+    }
+
+    fn reason(body: &[u8]) -> String {
+        match split_body(body, AT) {
+            SplitOutcome::Quarantined { reason, events } => {
+                assert!(!events.is_empty());
+                assert!(events.iter().all(|e| e.kind == EventKind::Quarantined));
+                reason
+            }
+            SplitOutcome::Events(_) => panic!("not quarantined"),
+        }
+    }
+
+    #[test]
+    fn kinds_and_subjects_per_item() {
+        let body = r#"{"object":"page","entry":[{"id":1,"time":1458692752000,"messaging":[
+            {"sender":{"id":"7"},"recipient":{"id":"1"},"timestamp":1458692752478,"message":{"mid":"m_1","text":"hi"}},
+            {"recipient":{"id":"1"},"optin":{"login_id":"L1"}},
+            {"sender":{"id":"7"},"recipient":{"id":"1"},"timestamp":1,"message":5},
+            "oops"
+        ],"changes":[{"field":"feed","value":{"from":{"id":"9"}}}]}]}"#;
+        let ev = events(body);
+        let kinds: Vec<_> = ev.iter().map(|e| e.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                EventKind::Message,
+                EventKind::Optin,
+                EventKind::Malformed,
+                EventKind::Malformed,
+                EventKind::Change
+            ]
+        );
+        assert_eq!(ev[0].key, "message:m_1");
+        assert_eq!(ev[0].account_id, "1");
+        assert_eq!(
+            ev[1].sender,
+            Some(Identity::new(IdentityKind::LoginId, "L1"))
+        );
+        assert_eq!(
+            ev[1].timestamp_ms, 1_458_692_752_000,
+            "falls back to entry.time"
+        );
+        assert_eq!(ev[2].sender, Some(Identity::new(IdentityKind::Psid, "7")));
+        assert_eq!(ev[2].timestamp_ms, 1);
+        assert_eq!(ev[3].sender, None);
+        assert_eq!(ev[3].item.get(), r#""oops""#);
+        assert_eq!(ev[4].channel, Channel::Changes);
+        assert_eq!(ev[4].sender, Some(Identity::new(IdentityKind::Psid, "9")));
+        assert_ne!(ev[2].key, ev[3].key);
+    }
+
+    #[test]
+    fn missing_times_fall_back_to_receipt() {
+        let ev = events(r#"{"object":"page","entry":[{"id":"1","messaging":[{"read":{}}]}]}"#);
+        assert_eq!(ev[0].timestamp_ms, AT);
+        assert_eq!(ev[0].received_at_ms, AT);
+    }
+
+    #[test]
+    fn envelope_errors_quarantine_without_body_content() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"", "EOF"),
+            (b"hello", "expected"),
+            (br#"{"object":"page","entry":[{"id":"1"}"#, "EOF"),
+            (br#"["secret"]"#, "not an object"),
+            (br#"["page", []]"#, "not an object"),
+            (br#""secret""#, "not an object"),
+            (b" [1", "EOF"),
+            (br#"{"object":"page"}"#, "missing field `entry`"),
+            (br#"{"entry":[]}"#, "missing field `object`"),
+            (
+                br#"{"object":"page","entry":"secret"}"#,
+                "expected a sequence",
+            ),
+            (
+                br#"{"object":"page","entry":[{"id":{"secret":1}}]}"#,
+                "expected",
+            ),
+            (
+                br#"{"object":"page","entry":[{"id":"1","time":"secret"}]}"#,
+                "timestamp",
+            ),
+            (b"{\"object\":\"p\xffage\",\"entry\":[]}", "UTF-8"),
+        ];
+        for (body, want) in cases {
+            let r = reason(body);
+            assert!(r.contains(want), "{r:?} should contain {want:?}");
+            assert!(!r.contains("secret"), "{r:?} leaks body content");
+        }
+    }
+
+    #[test]
+    fn quarantine_parts_utf8_on_char_boundaries() {
+        // 3-byte characters, so the part boundary falls inside one unless adjusted.
+        let body = format!("x{}", "€".repeat(QUARANTINE_PART_BYTES));
+        let SplitOutcome::Quarantined { events, .. } = split_body(body.as_bytes(), AT) else {
+            panic!("not quarantined");
+        };
+        assert_eq!(events.len(), 4);
+        let mut joined = String::new();
+        for (i, e) in events.iter().enumerate() {
+            let q = e.quarantine.as_ref().unwrap();
+            assert_eq!((q.part as usize, q.parts as usize), (i, events.len()));
+            assert_eq!(q.encoding, "utf8");
+            assert!(q.data.len() <= QUARANTINE_PART_BYTES);
+            assert_eq!(e.key, format!("quarantined:{}:{i}", q.body_sha256));
+            assert_eq!(e.item.get(), "null");
+            joined.push_str(&q.data);
+        }
+        assert_eq!(joined, body);
+    }
+
+    #[test]
+    fn quarantine_parts_base64_decode_independently() {
+        let body: Vec<u8> = (0..QUARANTINE_PART_BYTES * 2)
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let SplitOutcome::Quarantined { events, .. } = split_body(&body, AT) else {
+            panic!("not quarantined");
+        };
+        assert_eq!(events.len(), 3);
+        let mut joined = Vec::new();
+        for e in &events {
+            let q = e.quarantine.as_ref().unwrap();
+            assert_eq!(q.encoding, "base64");
+            assert!(q.data.len() <= QUARANTINE_PART_BYTES);
+            joined.extend(BASE64.decode(&q.data).unwrap());
+        }
+        assert_eq!(joined, body);
+    }
+
+    #[test]
+    fn empty_body_is_one_empty_part() {
+        let SplitOutcome::Quarantined { events, .. } = split_body(b"", AT) else {
+            panic!("not quarantined");
+        };
+        assert_eq!(events.len(), 1);
+        let q = events[0].quarantine.as_ref().unwrap();
+        assert_eq!((q.part, q.parts, q.data.as_str()), (0, 1, ""));
+        assert_eq!(
+            q.body_sha256,
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+
+    #[test]
+    fn split_utf8_respects_limit() {
+        assert_eq!(split_utf8("", 4), Vec::<&str>::new());
+        assert_eq!(split_utf8("abcdefghij", 4), ["abcd", "efgh", "ij"]);
+        assert_eq!(split_utf8("ééé", 4), ["éé", "é"]);
+        assert_eq!(split_utf8("😀😀", 5), ["😀", "😀"]);
+    }
+}

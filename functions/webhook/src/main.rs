@@ -1,0 +1,22 @@
+use lc_adapters::{aws, env, sqs::SqsQueue, telemetry};
+use lc_core::ingest::{Ingest, IngestConfig};
+use lc_core::ports::SystemClock;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    telemetry::init("webhook");
+    let sdk = aws::load_config().await;
+    let queue = SqsQueue::new(
+        aws_sdk_sqs::Client::new(&sdk),
+        env::required("EVENTS_QUEUE_URL")?,
+    );
+    let config = IngestConfig {
+        max_body_bytes: env::parse_or("LC_MAX_BODY_BYTES", IngestConfig::default().max_body_bytes)?,
+        ..IngestConfig::default()
+    };
+    let ingest = Ingest::new(queue, env::secret_source(&sdk)?, SystemClock, config);
+    lambda_http::run(lambda_http::service_fn(|req| {
+        lc_webhook::handle(&ingest, req)
+    }))
+    .await
+}

@@ -1,0 +1,185 @@
+//! Simulator configuration (serde, `Default`) and fault settings.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// Default Send API limit per Page and second (Meta: 300 calls/s for text).
+pub const DEFAULT_RATE_LIMIT_PER_SEC: u32 = 300;
+/// Default sleep of an injected timeout.
+pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
+
+/// Everything the simulator needs at start. Every field has a default, so a
+/// JSON config file may name only the fields it changes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SimConfig {
+    /// The app id accepted in `debug_token`'s app token (`APP_ID|APP_SECRET`).
+    pub app_id: String,
+    /// The app secret: app token and `appsecret_proof` key.
+    pub app_secret: String,
+    /// Page id -> Page access token, registered (and valid) from the start.
+    pub pages: BTreeMap<String, String>,
+    /// When true, every send needs `appsecret_proof` (a proof that is present
+    /// is always checked).
+    pub require_appsecret_proof: bool,
+    /// Accepted sends per Page within a sliding 1 s window (0 = every send
+    /// answers 613).
+    pub rate_limit_per_sec: u32,
+    /// Message tags accepted for PSID recipients outside the standard window.
+    pub allowed_tags: Vec<String>,
+    /// Injected faults.
+    pub faults: Faults,
+    /// Sim clock = real clock + this offset (ms).
+    pub clock_offset_ms: i64,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        Self {
+            app_id: "100000000000001".to_owned(),
+            app_secret: "sim-app-secret".to_owned(),
+            pages: BTreeMap::new(),
+            require_appsecret_proof: false,
+            rate_limit_per_sec: DEFAULT_RATE_LIMIT_PER_SEC,
+            allowed_tags: vec!["HUMAN_AGENT".to_owned()],
+            faults: Faults::default(),
+            clock_offset_ms: 0,
+        }
+    }
+}
+
+impl SimConfig {
+    /// Builder helper: registers a Page and its (valid) token.
+    #[must_use]
+    pub fn with_page(mut self, page_id: impl Into<String>, token: impl Into<String>) -> Self {
+        self.pages.insert(page_id.into(), token.into());
+        self
+    }
+
+    /// Applies fault overrides from the process environment:
+    /// `GRAPH_SIM_5XX_RATIO`, `GRAPH_SIM_TIMEOUT_RATIO`, `GRAPH_SIM_TIMEOUT_MS`,
+    /// `GRAPH_SIM_LATENCY_MS`, `GRAPH_SIM_SEED`. `start` does not read the
+    /// environment by itself; the binary calls this.
+    pub fn with_env(self) -> Result<Self, String> {
+        self.with_env_from(|key| std::env::var(key).ok())
+    }
+
+    /// Same as [`SimConfig::with_env`] with an explicit variable lookup.
+    pub fn with_env_from(
+        mut self,
+        lookup: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, String> {
+        fn parse<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, String> {
+            value
+                .trim()
+                .parse()
+                .map_err(|_| format!("{key}: cannot parse {value:?}"))
+        }
+        if let Some(v) = lookup("GRAPH_SIM_5XX_RATIO") {
+            self.faults.error_5xx_ratio = parse("GRAPH_SIM_5XX_RATIO", &v)?;
+        }
+        if let Some(v) = lookup("GRAPH_SIM_TIMEOUT_RATIO") {
+            self.faults.timeout_ratio = parse("GRAPH_SIM_TIMEOUT_RATIO", &v)?;
+        }
+        if let Some(v) = lookup("GRAPH_SIM_TIMEOUT_MS") {
+            self.faults.timeout_ms = parse("GRAPH_SIM_TIMEOUT_MS", &v)?;
+        }
+        if let Some(v) = lookup("GRAPH_SIM_LATENCY_MS") {
+            self.faults.latency_ms = parse("GRAPH_SIM_LATENCY_MS", &v)?;
+        }
+        if let Some(v) = lookup("GRAPH_SIM_SEED") {
+            self.faults.seed = parse("GRAPH_SIM_SEED", &v)?;
+        }
+        self.faults.validate()?;
+        Ok(self)
+    }
+}
+
+/// Fault injection for Graph requests (send and `debug_token` get the
+/// latency; only sends get 5xx and timeouts).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Faults {
+    /// Probability that a send answers HTTP 500 / code 2 (message not recorded).
+    pub error_5xx_ratio: f64,
+    /// Probability that a send sleeps `timeout_ms` and then answers HTTP 504
+    /// (message not recorded).
+    pub timeout_ratio: f64,
+    /// Sleep of an injected timeout, ms.
+    pub timeout_ms: u64,
+    /// Latency added to every Graph request, ms.
+    pub latency_ms: u64,
+    /// PRNG seed; setting faults restarts the sequence from this seed.
+    pub seed: u64,
+}
+
+impl Default for Faults {
+    fn default() -> Self {
+        Self {
+            error_5xx_ratio: 0.0,
+            timeout_ratio: 0.0,
+            timeout_ms: DEFAULT_TIMEOUT_MS,
+            latency_ms: 0,
+            seed: 0,
+        }
+    }
+}
+
+impl Faults {
+    /// Ratios must be finite, within 0..=1, and sum to at most 1.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, ratio) in [
+            ("error_5xx_ratio", self.error_5xx_ratio),
+            ("timeout_ratio", self.timeout_ratio),
+        ] {
+            if !ratio.is_finite() || !(0.0..=1.0).contains(&ratio) {
+                return Err(format!("{name} must be within 0..=1, got {ratio}"));
+            }
+        }
+        if self.error_5xx_ratio + self.timeout_ratio > 1.0 + 1e-9 {
+            return Err("error_5xx_ratio + timeout_ratio must be at most 1".to_owned());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn env_overrides_faults() {
+        let env = |k: &str| match k {
+            "GRAPH_SIM_5XX_RATIO" => Some("0.25".to_owned()),
+            "GRAPH_SIM_TIMEOUT_RATIO" => Some("0.5".to_owned()),
+            "GRAPH_SIM_LATENCY_MS" => Some("7".to_owned()),
+            "GRAPH_SIM_SEED" => Some("42".to_owned()),
+            _ => None,
+        };
+        let c = SimConfig::default().with_env_from(env).unwrap();
+        assert_eq!(c.faults.error_5xx_ratio, 0.25);
+        assert_eq!(c.faults.timeout_ratio, 0.5);
+        assert_eq!(c.faults.latency_ms, 7);
+        assert_eq!(c.faults.seed, 42);
+        assert_eq!(c.faults.timeout_ms, DEFAULT_TIMEOUT_MS);
+    }
+
+    #[test]
+    fn env_rejects_garbage_and_bad_ratios() {
+        let bad = |k: &str| (k == "GRAPH_SIM_SEED").then(|| "x".to_owned());
+        assert!(SimConfig::default().with_env_from(bad).is_err());
+        let too_big = |k: &str| (k == "GRAPH_SIM_5XX_RATIO").then(|| "1.5".to_owned());
+        assert!(SimConfig::default().with_env_from(too_big).is_err());
+    }
+
+    #[test]
+    fn partial_json_config_uses_defaults() {
+        let c: SimConfig =
+            serde_json::from_str(r#"{"pages":{"1":"T"},"faults":{"seed":3}}"#).unwrap();
+        assert_eq!(c.rate_limit_per_sec, DEFAULT_RATE_LIMIT_PER_SEC);
+        assert_eq!(c.allowed_tags, vec!["HUMAN_AGENT".to_owned()]);
+        assert_eq!(c.faults.timeout_ms, DEFAULT_TIMEOUT_MS);
+        assert_eq!(c.faults.seed, 3);
+    }
+}

@@ -1,0 +1,304 @@
+//! `graph-sim`: a Graph API (Messenger Send API + `debug_token`) simulator
+//! over real HTTP on 127.0.0.1, enforcing Meta's rules for Login Connect
+//! (`login_id`), `user_ref`, PSID, `notification_messages_token` and
+//! `phone_number` recipients, with seeded fault injection. See README.md.
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! let sim = graph_sim::start(graph_sim::SimConfig::default().with_page("123", "PAGE_TOKEN")).await?;
+//! sim.register_login_id("LOGIN", None, sim.now_ms());
+//! // POST {sim.base_url()}/v25.0/me/messages?access_token=PAGE_TOKEN ...
+//! let sent = sim.messages();
+//! # drop(sent); Ok(()) }
+//! ```
+
+mod config;
+mod http;
+mod rng;
+mod state;
+mod types;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use config::{Faults, SimConfig, DEFAULT_RATE_LIMIT_PER_SEC, DEFAULT_TIMEOUT_MS};
+pub use types::{
+    ClockUpdate, ConfigUpdate, LoginIdRegistration, NotificationTokenRegistration, OptOut,
+    PageRegistration, PersonRegistration, SentMessage, Stats, UserRefRegistration,
+    UserTokenRegistration,
+};
+
+/// Milliseconds in 24 h (the standard and one-shot windows).
+pub const DAY_MS: i64 = state::DAY_MS;
+
+/// Hex HMAC-SHA256(key = app secret, msg = access token), as Meta expects in
+/// `appsecret_proof`.
+pub fn appsecret_proof(app_secret: &str, access_token: &str) -> String {
+    proof_mac(app_secret, access_token)
+        .map(|mac| hex::encode(mac.finalize().into_bytes()))
+        .unwrap_or_default()
+}
+
+/// HMAC takes keys of any length, so this is always `Some`.
+fn proof_mac(app_secret: &str, access_token: &str) -> Option<Hmac<Sha256>> {
+    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(app_secret.as_bytes()).ok()?;
+    mac.update(access_token.as_bytes());
+    Some(mac)
+}
+
+/// Constant-time check of a hex `appsecret_proof`.
+pub(crate) fn verify_appsecret_proof(app_secret: &str, access_token: &str, proof: &str) -> bool {
+    match (
+        hex::decode(proof.trim()),
+        proof_mac(app_secret, access_token),
+    ) {
+        (Ok(bytes), Some(mac)) => mac.verify_slice(&bytes).is_ok(),
+        _ => false,
+    }
+}
+
+/// Starts the simulator on `127.0.0.1:port` (0 = any free port). Must be
+/// called inside a Tokio runtime. The environment is not read here; use
+/// [`SimConfig::with_env`] for `GRAPH_SIM_*` fault overrides.
+pub async fn start(config: SimConfig) -> std::io::Result<SimHandle> {
+    start_on(config, 0).await
+}
+
+/// Like [`start`] with an explicit port.
+pub async fn start_on(config: SimConfig, port: u16) -> std::io::Result<SimHandle> {
+    config
+        .faults
+        .validate()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    let addr = listener.local_addr()?;
+    let shared: http::Shared = Arc::new(Mutex::new(state::State::new(config)));
+    let app = http::router(shared.clone());
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let serve = axum::serve(listener, app).with_graceful_shutdown(async move {
+            let _ = rx.await;
+        });
+        if let Err(e) = serve.await {
+            tracing::warn!(error = %e, "graph-sim server stopped with an error");
+        }
+    });
+    tracing::debug!(%addr, "graph-sim listening");
+    Ok(SimHandle {
+        addr,
+        shared,
+        shutdown: Some(tx),
+        task: Some(task),
+    })
+}
+
+/// A running simulator. Dropping it stops accepting connections (in-flight
+/// requests finish); [`SimHandle::shutdown`] also waits (at most 2 s).
+/// The methods below act on the same state as the HTTP admin endpoints,
+/// in-process and without HTTP.
+pub struct SimHandle {
+    addr: SocketAddr,
+    shared: http::Shared,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for SimHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SimHandle")
+            .field("addr", &self.addr)
+            .finish()
+    }
+}
+
+impl Drop for SimHandle {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl SimHandle {
+    /// The bound address (always 127.0.0.1).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT` (no trailing slash): use it in place of
+    /// `https://graph.facebook.com`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops the server and waits for it (at most 2 s, then aborts).
+    pub async fn shutdown(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(mut task) = self.task.take() {
+            if tokio::time::timeout(Duration::from_secs(2), &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
+            }
+        }
+    }
+
+    fn with<R>(&self, f: impl FnOnce(&mut state::State) -> R) -> R {
+        f(&mut http::lock(&self.shared))
+    }
+
+    /// Sim clock now, epoch ms (real now + offset).
+    pub fn now_ms(&self) -> i64 {
+        self.with(|s| s.now_ms())
+    }
+
+    /// Applies a clock update (offset, freeze, advance), as `POST /_sim/clock`.
+    pub fn update_clock(&self, update: ClockUpdate) {
+        self.with(|s| s.update_clock(&update));
+    }
+
+    /// Sets the clock offset (sim now = real now + offset).
+    pub fn set_clock_offset(&self, offset_ms: i64) {
+        self.update_clock(ClockUpdate {
+            offset_ms: Some(offset_ms),
+            ..ClockUpdate::default()
+        });
+    }
+
+    /// Moves the sim clock forward (or back, if negative).
+    pub fn advance_clock(&self, ms: i64) {
+        self.update_clock(ClockUpdate {
+            advance_ms: Some(ms),
+            ..ClockUpdate::default()
+        });
+    }
+
+    /// Stops the sim clock at its current value (until `unfreeze_clock`).
+    pub fn freeze_clock(&self) {
+        self.update_clock(ClockUpdate {
+            freeze: Some(true),
+            ..ClockUpdate::default()
+        });
+    }
+
+    /// Lets a frozen sim clock run again from its frozen value.
+    pub fn unfreeze_clock(&self) {
+        self.update_clock(ClockUpdate {
+            freeze: Some(false),
+            ..ClockUpdate::default()
+        });
+    }
+
+    /// Registers a valid Page token.
+    pub fn register_page(&self, page_id: &str, token: &str) {
+        self.register_page_token(PageRegistration {
+            page_id: page_id.to_owned(),
+            token: token.to_owned(),
+            expired: false,
+        });
+    }
+
+    /// Registers a Page token, possibly expired.
+    pub fn register_page_token(&self, reg: PageRegistration) {
+        self.with(|s| s.register_page(&reg));
+    }
+
+    /// Registers a `login_id` (optionally pre-bound to a Page).
+    pub fn register_login_id(&self, login_id: &str, page_id: Option<&str>, opted_in_at_ms: i64) {
+        let reg = LoginIdRegistration {
+            login_id: login_id.to_owned(),
+            page_id: page_id.map(str::to_owned),
+            opted_in_at_ms,
+        };
+        self.with(|s| s.register_login_id(&reg));
+    }
+
+    /// Registers a `user_ref` (optionally pre-bound to a Page).
+    pub fn register_user_ref(&self, user_ref: &str, page_id: Option<&str>, opted_in_at_ms: i64) {
+        let reg = UserRefRegistration {
+            user_ref: user_ref.to_owned(),
+            page_id: page_id.map(str::to_owned),
+            opted_in_at_ms,
+        };
+        self.with(|s| s.register_user_ref(&reg));
+    }
+
+    /// Registers a PSID for a Page with the time of the person's last message.
+    pub fn register_person(&self, page_id: &str, psid: &str, last_user_message_at_ms: i64) {
+        let reg = PersonRegistration {
+            page_id: page_id.to_owned(),
+            psid: psid.to_owned(),
+            last_user_message_at_ms,
+        };
+        self.with(|s| s.register_person(&reg));
+    }
+
+    /// Records an opt-out (exactly one of psid/login_id/user_ref/token).
+    pub fn opt_out(&self, opt_out: OptOut) -> Result<(), String> {
+        self.with(|s| s.opt_out(&opt_out))
+    }
+
+    /// Registers a `notification_messages_token`.
+    pub fn register_notification_token(&self, reg: NotificationTokenRegistration) {
+        self.with(|s| s.register_notification_token(&reg));
+    }
+
+    /// Registers a user access token for `debug_token`.
+    pub fn register_user_token(&self, reg: UserTokenRegistration) {
+        self.with(|s| s.register_user_token(&reg));
+    }
+
+    /// Replaces the faults and re-seeds the PRNG.
+    pub fn set_faults(&self, faults: Faults) -> Result<(), String> {
+        self.with(|s| s.set_faults(faults))
+    }
+
+    /// Current faults.
+    pub fn faults(&self) -> Faults {
+        self.with(|s| s.faults().clone())
+    }
+
+    /// Changes send rules at runtime (proof requirement, rate limit, tags).
+    pub fn update_config(&self, update: ConfigUpdate) {
+        self.with(|s| s.update_config(&update));
+    }
+
+    /// Accepted sends that carried a message, oldest first.
+    pub fn messages(&self) -> Vec<SentMessage> {
+        self.with(|s| s.messages())
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Stats {
+        self.with(|s| s.stats())
+    }
+
+    /// Back to the state right after `start` (configured Pages, app, rules,
+    /// faults re-seeded, clock offset); message ids keep counting.
+    pub fn reset(&self) {
+        self.with(|s| s.reset());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proof_roundtrip() {
+        let p = appsecret_proof("secret", "token");
+        assert_eq!(p.len(), 64);
+        assert!(verify_appsecret_proof("secret", "token", &p));
+        assert!(!verify_appsecret_proof("secret", "other", &p));
+        assert!(!verify_appsecret_proof("secret", "token", "zz"));
+    }
+}

@@ -1,0 +1,1323 @@
+//! All mutable simulator state and the Send API / debug_token rules. Pure:
+//! every function takes the sim clock (`now`, epoch ms) as an argument and
+//! never sleeps, so the HTTP layer only locks, calls and unlocks.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use serde_json::{json, Map, Value};
+
+use crate::config::{Faults, SimConfig};
+use crate::rng::SplitMix64;
+use crate::types::{
+    ClockUpdate, ConfigUpdate, LoginIdRegistration, NotificationTokenRegistration, OptOut,
+    PageRegistration, PersonRegistration, SentMessage, Stats, UserRefRegistration,
+    UserTokenRegistration,
+};
+
+pub(crate) const DAY_MS: i64 = 86_400_000;
+const STANDARD_WINDOW_MS: i64 = DAY_MS;
+const HUMAN_AGENT_WINDOW_MS: i64 = 7 * DAY_MS;
+const ONE_SHOT_WINDOW_MS: i64 = DAY_MS;
+const RATE_WINDOW_MS: i64 = 1_000;
+const MAX_TEXT_CHARS: usize = 2_000;
+const MAX_QUICK_REPLIES: usize = 13;
+const DATA_ACCESS_SECS: i64 = 90 * 86_400;
+
+const MSG_NO_MATCHING_USER: &str = "(#100) No matching user found";
+const MSG_OUTSIDE_WINDOW: &str = "(#10) This message is sent outside of allowed window. Learn more about the new policy here: https://developers.facebook.com/docs/messenger-platform/policy-overview";
+const MSG_NOT_AVAILABLE: &str = "(#551) This person isn't available right now.";
+const MSG_5XX: &str = "An unexpected error has occurred. Please retry your request later.";
+
+/// A Graph error answer.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct GraphError {
+    pub status: u16,
+    pub code: i64,
+    pub subcode: Option<i64>,
+    pub message: String,
+    pub transient: bool,
+}
+
+impl GraphError {
+    fn new(code: i64, subcode: Option<i64>, message: impl Into<String>) -> Self {
+        Self {
+            status: 400,
+            code,
+            subcode,
+            message: message.into(),
+            transient: false,
+        }
+    }
+
+    fn param(message: impl Into<String>) -> Self {
+        Self::new(100, None, message)
+    }
+}
+
+/// What the HTTP layer turns into a response.
+#[derive(Debug, Clone)]
+pub(crate) struct SimResponse {
+    pub status: u16,
+    pub body: Value,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+/// An injected fault chosen for one send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fault {
+    Error5xx,
+    Timeout { ms: u64 },
+}
+
+/// One send request as received.
+pub(crate) struct SendInput<'a> {
+    pub version: &'a str,
+    /// `me` or a Page id.
+    pub node: &'a str,
+    pub token: Option<&'a str>,
+    pub appsecret_proof: Option<&'a str>,
+    pub body: &'a [u8],
+}
+
+#[derive(Debug, Clone)]
+struct PageToken {
+    page_id: String,
+    expired: bool,
+}
+
+/// A `login_id` or `user_ref`: one message, within 24 h, first Page binds.
+#[derive(Debug, Clone)]
+struct OneShot {
+    opted_in_at_ms: i64,
+    page_id: Option<String>,
+    used: bool,
+}
+
+#[derive(Debug, Clone)]
+struct NotifToken {
+    page_id: String,
+    active: bool,
+    psid: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MessagingType {
+    Response,
+    Update,
+    MessageTag,
+    Utility,
+}
+
+impl MessagingType {
+    fn parse(s: &str) -> Option<Self> {
+        match s {
+            "RESPONSE" => Some(Self::Response),
+            "UPDATE" => Some(Self::Update),
+            "MESSAGE_TAG" => Some(Self::MessageTag),
+            "UTILITY" => Some(Self::Utility),
+            _ => None,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Response => "RESPONSE",
+            Self::Update => "UPDATE",
+            Self::MessageTag => "MESSAGE_TAG",
+            Self::Utility => "UTILITY",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Recipient {
+    Psid(String),
+    LoginId(String),
+    UserRef(String),
+    Phone(String),
+    NotifToken(String),
+}
+
+#[derive(Debug, Clone)]
+struct ParsedSend {
+    recipient: Recipient,
+    recipient_json: Value,
+    messaging_type: Option<MessagingType>,
+    tag: Option<String>,
+    message: Option<Value>,
+    sender_action: Option<String>,
+}
+
+pub(crate) struct State {
+    initial: SimConfig,
+    app_id: String,
+    app_secret: String,
+    require_appsecret_proof: bool,
+    rate_limit_per_sec: u32,
+    allowed_tags: Vec<String>,
+    faults: Faults,
+    rng: SplitMix64,
+    clock_offset_ms: i64,
+    /// When set, the sim clock stands still at this value.
+    frozen_at_ms: Option<i64>,
+    page_tokens: HashMap<String, PageToken>,
+    login_ids: HashMap<String, OneShot>,
+    user_refs: HashMap<String, OneShot>,
+    /// (page_id, psid) -> last user message, epoch ms.
+    people: HashMap<(String, String), i64>,
+    /// (Some(page) | None = every Page, psid).
+    opted_out_psids: HashSet<(Option<String>, String)>,
+    opted_out_login_ids: HashSet<String>,
+    opted_out_user_refs: HashSet<String>,
+    opted_out_notif_tokens: HashSet<String>,
+    notif_tokens: HashMap<String, NotifToken>,
+    user_tokens: HashMap<String, UserTokenRegistration>,
+    messages: Vec<SentMessage>,
+    /// Accepted-send times per Page (sliding rate window).
+    windows: HashMap<String, VecDeque<i64>>,
+    stats: Stats,
+    /// Survive resets so ids stay unique for the process lifetime.
+    next_message_id: u64,
+    next_trace_id: u64,
+}
+
+impl State {
+    pub(crate) fn new(config: SimConfig) -> Self {
+        let page_tokens = config
+            .pages
+            .iter()
+            .map(|(page_id, token)| {
+                (
+                    token.clone(),
+                    PageToken {
+                        page_id: page_id.clone(),
+                        expired: false,
+                    },
+                )
+            })
+            .collect();
+        Self {
+            app_id: config.app_id.clone(),
+            app_secret: config.app_secret.clone(),
+            require_appsecret_proof: config.require_appsecret_proof,
+            rate_limit_per_sec: config.rate_limit_per_sec,
+            allowed_tags: config.allowed_tags.clone(),
+            faults: config.faults.clone(),
+            rng: SplitMix64::new(config.faults.seed),
+            clock_offset_ms: config.clock_offset_ms,
+            frozen_at_ms: None,
+            page_tokens,
+            login_ids: HashMap::new(),
+            user_refs: HashMap::new(),
+            people: HashMap::new(),
+            opted_out_psids: HashSet::new(),
+            opted_out_login_ids: HashSet::new(),
+            opted_out_user_refs: HashSet::new(),
+            opted_out_notif_tokens: HashSet::new(),
+            notif_tokens: HashMap::new(),
+            user_tokens: HashMap::new(),
+            messages: Vec::new(),
+            windows: HashMap::new(),
+            stats: Stats::default(),
+            next_message_id: 1,
+            next_trace_id: 1,
+            initial: config,
+        }
+    }
+
+    // ----- clock -------------------------------------------------------
+
+    pub(crate) fn now_ms(&self) -> i64 {
+        self.frozen_at_ms
+            .unwrap_or_else(|| real_now_ms().saturating_add(self.clock_offset_ms))
+    }
+
+    pub(crate) fn clock_value(&self) -> Value {
+        json!({
+            "now_ms": self.now_ms(),
+            "offset_ms": self.now_ms().saturating_sub(real_now_ms()),
+            "frozen": self.frozen_at_ms.is_some(),
+        })
+    }
+
+    pub(crate) fn update_clock(&mut self, update: &ClockUpdate) {
+        if let Some(offset) = update.offset_ms {
+            self.clock_offset_ms = offset;
+            if self.frozen_at_ms.is_some() {
+                self.frozen_at_ms = Some(real_now_ms().saturating_add(offset));
+            }
+        }
+        match update.freeze {
+            Some(true) => self.frozen_at_ms = Some(self.now_ms()),
+            Some(false) => {
+                if let Some(at) = self.frozen_at_ms.take() {
+                    self.clock_offset_ms = at.saturating_sub(real_now_ms());
+                }
+            }
+            None => {}
+        }
+        if let Some(advance) = update.advance_ms {
+            match &mut self.frozen_at_ms {
+                Some(at) => *at = at.saturating_add(advance),
+                None => self.clock_offset_ms = self.clock_offset_ms.saturating_add(advance),
+            }
+        }
+    }
+
+    // ----- admin -------------------------------------------------------
+
+    /// Back to the state right after `start`: the configured Pages, app,
+    /// rules, faults (PRNG re-seeded) and clock offset (running). Message and trace
+    /// counters keep counting.
+    pub(crate) fn reset(&mut self) {
+        let (next_message_id, next_trace_id) = (self.next_message_id, self.next_trace_id);
+        *self = State::new(self.initial.clone());
+        self.next_message_id = next_message_id;
+        self.next_trace_id = next_trace_id;
+    }
+
+    pub(crate) fn register_page(&mut self, reg: &PageRegistration) {
+        self.page_tokens.insert(
+            reg.token.clone(),
+            PageToken {
+                page_id: reg.page_id.clone(),
+                expired: reg.expired,
+            },
+        );
+    }
+
+    pub(crate) fn register_login_id(&mut self, reg: &LoginIdRegistration) {
+        self.login_ids.insert(
+            reg.login_id.clone(),
+            OneShot {
+                opted_in_at_ms: reg.opted_in_at_ms,
+                page_id: reg.page_id.clone(),
+                used: false,
+            },
+        );
+    }
+
+    pub(crate) fn register_user_ref(&mut self, reg: &UserRefRegistration) {
+        self.user_refs.insert(
+            reg.user_ref.clone(),
+            OneShot {
+                opted_in_at_ms: reg.opted_in_at_ms,
+                page_id: reg.page_id.clone(),
+                used: false,
+            },
+        );
+    }
+
+    pub(crate) fn register_person(&mut self, reg: &PersonRegistration) {
+        self.people.insert(
+            (reg.page_id.clone(), reg.psid.clone()),
+            reg.last_user_message_at_ms,
+        );
+    }
+
+    pub(crate) fn opt_out(&mut self, o: &OptOut) -> Result<(), String> {
+        let kinds = [
+            o.psid.is_some(),
+            o.login_id.is_some(),
+            o.user_ref.is_some(),
+            o.notification_messages_token.is_some(),
+        ];
+        if kinds.iter().filter(|k| **k).count() != 1 {
+            return Err(
+                "exactly one of psid, login_id, user_ref, notification_messages_token".to_owned(),
+            );
+        }
+        if let Some(psid) = &o.psid {
+            self.opted_out_psids
+                .insert((o.page_id.clone(), psid.clone()));
+        } else if let Some(id) = &o.login_id {
+            self.opted_out_login_ids.insert(id.clone());
+        } else if let Some(r) = &o.user_ref {
+            self.opted_out_user_refs.insert(r.clone());
+        } else if let Some(t) = &o.notification_messages_token {
+            self.opted_out_notif_tokens.insert(t.clone());
+        }
+        Ok(())
+    }
+
+    pub(crate) fn register_notification_token(&mut self, reg: &NotificationTokenRegistration) {
+        self.notif_tokens.insert(
+            reg.token.clone(),
+            NotifToken {
+                page_id: reg.page_id.clone(),
+                active: reg.active,
+                psid: reg.psid.clone(),
+            },
+        );
+    }
+
+    pub(crate) fn register_user_token(&mut self, reg: &UserTokenRegistration) {
+        self.user_tokens.insert(reg.token.clone(), reg.clone());
+    }
+
+    pub(crate) fn set_faults(&mut self, faults: Faults) -> Result<(), String> {
+        faults.validate()?;
+        self.rng = SplitMix64::new(faults.seed);
+        self.faults = faults;
+        Ok(())
+    }
+
+    pub(crate) fn faults(&self) -> &Faults {
+        &self.faults
+    }
+
+    pub(crate) fn update_config(&mut self, u: &ConfigUpdate) {
+        if let Some(v) = u.require_appsecret_proof {
+            self.require_appsecret_proof = v;
+        }
+        if let Some(v) = u.rate_limit_per_sec {
+            self.rate_limit_per_sec = v;
+        }
+        if let Some(v) = &u.allowed_tags {
+            self.allowed_tags = v.clone();
+        }
+    }
+
+    pub(crate) fn effective_config(&self) -> Value {
+        json!({
+            "app_id": self.app_id,
+            "require_appsecret_proof": self.require_appsecret_proof,
+            "rate_limit_per_sec": self.rate_limit_per_sec,
+            "allowed_tags": self.allowed_tags,
+            "faults": self.faults,
+            "clock": self.clock_value(),
+        })
+    }
+
+    pub(crate) fn messages(&self) -> Vec<SentMessage> {
+        self.messages.clone()
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        self.stats.clone()
+    }
+
+    // ----- faults ------------------------------------------------------
+
+    /// Draws exactly one PRNG value per send, so the fault sequence only
+    /// depends on the seed and the number of sends.
+    pub(crate) fn roll_fault(&mut self) -> Option<Fault> {
+        let r = self.rng.next_f64();
+        if r < self.faults.error_5xx_ratio {
+            self.stats.faults_5xx += 1;
+            Some(Fault::Error5xx)
+        } else if r < self.faults.error_5xx_ratio + self.faults.timeout_ratio {
+            self.stats.faults_timeout += 1;
+            Some(Fault::Timeout {
+                ms: self.faults.timeout_ms,
+            })
+        } else {
+            None
+        }
+    }
+
+    pub(crate) fn fault_response(
+        &mut self,
+        now: i64,
+        input: &SendInput<'_>,
+        status: u16,
+    ) -> SimResponse {
+        let message = if status == 500 {
+            MSG_5XX.to_owned()
+        } else {
+            "(graph-sim) injected timeout".to_owned()
+        };
+        let err = GraphError {
+            status,
+            code: 2,
+            subcode: None,
+            message,
+            transient: true,
+        };
+        let body = self.error_body(&err);
+        let page = self.page_hint(input.node, input.token);
+        SimResponse {
+            status,
+            body,
+            headers: self.usage_headers(now, page.as_deref()),
+        }
+    }
+
+    // ----- send --------------------------------------------------------
+
+    pub(crate) fn handle_send(&mut self, now: i64, input: &SendInput<'_>) -> SimResponse {
+        let page = self.page_hint(input.node, input.token);
+        let (status, body) = match self.evaluate_send(now, input) {
+            Ok(body) => (200, body),
+            Err(e) => {
+                self.record_rejection(&e);
+                (e.status, self.error_body(&e))
+            }
+        };
+        SimResponse {
+            status,
+            body,
+            headers: self.usage_headers(now, page.as_deref()),
+        }
+    }
+
+    /// The Page the usage headers talk about: the token's Page if the token
+    /// is registered, else the Page in the path, else none.
+    fn page_hint(&self, node: &str, token: Option<&str>) -> Option<String> {
+        token
+            .and_then(|t| self.page_tokens.get(t))
+            .map(|p| p.page_id.clone())
+            .or_else(|| (node != "me").then(|| node.to_owned()))
+    }
+
+    fn evaluate_send(&mut self, now: i64, input: &SendInput<'_>) -> Result<Value, GraphError> {
+        if !valid_version(input.version) {
+            return Err(GraphError::new(
+                2500,
+                None,
+                format!(
+                    "Unknown path components: /{}/{}/messages",
+                    input.version, input.node
+                ),
+            ));
+        }
+        let token = input.token.filter(|t| !t.is_empty()).ok_or_else(|| {
+            GraphError::new(
+                104,
+                None,
+                "An access token is required to request this resource.",
+            )
+        })?;
+        let page_token = self.page_tokens.get(token).cloned().ok_or_else(|| {
+            GraphError::new(
+                190,
+                None,
+                "Invalid OAuth access token - Cannot parse access token",
+            )
+        })?;
+        if page_token.expired {
+            return Err(GraphError::new(
+                190,
+                Some(463),
+                "Error validating access token: Session has expired.",
+            ));
+        }
+        self.check_appsecret_proof(token, input.appsecret_proof)?;
+        let page_id = page_token.page_id;
+        if input.node != "me" && input.node != page_id {
+            return Err(GraphError::new(
+                200,
+                None,
+                "(#200) Permissions error: the access token does not belong to this Page",
+            ));
+        }
+        if self.window_count(now, &page_id) >= self.rate_limit_per_sec as usize {
+            let mut e = GraphError::new(
+                613,
+                None,
+                "(#613) Calls to this API have exceeded the rate limit.",
+            );
+            e.transient = true;
+            return Err(e);
+        }
+        let req = parse_send_body(input.body, &self.allowed_tags)?;
+        let recipient_id = self.check_recipient(now, &page_id, &req)?;
+        Ok(self.accept(now, &page_id, req, recipient_id))
+    }
+
+    fn check_appsecret_proof(&self, token: &str, proof: Option<&str>) -> Result<(), GraphError> {
+        match proof {
+            None if self.require_appsecret_proof => Err(GraphError::param(
+                "API calls from the server require an appsecret_proof argument",
+            )),
+            None => Ok(()),
+            Some(p) if crate::verify_appsecret_proof(&self.app_secret, token, p) => Ok(()),
+            Some(_) => Err(GraphError::param(
+                "Invalid appsecret_proof provided in the API argument",
+            )),
+        }
+    }
+
+    /// State-dependent recipient rules. Returns the `recipient_id` to answer
+    /// (PSID recipients only). Does not mutate.
+    fn check_recipient(
+        &self,
+        now: i64,
+        page_id: &str,
+        req: &ParsedSend,
+    ) -> Result<Option<String>, GraphError> {
+        match &req.recipient {
+            Recipient::LoginId(id) => {
+                check_one_shot(self.login_ids.get(id), page_id, now, || {
+                    self.opted_out_login_ids.contains(id)
+                })?;
+                Ok(None)
+            }
+            Recipient::UserRef(r) => {
+                check_one_shot(self.user_refs.get(r), page_id, now, || {
+                    self.opted_out_user_refs.contains(r)
+                })?;
+                Ok(None)
+            }
+            Recipient::Psid(psid) => {
+                let last = self
+                    .people
+                    .get(&(page_id.to_owned(), psid.clone()))
+                    .copied()
+                    .ok_or_else(|| GraphError::new(100, Some(2018001), MSG_NO_MATCHING_USER))?;
+                if self.psid_opted_out(page_id, psid) {
+                    return Err(GraphError::new(551, Some(1545041), MSG_NOT_AVAILABLE));
+                }
+                let window = match (req.messaging_type, req.tag.as_deref()) {
+                    // Sender actions follow the standard window.
+                    _ if req.sender_action.is_some() => Some(STANDARD_WINDOW_MS),
+                    (Some(MessagingType::Response | MessagingType::Update), _) => {
+                        Some(STANDARD_WINDOW_MS)
+                    }
+                    (Some(MessagingType::MessageTag), Some("HUMAN_AGENT")) => {
+                        Some(HUMAN_AGENT_WINDOW_MS)
+                    }
+                    _ => None,
+                };
+                if let Some(w) = window {
+                    if now >= last.saturating_add(w) {
+                        return Err(GraphError::new(10, Some(2018278), MSG_OUTSIDE_WINDOW));
+                    }
+                }
+                Ok(Some(psid.clone()))
+            }
+            Recipient::NotifToken(t) => {
+                let tok = self
+                    .notif_tokens
+                    .get(t)
+                    .filter(|tok| tok.page_id == page_id)
+                    .ok_or_else(|| GraphError::new(100, Some(2018001), MSG_NO_MATCHING_USER))?;
+                let person_out = tok
+                    .psid
+                    .as_ref()
+                    .is_some_and(|psid| self.psid_opted_out(page_id, psid));
+                if person_out || self.opted_out_notif_tokens.contains(t) {
+                    return Err(GraphError::new(551, Some(1545041), MSG_NOT_AVAILABLE));
+                }
+                if !tok.active {
+                    return Err(GraphError::new(
+                        10,
+                        Some(2018065),
+                        "(#10) The notification_messages_token is not active (stopped or expired)",
+                    ));
+                }
+                Ok(None)
+            }
+            Recipient::Phone(_) => Ok(None),
+        }
+    }
+
+    fn psid_opted_out(&self, page_id: &str, psid: &str) -> bool {
+        self.opted_out_psids
+            .contains(&(Some(page_id.to_owned()), psid.to_owned()))
+            || self.opted_out_psids.contains(&(None, psid.to_owned()))
+    }
+
+    fn accept(
+        &mut self,
+        now: i64,
+        page_id: &str,
+        req: ParsedSend,
+        recipient_id: Option<String>,
+    ) -> Value {
+        let one_shot = match &req.recipient {
+            Recipient::LoginId(id) => self.login_ids.get_mut(id),
+            Recipient::UserRef(r) => self.user_refs.get_mut(r),
+            _ => None,
+        };
+        if let Some(entry) = one_shot {
+            entry.used = true;
+            entry.page_id = Some(page_id.to_owned());
+        }
+        self.windows
+            .entry(page_id.to_owned())
+            .or_default()
+            .push_back(now);
+
+        let mut body = Map::new();
+        if let Some(id) = recipient_id {
+            body.insert("recipient_id".to_owned(), Value::String(id));
+        }
+        match req.message {
+            Some(message) => {
+                let message_id = format!("m_{}", self.next_message_id);
+                self.next_message_id += 1;
+                self.stats.accepted += 1;
+                self.messages.push(SentMessage {
+                    page_id: page_id.to_owned(),
+                    recipient: req.recipient_json,
+                    messaging_type: req
+                        .messaging_type
+                        .map_or("", MessagingType::as_str)
+                        .to_owned(),
+                    tag: req.tag,
+                    message,
+                    message_id: message_id.clone(),
+                    at_ms: now,
+                });
+                body.insert("message_id".to_owned(), Value::String(message_id));
+            }
+            None => self.stats.sender_actions += 1,
+        }
+        Value::Object(body)
+    }
+
+    // ----- rate window and usage headers ---------------------------------
+
+    fn window_count(&mut self, now: i64, page_id: &str) -> usize {
+        match self.windows.get_mut(page_id) {
+            Some(w) => {
+                w.retain(|&t| t > now - RATE_WINDOW_MS && t <= now);
+                w.len()
+            }
+            None => 0,
+        }
+    }
+
+    fn usage_headers(&mut self, now: i64, page_id: Option<&str>) -> Vec<(&'static str, String)> {
+        let limit = u64::from(self.rate_limit_per_sec);
+        let (pct, regain_min) = match page_id {
+            Some(p) => {
+                let count = self.window_count(now, p) as u64;
+                // A limit of 0 means "always throttled": 100 %.
+                let pct = (count * 100).checked_div(limit).map_or(100, |p| p.min(100));
+                let regain = if count >= limit {
+                    let oldest = self
+                        .windows
+                        .get(p)
+                        .and_then(|w| w.iter().min().copied())
+                        .unwrap_or(now);
+                    let ms = (oldest + RATE_WINDOW_MS - now).max(1);
+                    (ms + 59_999) / 60_000
+                } else {
+                    0
+                };
+                (pct, regain)
+            }
+            None => (0, 0),
+        };
+        let buc = match page_id {
+            Some(p) => json!({ p: [{
+                "type": "pages",
+                "call_count": pct,
+                "total_cputime": pct,
+                "total_time": pct,
+                "estimated_time_to_regain_access": regain_min,
+            }]}),
+            None => json!({}),
+        };
+        let app = json!({"call_count": pct, "total_cputime": 0, "total_time": 0});
+        vec![
+            ("x-business-use-case-usage", buc.to_string()),
+            ("x-app-usage", app.to_string()),
+        ]
+    }
+
+    // ----- errors --------------------------------------------------------
+
+    fn record_rejection(&mut self, e: &GraphError) {
+        self.stats.rejected += 1;
+        *self
+            .stats
+            .rejected_by_code
+            .entry(e.code.to_string())
+            .or_default() += 1;
+        let key = match e.subcode {
+            Some(s) => format!("{}/{}", e.code, s),
+            None => e.code.to_string(),
+        };
+        *self.stats.rejected_by_code_subcode.entry(key).or_default() += 1;
+    }
+
+    fn error_body(&mut self, e: &GraphError) -> Value {
+        let trace = format!("SimTrace{:010}", self.next_trace_id);
+        self.next_trace_id += 1;
+        let mut err = Map::new();
+        err.insert("message".to_owned(), json!(e.message));
+        err.insert("type".to_owned(), json!("OAuthException"));
+        err.insert("code".to_owned(), json!(e.code));
+        if let Some(s) = e.subcode {
+            err.insert("error_subcode".to_owned(), json!(s));
+        }
+        if e.transient {
+            err.insert("is_transient".to_owned(), json!(true));
+        }
+        err.insert("fbtrace_id".to_owned(), json!(trace));
+        json!({ "error": Value::Object(err) })
+    }
+
+    // ----- debug_token ---------------------------------------------------
+
+    pub(crate) fn debug_token(
+        &mut self,
+        now: i64,
+        version: &str,
+        access_token: Option<&str>,
+        input_token: Option<&str>,
+    ) -> (u16, Value) {
+        self.stats.debug_token_calls += 1;
+        match self.evaluate_debug_token(now, version, access_token, input_token) {
+            Ok(v) => (200, v),
+            Err(e) => (e.status, self.error_body(&e)),
+        }
+    }
+
+    fn evaluate_debug_token(
+        &self,
+        now: i64,
+        version: &str,
+        access_token: Option<&str>,
+        input_token: Option<&str>,
+    ) -> Result<Value, GraphError> {
+        if !valid_version(version) {
+            return Err(GraphError::new(
+                2500,
+                None,
+                format!("Unknown path components: /{version}/debug_token"),
+            ));
+        }
+        let access_token = access_token.filter(|t| !t.is_empty()).ok_or_else(|| {
+            GraphError::new(
+                104,
+                None,
+                "An access token is required to request this resource.",
+            )
+        })?;
+        if access_token != format!("{}|{}", self.app_id, self.app_secret) {
+            return Err(GraphError::new(
+                190,
+                None,
+                "Invalid OAuth access token - Cannot parse access token",
+            ));
+        }
+        let input = input_token
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| GraphError::param("(#100) The parameter input_token is required"))?;
+
+        if let Some(u) = self.user_tokens.get(input) {
+            let expires_s = u.expires_at_ms.div_euclid(1000);
+            let expired = u.expires_at_ms != 0 && now >= u.expires_at_ms;
+            let data_access = if u.expires_at_ms == 0 {
+                now.div_euclid(1000) + DATA_ACCESS_SECS
+            } else {
+                expires_s + DATA_ACCESS_SECS
+            };
+            let mut data = json!({
+                "app_id": u.app_id.clone().unwrap_or_else(|| self.app_id.clone()),
+                "type": "USER",
+                "application": "sim",
+                "data_access_expires_at": data_access,
+                "expires_at": expires_s,
+                "is_valid": u.valid && !expired,
+                "scopes": u.scopes,
+                "user_id": u.user_id,
+            });
+            let error = if !u.valid {
+                Some(
+                    json!({"code": 190, "subcode": 460, "message": "Error validating access token: The session has been invalidated because the user changed their password or Facebook has changed the session for security reasons."}),
+                )
+            } else if expired {
+                Some(
+                    json!({"code": 190, "subcode": 463, "message": "Error validating access token: Session has expired."}),
+                )
+            } else {
+                None
+            };
+            if let (Some(err), Some(obj)) = (error, data.as_object_mut()) {
+                obj.insert("error".to_owned(), err);
+            }
+            return Ok(json!({ "data": data }));
+        }
+        if let Some(p) = self.page_tokens.get(input) {
+            let mut data = json!({
+                "app_id": self.app_id,
+                "type": "PAGE",
+                "application": "sim",
+                "data_access_expires_at": 0,
+                "expires_at": 0,
+                "is_valid": !p.expired,
+                "profile_id": p.page_id,
+                "scopes": ["pages_messaging"],
+            });
+            if let (true, Some(obj)) = (p.expired, data.as_object_mut()) {
+                obj.insert(
+                    "error".to_owned(),
+                    json!({"code": 190, "subcode": 463, "message": "Error validating access token: Session has expired."}),
+                );
+            }
+            return Ok(json!({ "data": data }));
+        }
+        Ok(json!({"data": {
+            "is_valid": false,
+            "error": {"code": 190, "message": "Invalid OAuth access token."},
+        }}))
+    }
+}
+
+/// `login_id` / `user_ref` rules, in this order: registered, bound Page,
+/// opted out, already used, 24 h window.
+fn check_one_shot(
+    entry: Option<&OneShot>,
+    page_id: &str,
+    now: i64,
+    opted_out: impl FnOnce() -> bool,
+) -> Result<(), GraphError> {
+    let entry = entry.ok_or_else(|| GraphError::new(100, Some(2018001), MSG_NO_MATCHING_USER))?;
+    if entry.page_id.as_deref().is_some_and(|p| p != page_id) {
+        return Err(GraphError::new(100, Some(2018001), MSG_NO_MATCHING_USER));
+    }
+    if opted_out() {
+        return Err(GraphError::new(551, Some(1545041), MSG_NOT_AVAILABLE));
+    }
+    if entry.used || now >= entry.opted_in_at_ms.saturating_add(ONE_SHOT_WINDOW_MS) {
+        return Err(GraphError::new(10, Some(2018278), MSG_OUTSIDE_WINDOW));
+    }
+    Ok(())
+}
+
+/// `v<digits>.<digits>`.
+pub(crate) fn valid_version(v: &str) -> bool {
+    let Some(rest) = v.strip_prefix('v') else {
+        return false;
+    };
+    let Some((major, minor)) = rest.split_once('.') else {
+        return false;
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    digits(major) && digits(minor)
+}
+
+pub(crate) fn real_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+// ----- body validation (state independent except the tag allow-list) ------
+
+const RECIPIENT_KINDS: [&str; 5] = [
+    "id",
+    "login_id",
+    "user_ref",
+    "phone_number",
+    "notification_messages_token",
+];
+const UNSUPPORTED_RECIPIENT_KINDS: [&str; 3] = ["post_id", "comment_id", "one_time_notif_token"];
+const SENDER_ACTIONS: [&str; 5] = ["MARK_SEEN", "TYPING_ON", "TYPING_OFF", "REACT", "UNREACT"];
+const ATTACHMENT_TYPES: [&str; 5] = ["audio", "file", "image", "template", "video"];
+const QUICK_REPLY_TYPES: [&str; 3] = ["text", "user_phone_number", "user_email"];
+
+fn parse_send_body(body: &[u8], allowed_tags: &[String]) -> Result<ParsedSend, GraphError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(GraphError::param(
+            "(#100) The parameter recipient is required",
+        ));
+    }
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|_| GraphError::param("(#100) The request body is not valid JSON"))?;
+    let obj = value
+        .as_object()
+        .ok_or_else(|| GraphError::param("(#100) The request body must be a JSON object"))?;
+
+    let recipient_json = match obj.get("recipient") {
+        None | Some(Value::Null) => {
+            return Err(GraphError::param(
+                "(#100) The parameter recipient is required",
+            ))
+        }
+        // Form-style clients send the recipient as a JSON string.
+        Some(Value::String(s)) => serde_json::from_str::<Value>(s)
+            .map_err(|_| GraphError::param("(#100) param recipient must be a JSON object"))?,
+        Some(v) => v.clone(),
+    };
+    let recipient = parse_recipient(&recipient_json)?;
+
+    let sender_action = match obj.get("sender_action") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) if SENDER_ACTIONS.contains(&s.as_str()) => Some(s.clone()),
+        Some(_) => {
+            return Err(GraphError::param(format!(
+                "(#100) param sender_action must be one of {}",
+                SENDER_ACTIONS.join(", ")
+            )))
+        }
+    };
+    let message = match obj.get("message") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(v.clone()),
+    };
+    let messaging_type = match obj.get("messaging_type") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(MessagingType::parse(s).ok_or_else(|| {
+            GraphError::param(
+                "(#100) param messaging_type must be one of RESPONSE, UPDATE, MESSAGE_TAG, UTILITY",
+            )
+        })?),
+        Some(_) => {
+            return Err(GraphError::param(
+                "(#100) param messaging_type must be a string",
+            ))
+        }
+    };
+    let tag = match obj.get("tag") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => return Err(GraphError::param("(#100) param tag must be a string")),
+    };
+
+    if let Some(action) = &sender_action {
+        if message.is_some() {
+            return Err(GraphError::param(
+                "(#100) sender_action must be sent without message, in a separate request",
+            ));
+        }
+        if !matches!(recipient, Recipient::Psid(_)) {
+            return Err(GraphError::param(format!(
+                "(#100) sender_action {action} is only supported for recipient id (PSID) in graph-sim"
+            )));
+        }
+        if tag.is_some() {
+            return Err(GraphError::param(
+                "(#100) param tag cannot be used with sender_action",
+            ));
+        }
+        return Ok(ParsedSend {
+            recipient,
+            recipient_json,
+            messaging_type,
+            tag,
+            message: None,
+            sender_action,
+        });
+    }
+
+    let Some(message) = message else {
+        return Err(GraphError::param(
+            "(#100) Must send either message or sender_action",
+        ));
+    };
+    let messaging_type = messaging_type
+        .ok_or_else(|| GraphError::param("(#100) The parameter messaging_type is required"))?;
+    let tag_used = tag.is_some() || messaging_type == MessagingType::MessageTag;
+    match &recipient {
+        Recipient::LoginId(_) if tag_used => {
+            return Err(GraphError::param(
+                "Message tags are not allowed for login_id recipients",
+            ))
+        }
+        Recipient::UserRef(_) if tag_used => {
+            return Err(GraphError::param(
+                "Message tags are not allowed for user_ref recipients",
+            ))
+        }
+        _ => {}
+    }
+    match (&tag, messaging_type) {
+        (None, MessagingType::MessageTag) => {
+            return Err(GraphError::param(
+                "(#100) param tag is required when messaging_type is MESSAGE_TAG",
+            ))
+        }
+        (Some(_), mt) if mt != MessagingType::MessageTag => {
+            return Err(GraphError::param(
+                "(#100) param tag is only allowed with messaging_type MESSAGE_TAG",
+            ))
+        }
+        (Some(t), _) if !allowed_tags.iter().any(|a| a == t) => {
+            return Err(GraphError::param(format!(
+                "(#100) Tag {t} is not allowed for this app"
+            )))
+        }
+        _ => {}
+    }
+    validate_message(&message)?;
+    Ok(ParsedSend {
+        recipient,
+        recipient_json,
+        messaging_type: Some(messaging_type),
+        tag,
+        message: Some(message),
+        sender_action: None,
+    })
+}
+
+fn parse_recipient(v: &Value) -> Result<Recipient, GraphError> {
+    let obj = v
+        .as_object()
+        .ok_or_else(|| GraphError::param("(#100) param recipient must be a JSON object"))?;
+    let mut kinds = Vec::new();
+    for key in obj.keys() {
+        if RECIPIENT_KINDS.contains(&key.as_str()) {
+            kinds.push(key.as_str());
+        } else if UNSUPPORTED_RECIPIENT_KINDS.contains(&key.as_str()) {
+            return Err(GraphError::param(format!(
+                "(#100) recipient[{key}] is not supported by graph-sim"
+            )));
+        } else if key != "name" {
+            return Err(GraphError::param(format!(
+                "(#100) Unknown parameter recipient[{key}]"
+            )));
+        }
+    }
+    let kind = match kinds.as_slice() {
+        [] => {
+            return Err(GraphError::param(
+                "(#100) param recipient must contain one of id, login_id, user_ref, phone_number, notification_messages_token",
+            ))
+        }
+        [k] => *k,
+        _ => {
+            return Err(GraphError::param(
+                "(#100) param recipient must contain exactly one of id, login_id, user_ref, phone_number, notification_messages_token",
+            ))
+        }
+    };
+    if obj.contains_key("name") && kind != "phone_number" {
+        return Err(GraphError::param(
+            "(#100) recipient[name] is only allowed with recipient[phone_number]",
+        ));
+    }
+    let value = match obj.get(kind) {
+        Some(Value::String(s)) if !s.trim().is_empty() => s.clone(),
+        _ => {
+            return Err(GraphError::param(format!(
+                "(#100) Param recipient[{kind}] must be a valid ID string"
+            )))
+        }
+    };
+    if let Some(name) = obj.get("name") {
+        if !name.is_object() && !name.is_string() {
+            return Err(GraphError::param(
+                "(#100) recipient[name] must be an object or string",
+            ));
+        }
+    }
+    Ok(match kind {
+        "id" => Recipient::Psid(value),
+        "login_id" => Recipient::LoginId(value),
+        "user_ref" => Recipient::UserRef(value),
+        "phone_number" => {
+            if !value.bytes().any(|b| b.is_ascii_digit()) {
+                return Err(GraphError::param(
+                    "(#100) Param recipient[phone_number] must be a phone number",
+                ));
+            }
+            Recipient::Phone(value)
+        }
+        _ => Recipient::NotifToken(value),
+    })
+}
+
+fn validate_message(message: &Value) -> Result<(), GraphError> {
+    let obj = message
+        .as_object()
+        .ok_or_else(|| GraphError::param("(#100) param message must be a JSON object"))?;
+    let text = match obj.get("text") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.as_str()),
+        Some(_) => {
+            return Err(GraphError::param(
+                "(#100) param message[text] must be a string",
+            ))
+        }
+    };
+    if text.is_some_and(|t| t.chars().count() > MAX_TEXT_CHARS) {
+        return Err(GraphError::param(format!(
+            "(#100) Length of param message[text] must be less than or equal to {MAX_TEXT_CHARS}"
+        )));
+    }
+    if let Some(qr) = obj.get("quick_replies").filter(|v| !v.is_null()) {
+        let items = qr.as_array().ok_or_else(|| {
+            GraphError::param("(#100) param message[quick_replies] must be an array")
+        })?;
+        if items.len() > MAX_QUICK_REPLIES {
+            return Err(GraphError::new(
+                105,
+                None,
+                format!(
+                    "(#105) param message[quick_replies] must have at most {MAX_QUICK_REPLIES} elements"
+                ),
+            ));
+        }
+        for (i, item) in items.iter().enumerate() {
+            let content_type = item.get("content_type").and_then(Value::as_str);
+            if !content_type.is_some_and(|c| QUICK_REPLY_TYPES.contains(&c)) {
+                return Err(GraphError::param(format!(
+                    "(#100) param message[quick_replies][{i}][content_type] must be one of {}",
+                    QUICK_REPLY_TYPES.join(", ")
+                )));
+            }
+            let has_title = item
+                .get("title")
+                .and_then(Value::as_str)
+                .is_some_and(|t| !t.is_empty());
+            if content_type == Some("text") && !has_title {
+                return Err(GraphError::param(format!(
+                    "(#100) param message[quick_replies][{i}][title] is required for text quick replies"
+                )));
+            }
+        }
+    }
+    let attachment = obj.get("attachment").filter(|v| !v.is_null());
+    if let Some(a) = attachment {
+        let ty = a.get("type").and_then(Value::as_str);
+        if !ty.is_some_and(|t| ATTACHMENT_TYPES.contains(&t)) {
+            return Err(GraphError::param(format!(
+                "(#100) param message[attachment][type] must be one of {}",
+                ATTACHMENT_TYPES.join(", ")
+            )));
+        }
+        if !a.get("payload").is_some_and(Value::is_object) {
+            return Err(GraphError::param(
+                "(#100) param message[attachment][payload] must be an object",
+            ));
+        }
+    }
+    let has_text = text.is_some_and(|t| !t.is_empty());
+    if has_text && attachment.is_some() {
+        return Err(GraphError::param(
+            "(#100) Only one of message[text] or message[attachment] may be set",
+        ));
+    }
+    if !has_text && attachment.is_none() {
+        return Err(GraphError::new(
+            100,
+            Some(2018034),
+            "(#100) Message cannot be empty, must provide valid attachment or text",
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const T0: i64 = 1_700_000_000_000;
+
+    fn state() -> State {
+        State::new(
+            SimConfig::default()
+                .with_page("P1", "TOK1")
+                .with_page("P2", "TOK2"),
+        )
+    }
+
+    fn send(s: &mut State, now: i64, body: Value) -> SimResponse {
+        let bytes = body.to_string().into_bytes();
+        s.handle_send(
+            now,
+            &SendInput {
+                version: "v25.0",
+                node: "me",
+                token: Some("TOK1"),
+                appsecret_proof: None,
+                body: &bytes,
+            },
+        )
+    }
+
+    fn code(r: &SimResponse) -> (i64, Option<i64>) {
+        let e = &r.body["error"];
+        (e["code"].as_i64().unwrap_or(0), e["error_subcode"].as_i64())
+    }
+
+    fn login(id: &str) -> Value {
+        json!({"messaging_type": "UPDATE", "recipient": {"login_id": id}, "message": {"text": "hi"}})
+    }
+
+    #[test]
+    fn login_id_window_boundary_is_exclusive() {
+        let mut s = state();
+        for id in ["a", "b"] {
+            s.register_login_id(&LoginIdRegistration {
+                login_id: id.into(),
+                page_id: None,
+                opted_in_at_ms: T0,
+            });
+        }
+        let r = send(&mut s, T0 + DAY_MS - 1, login("a"));
+        assert_eq!(r.status, 200, "{}", r.body);
+        let r = send(&mut s, T0 + DAY_MS, login("b"));
+        assert_eq!(code(&r), (10, Some(2018278)));
+    }
+
+    #[test]
+    fn psid_windows_boundaries() {
+        let mut s = state();
+        s.register_person(&PersonRegistration {
+            page_id: "P1".into(),
+            psid: "U".into(),
+            last_user_message_at_ms: T0,
+        });
+        let resp = json!({"messaging_type": "RESPONSE", "recipient": {"id": "U"}, "message": {"text": "x"}});
+        assert_eq!(send(&mut s, T0 + DAY_MS - 1, resp.clone()).status, 200);
+        assert_eq!(code(&send(&mut s, T0 + DAY_MS, resp)), (10, Some(2018278)));
+        let human = json!({"messaging_type": "MESSAGE_TAG", "tag": "HUMAN_AGENT", "recipient": {"id": "U"}, "message": {"text": "x"}});
+        assert_eq!(send(&mut s, T0 + 7 * DAY_MS - 1, human.clone()).status, 200);
+        assert_eq!(
+            code(&send(&mut s, T0 + 7 * DAY_MS, human)),
+            (10, Some(2018278))
+        );
+    }
+
+    #[test]
+    fn text_length_counts_chars_not_bytes() {
+        let ok = json!({"text": "é".repeat(2000)});
+        assert!(validate_message(&ok).is_ok());
+        let too_long = json!({"text": "a".repeat(2001)});
+        assert_eq!(validate_message(&too_long).map_err(|e| e.code), Err(100));
+    }
+
+    #[test]
+    fn rate_window_slides() {
+        let mut s = state();
+        s.update_config(&ConfigUpdate {
+            rate_limit_per_sec: Some(2),
+            ..ConfigUpdate::default()
+        });
+        let phone = json!({"messaging_type": "UPDATE", "recipient": {"phone_number": "+1 555 0100"}, "message": {"text": "x"}});
+        assert_eq!(send(&mut s, T0, phone.clone()).status, 200);
+        assert_eq!(send(&mut s, T0 + 500, phone.clone()).status, 200);
+        assert_eq!(code(&send(&mut s, T0 + 999, phone.clone())), (613, None));
+        // The first send leaves the window at T0 + 1000.
+        assert_eq!(send(&mut s, T0 + 1000, phone.clone()).status, 200);
+        assert_eq!(code(&send(&mut s, T0 + 1001, phone)), (613, None));
+    }
+
+    #[test]
+    fn versions() {
+        assert!(valid_version("v25.0"));
+        assert!(valid_version("v2.12"));
+        assert!(!valid_version("v25"));
+        assert!(!valid_version("25.0"));
+        assert!(!valid_version("v.0"));
+        assert!(!valid_version("vx.0"));
+        assert!(!valid_version("me"));
+    }
+
+    #[test]
+    fn fault_sequence_depends_only_on_seed() {
+        let faults = Faults {
+            error_5xx_ratio: 0.3,
+            timeout_ratio: 0.2,
+            seed: 99,
+            ..Faults::default()
+        };
+        let run = || {
+            let mut s = state();
+            s.set_faults(faults.clone()).unwrap();
+            (0..50).map(|_| s.roll_fault()).collect::<Vec<_>>()
+        };
+        let a = run();
+        assert_eq!(a, run());
+        assert!(a.contains(&Some(Fault::Error5xx)));
+        assert!(a.contains(&Some(Fault::Timeout { ms: 30_000 })));
+        assert!(a.contains(&None));
+    }
+}

@@ -1,0 +1,179 @@
+//! Public data types: admin request bodies (also used by the in-process
+//! methods on `SimHandle`), recorded messages and counters.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+fn yes() -> bool {
+    true
+}
+
+/// `POST /_sim/pages`: a Page access token (several tokens per Page allowed).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageRegistration {
+    pub page_id: String,
+    pub token: String,
+    /// An expired token answers 190/463.
+    #[serde(default)]
+    pub expired: bool,
+}
+
+/// `POST /_sim/login_ids`: a Login Connect `login_id` and its opt-in time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginIdRegistration {
+    pub login_id: String,
+    /// When set, the id is bound to this Page from the start (the Page named
+    /// by `messenger_page_id` in the login dialog). Otherwise the first Page
+    /// whose send is accepted binds it.
+    #[serde(default)]
+    pub page_id: Option<String>,
+    pub opted_in_at_ms: i64,
+}
+
+/// `POST /_sim/user_refs`: a checkbox/chat plugin `user_ref`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserRefRegistration {
+    pub user_ref: String,
+    /// Optional pre-binding, as for `login_id`.
+    #[serde(default)]
+    pub page_id: Option<String>,
+    pub opted_in_at_ms: i64,
+}
+
+/// `POST /_sim/people`: a PSID known to a Page and the time of the person's
+/// last message to it (registering again updates the time).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersonRegistration {
+    pub page_id: String,
+    pub psid: String,
+    pub last_user_message_at_ms: i64,
+}
+
+/// `POST /_sim/opt_outs`: exactly one of `psid`, `login_id`, `user_ref`,
+/// `notification_messages_token`. `page_id` scopes a `psid` opt-out to one
+/// Page (without it the PSID is opted out on every Page); it is ignored for
+/// the other kinds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OptOut {
+    #[serde(default)]
+    pub page_id: Option<String>,
+    #[serde(default)]
+    pub psid: Option<String>,
+    #[serde(default)]
+    pub login_id: Option<String>,
+    #[serde(default)]
+    pub user_ref: Option<String>,
+    #[serde(default)]
+    pub notification_messages_token: Option<String>,
+}
+
+/// `POST /_sim/tokens`: a Marketing Messages `notification_messages_token`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotificationTokenRegistration {
+    pub token: String,
+    pub page_id: String,
+    /// Inactive (stopped/expired) tokens answer 10/2018065.
+    #[serde(default = "yes")]
+    pub active: bool,
+    /// The person behind the token; if that PSID is opted out on the Page,
+    /// sends answer 551/1545041.
+    #[serde(default)]
+    pub psid: Option<String>,
+}
+
+/// `POST /_sim/user_tokens`: a user access token for `debug_token`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserTokenRegistration {
+    pub token: String,
+    /// The app the token was issued to; `None` = the simulator's app. Use
+    /// another id to simulate a token of a foreign app.
+    #[serde(default)]
+    pub app_id: Option<String>,
+    /// The app-scoped user id (ASID).
+    pub user_id: String,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Expiry in epoch ms by the sim clock; 0 = never expires.
+    #[serde(default)]
+    pub expires_at_ms: i64,
+    /// False = revoked/invalidated.
+    #[serde(default = "yes")]
+    pub valid: bool,
+}
+
+/// `POST /_sim/clock`: set, freeze and/or move the sim clock. Applied in
+/// field order: `offset_ms`, then `freeze`, then `advance_ms`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClockUpdate {
+    /// Sets the offset (sim now = real now + offset).
+    #[serde(default)]
+    pub offset_ms: Option<i64>,
+    /// `true` stops the sim clock at its current value; `false` lets it run
+    /// again from there.
+    #[serde(default)]
+    pub freeze: Option<bool>,
+    /// Then moves the sim clock by this much (frozen or not).
+    #[serde(default)]
+    pub advance_ms: Option<i64>,
+}
+
+/// `POST /_sim/config`: runtime changes of the send rules.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigUpdate {
+    #[serde(default)]
+    pub require_appsecret_proof: Option<bool>,
+    #[serde(default)]
+    pub rate_limit_per_sec: Option<u32>,
+    #[serde(default)]
+    pub allowed_tags: Option<Vec<String>>,
+}
+
+/// One accepted send that carried a message (sender actions are only
+/// counted in [`Stats::sender_actions`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SentMessage {
+    /// The Page that sent it (resolved from the token for `/me/messages`).
+    pub page_id: String,
+    /// `recipient` exactly as sent.
+    pub recipient: Value,
+    pub messaging_type: String,
+    pub tag: Option<String>,
+    /// `message` exactly as sent.
+    pub message: Value,
+    pub message_id: String,
+    /// Sim clock at acceptance, epoch ms.
+    pub at_ms: i64,
+}
+
+/// Counters since start or the last reset.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Accepted sends that carried a message.
+    pub accepted: u64,
+    /// Accepted sender actions.
+    pub sender_actions: u64,
+    /// Sends answered with a Graph error (HTTP 400).
+    pub rejected: u64,
+    /// Rejections by `code`, e.g. `"100"`.
+    pub rejected_by_code: BTreeMap<String, u64>,
+    /// Rejections by `code/subcode` (or `code` when there is no subcode),
+    /// e.g. `"10/2018278"`.
+    pub rejected_by_code_subcode: BTreeMap<String, u64>,
+    /// Injected HTTP 500 answers.
+    pub faults_5xx: u64,
+    /// Injected timeouts (HTTP 504 after the sleep).
+    pub faults_timeout: u64,
+    /// `debug_token` calls answered.
+    pub debug_token_calls: u64,
+}
