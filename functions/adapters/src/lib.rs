@@ -4,7 +4,11 @@
 //! honours `AWS_ENDPOINT_URL`, which is how the tests point them at moto on 127.0.0.1.
 
 pub mod aws;
+pub mod dynamodb;
 pub mod env;
+pub mod graph;
+pub mod lambda_sqs;
+pub mod scheduler;
 pub mod secrets;
 pub mod sqs;
 pub mod telemetry;

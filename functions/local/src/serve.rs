@@ -45,7 +45,9 @@ fn generated(label: &str) -> String {
 }
 
 fn local_secrets() -> (Secrets, bool) {
-    let from_env = std::env::var("LC_APP_SECRET").ok().filter(|s| !s.is_empty());
+    let from_env = std::env::var("LC_APP_SECRET")
+        .ok()
+        .filter(|s| !s.is_empty());
     let generated_secret = from_env.is_none();
     let app_secret = from_env.unwrap_or_else(|| generated("app-secret"));
     let verify = std::env::var("LC_VERIFY_TOKEN")
@@ -83,9 +85,7 @@ pub async fn serve(args: &[String]) -> Result<(), String> {
         IngestConfig::default(),
     ));
 
-    let app = axum::Router::new()
-        .fallback(handle)
-        .with_state(endpoint);
+    let app = axum::Router::new().fallback(handle).with_state(endpoint);
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -96,7 +96,9 @@ pub async fn serve(args: &[String]) -> Result<(), String> {
     println!("login-connect local runner (in-memory adapters, no AWS)");
     println!("  webhook:      http://{addr}/webhook");
     if generated_secret {
-        println!("  app secret:   {app_secret}   (generated for this run; set LC_APP_SECRET to fix it)");
+        println!(
+            "  app secret:   {app_secret}   (generated for this run; set LC_APP_SECRET to fix it)"
+        );
         println!("  verify token: {verify}");
     } else {
         println!("  app secret and verify token: from LC_APP_SECRET / LC_VERIFY_TOKEN");

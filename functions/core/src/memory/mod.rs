@@ -2,6 +2,12 @@
 //! They keep the semantics of the AWS services they stand for (visibility timeouts, redrive,
 //! per-entry batch failures), so code tested on them behaves the same on AWS.
 
+pub mod clock;
 pub mod queue;
+pub mod scheduler;
+pub mod store;
 
+pub use clock::ManualClock;
 pub use queue::{MemoryQueue, QueueFault, Received};
+pub use scheduler::MemoryScheduler;
+pub use store::MemoryStore;

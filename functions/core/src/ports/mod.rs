@@ -3,12 +3,20 @@
 //! an in-memory twin in [`crate::memory`].
 
 pub mod clock;
+pub mod graph;
+pub mod metering;
 pub mod queue;
+pub mod scheduler;
 pub mod secrets;
+pub mod store;
 
 pub use clock::{Clock, SystemClock};
+pub use graph::GraphApi;
+pub use metering::RequestCounter;
 pub use queue::{EntryFailure, OutMessage, QueueSender};
+pub use scheduler::{OneTimeSchedule, ScheduleCreated, Scheduler};
 pub use secrets::SecretSource;
+pub use store::{OptinStore, PageStore, PersonStore, QuarantineStore};
 
 /// A failure at a port. The message is for operators: adapters never put secrets or personal
 /// data in it.

@@ -1,0 +1,1018 @@
+//! The table contract: [`OptinStore`], [`PersonStore`], [`PageStore`] and [`QuarantineStore`],
+//! checked the same way against [`crate::memory::MemoryStore`] and the DynamoDB adapter (on
+//! moto).
+//!
+//! Each check is an ordinary async fn that panics on a violation. Keys are built from
+//! `unique_prefix`, so several runs can share one table; only [`quarantine`] reads a shared
+//! partition, and it tolerates records of other runs as long as they do not write concurrently.
+//! Times are fixed (around [`T0`]), never the wall clock.
+
+use futures::future::join_all;
+
+use crate::optin::{
+    optin_key, schedule_name, EntryPoint, Optin, OptinSource, OptinState, RefInfo, DAY_MS,
+};
+use crate::ports::store::{
+    Claim, Created, Finish, Link, LinkResult, MarketingToken, QuarantinedRecord, ReferralInfo,
+    TokenStatus,
+};
+use crate::ports::{OptinStore, PageStore, PersonStore, QuarantineStore};
+use crate::webhook::{Identity, IdentityKind};
+
+/// Everything the table offers.
+pub trait Store: OptinStore + PersonStore + PageStore + QuarantineStore {}
+impl<T: OptinStore + PersonStore + PageStore + QuarantineStore + ?Sized> Store for T {}
+
+/// 2023-11-14T22:13:20Z: the opt-in time of the fixtures.
+pub const T0: i64 = 1_700_000_000_000;
+/// Lease of a claim in the checks.
+const LEASE: i64 = 60_000;
+/// The creator's job claim in the fixtures.
+const JOB_CLAIM: i64 = 30_000;
+
+/// Runs every check, one after the other.
+pub async fn run_all<S: Store>(s: &S, unique_prefix: &str) {
+    let p = unique_prefix;
+    create_then_duplicate(s, p).await;
+    get_missing(s, p).await;
+    claim_lifecycle(s, p).await;
+    claim_deadline(s, p).await;
+    claim_missing(s, p).await;
+    claim_answered(s, p).await;
+    finish_stale_attempt(s, p).await;
+    finish_outcomes(s, p).await;
+    expire_rules(s, p).await;
+    take_job_rules(s, p).await;
+    concurrent_creates(s, p).await;
+    concurrent_claims(s, p).await;
+    user_message_monotonic(s, p).await;
+    link_reply_first(s, p).await;
+    link_existing(s, p).await;
+    link_in_flight(s, p).await;
+    link_user_ref(s, p).await;
+    referral_monotonic(s, p).await;
+    tokens_monotonic(s, p).await;
+    opt_out_keeps_first(s, p).await;
+    page_pause(s, p).await;
+    quarantine(s, p).await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fixtures
+
+fn login(p: &str, name: &str) -> Identity {
+    Identity::new(IdentityKind::LoginId, format!("{p}-{name}"))
+}
+
+fn page(p: &str) -> String {
+    format!("{p}-page")
+}
+
+/// A pending Login Connect opt-in at [`T0`], its job claimed by the creator for 30 s.
+pub fn optin(p: &str, name: &str) -> Optin {
+    let mut o = Optin::pending(
+        login(p, name),
+        &page(p),
+        "page",
+        EntryPoint::LoginConnect,
+        OptinSource::Webhook,
+        T0,
+        &format!("optin:{p}:{name}"),
+        T0 + 5,
+    );
+    o.job_claim_until_ms = T0 + JOB_CLAIM;
+    o
+}
+
+async fn created<S: Store>(s: &S, p: &str, name: &str) -> Optin {
+    let o = optin(p, name);
+    let r = s.create_optin(&o).await.expect("create_optin");
+    assert_eq!(r, Created::Created, "create_optin of a new key {}", o.key());
+    o
+}
+
+async fn get<S: Store>(s: &S, key: &str) -> Optin {
+    s.get_optin(key)
+        .await
+        .expect("get_optin")
+        .unwrap_or_else(|| panic!("opt-in {key} should exist"))
+}
+
+async fn claimed<S: Store>(s: &S, key: &str, now: i64) -> Optin {
+    match s.claim(key, now, now + LEASE).await.expect("claim") {
+        Claim::Claimed(o) => *o,
+        other => panic!("claim of {key} at {now} should succeed, got {other:?}"),
+    }
+}
+
+async fn not_claimable<S: Store>(s: &S, key: &str, now: i64) -> Optin {
+    match s.claim(key, now, now + LEASE).await.expect("claim") {
+        Claim::NotClaimable(o) => *o,
+        other => panic!("claim of {key} at {now} should be refused, got {other:?}"),
+    }
+}
+
+fn link_of(p: &str, identifier: Identity, psid: &str, at_ms: i64) -> Link {
+    let page_id = page(p);
+    Link {
+        optin_key: optin_key(&identifier, &page_id),
+        page_id,
+        psid: psid.to_string(),
+        identifier,
+        at_ms,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Opt-ins
+
+/// Create, read back whole, and a duplicate create returns the stored record untouched.
+pub async fn create_then_duplicate<S: Store>(s: &S, p: &str) {
+    let mut o = optin(p, "dup");
+    o.reference = Some(RefInfo {
+        raw: "r\u{e9}f=1&x=\"q\"".into(),
+        status: "valid".into(),
+        payload: Some("{\"campaign\":\"d\u{e9}j\u{e0}\"}".into()),
+    });
+    assert_eq!(s.create_optin(&o).await.expect("create"), Created::Created);
+    assert_eq!(
+        get(s, &o.key()).await,
+        o,
+        "the stored record reads back whole"
+    );
+
+    let mut dup = o.clone();
+    dup.created_by = "optin:other-event".into();
+    dup.opted_in_at_ms += 1_000;
+    dup.deadline_at_ms += 1_000;
+    dup.source = OptinSource::Login;
+    match s.create_optin(&dup).await.expect("duplicate create") {
+        Created::Exists(existing) => assert_eq!(*existing, o, "Exists holds the stored record"),
+        Created::Created => panic!("a duplicate create must not succeed"),
+    }
+    assert_eq!(get(s, &o.key()).await, o, "the duplicate changed nothing");
+
+    // Every identity kind and entry point round-trips, with a reference without payload.
+    for (kind, entry_point) in [
+        (IdentityKind::UserRef, EntryPoint::Checkbox),
+        (IdentityKind::Psid, EntryPoint::SendToMessenger),
+        (IdentityKind::Igsid, EntryPoint::SendToMessenger),
+    ] {
+        let mut other = Optin::pending(
+            Identity::new(kind, format!("{p}-kind-{}", kind.as_str())),
+            &page(p),
+            "instagram",
+            entry_point,
+            OptinSource::Webhook,
+            T0,
+            "optin:kinds",
+            T0,
+        );
+        other.reference = Some(RefInfo {
+            raw: "opaque".into(),
+            status: "opaque".into(),
+            payload: None,
+        });
+        assert_eq!(
+            s.create_optin(&other).await.expect("create"),
+            Created::Created
+        );
+        assert_eq!(get(s, &other.key()).await, other);
+    }
+}
+
+pub async fn get_missing<S: Store>(s: &S, p: &str) {
+    let key = optin(p, "never-created").key();
+    assert_eq!(s.get_optin(&key).await.expect("get_optin"), None);
+    assert_eq!(
+        s.get_person(&page(p), "no-such-psid")
+            .await
+            .expect("get_person"),
+        None
+    );
+}
+
+/// pending -> sending (attempt 1, lease); refused while leased; claimable at lease end.
+pub async fn claim_lifecycle<S: Store>(s: &S, p: &str) {
+    let o = created(s, p, "claim").await;
+    let key = o.key();
+    let now = T0 + 1_000;
+    let c = claimed(s, &key, now).await;
+    assert_eq!(c.state, OptinState::Sending);
+    assert_eq!(c.attempts, 1);
+    assert_eq!(c.lease_until_ms, now + LEASE);
+    assert_eq!(c.updated_at_ms, now);
+    assert_eq!(
+        c.created_by, o.created_by,
+        "the claim returns the whole record"
+    );
+    assert_eq!(get(s, &key).await, c, "the claim returns the stored record");
+
+    let held = not_claimable(s, &key, now + 1).await;
+    assert_eq!(
+        held, c,
+        "a refused claim changes nothing and shows the holder"
+    );
+    let held = not_claimable(s, &key, now + LEASE - 1).await;
+    assert_eq!(held.attempts, 1);
+
+    let again = claimed(s, &key, now + LEASE).await;
+    assert_eq!(again.attempts, 2, "a lapsed lease is claimed again");
+    assert_eq!(again.lease_until_ms, now + 2 * LEASE);
+    assert_eq!(again.state, OptinState::Sending);
+}
+
+/// Nothing is claimed at or after the deadline.
+pub async fn claim_deadline<S: Store>(s: &S, p: &str) {
+    let o = created(s, p, "claim-deadline").await;
+    let key = o.key();
+    let at = not_claimable(s, &key, o.deadline_at_ms).await;
+    assert_eq!(at.state, OptinState::Pending);
+    assert_eq!(at.attempts, 0);
+    let after = not_claimable(s, &key, o.deadline_at_ms + 1).await;
+    assert_eq!(after, o, "refused claims leave the record untouched");
+    let last = claimed(s, &key, o.deadline_at_ms - 1).await;
+    assert_eq!(
+        last.attempts, 1,
+        "one millisecond before the deadline is still in time"
+    );
+}
+
+pub async fn claim_missing<S: Store>(s: &S, p: &str) {
+    let key = optin(p, "claim-missing").key();
+    let r = s.claim(&key, T0, T0 + LEASE).await.expect("claim");
+    assert_eq!(r, Claim::Missing);
+    assert_eq!(
+        s.get_optin(&key).await.expect("get_optin"),
+        None,
+        "a claim never creates a record"
+    );
+}
+
+pub async fn claim_answered<S: Store>(s: &S, p: &str) {
+    let o = created(s, p, "claim-answered").await;
+    let at = T0 + 2_000;
+    let l = link_of(p, o.recipient.clone(), "psid-answered", at);
+    assert_eq!(s.link(&l, at).await.expect("link"), LinkResult::Linked);
+    let r = not_claimable(s, &o.key(), at + 1).await;
+    assert_eq!(r.state, OptinState::Answered);
+    assert_eq!(r.attempts, 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Finishing an attempt
+
+pub async fn finish_stale_attempt<S: Store>(s: &S, p: &str) {
+    let o = created(s, p, "stale").await;
+    let key = o.key();
+    let t1 = T0 + 1_000;
+    claimed(s, &key, t1).await;
+    claimed(s, &key, t1 + LEASE).await;
+    let sent = Finish::Sent {
+        message_id: Some("m_stale".into()),
+        sent_at_ms: t1 + LEASE + 5,
+    };
+    let stale = s
+        .finish(&key, 1, &sent, t1 + LEASE + 5)
+        .await
+        .expect("finish");
+    assert!(!stale, "attempt 1 lost its claim to attempt 2");
+    let now = get(s, &key).await;
+    assert_eq!((now.state, now.attempts), (OptinState::Sending, 2));
+    assert_eq!(now.message_id, None);
+
+    assert!(s
+        .finish(&key, 2, &sent, t1 + LEASE + 6)
+        .await
+        .expect("finish"));
+    assert!(
+        !s.finish(&key, 2, &sent, t1 + LEASE + 7)
+            .await
+            .expect("finish"),
+        "an attempt finishes once"
+    );
+    let missing = optin(p, "stale-missing").key();
+    assert!(!s.finish(&missing, 1, &sent, T0).await.expect("finish"));
+    assert_eq!(s.get_optin(&missing).await.expect("get"), None);
+}
+
+pub async fn finish_outcomes<S: Store>(s: &S, p: &str) {
+    let t = T0 + 1_000;
+    let done = t + 500;
+
+    let o = created(s, p, "fin-sent").await;
+    claimed(s, &o.key(), t).await;
+    let f = Finish::Sent {
+        message_id: Some("m_abc".into()),
+        sent_at_ms: done - 1,
+    };
+    assert!(s.finish(&o.key(), 1, &f, done).await.expect("finish"));
+    let r = get(s, &o.key()).await;
+    assert_eq!(r.state, OptinState::Sent);
+    assert_eq!(r.message_id.as_deref(), Some("m_abc"));
+    assert_eq!(r.sent_at_ms, Some(done - 1));
+    assert_eq!(r.attempts, 1);
+    assert_eq!(r.updated_at_ms, done);
+
+    let o = created(s, p, "fin-sent-no-mid").await;
+    claimed(s, &o.key(), t).await;
+    let f = Finish::Sent {
+        message_id: None,
+        sent_at_ms: done,
+    };
+    assert!(s.finish(&o.key(), 1, &f, done).await.expect("finish"));
+    let r = get(s, &o.key()).await;
+    assert_eq!(
+        (r.state, r.message_id, r.sent_at_ms),
+        (OptinState::Sent, None, Some(done))
+    );
+
+    let o = created(s, p, "fin-release").await;
+    claimed(s, &o.key(), t).await;
+    let f = Finish::Release {
+        error: "graph 4: rate limited".into(),
+    };
+    assert!(s.finish(&o.key(), 1, &f, done).await.expect("finish"));
+    let r = get(s, &o.key()).await;
+    assert_eq!(r.state, OptinState::Pending);
+    assert_eq!(r.last_error.as_deref(), Some("graph 4: rate limited"));
+    assert_eq!(r.attempts, 1);
+    assert_eq!(r.sent_at_ms, None);
+    let again = claimed(s, &o.key(), done + 1).await;
+    assert_eq!(again.attempts, 2, "a released opt-in is claimable at once");
+
+    let failed = "graph 100: bad request";
+    let unreachable = "graph 551: unavailable";
+    for (name, f, state, error) in [
+        (
+            "fin-failed",
+            Finish::Failed {
+                error: failed.into(),
+            },
+            OptinState::Failed,
+            failed,
+        ),
+        (
+            "fin-opted-out",
+            Finish::OptedOut {
+                error: unreachable.into(),
+            },
+            OptinState::OptedOut,
+            unreachable,
+        ),
+    ] {
+        let o = created(s, p, name).await;
+        claimed(s, &o.key(), t).await;
+        assert!(s.finish(&o.key(), 1, &f, done).await.expect("finish"));
+        let r = get(s, &o.key()).await;
+        assert_eq!(r.state, state, "{name}");
+        assert_eq!(r.last_error.as_deref(), Some(error), "{name}");
+        assert_eq!(r.message_id, None, "{name}");
+        not_claimable(s, &o.key(), done + LEASE).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Expiry
+
+pub async fn expire_rules<S: Store>(s: &S, p: &str) {
+    let o = created(s, p, "expire").await;
+    let key = o.key();
+    let deadline = o.deadline_at_ms;
+    let early = s
+        .expire(&key, deadline - 1, "deadline")
+        .await
+        .expect("expire");
+    assert_eq!(early, None, "nothing expires before its deadline");
+    assert_eq!(get(s, &key).await.state, OptinState::Pending);
+
+    let e = s
+        .expire(&key, deadline, "deadline missed")
+        .await
+        .expect("expire")
+        .expect("expires at the deadline");
+    assert_eq!(e.state, OptinState::Expired);
+    assert_eq!(e.last_error.as_deref(), Some("deadline missed"));
+    assert_eq!(e.updated_at_ms, deadline);
+    assert_eq!(e.created_by, o.created_by, "the whole record comes back");
+    assert_eq!(get(s, &key).await, e);
+    assert_eq!(
+        s.expire(&key, deadline + 1, "again").await.expect("expire"),
+        None,
+        "expires once"
+    );
+
+    let o = created(s, p, "expire-sent").await;
+    claimed(s, &o.key(), T0 + 1_000).await;
+    let f = Finish::Sent {
+        message_id: Some("m_x".into()),
+        sent_at_ms: T0 + 1_100,
+    };
+    assert!(s.finish(&o.key(), 1, &f, T0 + 1_100).await.expect("finish"));
+    let r = s
+        .expire(&o.key(), o.deadline_at_ms + 1, "deadline")
+        .await
+        .expect("expire");
+    assert_eq!(r, None, "a sent opt-in never expires");
+    assert_eq!(get(s, &o.key()).await.state, OptinState::Sent);
+
+    // A live send at the deadline is left to finish; once its lease lapses it expires.
+    let o = created(s, p, "expire-sending").await;
+    let c = claimed(s, &o.key(), o.deadline_at_ms - 10).await;
+    let r = s
+        .expire(&o.key(), o.deadline_at_ms, "deadline")
+        .await
+        .expect("expire");
+    assert_eq!(r, None, "a live lease is not expired");
+    let r = s
+        .expire(&o.key(), c.lease_until_ms, "deadline")
+        .await
+        .expect("expire")
+        .expect("a lapsed lease past the deadline expires");
+    assert_eq!(r.state, OptinState::Expired);
+    assert_eq!(r.attempts, 1);
+
+    let missing = optin(p, "expire-missing").key();
+    assert_eq!(
+        s.expire(&missing, T0 + 2 * DAY_MS, "deadline")
+            .await
+            .expect("expire"),
+        None
+    );
+    assert_eq!(s.get_optin(&missing).await.expect("get"), None);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The first-message job
+
+pub async fn take_job_rules<S: Store>(s: &S, p: &str) {
+    let o = created(s, p, "job").await;
+    let key = o.key();
+    let creator_until = o.job_claim_until_ms;
+    assert!(
+        !s.take_job(&key, creator_until - 1, creator_until + 60_000)
+            .await
+            .expect("take_job"),
+        "the creator's claim is live"
+    );
+    assert!(
+        s.take_job(&key, creator_until, creator_until + 60_000)
+            .await
+            .expect("take_job"),
+        "a lapsed creator claim is taken over"
+    );
+    let r = get(s, &key).await;
+    assert_eq!(r.job_claim_until_ms, creator_until + 60_000);
+    assert!(!r.job_enqueued);
+    assert!(
+        !s.take_job(&key, creator_until + 1, creator_until + 90_000)
+            .await
+            .expect("take_job"),
+        "the new claim is live"
+    );
+
+    s.mark_job_enqueued(&key, creator_until + 2)
+        .await
+        .expect("mark_job_enqueued");
+    let r = get(s, &key).await;
+    assert!(r.job_enqueued);
+    assert_eq!(r.job_claim_until_ms, 0, "marking clears the claim");
+    assert_eq!(r.updated_at_ms, creator_until + 2);
+    assert_eq!(r.state, OptinState::Pending);
+    assert!(
+        !s.take_job(
+            &key,
+            creator_until + 10 * 60_000,
+            creator_until + 11 * 60_000
+        )
+        .await
+        .expect("take_job"),
+        "an enqueued job is never taken"
+    );
+
+    let o = created(s, p, "job-sending").await;
+    claimed(s, &o.key(), o.job_claim_until_ms + 1).await;
+    assert!(
+        !s.take_job(
+            &o.key(),
+            o.job_claim_until_ms + 2,
+            o.job_claim_until_ms + 60_000
+        )
+        .await
+        .expect("take_job"),
+        "only a pending opt-in's job is taken"
+    );
+
+    let missing = optin(p, "job-missing").key();
+    assert!(!s.take_job(&missing, T0, T0 + 1).await.expect("take_job"));
+    s.mark_job_enqueued(&missing, T0)
+        .await
+        .expect("marking a missing opt-in is a no-op");
+    assert_eq!(s.get_optin(&missing).await.expect("get"), None);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Concurrency
+
+/// 50 racing creates of one key: one wins, every other sees the winner's record.
+pub async fn concurrent_creates<S: Store>(s: &S, p: &str) {
+    let candidates: Vec<Optin> = (0..50)
+        .map(|i| {
+            let mut o = optin(p, "race-create");
+            o.created_by = format!("optin:race:{i}");
+            o
+        })
+        .collect();
+    let results = join_all(candidates.iter().map(|o| s.create_optin(o))).await;
+    let mut winners = 0;
+    let mut seen = Vec::new();
+    for r in results {
+        match r.expect("create_optin") {
+            Created::Created => winners += 1,
+            Created::Exists(o) => seen.push(*o),
+        }
+    }
+    assert_eq!(winners, 1, "exactly one create wins");
+    let stored = get(s, &candidates[0].key()).await;
+    assert!(
+        candidates.contains(&stored),
+        "the stored record is one candidate"
+    );
+    assert!(
+        seen.iter().all(|o| *o == stored),
+        "every loser sees the winner"
+    );
+}
+
+/// 20 racing claims: one send.
+pub async fn concurrent_claims<S: Store>(s: &S, p: &str) {
+    let o = created(s, p, "race-claim").await;
+    let key = o.key();
+    let now = T0 + 1_000;
+    let results = join_all((0..20).map(|_| s.claim(&key, now, now + LEASE))).await;
+    let mut claimed = 0;
+    for r in results {
+        match r.expect("claim") {
+            Claim::Claimed(c) => {
+                claimed += 1;
+                assert_eq!(c.attempts, 1);
+            }
+            Claim::NotClaimable(c) => assert_eq!(c.state, OptinState::Sending),
+            Claim::Missing => panic!("the opt-in exists"),
+        }
+    }
+    assert_eq!(claimed, 1, "exactly one claim wins");
+    assert_eq!(get(s, &key).await.attempts, 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// People
+
+pub async fn user_message_monotonic<S: Store>(s: &S, p: &str) {
+    let (pg, psid) = (page(p), "psid-window");
+    let m = |at| s.record_user_message(&pg, psid, at);
+    assert!(
+        m(T0 + 200).await.expect("record"),
+        "first message creates the person"
+    );
+    assert!(
+        !m(T0 + 100).await.expect("record"),
+        "older never moves it back"
+    );
+    assert!(!m(T0 + 200).await.expect("record"), "equal is not a move");
+    assert!(m(T0 + 300).await.expect("record"));
+    let person = s
+        .get_person(&pg, psid)
+        .await
+        .expect("get_person")
+        .expect("person exists");
+    assert_eq!(person.last_user_message_at_ms, Some(T0 + 300));
+    assert_eq!(
+        (person.page_id.as_str(), person.psid.as_str()),
+        (pg.as_str(), psid)
+    );
+    assert_eq!(person.login_id, None);
+    assert_eq!(person.opted_out_at_ms, None);
+}
+
+/// The reply came first: the link creates a complete, answered opt-in; the late opt-in
+/// converges on it.
+pub async fn link_reply_first<S: Store>(s: &S, p: &str) {
+    let id = login(p, "reply-first");
+    let at = T0 + 5_000;
+    let l = link_of(p, id.clone(), "psid-rf", at);
+    assert_eq!(s.link(&l, at + 7).await.expect("link"), LinkResult::Linked);
+
+    let o = get(s, &l.optin_key).await;
+    assert_eq!(o.key(), l.optin_key);
+    assert_eq!(o.recipient, id);
+    assert_eq!(o.page_id, l.page_id);
+    assert_eq!(o.object, "page");
+    assert_eq!(o.entry_point, EntryPoint::LoginConnect);
+    assert_eq!(o.source, OptinSource::Reply);
+    assert_eq!(o.state, OptinState::Answered);
+    assert_eq!(o.opted_in_at_ms, at);
+    assert_eq!(o.deadline_at_ms, at + DAY_MS);
+    assert_eq!(o.attempts, 0);
+    assert_eq!(o.lease_until_ms, 0);
+    assert!(!o.job_enqueued);
+    assert_eq!(o.schedule_name, schedule_name(&l.optin_key));
+    assert_eq!(o.psid.as_deref(), Some("psid-rf"));
+    assert_eq!(o.answered_at_ms, Some(at));
+    assert_eq!(o.created_by, "reply");
+    assert_eq!(o.updated_at_ms, at + 7);
+    assert_eq!(
+        (o.message_id, o.sent_at_ms, o.last_error),
+        (None, None, None)
+    );
+
+    let person = s
+        .get_person(&l.page_id, "psid-rf")
+        .await
+        .expect("get_person")
+        .expect("person exists");
+    assert_eq!(person.login_id.as_deref(), Some(id.id.as_str()));
+    assert_eq!(person.user_ref, None);
+    assert_eq!(person.linked_at_ms, Some(at));
+
+    let late = Optin::pending(
+        id.clone(),
+        &l.page_id,
+        "page",
+        EntryPoint::LoginConnect,
+        OptinSource::Webhook,
+        T0,
+        "optin:late",
+        at + 10,
+    );
+    match s.create_optin(&late).await.expect("create_optin") {
+        Created::Exists(e) => assert_eq!(e.state, OptinState::Answered),
+        Created::Created => panic!("the reply already created the opt-in"),
+    }
+    not_claimable(s, &l.optin_key, at + 20).await;
+
+    // The same reply again (a Meta retry) keeps the first times.
+    let again = link_of(p, id, "psid-rf", at + 1_000);
+    assert_eq!(
+        s.link(&again, at + 1_000).await.expect("link"),
+        LinkResult::Linked
+    );
+    let o = get(s, &l.optin_key).await;
+    assert_eq!(o.answered_at_ms, Some(at));
+    assert_eq!(o.opted_in_at_ms, at);
+    let person = s
+        .get_person(&l.page_id, "psid-rf")
+        .await
+        .expect("get_person")
+        .expect("person exists");
+    assert_eq!(person.linked_at_ms, Some(at));
+}
+
+/// A reply to a pending or sent opt-in adds the PSID and answers it, keeping everything else.
+pub async fn link_existing<S: Store>(s: &S, p: &str) {
+    let o = created(s, p, "link-pending").await;
+    let at = T0 + 3_000;
+    let l = link_of(p, o.recipient.clone(), "psid-lp", at);
+    assert_eq!(s.link(&l, at).await.expect("link"), LinkResult::Linked);
+    let r = get(s, &o.key()).await;
+    let mut expected = o.clone();
+    expected.psid = Some("psid-lp".into());
+    expected.answered_at_ms = Some(at);
+    expected.state = OptinState::Answered;
+    expected.updated_at_ms = at;
+    assert_eq!(r, expected);
+
+    let o = created(s, p, "link-sent").await;
+    claimed(s, &o.key(), T0 + 1_000).await;
+    let f = Finish::Sent {
+        message_id: Some("m_ls".into()),
+        sent_at_ms: T0 + 1_100,
+    };
+    assert!(s.finish(&o.key(), 1, &f, T0 + 1_100).await.expect("finish"));
+    let l = link_of(p, o.recipient.clone(), "psid-ls", at);
+    assert_eq!(s.link(&l, at).await.expect("link"), LinkResult::Linked);
+    let r = get(s, &o.key()).await;
+    assert_eq!(r.state, OptinState::Answered);
+    assert_eq!(r.psid.as_deref(), Some("psid-ls"));
+    assert_eq!(r.answered_at_ms, Some(at));
+    assert_eq!(
+        r.message_id.as_deref(),
+        Some("m_ls"),
+        "the send is still on record"
+    );
+    assert_eq!(r.sent_at_ms, Some(T0 + 1_100));
+    assert_eq!(r.source, OptinSource::Webhook);
+    assert_eq!(r.opted_in_at_ms, T0);
+    let person = s
+        .get_person(&l.page_id, "psid-ls")
+        .await
+        .expect("get_person")
+        .expect("person");
+    assert_eq!(person.login_id.as_deref(), Some(o.recipient.id.as_str()));
+}
+
+/// A live `sending` lease blocks the link (both halves); after it lapses the link goes through.
+pub async fn link_in_flight<S: Store>(s: &S, p: &str) {
+    let o = created(s, p, "link-inflight").await;
+    let c = claimed(s, &o.key(), T0 + 1_000).await;
+    let l = link_of(p, o.recipient.clone(), "psid-if", T0 + 1_500);
+    let r = s.link(&l, T0 + 1_500).await.expect("link");
+    assert_eq!(r, LinkResult::SendInFlight);
+    assert_eq!(get(s, &o.key()).await, c, "the opt-in is untouched");
+    assert_eq!(
+        s.get_person(&l.page_id, "psid-if")
+            .await
+            .expect("get_person"),
+        None,
+        "the person half is not written either"
+    );
+
+    let r = s.link(&l, c.lease_until_ms).await.expect("link");
+    assert_eq!(r, LinkResult::Linked, "a lapsed lease does not block");
+    let r = get(s, &o.key()).await;
+    assert_eq!(r.state, OptinState::Answered);
+    assert_eq!(r.psid.as_deref(), Some("psid-if"));
+    assert!(s
+        .get_person(&l.page_id, "psid-if")
+        .await
+        .expect("get_person")
+        .is_some());
+}
+
+pub async fn link_user_ref<S: Store>(s: &S, p: &str) {
+    let id = Identity::new(IdentityKind::UserRef, format!("{p}-ur"));
+    let at = T0 + 4_000;
+    let l = link_of(p, id.clone(), "psid-ur", at);
+    assert_eq!(s.link(&l, at).await.expect("link"), LinkResult::Linked);
+    let person = s
+        .get_person(&l.page_id, "psid-ur")
+        .await
+        .expect("get_person")
+        .expect("person");
+    assert_eq!(person.user_ref.as_deref(), Some(id.id.as_str()));
+    assert_eq!(person.login_id, None);
+    assert_eq!(person.linked_at_ms, Some(at));
+    let o = get(s, &l.optin_key).await;
+    assert_eq!(o.recipient, id);
+    assert_eq!(o.entry_point, EntryPoint::Checkbox);
+    assert_eq!(o.state, OptinState::Answered);
+}
+
+pub async fn referral_monotonic<S: Store>(s: &S, p: &str) {
+    let (pg, psid) = (page(p), "psid-ref");
+    let r =
+        |at: i64, reference: Option<&str>, source: Option<&str>, ad: Option<&str>| ReferralInfo {
+            reference: reference.map(str::to_string),
+            source: source.map(str::to_string),
+            ad_id: ad.map(str::to_string),
+            at_ms: at,
+        };
+    let r2 = r(T0 + 200, Some("spring"), Some("ADS"), Some("ad-1"));
+    assert!(s.record_referral(&pg, psid, &r2).await.expect("referral"));
+    let older = r(T0 + 100, Some("older"), None, None);
+    assert!(!s
+        .record_referral(&pg, psid, &older)
+        .await
+        .expect("referral"));
+    let same = r(T0 + 200, Some("same-time"), None, None);
+    assert!(!s.record_referral(&pg, psid, &same).await.expect("referral"));
+    let get_ref = || async {
+        s.get_person(&pg, psid)
+            .await
+            .expect("get_person")
+            .expect("person")
+            .referral
+    };
+    assert_eq!(get_ref().await, Some(r2));
+    let r3 = r(T0 + 300, None, Some("SHORTLINK"), None);
+    assert!(s.record_referral(&pg, psid, &r3).await.expect("referral"));
+    assert_eq!(
+        get_ref().await,
+        Some(r3),
+        "absent fields of the newer referral stay absent"
+    );
+}
+
+pub async fn tokens_monotonic<S: Store>(s: &S, p: &str) {
+    let (pg, psid) = (page(p), "psid-tok");
+    let tok =
+        |topic: &str, token: Option<&str>, status, exp: Option<i64>, at: i64| MarketingToken {
+            topic: topic.to_string(),
+            token: token.map(str::to_string),
+            status,
+            expires_at_ms: exp,
+            status_at_ms: at,
+        };
+    let exp = T0 + 180 * DAY_MS;
+    let first = tok(
+        "weekly",
+        Some("tok-1"),
+        TokenStatus::Active,
+        Some(exp),
+        T0 + 100,
+    );
+    assert!(s.set_token(&pg, psid, &first).await.expect("set_token"));
+    assert_eq!(
+        s.get_tokens(&pg, psid).await.expect("get_tokens"),
+        vec![first]
+    );
+
+    let stop = tok("weekly", None, TokenStatus::Stopped, None, T0 + 300);
+    assert!(s.set_token(&pg, psid, &stop).await.expect("set_token"));
+    let stopped = tok(
+        "weekly",
+        Some("tok-1"),
+        TokenStatus::Stopped,
+        Some(exp),
+        T0 + 300,
+    );
+    assert_eq!(
+        s.get_tokens(&pg, psid).await.expect("get_tokens"),
+        vec![stopped.clone()],
+        "a STOP naming no token keeps the stored token and expiry"
+    );
+    let resume_older = tok("weekly", None, TokenStatus::Active, None, T0 + 200);
+    assert!(!s
+        .set_token(&pg, psid, &resume_older)
+        .await
+        .expect("set_token"));
+    let resume_same = tok("weekly", None, TokenStatus::Active, None, T0 + 300);
+    assert!(!s
+        .set_token(&pg, psid, &resume_same)
+        .await
+        .expect("set_token"));
+    assert_eq!(
+        s.get_tokens(&pg, psid).await.expect("get_tokens"),
+        vec![stopped],
+        "an older (or same-time) change is ignored"
+    );
+
+    let other = tok("alerts", Some("tok-a"), TokenStatus::Active, None, T0 + 50);
+    assert!(s.set_token(&pg, psid, &other).await.expect("set_token"));
+    let renewed = tok("weekly", Some("tok-2"), TokenStatus::Active, None, T0 + 400);
+    assert!(s.set_token(&pg, psid, &renewed).await.expect("set_token"));
+    assert_eq!(
+        s.get_tokens(&pg, psid).await.expect("get_tokens"),
+        vec![other, renewed],
+        "every topic, ordered by topic; a new token replaces token and expiry"
+    );
+    assert_eq!(
+        s.get_tokens(&pg, "psid-no-tokens")
+            .await
+            .expect("get_tokens"),
+        Vec::new()
+    );
+}
+
+pub async fn opt_out_keeps_first<S: Store>(s: &S, p: &str) {
+    let (pg, psid) = (page(p), "psid-out");
+    s.opt_out(&pg, psid, "blocked", T0 + 200)
+        .await
+        .expect("opt_out");
+    let get_p = || async {
+        s.get_person(&pg, psid)
+            .await
+            .expect("get_person")
+            .expect("opt_out creates the person")
+    };
+    let person = get_p().await;
+    assert_eq!(person.opted_out_at_ms, Some(T0 + 200));
+    assert_eq!(person.opted_out_reason.as_deref(), Some("blocked"));
+    assert_eq!(
+        (person.page_id.as_str(), person.psid.as_str()),
+        (pg.as_str(), psid)
+    );
+
+    s.opt_out(&pg, psid, "policy", T0 + 300)
+        .await
+        .expect("opt_out");
+    let person = get_p().await;
+    assert_eq!(
+        person.opted_out_at_ms,
+        Some(T0 + 200),
+        "the first opt-out stays"
+    );
+    assert_eq!(person.opted_out_reason.as_deref(), Some("blocked"));
+
+    s.opt_out(&pg, psid, "stop", T0 + 100)
+        .await
+        .expect("opt_out");
+    let person = get_p().await;
+    assert_eq!(
+        person.opted_out_at_ms,
+        Some(T0 + 100),
+        "first means earliest by event time, whatever the arrival order"
+    );
+    assert_eq!(person.opted_out_reason.as_deref(), Some("stop"));
+
+    // Other fields of the person survive.
+    assert!(s
+        .record_user_message(&pg, psid, T0 + 400)
+        .await
+        .expect("record"));
+    let person = get_p().await;
+    assert_eq!(person.opted_out_at_ms, Some(T0 + 100));
+    assert_eq!(person.last_user_message_at_ms, Some(T0 + 400));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pages
+
+pub async fn page_pause<S: Store>(s: &S, p: &str) {
+    let pg = format!("{p}-paused-page");
+    assert_eq!(s.get_page(&pg).await.expect("get_page"), None);
+
+    assert!(s
+        .set_paused(&pg, Some("graph 368: blocked"), T0 + 200)
+        .await
+        .expect("set_paused"));
+    let c = s.get_page(&pg).await.expect("get_page").expect("page");
+    assert_eq!(c.page_id, pg);
+    assert!(c.paused);
+    assert_eq!(c.paused_reason.as_deref(), Some("graph 368: blocked"));
+    assert_eq!(c.paused_at_ms, Some(T0 + 200));
+    assert_eq!(c.pause_event_at_ms, Some(T0 + 200));
+    assert_eq!(c.first_message, None);
+
+    assert!(!s.set_paused(&pg, None, T0 + 100).await.expect("set_paused"));
+    assert!(!s.set_paused(&pg, None, T0 + 200).await.expect("set_paused"));
+    let still = s.get_page(&pg).await.expect("get_page").expect("page");
+    assert_eq!(still, c, "older (and same-time) events are ignored");
+
+    assert!(s.set_paused(&pg, None, T0 + 300).await.expect("set_paused"));
+    let c = s.get_page(&pg).await.expect("get_page").expect("page");
+    assert!(!c.paused);
+    assert_eq!(c.paused_reason, None);
+    assert_eq!(c.paused_at_ms, None);
+    assert_eq!(c.pause_event_at_ms, Some(T0 + 300));
+    assert!(!s
+        .set_paused(&pg, Some("late"), T0 + 250)
+        .await
+        .expect("set_paused"));
+    assert!(
+        !s.get_page(&pg)
+            .await
+            .expect("get_page")
+            .expect("page")
+            .paused
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Quarantine
+
+pub async fn quarantine<S: Store>(s: &S, p: &str) {
+    let rec = |i: i64, reason: &str| {
+        let received = T0 + i * 1_000;
+        QuarantinedRecord {
+            id: format!("{received:013}#{p}-q{i}"),
+            reason: reason.to_string(),
+            received_at_ms: received,
+            event_json: format!(r#"{{"v":1,"key":"{p}-q{i}","text":"d\u00e9j\u00e0 \"vu\""}}"#),
+        }
+    };
+    let (q0, q1, q2) = (
+        rec(0, "unparseable"),
+        rec(1, "unknown kind"),
+        rec(2, "no page"),
+    );
+    for r in [&q2, &q0, &q1] {
+        s.put_quarantined(r).await.expect("put_quarantined");
+    }
+    s.put_quarantined(&rec(0, "again"))
+        .await
+        .expect("put_quarantined is idempotent");
+
+    let all = s.list_quarantined(10_000).await.expect("list_quarantined");
+    let mine: Vec<&QuarantinedRecord> = all
+        .iter()
+        .filter(|r| r.id.contains(&format!("#{p}-q")))
+        .collect();
+    assert_eq!(mine, vec![&q0, &q1, &q2], "oldest first, one record per id");
+    assert!(
+        all.windows(2).all(|w| w[0].id < w[1].id),
+        "the whole list is oldest first"
+    );
+    let two = s.list_quarantined(2).await.expect("list_quarantined");
+    assert_eq!(
+        two.as_slice(),
+        &all[..2.min(all.len())],
+        "the limit takes the oldest"
+    );
+    assert_eq!(s.list_quarantined(0).await.expect("list"), Vec::new());
+
+    s.delete_quarantined(&q1.id).await.expect("delete");
+    s.delete_quarantined(&q1.id)
+        .await
+        .expect("deleting a deleted record is fine");
+    let left: Vec<QuarantinedRecord> = s
+        .list_quarantined(10_000)
+        .await
+        .expect("list")
+        .into_iter()
+        .filter(|r| r.id.contains(&format!("#{p}-q")))
+        .collect();
+    assert_eq!(left, vec![q0.clone(), q2.clone()]);
+    s.delete_quarantined(&q0.id).await.expect("delete");
+    s.delete_quarantined(&q2.id).await.expect("delete");
+}

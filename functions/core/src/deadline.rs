@@ -1,0 +1,172 @@
+//! The deadline check: EventBridge Scheduler fires it once per opt-in, `margin` before the
+//! 24-hour deadline. It keeps the promise (a last-chance send through the sender's own code
+//! path) or reports loudly that it was broken. It never sends at or after the deadline.
+
+use crate::optin::{DeadlineCheck, FirstMessageJob, OptinState};
+use crate::ports::{
+    Clock, GraphApi, OneTimeSchedule, OptinStore, PageStore, PersonStore, Scheduler, SecretSource,
+};
+use crate::privacy::hash_id;
+use crate::sender::{JobError, JobOutcome, Sender};
+
+/// Suffix of the re-armed check at the deadline itself.
+pub const FINAL_SUFFIX: &str = "-f";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeadlineOutcome {
+    /// No such opt-in: logged, nothing retried.
+    Unknown,
+    /// Already sent, answered, closed: the schedule should have been gone. Counted.
+    NothingToDo { state: OptinState },
+    /// Still unsent before the deadline: a last-chance send was tried.
+    LastChance { outcome: JobOutcome, rearmed: bool },
+    /// A send holds a live claim: a final check at the deadline was armed.
+    InFlight { rearmed: bool },
+    /// The deadline passed unsent: recorded as `expired`.
+    Missed { reason: String },
+}
+
+impl DeadlineOutcome {
+    pub fn name(&self) -> &'static str {
+        match self {
+            DeadlineOutcome::Unknown => "unknown",
+            DeadlineOutcome::NothingToDo { .. } => "nothing_to_do",
+            DeadlineOutcome::LastChance { .. } => "last_chance",
+            DeadlineOutcome::InFlight { .. } => "in_flight",
+            DeadlineOutcome::Missed { .. } => "missed",
+        }
+    }
+}
+
+pub struct Deadline<St, G, Sc, Se, C> {
+    sender: Sender<St, G, Sc, Se, C>,
+}
+
+impl<St, G, Sc, Se, C> Deadline<St, G, Sc, Se, C>
+where
+    St: OptinStore + PersonStore + PageStore,
+    G: GraphApi,
+    Sc: Scheduler,
+    Se: SecretSource,
+    C: Clock,
+{
+    pub fn new(sender: Sender<St, G, Sc, Se, C>) -> Self {
+        Deadline { sender }
+    }
+
+    pub fn sender(&self) -> &Sender<St, G, Sc, Se, C> {
+        &self.sender
+    }
+
+    pub async fn check(&self, input: &DeadlineCheck) -> Result<DeadlineOutcome, JobError> {
+        let store = self.sender.store();
+        let now = self.sender.now_ms();
+        let key = input.optin_key.as_str();
+        let Some(optin) = store.get_optin(key).await? else {
+            tracing::warn!(optin = %hash_id(key), "deadline check for an unknown opt-in");
+            return Ok(DeadlineOutcome::Unknown);
+        };
+        if optin.state.is_closed() {
+            tracing::info!(
+                metric = "DeadlineCheckNoop",
+                state = optin.state.as_str(),
+                "deadline check: nothing to do"
+            );
+            return Ok(DeadlineOutcome::NothingToDo { state: optin.state });
+        }
+        if now >= optin.deadline_at_ms {
+            let reason = optin
+                .last_error
+                .clone()
+                .map(|e| format!("no first message before the deadline; last error: {e}"))
+                .unwrap_or_else(|| "no first message before the deadline".into());
+            return Ok(match store.expire(key, now, &reason).await? {
+                Some(_) => {
+                    tracing::error!(
+                        metric = "FirstMessageMissed",
+                        optin = %hash_id(key),
+                        page = %optin.page_id,
+                        reason = %reason,
+                        "first message missed"
+                    );
+                    DeadlineOutcome::Missed { reason }
+                }
+                None => match store.get_optin(key).await? {
+                    // A send claimed just before the deadline still holds its lease: look
+                    // again when it ends.
+                    Some(o) if o.state == OptinState::Sending => DeadlineOutcome::InFlight {
+                        rearmed: self.rearm(&o.schedule_name, key, o.lease_until_ms).await,
+                    },
+                    Some(o) => DeadlineOutcome::NothingToDo { state: o.state },
+                    None => DeadlineOutcome::Unknown,
+                },
+            });
+        }
+
+        tracing::warn!(
+            metric = "FirstMessageAtRisk",
+            optin = %hash_id(key),
+            page = %optin.page_id,
+            state = optin.state.as_str(),
+            left_ms = optin.deadline_at_ms - now,
+            "first message at risk: last-chance send"
+        );
+        if optin.state == OptinState::Sending && optin.lease_until_ms > now {
+            let rearmed = self
+                .rearm(&optin.schedule_name, key, optin.deadline_at_ms)
+                .await;
+            return Ok(DeadlineOutcome::InFlight { rearmed });
+        }
+        let job = FirstMessageJob {
+            v: 1,
+            optin_key: key.to_string(),
+            recipient: optin.recipient.clone(),
+            page_id: optin.page_id.clone(),
+            deadline_at_ms: optin.deadline_at_ms,
+            enqueued_at_ms: now,
+        };
+        let outcome = self.sender.run_job(&job).await?;
+        let settled = matches!(
+            outcome,
+            JobOutcome::Sent { .. }
+                | JobOutcome::AlreadyDone { .. }
+                | JobOutcome::Refused { .. }
+                | JobOutcome::Unreachable { .. }
+                | JobOutcome::BadRequest { .. }
+                | JobOutcome::Expired { .. }
+        );
+        let rearmed = if settled {
+            false
+        } else {
+            self.rearm(&optin.schedule_name, key, optin.deadline_at_ms)
+                .await
+        };
+        Ok(DeadlineOutcome::LastChance { outcome, rearmed })
+    }
+
+    /// Arms the final check at `at_ms`. A failure is logged: the outbound job keeps retrying
+    /// until the deadline anyway, and the sender expires it when it sees the deadline pass.
+    async fn rearm(&self, schedule_name: &str, key: &str, at_ms: i64) -> bool {
+        let name = format!("{schedule_name}{FINAL_SUFFIX}");
+        let input = match serde_json::to_string(&DeadlineCheck {
+            v: 1,
+            optin_key: key.to_string(),
+            check: "final".into(),
+        }) {
+            Ok(i) => i,
+            Err(_) => return false,
+        };
+        let s = OneTimeSchedule {
+            name,
+            at_ms: at_ms + 1_000,
+            input,
+        };
+        match self.sender.scheduler().create_schedule(&s).await {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::error!(error = %e, optin = %hash_id(key), "could not arm the final deadline check");
+                false
+            }
+        }
+    }
+}

@@ -1,0 +1,711 @@
+//! The events function's logic: one normalized inbound event in, state changes out.
+//!
+//! Idempotent by construction rather than by a marker item: every write is conditional or
+//! monotonic (an opt-in is a conditional create, a window timestamp only moves forward, a link
+//! writes the same values twice), so processing an event again changes nothing and emits
+//! nothing again. Errors that may pass (a backend throttled) are returned as
+//! [`ProcessError::Retry`]: the SQS message is retried alone. Anything we cannot act on is
+//! stored as quarantined and reported as processed, so a poison message never loops.
+
+use serde_json::value::RawValue;
+
+use crate::optin::{
+    optin_key, DeadlineCheck, EntryPoint, FirstMessageJob, Optin, OptinSource, OptinState, RefInfo,
+};
+use crate::ports::store::{
+    Created, Link, LinkResult, MarketingToken, QuarantinedRecord, ReferralInfo, TokenStatus,
+};
+use crate::ports::{
+    Clock, OneTimeSchedule, OptinStore, OutMessage, PageStore, PersonStore, PortError,
+    QuarantineStore, QueueSender, Scheduler,
+};
+use crate::privacy::hash_id;
+use crate::signed_ref::{self, Keyring, RefCheck};
+use crate::webhook::model::{MessagingItem, OptinEntryPoint, PolicyAction};
+use crate::webhook::{Channel, EventKind, Identity, IdentityKind, InboundEvent};
+
+#[derive(Debug, Clone)]
+pub struct EventsConfig {
+    /// The deadline check fires this long before the deadline (default 1 h).
+    pub deadline_margin_ms: i64,
+    /// The creator of an opt-in owns enqueueing its job for this long; after that a duplicate
+    /// may take over. Keep it below the events queue's visibility timeout.
+    pub job_claim_ms: i64,
+    /// A schedule is never set closer than this to now.
+    pub min_schedule_lead_ms: i64,
+    /// Keys for signed plugin `ref` values.
+    pub ref_keys: Keyring,
+}
+
+impl Default for EventsConfig {
+    fn default() -> Self {
+        EventsConfig {
+            deadline_margin_ms: 60 * 60 * 1000,
+            job_claim_ms: 60 * 1000,
+            min_schedule_lead_ms: 60 * 1000,
+            ref_keys: Keyring::new(),
+        }
+    }
+}
+
+/// What processing did (for logs and metrics).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Processed {
+    OptinCreated {
+        entry_point: EntryPoint,
+        source: OptinSource,
+        schedule_created: bool,
+    },
+    /// The opt-in reached us after its deadline: recorded as expired, nothing will be sent.
+    OptinMissedOnArrival {
+        entry_point: EntryPoint,
+    },
+    /// A duplicate (retry, another app, login callback + webhook): nothing new happened.
+    OptinDuplicate {
+        state: OptinState,
+    },
+    /// The creator crashed before enqueueing; this duplicate enqueued the job instead.
+    OptinJobTakenOver,
+    UserMessage {
+        window_moved: bool,
+        linked: bool,
+    },
+    Referral {
+        stored: bool,
+    },
+    MarketingToken {
+        status: TokenStatus,
+        applied: bool,
+    },
+    PagePaused {
+        applied: bool,
+    },
+    PageUnpaused {
+        applied: bool,
+    },
+    PolicyWarning,
+    Quarantined {
+        reason: String,
+    },
+    Ignored {
+        kind: EventKind,
+    },
+}
+
+impl Processed {
+    /// A short stable name for metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Processed::OptinCreated { .. } => "optin_created",
+            Processed::OptinMissedOnArrival { .. } => "optin_missed_on_arrival",
+            Processed::OptinDuplicate { .. } => "optin_duplicate",
+            Processed::OptinJobTakenOver => "optin_job_taken_over",
+            Processed::UserMessage { .. } => "user_message",
+            Processed::Referral { .. } => "referral",
+            Processed::MarketingToken { .. } => "marketing_token",
+            Processed::PagePaused { .. } => "page_paused",
+            Processed::PageUnpaused { .. } => "page_unpaused",
+            Processed::PolicyWarning => "policy_warning",
+            Processed::Quarantined { .. } => "quarantined",
+            Processed::Ignored { .. } => "ignored",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProcessError {
+    /// Try the message again later (backend unavailable, a send in flight).
+    #[error("retry: {0}")]
+    Retry(String),
+}
+
+impl From<PortError> for ProcessError {
+    fn from(e: PortError) -> Self {
+        // A rejected write is a bug or bad data; retrying lets the DLQ catch it after N tries
+        // with the reason logged, rather than dropping the event.
+        ProcessError::Retry(e.to_string())
+    }
+}
+
+pub struct Events<St, Sc, J, C> {
+    store: St,
+    scheduler: Sc,
+    jobs: J,
+    clock: C,
+    config: EventsConfig,
+}
+
+impl<St, Sc, J, C> Events<St, Sc, J, C>
+where
+    St: OptinStore + PersonStore + PageStore + QuarantineStore,
+    Sc: Scheduler,
+    J: QueueSender,
+    C: Clock,
+{
+    pub fn new(store: St, scheduler: Sc, jobs: J, clock: C, config: EventsConfig) -> Self {
+        Events {
+            store,
+            scheduler,
+            jobs,
+            clock,
+            config,
+        }
+    }
+
+    pub fn store(&self) -> &St {
+        &self.store
+    }
+
+    /// Processes one queue message body.
+    pub async fn process_body(&self, body: &str) -> Result<Processed, ProcessError> {
+        match InboundEvent::from_json(body) {
+            Ok(event) => self.process(&event).await,
+            Err(e) => {
+                // Not one of ours (hand-sent, or a future schema): keep it, do not loop.
+                let now = self.clock.now_ms();
+                let reason = format!("queue message is not an inbound event: {e}");
+                let digest = crate::webhook::event::idempotency_key(
+                    EventKind::Quarantined,
+                    None,
+                    "",
+                    "",
+                    None,
+                    0,
+                    body.as_bytes(),
+                );
+                self.quarantine_raw(now, &digest, &reason, body).await
+            }
+        }
+    }
+
+    pub async fn process(&self, event: &InboundEvent) -> Result<Processed, ProcessError> {
+        match event.kind {
+            EventKind::Quarantined => {
+                let reason = event
+                    .quarantine
+                    .as_ref()
+                    .map(|q| q.reason.clone())
+                    .unwrap_or_else(|| "quarantined body".into());
+                self.quarantine(event, &reason).await
+            }
+            EventKind::Malformed => self.quarantine(event, "malformed item").await,
+            EventKind::Optin => self.optin(event).await,
+            EventKind::Message | EventKind::Postback => self.user_action(event).await,
+            EventKind::Referral => self.referral(event).await,
+            EventKind::PolicyEnforcement => self.policy(event).await,
+            kind => Ok(Processed::Ignored { kind }),
+        }
+    }
+
+    fn parse_item(&self, event: &InboundEvent) -> Option<MessagingItem> {
+        MessagingItem::parse(&event.item).ok()
+    }
+
+    async fn quarantine(
+        &self,
+        event: &InboundEvent,
+        reason: &str,
+    ) -> Result<Processed, ProcessError> {
+        let json = event
+            .to_json()
+            .map_err(|e| ProcessError::Retry(format!("cannot encode event: {e}")))?;
+        self.quarantine_raw(event.received_at_ms, &event.key, reason, &json)
+            .await
+    }
+
+    async fn quarantine_raw(
+        &self,
+        received_at_ms: i64,
+        key: &str,
+        reason: &str,
+        json: &str,
+    ) -> Result<Processed, ProcessError> {
+        let record = QuarantinedRecord {
+            id: format!("{:013}#{}", received_at_ms.max(0), key),
+            reason: reason.to_string(),
+            received_at_ms,
+            event_json: json.to_string(),
+        };
+        self.store.put_quarantined(&record).await?;
+        tracing::warn!(quarantine_id = %record.id, reason, "event quarantined");
+        Ok(Processed::Quarantined {
+            reason: reason.to_string(),
+        })
+    }
+
+    // ---- opt-ins --------------------------------------------------------------------------
+
+    async fn optin(&self, event: &InboundEvent) -> Result<Processed, ProcessError> {
+        let Some(item) = self.parse_item(event) else {
+            return self.quarantine(event, "opt-in item does not parse").await;
+        };
+        let Some(optin) = item.optin.as_ref() else {
+            return self.quarantine(event, "opt-in item without optin").await;
+        };
+        let source = if event.channel == Channel::Login {
+            OptinSource::Login
+        } else {
+            OptinSource::Webhook
+        };
+        let page = event.account_id.as_str();
+        match optin.entry_point() {
+            OptinEntryPoint::LoginConnect => {
+                let Some(login_id) = optin.login_id() else {
+                    return self
+                        .quarantine(event, "login opt-in without login_id")
+                        .await;
+                };
+                let who = Identity::new(IdentityKind::LoginId, login_id);
+                self.new_optin(event, who, EntryPoint::LoginConnect, source, None)
+                    .await
+            }
+            OptinEntryPoint::Checkbox => {
+                let Some(user_ref) = optin.user_ref() else {
+                    return self
+                        .quarantine(event, "checkbox opt-in without user_ref")
+                        .await;
+                };
+                let who = Identity::new(IdentityKind::UserRef, user_ref);
+                self.new_optin(event, who, EntryPoint::Checkbox, source, None)
+                    .await
+            }
+            OptinEntryPoint::SendToMessenger => {
+                let Some(who) = event
+                    .sender
+                    .clone()
+                    .filter(|s| matches!(s.kind, IdentityKind::Psid | IdentityKind::Igsid))
+                else {
+                    return self
+                        .quarantine(event, "send-to-messenger opt-in without a sender")
+                        .await;
+                };
+                let reference = optin.reference().map(|r| self.check_ref(r));
+                self.new_optin(event, who, EntryPoint::SendToMessenger, source, reference)
+                    .await
+            }
+            OptinEntryPoint::NotificationMessages => {
+                let Some(psid) = event
+                    .sender
+                    .as_ref()
+                    .filter(|s| s.kind != IdentityKind::UserRef)
+                else {
+                    return self
+                        .quarantine(event, "marketing opt-in without a sender")
+                        .await;
+                };
+                let status = if optin.is_stop() {
+                    TokenStatus::Stopped
+                } else {
+                    TokenStatus::Active
+                };
+                let topic = optin
+                    .payload
+                    .clone()
+                    .filter(|p| !p.is_empty())
+                    .or_else(|| optin.title.clone().filter(|t| !t.is_empty()))
+                    .unwrap_or_else(|| "default".into());
+                let token = MarketingToken {
+                    topic,
+                    token: optin.notification_messages_token.clone(),
+                    status,
+                    expires_at_ms: optin.token_expiry_timestamp,
+                    status_at_ms: event.timestamp_ms,
+                };
+                let applied = self.store.set_token(page, &psid.id, &token).await?;
+                Ok(Processed::MarketingToken { status, applied })
+            }
+            OptinEntryPoint::Other => Ok(Processed::Ignored {
+                kind: EventKind::Optin,
+            }),
+        }
+    }
+
+    fn check_ref(&self, raw: &str) -> RefInfo {
+        let now_secs = self.clock.now_ms().div_euclid(1000);
+        let (status, payload) = match signed_ref::verify(raw, &self.config.ref_keys, now_secs) {
+            RefCheck::Valid { payload, .. } => (
+                "valid",
+                Some(String::from_utf8_lossy(&payload).into_owned()),
+            ),
+            RefCheck::Expired { .. } => ("expired", None),
+            RefCheck::Invalid(_) => ("invalid", None),
+            RefCheck::Opaque => ("opaque", None),
+        };
+        if status != "valid" {
+            tracing::warn!(
+                ref_status = status,
+                "plugin ref is not a valid signed ref; kept as opaque data"
+            );
+        }
+        RefInfo {
+            raw: raw.to_string(),
+            status: status.into(),
+            payload,
+        }
+    }
+
+    async fn new_optin(
+        &self,
+        event: &InboundEvent,
+        who: Identity,
+        entry_point: EntryPoint,
+        source: OptinSource,
+        reference: Option<RefInfo>,
+    ) -> Result<Processed, ProcessError> {
+        let now = self.clock.now_ms();
+        let mut optin = Optin::pending(
+            who,
+            &event.account_id,
+            &event.object,
+            entry_point,
+            source,
+            event.timestamp_ms,
+            &event.key,
+            now,
+        );
+        optin.reference = reference;
+        let key = optin.key();
+
+        if now >= optin.deadline_at_ms {
+            optin.state = OptinState::Expired;
+            optin.last_error = Some("opt-in processed after its deadline".into());
+            return Ok(match self.store.create_optin(&optin).await? {
+                Created::Created => {
+                    tracing::error!(
+                        metric = "FirstMessageMissed",
+                        optin = %hash_id(&key),
+                        reason = "opt-in processed after its deadline",
+                        "first message missed"
+                    );
+                    Processed::OptinMissedOnArrival { entry_point }
+                }
+                Created::Exists(existing) => Processed::OptinDuplicate {
+                    state: existing.state,
+                },
+            });
+        }
+
+        optin.job_claim_until_ms = now + self.config.job_claim_ms;
+        match self.store.create_optin(&optin).await? {
+            Created::Created => {
+                let schedule_created = self.schedule(&optin, now).await?;
+                self.enqueue_job(&optin, now).await?;
+                Ok(Processed::OptinCreated {
+                    entry_point,
+                    source,
+                    schedule_created,
+                })
+            }
+            Created::Exists(existing) => {
+                if existing.page_id != optin.page_id {
+                    tracing::warn!(
+                        optin = %hash_id(&key),
+                        "opt-in seen for a second page; the first page keeps it"
+                    );
+                }
+                let takeover = existing.state == OptinState::Pending
+                    && !existing.job_enqueued
+                    && existing.job_claim_until_ms < now;
+                if takeover
+                    && self
+                        .store
+                        .take_job(&key, now, now + self.config.job_claim_ms)
+                        .await?
+                {
+                    self.schedule(&existing, now).await?;
+                    self.enqueue_job(&existing, now).await?;
+                    return Ok(Processed::OptinJobTakenOver);
+                }
+                Ok(Processed::OptinDuplicate {
+                    state: existing.state,
+                })
+            }
+        }
+    }
+
+    /// Creates the deadline check. `true` if this call created it (false: it existed).
+    async fn schedule(&self, optin: &Optin, now: i64) -> Result<bool, ProcessError> {
+        let (at_ms, check) = deadline_check_time(
+            optin.deadline_at_ms,
+            now,
+            self.config.deadline_margin_ms,
+            self.config.min_schedule_lead_ms,
+        );
+        let input = serde_json::to_string(&DeadlineCheck {
+            v: 1,
+            optin_key: optin.key(),
+            check: check.into(),
+        })
+        .map_err(|e| ProcessError::Retry(e.to_string()))?;
+        let created = self
+            .scheduler
+            .create_schedule(&OneTimeSchedule {
+                name: optin.schedule_name.clone(),
+                at_ms,
+                input,
+            })
+            .await?;
+        Ok(created == crate::ports::ScheduleCreated::Created)
+    }
+
+    async fn enqueue_job(&self, optin: &Optin, now: i64) -> Result<(), ProcessError> {
+        let job = FirstMessageJob {
+            v: 1,
+            optin_key: optin.key(),
+            recipient: optin.recipient.clone(),
+            page_id: optin.page_id.clone(),
+            deadline_at_ms: optin.deadline_at_ms,
+            enqueued_at_ms: now,
+        };
+        let body = serde_json::to_string(&job).map_err(|e| ProcessError::Retry(e.to_string()))?;
+        let failed = self
+            .jobs
+            .send_batch(&[OutMessage {
+                id: "job".into(),
+                body,
+                attributes: vec![
+                    ("page_id".into(), optin.page_id.clone()),
+                    ("entry_point".into(), optin.entry_point.as_str().into()),
+                ],
+                delay_secs: 0,
+            }])
+            .await?;
+        if let Some(f) = failed.first() {
+            return Err(ProcessError::Retry(format!(
+                "outbound queue refused the job: {}",
+                f.code
+            )));
+        }
+        self.store.mark_job_enqueued(&optin.key(), now).await?;
+        Ok(())
+    }
+
+    // ---- the person's own actions -----------------------------------------------------------
+
+    async fn user_action(&self, event: &InboundEvent) -> Result<Processed, ProcessError> {
+        let Some(who) = event.sender.as_ref() else {
+            return Ok(Processed::Ignored { kind: event.kind });
+        };
+        if !matches!(who.kind, IdentityKind::Psid | IdentityKind::Igsid) {
+            // Chat-plugin guests (user_ref senders) have no window we can use.
+            return Ok(Processed::Ignored { kind: event.kind });
+        }
+        let page = event.account_id.as_str();
+        let item = self.parse_item(event);
+        let mut linked = false;
+        if let Some(prior) = item.as_ref().and_then(|i| i.prior_message.as_ref()) {
+            if let Some(identifier) = prior.identifier() {
+                // The checkbox plugin's source is documented; Login Connect's is not, so any
+                // other source is taken as a login_id (and logged, to learn the real value).
+                let kind = match prior.source.as_deref() {
+                    Some("checkbox_plugin") | Some("customer_chat_plugin") => IdentityKind::UserRef,
+                    _ => IdentityKind::LoginId,
+                };
+                tracing::info!(
+                    prior_source = prior.source.as_deref().unwrap_or("(none)"),
+                    identifier_kind = kind.as_str(),
+                    identifier = %hash_id(identifier),
+                    psid = %hash_id(&who.id),
+                    "reply with prior_message"
+                );
+                let identity = Identity::new(kind, identifier);
+                let link = Link {
+                    page_id: page.to_string(),
+                    psid: who.id.clone(),
+                    optin_key: optin_key(&identity, page),
+                    identifier: identity,
+                    at_ms: event.timestamp_ms,
+                };
+                match self.store.link(&link, self.clock.now_ms()).await? {
+                    LinkResult::Linked => linked = true,
+                    LinkResult::SendInFlight => {
+                        return Err(ProcessError::Retry(
+                            "first message in flight; link after it settles".into(),
+                        ))
+                    }
+                }
+            }
+        }
+        if let Some(referral) = item
+            .as_ref()
+            .and_then(|i| i.postback.as_ref())
+            .and_then(|p| p.referral.as_ref())
+        {
+            let info = referral_info(referral, event.timestamp_ms);
+            self.store.record_referral(page, &who.id, &info).await?;
+        }
+        let window_moved = self
+            .store
+            .record_user_message(page, &who.id, event.timestamp_ms)
+            .await?;
+        Ok(Processed::UserMessage {
+            window_moved,
+            linked,
+        })
+    }
+
+    async fn referral(&self, event: &InboundEvent) -> Result<Processed, ProcessError> {
+        let Some(who) = event
+            .sender
+            .as_ref()
+            .filter(|s| matches!(s.kind, IdentityKind::Psid | IdentityKind::Igsid))
+        else {
+            return Ok(Processed::Ignored { kind: event.kind });
+        };
+        let Some(referral) = self.parse_item(event).and_then(|i| i.referral) else {
+            return self.quarantine(event, "referral item does not parse").await;
+        };
+        let page = event.account_id.as_str();
+        let stored = self
+            .store
+            .record_referral(page, &who.id, &referral_info(&referral, event.timestamp_ms))
+            .await?;
+        // Following an m.me link or an ad into the thread is the person's own action.
+        self.store
+            .record_user_message(page, &who.id, event.timestamp_ms)
+            .await?;
+        Ok(Processed::Referral { stored })
+    }
+
+    // ---- Meta's enforcement -----------------------------------------------------------------
+
+    async fn policy(&self, event: &InboundEvent) -> Result<Processed, ProcessError> {
+        let Some(pe) = self.parse_item(event).and_then(|i| i.policy_enforcement) else {
+            return self.quarantine(event, "policy item does not parse").await;
+        };
+        let page = event.account_id.as_str();
+        match pe.action() {
+            Some(PolicyAction::Block) => {
+                let reason = format!(
+                    "policy_enforcement block: {}",
+                    pe.reason.as_deref().unwrap_or("no reason given")
+                );
+                let applied = self
+                    .store
+                    .set_paused(page, Some(&reason), event.timestamp_ms)
+                    .await?;
+                tracing::error!(
+                    metric = "PagePaused",
+                    page,
+                    "Meta blocked the page; sending paused"
+                );
+                Ok(Processed::PagePaused { applied })
+            }
+            Some(PolicyAction::Unblock) => {
+                let applied = self
+                    .store
+                    .set_paused(page, None, event.timestamp_ms)
+                    .await?;
+                Ok(Processed::PageUnpaused { applied })
+            }
+            _ => {
+                tracing::warn!(
+                    metric = "PolicyWarning",
+                    page,
+                    reason = pe.reason.as_deref().unwrap_or(""),
+                    "Meta policy warning"
+                );
+                Ok(Processed::PolicyWarning)
+            }
+        }
+    }
+}
+
+fn referral_info(r: &crate::webhook::model::Referral, at_ms: i64) -> ReferralInfo {
+    ReferralInfo {
+        reference: r.reference.clone(),
+        source: r.source.clone(),
+        ad_id: r.ad_id.as_ref().map(|a| a.as_str().to_string()),
+        at_ms,
+    }
+}
+
+/// When the deadline check fires, and which check it is: `at_risk` at `deadline - margin`
+/// (never sooner than `lead` from now), or `final` at the deadline when that is already too
+/// close.
+pub fn deadline_check_time(
+    deadline_ms: i64,
+    now_ms: i64,
+    margin_ms: i64,
+    lead_ms: i64,
+) -> (i64, &'static str) {
+    let at = (deadline_ms - margin_ms).max(now_ms + lead_ms);
+    if at >= deadline_ms {
+        (deadline_ms, "final")
+    } else {
+        (at, "at_risk")
+    }
+}
+
+/// Builds the inbound event for a login callback (Option 2): the same shape as the webhook's
+/// `messaging_optins` item, so both paths converge on one opt-in.
+pub fn login_event(
+    page_id: &str,
+    login_id: &str,
+    at_ms: i64,
+    received_at_ms: i64,
+) -> Result<InboundEvent, serde_json::Error> {
+    let item = serde_json::json!({
+        "recipient": {"id": page_id},
+        "timestamp": at_ms,
+        "optin": {"login_id": login_id}
+    })
+    .to_string();
+    let raw = RawValue::from_string(item)?;
+    let sender = Identity::new(IdentityKind::LoginId, login_id);
+    let key = crate::webhook::event::idempotency_key(
+        EventKind::Optin,
+        None,
+        "page",
+        page_id,
+        Some(&sender),
+        at_ms,
+        raw.get().as_bytes(),
+    );
+    Ok(InboundEvent {
+        v: InboundEvent::SCHEMA_VERSION,
+        key,
+        object: "page".into(),
+        account_id: page_id.into(),
+        channel: Channel::Login,
+        kind: EventKind::Optin,
+        sender: Some(sender),
+        timestamp_ms: at_ms,
+        received_at_ms,
+        item: raw,
+        quarantine: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_time_table() {
+        let h = 3_600_000;
+        let day = 24 * h;
+        // (deadline, now) -> (at, check)
+        let cases = [
+            (day, 0, (day - h, "at_risk")),
+            (day, day - 2 * h, (day - h, "at_risk")),
+            (day, day - h, (day - h + 60_000, "at_risk")),
+            (day, day - 30_000, (day, "final")),
+        ];
+        for (deadline, now, want) in cases {
+            assert_eq!(
+                deadline_check_time(deadline, now, h, 60_000),
+                want,
+                "now={now}"
+            );
+        }
+    }
+
+    #[test]
+    fn login_event_looks_like_the_webhook_item() {
+        let e = login_event("100", "L1", 5, 6).unwrap();
+        let item = MessagingItem::parse(&e.item).unwrap();
+        assert_eq!(item.optin.unwrap().login_id(), Some("L1"));
+        assert_eq!(e.channel, Channel::Login);
+    }
+}

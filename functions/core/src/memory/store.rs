@@ -1,0 +1,487 @@
+//! The table in memory: opt-ins, people, marketing tokens, page configs and quarantined events,
+//! with the same conditional semantics as the DynamoDB adapter (`lc_adapters::dynamodb`).
+//!
+//! Every trait method takes the one lock, checks its condition and applies its change, so each
+//! call is atomic exactly like the single conditional request it stands for. Calls are counted
+//! in a [`RequestCounter`] as service `dynamodb` under the operation the DynamoDB adapter uses
+//! for them (`PutItem`, `GetItem`, `UpdateItem`, `TransactWriteItems`, `Query`, `DeleteItem`),
+//! so the local runner and the tests measure requests per opt-in without AWS.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+
+use crate::optin::{schedule_name, EntryPoint, Optin, OptinSource, OptinState, DAY_MS};
+use crate::ports::store::{
+    Claim, Created, Finish, Link, LinkResult, MarketingToken, PageConfig, Person,
+    QuarantinedRecord, ReferralInfo,
+};
+use crate::ports::{
+    OptinStore, PageStore, PersonStore, PortError, QuarantineStore, RequestCounter,
+};
+use crate::webhook::IdentityKind;
+
+const SERVICE: &str = "dynamodb";
+
+#[derive(Debug, Default)]
+struct Tables {
+    optins: HashMap<String, Optin>,
+    /// `(page_id, psid)`.
+    people: HashMap<(String, String), Person>,
+    /// `(page_id, psid, topic)`: ordered like the `TOKEN#<topic>` sort keys.
+    tokens: BTreeMap<(String, String, String), MarketingToken>,
+    pages: HashMap<String, PageConfig>,
+    /// By id, which sorts by receipt time.
+    quarantine: BTreeMap<String, QuarantinedRecord>,
+}
+
+/// The in-memory table. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct MemoryStore {
+    tables: Mutex<Tables>,
+    counter: Arc<RequestCounter>,
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl MemoryStore {
+    /// An empty table with its own request counter.
+    pub fn new() -> Self {
+        Self::with_counter(Arc::new(RequestCounter::new()))
+    }
+
+    /// An empty table counting into a shared counter (with the queues and the scheduler).
+    pub fn with_counter(counter: Arc<RequestCounter>) -> Self {
+        MemoryStore {
+            tables: Mutex::new(Tables::default()),
+            counter,
+        }
+    }
+
+    pub fn counter(&self) -> &Arc<RequestCounter> {
+        &self.counter
+    }
+
+    /// `dynamodb.<Operation>` -> requests so far (the whole shared counter's snapshot).
+    pub fn counts(&self) -> BTreeMap<String, u64> {
+        self.counter.snapshot()
+    }
+
+    /// Stores a page config as an operator would in the console (replaces it; not counted).
+    pub fn put_page(&self, page: PageConfig) {
+        self.lock().pages.insert(page.page_id.clone(), page);
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Tables> {
+        self.tables.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn count(&self, operation: &str) {
+        self.counter.incr(SERVICE, operation);
+    }
+}
+
+fn person_key(page_id: &str, psid: &str) -> (String, String) {
+    (page_id.to_string(), psid.to_string())
+}
+
+fn new_person(page_id: &str, psid: &str) -> Person {
+    Person {
+        page_id: page_id.to_string(),
+        psid: psid.to_string(),
+        ..Person::default()
+    }
+}
+
+/// The opt-in a reply creates when it arrives before its opt-in: already `answered`, complete,
+/// bound to the reply's Page, its deadline a day after the reply.
+fn reply_optin(link: &Link, now_ms: i64) -> Result<Optin, PortError> {
+    let entry_point = entry_point_of(link.identifier.kind)?;
+    Ok(Optin {
+        recipient: link.identifier.clone(),
+        page_id: link.page_id.clone(),
+        object: "page".to_string(),
+        entry_point,
+        source: OptinSource::Reply,
+        opted_in_at_ms: link.at_ms,
+        deadline_at_ms: link.at_ms + DAY_MS,
+        state: OptinState::Answered,
+        attempts: 0,
+        lease_until_ms: 0,
+        job_enqueued: false,
+        job_claim_until_ms: 0,
+        schedule_name: schedule_name(&link.optin_key),
+        last_error: None,
+        message_id: None,
+        sent_at_ms: None,
+        psid: Some(link.psid.clone()),
+        answered_at_ms: Some(link.at_ms),
+        reference: None,
+        created_by: OptinSource::Reply.as_str().to_string(),
+        updated_at_ms: now_ms,
+    })
+}
+
+/// A link names a `login_id` (Login Connect) or a `user_ref` (checkbox plugin).
+fn entry_point_of(kind: IdentityKind) -> Result<EntryPoint, PortError> {
+    match kind {
+        IdentityKind::LoginId => Ok(EntryPoint::LoginConnect),
+        IdentityKind::UserRef => Ok(EntryPoint::Checkbox),
+        other => Err(PortError::Rejected(format!(
+            "link: identifier kind {} cannot be linked to a PSID",
+            other.as_str()
+        ))),
+    }
+}
+
+#[async_trait]
+impl OptinStore for MemoryStore {
+    async fn create_optin(&self, optin: &Optin) -> Result<Created, PortError> {
+        self.count("PutItem");
+        let mut t = self.lock();
+        let key = optin.key();
+        if let Some(existing) = t.optins.get(&key) {
+            return Ok(Created::Exists(Box::new(existing.clone())));
+        }
+        t.optins.insert(key, optin.clone());
+        Ok(Created::Created)
+    }
+
+    async fn get_optin(&self, key: &str) -> Result<Option<Optin>, PortError> {
+        self.count("GetItem");
+        Ok(self.lock().optins.get(key).cloned())
+    }
+
+    async fn mark_job_enqueued(&self, key: &str, now_ms: i64) -> Result<(), PortError> {
+        self.count("UpdateItem");
+        if let Some(o) = self.lock().optins.get_mut(key) {
+            o.job_enqueued = true;
+            o.job_claim_until_ms = 0;
+            o.updated_at_ms = now_ms;
+        }
+        Ok(())
+    }
+
+    async fn take_job(
+        &self,
+        key: &str,
+        now_ms: i64,
+        claim_until_ms: i64,
+    ) -> Result<bool, PortError> {
+        self.count("UpdateItem");
+        let mut t = self.lock();
+        let Some(o) = t.optins.get_mut(key) else {
+            return Ok(false);
+        };
+        if o.job_enqueued || o.state != OptinState::Pending || o.job_claim_until_ms > now_ms {
+            return Ok(false);
+        }
+        o.job_claim_until_ms = claim_until_ms;
+        o.updated_at_ms = now_ms;
+        Ok(true)
+    }
+
+    async fn claim(&self, key: &str, now_ms: i64, lease_until_ms: i64) -> Result<Claim, PortError> {
+        self.count("UpdateItem");
+        let mut t = self.lock();
+        let Some(o) = t.optins.get_mut(key) else {
+            // The adapter learns "missing" from a follow-up consistent read.
+            self.count("GetItem");
+            return Ok(Claim::Missing);
+        };
+        if !o.claimable(now_ms) {
+            return Ok(Claim::NotClaimable(Box::new(o.clone())));
+        }
+        o.state = OptinState::Sending;
+        o.attempts += 1;
+        o.lease_until_ms = lease_until_ms;
+        o.updated_at_ms = now_ms;
+        Ok(Claim::Claimed(Box::new(o.clone())))
+    }
+
+    async fn finish(
+        &self,
+        key: &str,
+        attempt: u32,
+        finish: &Finish,
+        now_ms: i64,
+    ) -> Result<bool, PortError> {
+        self.count("UpdateItem");
+        let mut t = self.lock();
+        let Some(o) = t.optins.get_mut(key) else {
+            return Ok(false);
+        };
+        if o.state != OptinState::Sending || o.attempts != attempt {
+            return Ok(false);
+        }
+        match finish {
+            Finish::Sent {
+                message_id,
+                sent_at_ms,
+            } => {
+                o.state = OptinState::Sent;
+                if message_id.is_some() {
+                    o.message_id = message_id.clone();
+                }
+                o.sent_at_ms = Some(*sent_at_ms);
+            }
+            Finish::Release { error } => {
+                o.state = OptinState::Pending;
+                o.lease_until_ms = 0;
+                o.last_error = Some(error.clone());
+            }
+            Finish::Failed { error } => {
+                o.state = OptinState::Failed;
+                o.last_error = Some(error.clone());
+            }
+            Finish::OptedOut { error } => {
+                o.state = OptinState::OptedOut;
+                o.last_error = Some(error.clone());
+            }
+        }
+        o.updated_at_ms = now_ms;
+        Ok(true)
+    }
+
+    async fn expire(
+        &self,
+        key: &str,
+        now_ms: i64,
+        reason: &str,
+    ) -> Result<Option<Optin>, PortError> {
+        self.count("UpdateItem");
+        let mut t = self.lock();
+        let Some(o) = t.optins.get_mut(key) else {
+            return Ok(None);
+        };
+        if !o.expirable(now_ms) {
+            return Ok(None);
+        }
+        o.state = OptinState::Expired;
+        o.last_error = Some(reason.to_string());
+        o.updated_at_ms = now_ms;
+        Ok(Some(o.clone()))
+    }
+}
+
+#[async_trait]
+impl PersonStore for MemoryStore {
+    async fn get_person(&self, page_id: &str, psid: &str) -> Result<Option<Person>, PortError> {
+        self.count("GetItem");
+        Ok(self.lock().people.get(&person_key(page_id, psid)).cloned())
+    }
+
+    async fn record_user_message(
+        &self,
+        page_id: &str,
+        psid: &str,
+        at_ms: i64,
+    ) -> Result<bool, PortError> {
+        self.count("UpdateItem");
+        let mut t = self.lock();
+        let p = t
+            .people
+            .entry(person_key(page_id, psid))
+            .or_insert_with(|| new_person(page_id, psid));
+        if p.last_user_message_at_ms.is_some_and(|t| t >= at_ms) {
+            return Ok(false);
+        }
+        p.last_user_message_at_ms = Some(at_ms);
+        Ok(true)
+    }
+
+    async fn link(&self, link: &Link, now_ms: i64) -> Result<LinkResult, PortError> {
+        self.count("TransactWriteItems");
+        // Validated before anything is written, like a request the adapter cannot build.
+        let created = reply_optin(link, now_ms)?;
+        let mut t = self.lock();
+        if let Some(o) = t.optins.get(&link.optin_key) {
+            if o.state == OptinState::Sending && o.lease_until_ms > now_ms {
+                return Ok(LinkResult::SendInFlight);
+            }
+        }
+        let p = t
+            .people
+            .entry(person_key(&link.page_id, &link.psid))
+            .or_insert_with(|| new_person(&link.page_id, &link.psid));
+        match link.identifier.kind {
+            IdentityKind::LoginId => p.login_id = Some(link.identifier.id.clone()),
+            _ => p.user_ref = Some(link.identifier.id.clone()),
+        }
+        p.linked_at_ms.get_or_insert(link.at_ms);
+        match t.optins.get_mut(&link.optin_key) {
+            Some(o) => {
+                o.psid = Some(link.psid.clone());
+                o.answered_at_ms.get_or_insert(link.at_ms);
+                o.state = OptinState::Answered;
+                o.updated_at_ms = now_ms;
+            }
+            None => {
+                t.optins.insert(link.optin_key.clone(), created);
+            }
+        }
+        Ok(LinkResult::Linked)
+    }
+
+    async fn record_referral(
+        &self,
+        page_id: &str,
+        psid: &str,
+        referral: &ReferralInfo,
+    ) -> Result<bool, PortError> {
+        self.count("UpdateItem");
+        let mut t = self.lock();
+        let p = t
+            .people
+            .entry(person_key(page_id, psid))
+            .or_insert_with(|| new_person(page_id, psid));
+        if p.referral
+            .as_ref()
+            .is_some_and(|r| r.at_ms >= referral.at_ms)
+        {
+            return Ok(false);
+        }
+        p.referral = Some(referral.clone());
+        Ok(true)
+    }
+
+    async fn set_token(
+        &self,
+        page_id: &str,
+        psid: &str,
+        token: &MarketingToken,
+    ) -> Result<bool, PortError> {
+        self.count("UpdateItem");
+        let mut t = self.lock();
+        let key = (page_id.to_string(), psid.to_string(), token.topic.clone());
+        let stored = t.tokens.get(&key);
+        if stored.is_some_and(|s| s.status_at_ms >= token.status_at_ms) {
+            return Ok(false);
+        }
+        // A change that names a token replaces token and expiry; one that does not (STOP /
+        // RESUME) keeps the stored token, and its expiry unless it brings one.
+        let (value, expires_at_ms) = match &token.token {
+            Some(v) => (Some(v.clone()), token.expires_at_ms),
+            None => (
+                stored.and_then(|s| s.token.clone()),
+                token
+                    .expires_at_ms
+                    .or_else(|| stored.and_then(|s| s.expires_at_ms)),
+            ),
+        };
+        let merged = MarketingToken {
+            topic: token.topic.clone(),
+            token: value,
+            status: token.status,
+            expires_at_ms,
+            status_at_ms: token.status_at_ms,
+        };
+        t.tokens.insert(key, merged);
+        Ok(true)
+    }
+
+    async fn get_tokens(
+        &self,
+        page_id: &str,
+        psid: &str,
+    ) -> Result<Vec<MarketingToken>, PortError> {
+        self.count("Query");
+        let t = self.lock();
+        Ok(t.tokens
+            .iter()
+            .filter(|((p, s, _), _)| p == page_id && s == psid)
+            .map(|(_, v)| v.clone())
+            .collect())
+    }
+
+    async fn opt_out(
+        &self,
+        page_id: &str,
+        psid: &str,
+        reason: &str,
+        at_ms: i64,
+    ) -> Result<(), PortError> {
+        self.count("UpdateItem");
+        let mut t = self.lock();
+        let p = t
+            .people
+            .entry(person_key(page_id, psid))
+            .or_insert_with(|| new_person(page_id, psid));
+        // The earliest opt-out (by event time) is kept, with its reason.
+        if p.opted_out_at_ms.is_none_or(|t| t > at_ms) {
+            p.opted_out_at_ms = Some(at_ms);
+            p.opted_out_reason = Some(reason.to_string());
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl PageStore for MemoryStore {
+    async fn get_page(&self, page_id: &str) -> Result<Option<PageConfig>, PortError> {
+        self.count("GetItem");
+        Ok(self.lock().pages.get(page_id).cloned())
+    }
+
+    async fn set_paused(
+        &self,
+        page_id: &str,
+        reason: Option<&str>,
+        event_at_ms: i64,
+    ) -> Result<bool, PortError> {
+        self.count("UpdateItem");
+        let mut t = self.lock();
+        let page = t
+            .pages
+            .entry(page_id.to_string())
+            .or_insert_with(|| PageConfig {
+                page_id: page_id.to_string(),
+                ..PageConfig::default()
+            });
+        if page.pause_event_at_ms.is_some_and(|t| t >= event_at_ms) {
+            return Ok(false);
+        }
+        page.paused = reason.is_some();
+        page.paused_reason = reason.map(str::to_string);
+        page.paused_at_ms = reason.map(|_| event_at_ms);
+        page.pause_event_at_ms = Some(event_at_ms);
+        Ok(true)
+    }
+}
+
+#[async_trait]
+impl QuarantineStore for MemoryStore {
+    async fn put_quarantined(&self, record: &QuarantinedRecord) -> Result<(), PortError> {
+        self.count("PutItem");
+        self.lock()
+            .quarantine
+            .entry(record.id.clone())
+            .or_insert_with(|| record.clone());
+        Ok(())
+    }
+
+    async fn list_quarantined(&self, limit: usize) -> Result<Vec<QuarantinedRecord>, PortError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        self.count("Query");
+        Ok(self
+            .lock()
+            .quarantine
+            .values()
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn delete_quarantined(&self, id: &str) -> Result<(), PortError> {
+        self.count("DeleteItem");
+        self.lock().quarantine.remove(id);
+        Ok(())
+    }
+}

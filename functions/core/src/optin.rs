@@ -1,0 +1,351 @@
+//! The opt-in: one tracked obligation per person who agreed to be contacted, with a deadline.
+//!
+//! ```text
+//!            create                claim (lease)           send ok
+//!   (none) ---------> pending ---------------> sending ------------> sent
+//!                       ^   |                  |    |  retryable
+//!                       |   | now >= deadline  |    +------------> pending (released)
+//!                       |   v                  |  unreachable / bad request
+//!                       |  expired             +---------------> opted_out / failed
+//!                       |                      lease lapsed: claimable again
+//!   reply with prior_message (any state but a live `sending`) -> answered
+//! ```
+//!
+//! Every transition is a conditional write on this one item, so duplicates (Meta retries,
+//! several apps on one Page, the login callback and the webhook for the same person) converge
+//! on one record and at most one first message.
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::webhook::{Identity, IdentityKind};
+
+pub const DAY_MS: i64 = 24 * 60 * 60 * 1000;
+
+/// Where the obligation stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OptinState {
+    Pending,
+    Sending,
+    Sent,
+    Answered,
+    Failed,
+    Expired,
+    OptedOut,
+}
+
+impl OptinState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OptinState::Pending => "pending",
+            OptinState::Sending => "sending",
+            OptinState::Sent => "sent",
+            OptinState::Answered => "answered",
+            OptinState::Failed => "failed",
+            OptinState::Expired => "expired",
+            OptinState::OptedOut => "opted_out",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending" => OptinState::Pending,
+            "sending" => OptinState::Sending,
+            "sent" => OptinState::Sent,
+            "answered" => OptinState::Answered,
+            "failed" => OptinState::Failed,
+            "expired" => OptinState::Expired,
+            "opted_out" => OptinState::OptedOut,
+            _ => return None,
+        })
+    }
+
+    /// No first message will ever go out from this state.
+    pub fn is_closed(self) -> bool {
+        !matches!(self, OptinState::Pending | OptinState::Sending)
+    }
+}
+
+/// How the person opted in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryPoint {
+    LoginConnect,
+    SendToMessenger,
+    Checkbox,
+}
+
+impl EntryPoint {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EntryPoint::LoginConnect => "login_connect",
+            EntryPoint::SendToMessenger => "send_to_messenger",
+            EntryPoint::Checkbox => "checkbox",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "login_connect" => EntryPoint::LoginConnect,
+            "send_to_messenger" => EntryPoint::SendToMessenger,
+            "checkbox" => EntryPoint::Checkbox,
+            _ => return None,
+        })
+    }
+}
+
+/// Which path told us first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OptinSource {
+    /// The `messaging_optins` webhook.
+    Webhook,
+    /// The login callback (Option 2: login_id computed at login time).
+    Login,
+    /// Created by a reply that arrived before its opt-in.
+    Reply,
+}
+
+impl OptinSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OptinSource::Webhook => "webhook",
+            OptinSource::Login => "login",
+            OptinSource::Reply => "reply",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "webhook" => OptinSource::Webhook,
+            "login" => OptinSource::Login,
+            "reply" => OptinSource::Reply,
+            _ => return None,
+        })
+    }
+}
+
+/// What we know of a plugin `ref` (the business's pass-through value).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefInfo {
+    pub raw: String,
+    /// `valid`, `expired`, `invalid` (tampered / wrong key) or `opaque` (not our format).
+    pub status: String,
+    /// The verified payload (only for `valid`), as UTF-8 lossy text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payload: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Optin {
+    /// `login_id`, `user_ref`, or the PSID / IGSID for the Send-to-Messenger plugin.
+    pub recipient: Identity,
+    /// The Page (or Instagram account) the obligation is bound to: the first one that used it.
+    pub page_id: String,
+    pub object: String,
+    pub entry_point: EntryPoint,
+    pub source: OptinSource,
+    pub opted_in_at_ms: i64,
+    pub deadline_at_ms: i64,
+    pub state: OptinState,
+    /// Send attempts claimed so far; also the claim token of the current attempt.
+    pub attempts: u32,
+    /// A `sending` claim is someone's until then; after, it may be claimed again.
+    pub lease_until_ms: i64,
+    /// The first-message job is known to be on the outbound queue.
+    pub job_enqueued: bool,
+    /// Whoever holds this may enqueue the job until then (creator first; a duplicate may take
+    /// over if the creator crashed before enqueueing).
+    pub job_claim_until_ms: i64,
+    pub schedule_name: String,
+    #[serde(default)]
+    pub last_error: Option<String>,
+    #[serde(default)]
+    pub message_id: Option<String>,
+    #[serde(default)]
+    pub sent_at_ms: Option<i64>,
+    /// Linked on the person's reply (`prior_message`).
+    #[serde(default)]
+    pub psid: Option<String>,
+    #[serde(default)]
+    pub answered_at_ms: Option<i64>,
+    #[serde(default)]
+    pub reference: Option<RefInfo>,
+    /// Idempotency key of the event that created it.
+    pub created_by: String,
+    pub updated_at_ms: i64,
+}
+
+impl Optin {
+    /// A new pending obligation.
+    #[allow(clippy::too_many_arguments)]
+    pub fn pending(
+        recipient: Identity,
+        page_id: &str,
+        object: &str,
+        entry_point: EntryPoint,
+        source: OptinSource,
+        opted_in_at_ms: i64,
+        created_by: &str,
+        now_ms: i64,
+    ) -> Self {
+        let key = optin_key(&recipient, page_id);
+        Optin {
+            schedule_name: schedule_name(&key),
+            recipient,
+            page_id: page_id.to_string(),
+            object: object.to_string(),
+            entry_point,
+            source,
+            opted_in_at_ms,
+            deadline_at_ms: opted_in_at_ms + DAY_MS,
+            state: OptinState::Pending,
+            attempts: 0,
+            lease_until_ms: 0,
+            job_enqueued: false,
+            job_claim_until_ms: 0,
+            last_error: None,
+            message_id: None,
+            sent_at_ms: None,
+            psid: None,
+            answered_at_ms: None,
+            reference: None,
+            created_by: created_by.to_string(),
+            updated_at_ms: now_ms,
+        }
+    }
+
+    pub fn key(&self) -> String {
+        optin_key(&self.recipient, &self.page_id)
+    }
+
+    /// Could a send be claimed now?
+    pub fn claimable(&self, now_ms: i64) -> bool {
+        now_ms < self.deadline_at_ms
+            && match self.state {
+                OptinState::Pending => true,
+                OptinState::Sending => self.lease_until_ms <= now_ms,
+                _ => false,
+            }
+    }
+
+    /// Should the deadline check close it as missed?
+    pub fn expirable(&self, now_ms: i64) -> bool {
+        now_ms >= self.deadline_at_ms
+            && match self.state {
+                OptinState::Pending => true,
+                OptinState::Sending => self.lease_until_ms <= now_ms,
+                _ => false,
+            }
+    }
+}
+
+/// The table key of an opt-in. `login_id` and `user_ref` are global (Meta binds them to one
+/// Page); a PSID only means something within its Page.
+pub fn optin_key(recipient: &Identity, page_id: &str) -> String {
+    match recipient.kind {
+        IdentityKind::LoginId | IdentityKind::UserRef => {
+            format!("OPTIN#{}#{}", recipient.kind.as_str(), recipient.id)
+        }
+        IdentityKind::Psid | IdentityKind::Igsid => {
+            format!(
+                "OPTIN#{}#{}#{}",
+                recipient.kind.as_str(),
+                page_id,
+                recipient.id
+            )
+        }
+    }
+}
+
+/// Deterministic schedule name for an opt-in key: `lc-` + 40 hex chars (Scheduler allows 64
+/// of `[0-9A-Za-z-_.]`), so a retry names the same schedule and gets `ConflictException`.
+pub fn schedule_name(optin_key: &str) -> String {
+    let digest = Sha256::digest(optin_key.as_bytes());
+    format!("lc-{}", hex::encode(&digest[..20]))
+}
+
+/// The job the events function puts on the outbound queue. Self-contained, so a message
+/// redriven from the DLQ days later still says what to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirstMessageJob {
+    pub v: u32,
+    pub optin_key: String,
+    pub recipient: Identity,
+    pub page_id: String,
+    pub deadline_at_ms: i64,
+    pub enqueued_at_ms: i64,
+}
+
+/// The JSON input of a deadline schedule.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadlineCheck {
+    pub v: u32,
+    pub optin_key: String,
+    /// `at_risk` (before the deadline, by the margin) or `final` (at the deadline).
+    pub check: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn optin() -> Optin {
+        Optin::pending(
+            Identity::new(IdentityKind::LoginId, "L1"),
+            "100",
+            "page",
+            EntryPoint::LoginConnect,
+            OptinSource::Webhook,
+            1_000,
+            "optin:h1",
+            1_500,
+        )
+    }
+
+    #[test]
+    fn keys_and_names() {
+        let o = optin();
+        assert_eq!(o.key(), "OPTIN#login_id#L1");
+        assert_eq!(o.deadline_at_ms, 1_000 + DAY_MS);
+        assert_eq!(o.schedule_name, schedule_name("OPTIN#login_id#L1"));
+        assert_eq!(o.schedule_name.len(), 43);
+        let psid = Identity::new(IdentityKind::Psid, "7");
+        assert_eq!(optin_key(&psid, "100"), "OPTIN#psid#100#7");
+    }
+
+    #[test]
+    fn claimable_and_expirable_boundaries() {
+        let mut o = optin();
+        let deadline = o.deadline_at_ms;
+        assert!(o.claimable(deadline - 1));
+        assert!(
+            !o.claimable(deadline),
+            "at the deadline nothing may be claimed"
+        );
+        assert!(!o.expirable(deadline - 1));
+        assert!(o.expirable(deadline));
+        o.state = OptinState::Sending;
+        o.lease_until_ms = 5_000;
+        assert!(!o.claimable(4_999));
+        assert!(o.claimable(5_000), "a lapsed lease can be claimed again");
+        o.state = OptinState::Sent;
+        assert!(!o.claimable(0) && !o.expirable(deadline));
+    }
+
+    #[test]
+    fn state_names_round_trip() {
+        for s in [
+            OptinState::Pending,
+            OptinState::Sending,
+            OptinState::Sent,
+            OptinState::Answered,
+            OptinState::Failed,
+            OptinState::Expired,
+            OptinState::OptedOut,
+        ] {
+            assert_eq!(OptinState::parse(s.as_str()), Some(s));
+        }
+    }
+}

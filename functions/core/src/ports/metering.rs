@@ -1,0 +1,47 @@
+//! Counts requests to paid backends (DynamoDB, SQS, Scheduler, ...) so cost per opt-in is a
+//! measured figure. Adapters share one counter; tests and the load tool read it.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+#[derive(Debug, Default)]
+pub struct RequestCounter {
+    counts: Mutex<BTreeMap<String, u64>>,
+}
+
+impl RequestCounter {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Counts one request, e.g. `("dynamodb", "UpdateItem")`.
+    pub fn incr(&self, service: &str, operation: &str) {
+        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        *c.entry(format!("{service}.{operation}")).or_default() += 1;
+    }
+
+    /// `service.Operation` -> count.
+    pub fn snapshot(&self) -> BTreeMap<String, u64> {
+        self.counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Total requests to one service.
+    pub fn total(&self, service: &str) -> u64 {
+        let prefix = format!("{service}.");
+        self.snapshot()
+            .iter()
+            .filter(|(k, _)| k.starts_with(&prefix))
+            .map(|(_, v)| *v)
+            .sum()
+    }
+
+    pub fn reset(&self) {
+        self.counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+}

@@ -1,0 +1,55 @@
+//! One-time schedules (EventBridge Scheduler when deployed; tokio timers locally).
+
+use async_trait::async_trait;
+
+use super::PortError;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OneTimeSchedule {
+    /// Deterministic (see `optin::schedule_name`): creating it twice is a conflict, not a copy.
+    pub name: String,
+    /// When to fire, epoch ms (rendered as `at(yyyy-mm-ddThh:mm:ss)` in UTC).
+    pub at_ms: i64,
+    /// The JSON the target receives.
+    pub input: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScheduleCreated {
+    Created,
+    /// `ConflictException`: a schedule of that name exists already.
+    AlreadyExists,
+}
+
+#[async_trait]
+pub trait Scheduler: Send + Sync {
+    async fn create_schedule(&self, s: &OneTimeSchedule) -> Result<ScheduleCreated, PortError>;
+    /// `false` when there was nothing to delete (already fired and deleted itself, or never
+    /// created): not an error.
+    async fn delete_schedule(&self, name: &str) -> Result<bool, PortError>;
+    async fn get_schedule(&self, name: &str) -> Result<Option<OneTimeSchedule>, PortError>;
+}
+
+/// `at(yyyy-mm-ddThh:mm:ss)` for an epoch-ms instant, in UTC (seconds truncated).
+pub fn at_expression(at_ms: i64) -> String {
+    format!("at({})", crate::time::format_utc_seconds(at_ms))
+}
+
+/// Parses and validates an `at()` expression (moto accepts anything; we do not).
+pub fn parse_at_expression(expr: &str) -> Option<i64> {
+    let inner = expr.strip_prefix("at(")?.strip_suffix(')')?;
+    crate::time::parse_utc_seconds(inner)
+}
+
+#[async_trait]
+impl<T: Scheduler + ?Sized> Scheduler for std::sync::Arc<T> {
+    async fn create_schedule(&self, s: &OneTimeSchedule) -> Result<ScheduleCreated, PortError> {
+        (**self).create_schedule(s).await
+    }
+    async fn delete_schedule(&self, name: &str) -> Result<bool, PortError> {
+        (**self).delete_schedule(name).await
+    }
+    async fn get_schedule(&self, name: &str) -> Result<Option<OneTimeSchedule>, PortError> {
+        (**self).get_schedule(name).await
+    }
+}

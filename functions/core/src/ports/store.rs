@@ -1,0 +1,362 @@
+//! The table: opt-ins, people, pages and quarantined events. One DynamoDB table when deployed
+//! (see `lc_adapters::dynamodb` for the item shapes), a map in memory otherwise.
+//!
+//! Each method is one state change with its condition built in, never read-then-write, so
+//! concurrent duplicates cannot both win.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use super::PortError;
+use crate::optin::Optin;
+use crate::webhook::Identity;
+
+/// Result of a conditional create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Created {
+    Created,
+    /// The key was taken; here is what holds it (returned by the failed write itself).
+    Exists(Box<Optin>),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// This caller now holds the send; `attempts` of the returned record is its claim token.
+    Claimed(Box<Optin>),
+    /// Someone else holds it, or it is closed or past its deadline.
+    NotClaimable(Box<Optin>),
+    Missing,
+}
+
+/// How a claimed attempt ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Finish {
+    Sent {
+        message_id: Option<String>,
+        sent_at_ms: i64,
+    },
+    /// Back to `pending` for a later attempt (retryable error, paused page).
+    Release {
+        error: String,
+    },
+    Failed {
+        error: String,
+    },
+    OptedOut {
+        error: String,
+    },
+}
+
+#[async_trait]
+pub trait OptinStore: Send + Sync {
+    /// Creates the opt-in unless its key exists.
+    async fn create_optin(&self, optin: &Optin) -> Result<Created, PortError>;
+    /// Strongly consistent read.
+    async fn get_optin(&self, key: &str) -> Result<Option<Optin>, PortError>;
+    /// The creator marks its job as enqueued (clears its claim).
+    async fn mark_job_enqueued(&self, key: &str, now_ms: i64) -> Result<(), PortError>;
+    /// Takes over enqueueing the job when it is not enqueued, the opt-in is still pending,
+    /// and the previous claim lapsed. `true`: the caller must enqueue, then mark it.
+    async fn take_job(
+        &self,
+        key: &str,
+        now_ms: i64,
+        claim_until_ms: i64,
+    ) -> Result<bool, PortError>;
+    /// `pending`, or `sending` with a lapsed lease, and before the deadline and not answered
+    /// -> `sending` with a new lease; `attempts` + 1.
+    async fn claim(&self, key: &str, now_ms: i64, lease_until_ms: i64) -> Result<Claim, PortError>;
+    /// Ends the attempt `attempt` (only if it still holds the claim). `false`: it did not.
+    async fn finish(
+        &self,
+        key: &str,
+        attempt: u32,
+        finish: &Finish,
+        now_ms: i64,
+    ) -> Result<bool, PortError>;
+    /// `pending` (or `sending` with a lapsed lease) at or past the deadline -> `expired`.
+    /// Returns the record as it was when the transition happened.
+    async fn expire(
+        &self,
+        key: &str,
+        now_ms: i64,
+        reason: &str,
+    ) -> Result<Option<Optin>, PortError>;
+}
+
+/// Where a person came from (m.me link, ad, ...), kept as Meta sent it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReferralInfo {
+    #[serde(default)]
+    pub reference: Option<String>,
+    #[serde(default)]
+    pub source: Option<String>,
+    #[serde(default)]
+    pub ad_id: Option<String>,
+    pub at_ms: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenStatus {
+    Active,
+    Stopped,
+}
+
+/// A marketing-messages (`notification_messages`) token, one per person and topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MarketingToken {
+    /// The opt-in's `payload` (the business's topic), else its `title`, else `default`.
+    pub topic: String,
+    /// Absent on a STOP/RESUME that names no token: the status applies to the stored one.
+    #[serde(default)]
+    pub token: Option<String>,
+    pub status: TokenStatus,
+    #[serde(default)]
+    pub expires_at_ms: Option<i64>,
+    /// Event time of the last change: an older event never overrides a newer one.
+    pub status_at_ms: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Person {
+    pub page_id: String,
+    pub psid: String,
+    #[serde(default)]
+    pub login_id: Option<String>,
+    #[serde(default)]
+    pub user_ref: Option<String>,
+    #[serde(default)]
+    pub linked_at_ms: Option<i64>,
+    #[serde(default)]
+    pub last_user_message_at_ms: Option<i64>,
+    #[serde(default)]
+    pub opted_out_at_ms: Option<i64>,
+    #[serde(default)]
+    pub opted_out_reason: Option<String>,
+    #[serde(default)]
+    pub referral: Option<ReferralInfo>,
+}
+
+/// A reply carrying `prior_message`: the identifier it names and the PSID it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub page_id: String,
+    pub psid: String,
+    /// `login_id` or `user_ref`.
+    pub identifier: Identity,
+    /// The opt-in key of the identifier.
+    pub optin_key: String,
+    pub at_ms: i64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkResult {
+    Linked,
+    /// A first message is being sent right now (live lease): try again after it settles.
+    SendInFlight,
+}
+
+#[async_trait]
+pub trait PersonStore: Send + Sync {
+    async fn get_person(&self, page_id: &str, psid: &str) -> Result<Option<Person>, PortError>;
+    /// Moves `last_user_message_at` forward (never back). `true` if it moved.
+    async fn record_user_message(
+        &self,
+        page_id: &str,
+        psid: &str,
+        at_ms: i64,
+    ) -> Result<bool, PortError>;
+    /// Writes both directions in one transaction: the person gets the identifier, the opt-in
+    /// gets the PSID and state `answered` (created as `answered` if the reply came first).
+    async fn link(&self, link: &Link, now_ms: i64) -> Result<LinkResult, PortError>;
+    /// Stores the newest referral. `true` if it was newer than the stored one.
+    async fn record_referral(
+        &self,
+        page_id: &str,
+        psid: &str,
+        referral: &ReferralInfo,
+    ) -> Result<bool, PortError>;
+    /// Stores a token change unless a newer change is already stored. `true` if applied.
+    async fn set_token(
+        &self,
+        page_id: &str,
+        psid: &str,
+        token: &MarketingToken,
+    ) -> Result<bool, PortError>;
+    async fn get_tokens(&self, page_id: &str, psid: &str)
+        -> Result<Vec<MarketingToken>, PortError>;
+    /// Marks the person as not to be messaged (blocked us, turned messages off, ...).
+    async fn opt_out(
+        &self,
+        page_id: &str,
+        psid: &str,
+        reason: &str,
+        at_ms: i64,
+    ) -> Result<(), PortError>;
+}
+
+/// First-message content and the pause switch of one Page (editable in the console).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageConfig {
+    pub page_id: String,
+    pub paused: bool,
+    #[serde(default)]
+    pub paused_reason: Option<String>,
+    #[serde(default)]
+    pub paused_at_ms: Option<i64>,
+    /// Event time of the last pause/unpause from a webhook (ordering guard).
+    #[serde(default)]
+    pub pause_event_at_ms: Option<i64>,
+    /// JSON of the first message (`{"text": ..., "quick_replies": [...]}`); validated on use.
+    #[serde(default)]
+    pub first_message: Option<String>,
+}
+
+#[async_trait]
+pub trait PageStore: Send + Sync {
+    async fn get_page(&self, page_id: &str) -> Result<Option<PageConfig>, PortError>;
+    /// Pauses (`Some(reason)`) or unpauses (`None`) the Page unless a newer event already
+    /// did. `true` if applied.
+    async fn set_paused(
+        &self,
+        page_id: &str,
+        reason: Option<&str>,
+        event_at_ms: i64,
+    ) -> Result<bool, PortError>;
+}
+
+/// A signed event we could not act on, kept whole for inspection and replay.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QuarantinedRecord {
+    /// Sortable id: `<received_at_ms, 13 digits>#<event key>`.
+    pub id: String,
+    pub reason: String,
+    pub received_at_ms: i64,
+    /// The whole `InboundEvent` as JSON.
+    pub event_json: String,
+}
+
+#[async_trait]
+pub trait QuarantineStore: Send + Sync {
+    /// Idempotent: the same id twice stores one record.
+    async fn put_quarantined(&self, record: &QuarantinedRecord) -> Result<(), PortError>;
+    /// Oldest first.
+    async fn list_quarantined(&self, limit: usize) -> Result<Vec<QuarantinedRecord>, PortError>;
+    async fn delete_quarantined(&self, id: &str) -> Result<(), PortError>;
+}
+
+// Shared handles: the same store behind several consumers (tests, the local runner).
+#[async_trait]
+impl<T: OptinStore + ?Sized> OptinStore for std::sync::Arc<T> {
+    async fn create_optin(&self, optin: &Optin) -> Result<Created, PortError> {
+        (**self).create_optin(optin).await
+    }
+    async fn get_optin(&self, key: &str) -> Result<Option<Optin>, PortError> {
+        (**self).get_optin(key).await
+    }
+    async fn mark_job_enqueued(&self, key: &str, now_ms: i64) -> Result<(), PortError> {
+        (**self).mark_job_enqueued(key, now_ms).await
+    }
+    async fn take_job(&self, key: &str, now_ms: i64, until: i64) -> Result<bool, PortError> {
+        (**self).take_job(key, now_ms, until).await
+    }
+    async fn claim(&self, key: &str, now_ms: i64, lease: i64) -> Result<Claim, PortError> {
+        (**self).claim(key, now_ms, lease).await
+    }
+    async fn finish(
+        &self,
+        key: &str,
+        attempt: u32,
+        finish: &Finish,
+        now_ms: i64,
+    ) -> Result<bool, PortError> {
+        (**self).finish(key, attempt, finish, now_ms).await
+    }
+    async fn expire(
+        &self,
+        key: &str,
+        now_ms: i64,
+        reason: &str,
+    ) -> Result<Option<Optin>, PortError> {
+        (**self).expire(key, now_ms, reason).await
+    }
+}
+
+#[async_trait]
+impl<T: PersonStore + ?Sized> PersonStore for std::sync::Arc<T> {
+    async fn get_person(&self, page_id: &str, psid: &str) -> Result<Option<Person>, PortError> {
+        (**self).get_person(page_id, psid).await
+    }
+    async fn record_user_message(
+        &self,
+        page_id: &str,
+        psid: &str,
+        at_ms: i64,
+    ) -> Result<bool, PortError> {
+        (**self).record_user_message(page_id, psid, at_ms).await
+    }
+    async fn link(&self, link: &Link, now_ms: i64) -> Result<LinkResult, PortError> {
+        (**self).link(link, now_ms).await
+    }
+    async fn record_referral(
+        &self,
+        page_id: &str,
+        psid: &str,
+        r: &ReferralInfo,
+    ) -> Result<bool, PortError> {
+        (**self).record_referral(page_id, psid, r).await
+    }
+    async fn set_token(
+        &self,
+        page_id: &str,
+        psid: &str,
+        t: &MarketingToken,
+    ) -> Result<bool, PortError> {
+        (**self).set_token(page_id, psid, t).await
+    }
+    async fn get_tokens(
+        &self,
+        page_id: &str,
+        psid: &str,
+    ) -> Result<Vec<MarketingToken>, PortError> {
+        (**self).get_tokens(page_id, psid).await
+    }
+    async fn opt_out(
+        &self,
+        page_id: &str,
+        psid: &str,
+        reason: &str,
+        at_ms: i64,
+    ) -> Result<(), PortError> {
+        (**self).opt_out(page_id, psid, reason, at_ms).await
+    }
+}
+
+#[async_trait]
+impl<T: PageStore + ?Sized> PageStore for std::sync::Arc<T> {
+    async fn get_page(&self, page_id: &str) -> Result<Option<PageConfig>, PortError> {
+        (**self).get_page(page_id).await
+    }
+    async fn set_paused(
+        &self,
+        page_id: &str,
+        reason: Option<&str>,
+        at: i64,
+    ) -> Result<bool, PortError> {
+        (**self).set_paused(page_id, reason, at).await
+    }
+}
+
+#[async_trait]
+impl<T: QuarantineStore + ?Sized> QuarantineStore for std::sync::Arc<T> {
+    async fn put_quarantined(&self, record: &QuarantinedRecord) -> Result<(), PortError> {
+        (**self).put_quarantined(record).await
+    }
+    async fn list_quarantined(&self, limit: usize) -> Result<Vec<QuarantinedRecord>, PortError> {
+        (**self).list_quarantined(limit).await
+    }
+    async fn delete_quarantined(&self, id: &str) -> Result<(), PortError> {
+        (**self).delete_quarantined(id).await
+    }
+}

@@ -1,0 +1,656 @@
+//! The first message: load -> policy -> claim -> send -> record -> delete the deadline check.
+//!
+//! The claim is a conditional write with a lease, so concurrent duplicate jobs send once and
+//! a crashed attempt can be taken over after its lease. One window remains, and it is stated
+//! plainly: if the process dies after Meta accepted the message but before `sent` is recorded
+//! (or Meta's answer is lost to a timeout), the next attempt sends again. The Send API has no
+//! idempotency key, so "at most one resend, only after a crash or a lost answer" is the bound.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use crate::first_message;
+use crate::graph_errors::{classify, classify_transport, ErrorClass};
+use crate::optin::{FirstMessageJob, Optin, OptinState};
+use crate::policy::{self, Attempt, Decision, PolicyConfig};
+use crate::ports::graph::{
+    MessagingType, OutgoingMessage, PageAuth, Recipient, SendError, SendRequest,
+};
+use crate::ports::store::{Claim, Finish, PageConfig};
+use crate::ports::{
+    Clock, GraphApi, OptinStore, PageStore, PersonStore, PortError, Scheduler, SecretSource,
+};
+use crate::privacy::hash_id;
+use crate::webhook::IdentityKind;
+
+#[derive(Debug, Clone)]
+pub struct SenderConfig {
+    /// How long a claim is ours. Longer than the Graph timeout, short enough to recover fast.
+    pub lease_ms: i64,
+    /// First retry delay; doubles per attempt, with jitter.
+    pub backoff_base_ms: i64,
+    pub backoff_cap_ms: i64,
+    /// The last retry must be due at least this long before the deadline.
+    pub deadline_guard_ms: i64,
+    /// A paused Page's jobs come back after this long (the job is kept for replay).
+    pub paused_recheck_ms: i64,
+    /// Pace a Page when Meta's usage headers pass this percentage.
+    pub pace_threshold_percent: u32,
+    pub policy: PolicyConfig,
+    /// Used when the Page has no `first_message` of its own.
+    pub default_message: OutgoingMessage,
+    /// Send `appsecret_proof` (needs the app secret).
+    pub appsecret_proof: bool,
+}
+
+impl Default for SenderConfig {
+    fn default() -> Self {
+        SenderConfig {
+            lease_ms: 30_000,
+            backoff_base_ms: 2_000,
+            backoff_cap_ms: 15 * 60 * 1000,
+            deadline_guard_ms: 60_000,
+            paused_recheck_ms: 15 * 60 * 1000,
+            pace_threshold_percent: 80,
+            policy: PolicyConfig::default(),
+            default_message: OutgoingMessage {
+                text: Some(
+                    "Thanks for connecting with us on Messenger! Reply here any time.".into(),
+                ),
+                ..OutgoingMessage::default()
+            },
+            appsecret_proof: false,
+        }
+    }
+}
+
+/// How a job ended, and what the queue should do with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobOutcome {
+    /// Delivered to Meta. `optin_to_sent_ms`: opt-in time to now.
+    Sent {
+        message_id: String,
+        optin_to_sent_ms: i64,
+        schedule_deleted: bool,
+    },
+    /// Nothing to do (already sent, answered, closed, unknown): delete the job.
+    AlreadyDone { state: Option<OptinState> },
+    /// The policy refused and the opt-in is closed accordingly: delete the job.
+    Refused { rule: &'static str, reason: String },
+    /// Try again after `delay_ms` (keep the job; change its visibility).
+    RetryLater { delay_ms: i64, reason: String },
+    /// The person cannot or will not receive messages: they are stopped; delete the job.
+    Unreachable { rule: &'static str },
+    /// The Page is paused (by us or by an operator): keep the job for replay.
+    PagePaused { reason: String, delay_ms: i64 },
+    /// Meta refused the request as malformed: the opt-in failed; the job goes to the DLQ.
+    BadRequest { reason: String },
+    /// The deadline passed before the message could go: recorded as missed.
+    Expired { reason: String },
+}
+
+impl JobOutcome {
+    pub fn name(&self) -> &'static str {
+        match self {
+            JobOutcome::Sent { .. } => "sent",
+            JobOutcome::AlreadyDone { .. } => "already_done",
+            JobOutcome::Refused { .. } => "refused",
+            JobOutcome::RetryLater { .. } => "retry_later",
+            JobOutcome::Unreachable { .. } => "unreachable",
+            JobOutcome::PagePaused { .. } => "page_paused",
+            JobOutcome::BadRequest { .. } => "bad_request",
+            JobOutcome::Expired { .. } => "expired",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JobError {
+    /// A backend failed: retry the whole job later (the SQS message stays).
+    #[error("backend: {0}")]
+    Backend(#[from] PortError),
+}
+
+pub struct Sender<St, G, Sc, Se, C> {
+    store: St,
+    graph: G,
+    scheduler: Sc,
+    secrets: Se,
+    clock: C,
+    config: SenderConfig,
+    /// Page id -> not before (epoch ms): pacing learned from Meta's usage headers. Per
+    /// process on purpose: cheap, and every instance learns it from its own answers.
+    pace: Mutex<HashMap<String, i64>>,
+}
+
+impl<St, G, Sc, Se, C> Sender<St, G, Sc, Se, C>
+where
+    St: OptinStore + PersonStore + PageStore,
+    G: GraphApi,
+    Sc: Scheduler,
+    Se: SecretSource,
+    C: Clock,
+{
+    pub fn new(
+        store: St,
+        graph: G,
+        scheduler: Sc,
+        secrets: Se,
+        clock: C,
+        config: SenderConfig,
+    ) -> Self {
+        Sender {
+            store,
+            graph,
+            scheduler,
+            secrets,
+            clock,
+            config,
+            pace: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn store(&self) -> &St {
+        &self.store
+    }
+
+    pub fn scheduler(&self) -> &Sc {
+        &self.scheduler
+    }
+
+    pub fn config(&self) -> &SenderConfig {
+        &self.config
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// Runs one first-message job.
+    pub async fn run_job(&self, job: &FirstMessageJob) -> Result<JobOutcome, JobError> {
+        let now = self.clock.now_ms();
+        let key = job.optin_key.as_str();
+        let Some(optin) = self.store.get_optin(key).await? else {
+            tracing::warn!(optin = %hash_id(key), "job for an unknown opt-in");
+            return Ok(JobOutcome::AlreadyDone { state: None });
+        };
+        if optin.state.is_closed() {
+            return Ok(JobOutcome::AlreadyDone {
+                state: Some(optin.state),
+            });
+        }
+        if now >= optin.deadline_at_ms {
+            return self
+                .expire(&optin, now, "deadline passed before the first message")
+                .await;
+        }
+        if optin.state == OptinState::Sending && optin.lease_until_ms > now {
+            // Another attempt holds it: look again when its lease ends.
+            return Ok(JobOutcome::RetryLater {
+                delay_ms: (optin.lease_until_ms - now).max(1_000),
+                reason: "another attempt holds the claim".into(),
+            });
+        }
+
+        let page = self.store.get_page(&optin.page_id).await?;
+        if let Some(p) = page.as_ref().filter(|p| p.paused) {
+            return Ok(self.paused(p.paused_reason.clone().unwrap_or_default()));
+        }
+        if let Some(delay) = self.paced(&optin.page_id, now) {
+            return Ok(JobOutcome::RetryLater {
+                delay_ms: delay,
+                reason: "pacing the page (Meta usage above threshold)".into(),
+            });
+        }
+        let message = match self.message_for(page.as_ref()) {
+            Ok(m) => m,
+            Err(reason) => {
+                let reason = format!("invalid first_message config: {reason}");
+                self.store
+                    .set_paused(&optin.page_id, Some(&reason), now)
+                    .await?;
+                tracing::error!(metric = "PagePaused", page = %optin.page_id, reason = %reason, "page paused");
+                return Ok(self.paused(reason));
+            }
+        };
+
+        let recipient = recipient_of(&optin);
+        let person = match optin.recipient.kind {
+            IdentityKind::Psid | IdentityKind::Igsid => {
+                self.store
+                    .get_person(&optin.page_id, &optin.recipient.id)
+                    .await?
+            }
+            _ => None,
+        };
+        let decision = policy::decide(
+            &Attempt {
+                now_ms: now,
+                page_id: &optin.page_id,
+                recipient: &recipient,
+                messaging_type: MessagingType::Update,
+                tag: None,
+                page: page.as_ref(),
+                optin: Some(&optin),
+                person: person.as_ref(),
+                token: None,
+                first_message: true,
+            },
+            &self.config.policy,
+        );
+        if let Decision::Refuse { rule, reason } = decision {
+            return self.refused(&optin, now, rule.as_str(), reason).await;
+        }
+
+        let claimed = match self
+            .store
+            .claim(key, now, now + self.config.lease_ms)
+            .await?
+        {
+            Claim::Claimed(o) => *o,
+            Claim::NotClaimable(o) => {
+                return Ok(if o.state.is_closed() {
+                    JobOutcome::AlreadyDone {
+                        state: Some(o.state),
+                    }
+                } else {
+                    JobOutcome::RetryLater {
+                        delay_ms: (o.lease_until_ms - now).max(1_000),
+                        reason: "another attempt holds the claim".into(),
+                    }
+                })
+            }
+            Claim::Missing => return Ok(JobOutcome::AlreadyDone { state: None }),
+        };
+        let attempt = claimed.attempts;
+
+        let auth = match self.auth(&claimed.page_id).await {
+            Ok(a) => a,
+            Err(reason) => {
+                self.release(key, attempt, &reason).await?;
+                self.store
+                    .set_paused(&claimed.page_id, Some(&reason), now)
+                    .await?;
+                return Ok(self.paused(reason));
+            }
+        };
+        let request = SendRequest {
+            page_id: claimed.page_id.clone(),
+            recipient,
+            messaging_type: MessagingType::Update,
+            tag: None,
+            message,
+        };
+        let result = self.graph.send(&auth, &request).await;
+        let after = self.clock.now_ms();
+        match result {
+            Ok(ok) => {
+                self.learn_pace(
+                    &claimed.page_id,
+                    ok.usage.pace(self.config.pace_threshold_percent),
+                    after,
+                );
+                let recorded = self
+                    .store
+                    .finish(
+                        key,
+                        attempt,
+                        &Finish::Sent {
+                            message_id: Some(ok.message_id.clone()),
+                            sent_at_ms: after,
+                        },
+                        after,
+                    )
+                    .await?;
+                if !recorded {
+                    // Our lease lapsed mid-send and someone else took over: the message went
+                    // out, so say so loudly; the other attempt will find it sent or resend.
+                    tracing::error!(optin = %hash_id(key), attempt, "sent after losing the claim");
+                }
+                let schedule_deleted = self.delete_schedule(&claimed).await;
+                tracing::info!(
+                    metric = "FirstMessageSent",
+                    optin = %hash_id(key),
+                    page = %claimed.page_id,
+                    attempt,
+                    optin_to_sent_ms = after - claimed.opted_in_at_ms,
+                    "first message sent"
+                );
+                Ok(JobOutcome::Sent {
+                    message_id: ok.message_id,
+                    optin_to_sent_ms: after - claimed.opted_in_at_ms,
+                    schedule_deleted,
+                })
+            }
+            Err(err) => self.failed(&claimed, attempt, err, after).await,
+        }
+    }
+
+    fn message_for(&self, page: Option<&PageConfig>) -> Result<OutgoingMessage, String> {
+        match page.and_then(|p| p.first_message.as_deref()) {
+            Some(json) => first_message::parse(json),
+            None => Ok(self.config.default_message.clone()),
+        }
+    }
+
+    async fn auth(&self, page_id: &str) -> Result<PageAuth, String> {
+        let secrets = self
+            .secrets
+            .secrets()
+            .await
+            .map_err(|e| format!("secrets unavailable: {e}"))?;
+        let page_token = secrets
+            .page_tokens
+            .get(page_id)
+            .filter(|t| !t.is_empty())
+            .cloned()
+            .ok_or_else(|| format!("no page access token configured for page {page_id}"))?;
+        let app_secret = if self.config.appsecret_proof {
+            secrets.apps.first().map(|a| a.app_secret.clone())
+        } else {
+            None
+        };
+        Ok(PageAuth {
+            page_token,
+            app_secret,
+        })
+    }
+
+    fn paused(&self, reason: String) -> JobOutcome {
+        JobOutcome::PagePaused {
+            reason,
+            delay_ms: self.config.paused_recheck_ms,
+        }
+    }
+
+    async fn release(&self, key: &str, attempt: u32, error: &str) -> Result<bool, JobError> {
+        Ok(self
+            .store
+            .finish(
+                key,
+                attempt,
+                &Finish::Release {
+                    error: error.to_string(),
+                },
+                self.clock.now_ms(),
+            )
+            .await?)
+    }
+
+    /// Deletes the deadline check after a send. A failure is harmless (the check will find the
+    /// opt-in sent and do nothing) and counted.
+    async fn delete_schedule(&self, optin: &Optin) -> bool {
+        match self.scheduler.delete_schedule(&optin.schedule_name).await {
+            Ok(existed) => existed,
+            Err(e) => {
+                tracing::warn!(metric = "ScheduleDeleteFailed", error = %e, "deadline check not deleted; it will find the opt-in sent");
+                false
+            }
+        }
+    }
+
+    async fn expire(&self, optin: &Optin, now: i64, reason: &str) -> Result<JobOutcome, JobError> {
+        match self.store.expire(&optin.key(), now, reason).await? {
+            Some(_) => {
+                tracing::error!(metric = "FirstMessageMissed", optin = %hash_id(&optin.key()), reason, "first message missed");
+                Ok(JobOutcome::Expired {
+                    reason: reason.to_string(),
+                })
+            }
+            None => Ok(JobOutcome::AlreadyDone {
+                state: Some(optin.state),
+            }),
+        }
+    }
+
+    /// A policy refusal: close the opt-in to match, so nothing retries a message that can
+    /// never be allowed.
+    async fn refused(
+        &self,
+        optin: &Optin,
+        now: i64,
+        rule: &'static str,
+        reason: String,
+    ) -> Result<JobOutcome, JobError> {
+        tracing::warn!(optin = %hash_id(&optin.key()), rule, reason = %reason, "policy refused the first message");
+        if rule == "first_message_window" {
+            return self.expire(optin, now, &reason).await;
+        }
+        let finish = match rule {
+            "opted_out" => Finish::OptedOut {
+                error: reason.clone(),
+            },
+            "page_paused" => return Ok(self.paused(reason)),
+            _ => Finish::Failed {
+                error: format!("{rule}: {reason}"),
+            },
+        };
+        if let Claim::Claimed(o) = self
+            .store
+            .claim(&optin.key(), now, now + self.config.lease_ms)
+            .await?
+        {
+            self.store
+                .finish(&o.key(), o.attempts, &finish, now)
+                .await?;
+            self.delete_schedule(&o).await;
+        }
+        Ok(JobOutcome::Refused { rule, reason })
+    }
+
+    async fn failed(
+        &self,
+        optin: &Optin,
+        attempt: u32,
+        err: SendError,
+        now: i64,
+    ) -> Result<JobOutcome, JobError> {
+        let key = optin.key();
+        let (class, rule, max_attempts, wait_hint_ms, detail) = match &err {
+            SendError::Graph { error, usage } => {
+                let c = classify(error);
+                self.learn_pace(
+                    &optin.page_id,
+                    usage.pace(self.config.pace_threshold_percent),
+                    now,
+                );
+                (
+                    c.class,
+                    c.rule,
+                    c.max_attempts,
+                    c.wait_hint_secs.map(|s| s as i64 * 1000),
+                    format!(
+                        "graph {} code={} subcode={} {}",
+                        error.http_status,
+                        error.code.unwrap_or(0),
+                        error.subcode.unwrap_or(0),
+                        error.message
+                    ),
+                )
+            }
+            SendError::Transport { failure, detail } => {
+                let c = classify_transport(*failure);
+                (
+                    c.class,
+                    c.rule,
+                    c.max_attempts,
+                    None,
+                    format!("transport: {detail}"),
+                )
+            }
+        };
+        tracing::warn!(
+            metric = "GraphError",
+            class = class.as_str(),
+            rule,
+            attempt,
+            optin = %hash_id(&key),
+            "send failed"
+        );
+        match class {
+            ErrorClass::Retry => {
+                if max_attempts.is_some_and(|bound| attempt >= bound) {
+                    // Bounded codes (2) also mean "blocked": stop after the bound.
+                    return self.unreachable(optin, attempt, rule, &detail, now).await;
+                }
+                // Otherwise the deadline is the bound: retries stop when none can land in time.
+                self.release(&key, attempt, &detail).await?;
+                self.expire_or_retry(optin, now, &detail, attempt, wait_hint_ms)
+                    .await
+            }
+            ErrorClass::RecipientUnreachable => {
+                self.unreachable(optin, attempt, rule, &detail, now).await
+            }
+            ErrorClass::OperatorAction => {
+                self.release(&key, attempt, &detail).await?;
+                let reason = format!("{rule}: {detail}");
+                self.store
+                    .set_paused(&optin.page_id, Some(&reason), now)
+                    .await?;
+                tracing::error!(metric = "PagePaused", page = %optin.page_id, rule, "page paused: operator action needed");
+                Ok(self.paused(reason))
+            }
+            ErrorClass::BadRequest => {
+                self.store
+                    .finish(
+                        &key,
+                        attempt,
+                        &Finish::Failed {
+                            error: format!("{rule}: {detail}"),
+                        },
+                        now,
+                    )
+                    .await?;
+                self.delete_schedule(optin).await;
+                Ok(JobOutcome::BadRequest {
+                    reason: format!("{rule}: {detail}"),
+                })
+            }
+        }
+    }
+
+    async fn unreachable(
+        &self,
+        optin: &Optin,
+        attempt: u32,
+        rule: &'static str,
+        detail: &str,
+        now: i64,
+    ) -> Result<JobOutcome, JobError> {
+        let key = optin.key();
+        self.store
+            .finish(
+                &key,
+                attempt,
+                &Finish::OptedOut {
+                    error: format!("{rule}: {detail}"),
+                },
+                now,
+            )
+            .await?;
+        if matches!(
+            optin.recipient.kind,
+            IdentityKind::Psid | IdentityKind::Igsid
+        ) {
+            self.store
+                .opt_out(&optin.page_id, &optin.recipient.id, rule, now)
+                .await?;
+        }
+        self.delete_schedule(optin).await;
+        Ok(JobOutcome::Unreachable { rule })
+    }
+
+    /// Schedules the next attempt, or records the miss when no attempt can land in time.
+    async fn expire_or_retry(
+        &self,
+        optin: &Optin,
+        now: i64,
+        detail: &str,
+        attempt: u32,
+        wait_hint_ms: Option<i64>,
+    ) -> Result<JobOutcome, JobError> {
+        let latest = optin.deadline_at_ms - self.config.deadline_guard_ms;
+        let wanted = backoff_ms(
+            attempt,
+            self.config.backoff_base_ms,
+            self.config.backoff_cap_ms,
+            &optin.key(),
+        )
+        .max(wait_hint_ms.unwrap_or(0));
+        if now >= latest {
+            // Too close to the deadline for another try: the deadline check will expire it.
+            return Ok(JobOutcome::RetryLater {
+                delay_ms: (optin.deadline_at_ms - now).max(1_000),
+                reason: format!("no time left for a retry: {detail}"),
+            });
+        }
+        let delay = wanted.min(latest - now).max(1_000);
+        Ok(JobOutcome::RetryLater {
+            delay_ms: delay,
+            reason: detail.to_string(),
+        })
+    }
+
+    fn paced(&self, page_id: &str, now: i64) -> Option<i64> {
+        let map = self.pace.lock().unwrap_or_else(|p| p.into_inner());
+        map.get(page_id)
+            .filter(|until| **until > now)
+            .map(|until| until - now)
+    }
+
+    fn learn_pace(&self, page_id: &str, pace: Option<std::time::Duration>, now: i64) {
+        if let Some(d) = pace {
+            let until = now + d.as_millis() as i64;
+            let mut map = self.pace.lock().unwrap_or_else(|p| p.into_inner());
+            let e = map.entry(page_id.to_string()).or_insert(0);
+            *e = (*e).max(until);
+            tracing::info!(
+                page = page_id,
+                pace_ms = d.as_millis() as u64,
+                "pacing page"
+            );
+        }
+    }
+}
+
+/// The Send API recipient for an opt-in.
+pub fn recipient_of(optin: &Optin) -> Recipient {
+    let id = optin.recipient.id.clone();
+    match optin.recipient.kind {
+        IdentityKind::LoginId => Recipient::LoginId(id),
+        IdentityKind::UserRef => Recipient::UserRef(id),
+        IdentityKind::Psid | IdentityKind::Igsid => Recipient::Id(id),
+    }
+}
+
+/// Exponential backoff with deterministic jitter: `base * 2^(attempt-1)`, capped, then scaled
+/// into [50 %, 100 %] by a hash of the key and attempt (no RNG needed, spreads a herd).
+pub fn backoff_ms(attempt: u32, base_ms: i64, cap_ms: i64, key: &str) -> i64 {
+    let exp = base_ms.saturating_mul(1i64 << attempt.saturating_sub(1).min(30));
+    let capped = exp.min(cap_ms).max(1);
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key.bytes().chain(attempt.to_le_bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    let frac = (h % 1000) as i64; // 0..999
+    capped / 2 + capped * frac / 2000
+}
+
+#[cfg(test)]
+mod tests {
+    use super::backoff_ms;
+
+    #[test]
+    fn backoff_grows_caps_and_jitters() {
+        let b = |a| backoff_ms(a, 2_000, 60_000, "k");
+        assert!((1_000..=2_000).contains(&b(1)));
+        assert!((2_000..=4_000).contains(&b(2)));
+        assert!((30_000..=60_000).contains(&b(10)));
+        assert!((30_000..=60_000).contains(&b(40)), "no overflow");
+        assert_ne!(
+            backoff_ms(3, 2_000, 60_000, "a"),
+            backoff_ms(3, 2_000, 60_000, "b")
+        );
+    }
+}

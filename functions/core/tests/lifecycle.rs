@@ -1,0 +1,647 @@
+//! The opt-in lifecycle on the in-memory adapters: GIVEN events as the webhook queues them,
+//! WHEN the events function processes them (again, concurrently, out of order), THEN the table,
+//! the schedules and the outbound queue hold exactly what the promise needs.
+
+use std::sync::Arc;
+
+use futures::future::join_all;
+use lc_core::events::{Events, EventsConfig, ProcessError, Processed};
+use lc_core::memory::{ManualClock, MemoryQueue, MemoryScheduler, MemoryStore, QueueFault};
+use lc_core::optin::{
+    schedule_name, DeadlineCheck, EntryPoint, FirstMessageJob, OptinState, DAY_MS,
+};
+use lc_core::ports::store::TokenStatus;
+use lc_core::ports::{
+    OptinStore, PageStore, PersonStore, QuarantineStore, RequestCounter, Scheduler,
+};
+use lc_core::signed_ref::{self, Keyring};
+use lc_core::webhook::{split_body, InboundEvent, SplitOutcome};
+
+const T: i64 = 1_800_000_000_000;
+const PAGE: &str = "100";
+const HOUR: i64 = 3_600_000;
+
+struct World {
+    events: Events<Arc<MemoryStore>, Arc<MemoryScheduler>, Arc<MemoryQueue>, ManualClock>,
+    store: Arc<MemoryStore>,
+    scheduler: Arc<MemoryScheduler>,
+    jobs: Arc<MemoryQueue>,
+    clock: ManualClock,
+    counter: Arc<RequestCounter>,
+}
+
+const REF_KEY: [u8; 32] = [7; 32];
+
+fn world() -> World {
+    let counter = Arc::new(RequestCounter::new());
+    let store = Arc::new(MemoryStore::with_counter(counter.clone()));
+    let scheduler = Arc::new(MemoryScheduler::with_counter(counter.clone()));
+    let jobs = Arc::new(MemoryQueue::new("outbound"));
+    let clock = ManualClock::at(T + 5_000);
+    let config = EventsConfig {
+        ref_keys: Keyring::new().with_key(1, REF_KEY),
+        ..EventsConfig::default()
+    };
+    World {
+        events: Events::new(
+            store.clone(),
+            scheduler.clone(),
+            jobs.clone(),
+            clock.clone(),
+            config,
+        ),
+        store,
+        scheduler,
+        jobs,
+        clock,
+        counter,
+    }
+}
+
+fn events_of(body: &str) -> Vec<InboundEvent> {
+    match split_body(body.as_bytes(), T + 1_000) {
+        SplitOutcome::Events(e) => e,
+        other => panic!("fixture must parse: {other:?}"),
+    }
+}
+
+fn one(item: &str) -> InboundEvent {
+    let body = format!(
+        r#"{{"object":"page","entry":[{{"id":"{PAGE}","time":{T},"messaging":[{item}]}}]}}"#
+    );
+    let mut e = events_of(&body);
+    assert_eq!(e.len(), 1);
+    e.remove(0)
+}
+
+fn login_optin(login_id: &str, ts: i64) -> InboundEvent {
+    one(&format!(
+        r#"{{"recipient":{{"id":"{PAGE}"}},"timestamp":{ts},"optin":{{"login_id":"{login_id}"}}}}"#
+    ))
+}
+
+fn reply(psid: &str, ts: i64, mid: &str, prior: Option<(&str, &str)>) -> InboundEvent {
+    let prior = prior
+        .map(|(source, id)| {
+            format!(r#","prior_message":{{"source":"{source}","identifier":"{id}"}}"#)
+        })
+        .unwrap_or_default();
+    one(&format!(
+        r#"{{"sender":{{"id":"{psid}"}},"recipient":{{"id":"{PAGE}"}},"timestamp":{ts},"message":{{"mid":"{mid}","text":"hi ✓"}}{prior}}}"#
+    ))
+}
+
+fn jobs(w: &World) -> Vec<FirstMessageJob> {
+    w.jobs
+        .bodies()
+        .iter()
+        .map(|b| serde_json::from_str(b).expect("job json"))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_login_connect_optin_becomes_one_obligation() {
+    let w = world();
+    let ev = login_optin("L1", T);
+    let out = w.events.process(&ev).await.unwrap();
+    assert!(
+        matches!(
+            out,
+            Processed::OptinCreated {
+                entry_point: EntryPoint::LoginConnect,
+                schedule_created: true,
+                ..
+            }
+        ),
+        "{out:?}"
+    );
+    // The measured cost of one opt-in in this function (before the test's own reads).
+    let counts = w.counter.snapshot();
+    println!(
+        "requests per opt-in: {counts:?}, sqs SendMessageBatch={}",
+        w.jobs.calls()
+    );
+    assert_eq!(
+        w.counter.total("dynamodb"),
+        2,
+        "PutItem + UpdateItem: {counts:?}"
+    );
+    assert_eq!(w.counter.total("scheduler"), 1, "{counts:?}");
+    assert_eq!(w.jobs.calls(), 1);
+
+    let o = w
+        .store
+        .get_optin("OPTIN#login_id#L1")
+        .await
+        .unwrap()
+        .expect("stored");
+    assert_eq!(o.state, OptinState::Pending);
+    assert_eq!(o.opted_in_at_ms, T, "the event's time, not processing time");
+    assert_eq!(o.deadline_at_ms, T + DAY_MS);
+    assert_eq!(o.page_id, PAGE);
+    assert!(o.job_enqueued);
+
+    let s = w
+        .scheduler
+        .get_schedule(&schedule_name("OPTIN#login_id#L1"))
+        .await
+        .unwrap()
+        .expect("scheduled");
+    assert_eq!(s.at_ms, T + DAY_MS - HOUR, "deadline minus the 1 h margin");
+    let input: DeadlineCheck = serde_json::from_str(&s.input).unwrap();
+    assert_eq!(
+        (input.optin_key.as_str(), input.check.as_str()),
+        ("OPTIN#login_id#L1", "at_risk")
+    );
+
+    let j = jobs(&w);
+    assert_eq!(j.len(), 1);
+    assert_eq!(j[0].optin_key, "OPTIN#login_id#L1");
+    assert_eq!(j[0].deadline_at_ms, T + DAY_MS);
+}
+
+#[tokio::test]
+async fn duplicates_change_nothing_and_emit_nothing() {
+    let w = world();
+    let ev = login_optin("L1", T);
+    w.events.process(&ev).await.unwrap();
+    w.counter.reset();
+    let again = w.events.process(&ev).await.unwrap();
+    assert_eq!(
+        again,
+        Processed::OptinDuplicate {
+            state: OptinState::Pending
+        }
+    );
+    assert_eq!(jobs(&w).len(), 1);
+    assert_eq!(w.scheduler.len(), 1);
+    assert_eq!(w.counter.total("scheduler"), 0);
+    assert_eq!(
+        w.counter.total("dynamodb"),
+        1,
+        "a duplicate costs one failed conditional put"
+    );
+}
+
+#[tokio::test]
+async fn storm_of_fifty_plus_one_out_of_order() {
+    let w = world();
+    let ev = login_optin("L1", T);
+    let results = join_all((0..50).map(|_| w.events.process(&ev))).await;
+    let created = results
+        .iter()
+        .filter(|r| matches!(r, Ok(Processed::OptinCreated { .. })))
+        .count();
+    assert_eq!(created, 1, "{results:?}");
+    assert!(results.iter().all(|r| r.is_ok()));
+    // The same person's later webhook (another app on the page, delivered late).
+    let late = login_optin("L1", T - 10);
+    w.events.process(&late).await.unwrap();
+    assert_eq!(w.scheduler.len(), 1);
+    assert_eq!(jobs(&w).len(), 1, "at most one live first-message job");
+}
+
+#[tokio::test]
+async fn an_optin_past_its_deadline_is_recorded_missed_and_never_sent() {
+    let w = world();
+    w.clock.set(T + DAY_MS);
+    let out = w.events.process(&login_optin("L1", T)).await.unwrap();
+    assert_eq!(
+        out,
+        Processed::OptinMissedOnArrival {
+            entry_point: EntryPoint::LoginConnect
+        }
+    );
+    let o = w
+        .store
+        .get_optin("OPTIN#login_id#L1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(o.state, OptinState::Expired);
+    assert!(jobs(&w).is_empty() && w.scheduler.is_empty());
+}
+
+#[tokio::test]
+async fn a_late_optin_gets_a_final_check_at_its_deadline() {
+    let w = world();
+    w.clock.set(T + DAY_MS - 30_000);
+    w.events.process(&login_optin("L1", T)).await.unwrap();
+    let s = w
+        .scheduler
+        .get_schedule(&schedule_name("OPTIN#login_id#L1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(s.at_ms, T + DAY_MS);
+    assert!(s.input.contains("\"final\""));
+}
+
+#[tokio::test]
+async fn a_crash_before_enqueue_is_recovered_by_a_redelivery() {
+    let w = world();
+    let ev = login_optin("L1", T);
+    w.jobs.set_fault(QueueFault::FailCalls(1));
+    assert!(matches!(
+        w.events.process(&ev).await,
+        Err(ProcessError::Retry(_))
+    ));
+    assert!(jobs(&w).is_empty());
+    // Redelivered at once: the creator's claim is still live, so no second job can start.
+    assert!(matches!(
+        w.events.process(&ev).await.unwrap(),
+        Processed::OptinDuplicate { .. }
+    ));
+    // Redelivered after the claim lapsed (SQS visibility 180 s > claim 60 s).
+    w.clock.advance(61_000);
+    assert_eq!(
+        w.events.process(&ev).await.unwrap(),
+        Processed::OptinJobTakenOver
+    );
+    assert_eq!(jobs(&w).len(), 1);
+    assert!(matches!(
+        w.events.process(&ev).await.unwrap(),
+        Processed::OptinDuplicate { .. }
+    ));
+    assert_eq!(jobs(&w).len(), 1);
+}
+
+#[tokio::test]
+async fn a_reply_links_login_id_and_psid_both_ways() {
+    let w = world();
+    w.events.process(&login_optin("L1", T)).await.unwrap();
+    let out = w
+        .events
+        .process(&reply("P1", T + HOUR, "m_1", Some(("login_connect", "L1"))))
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        Processed::UserMessage {
+            window_moved: true,
+            linked: true
+        }
+    );
+    let o = w
+        .store
+        .get_optin("OPTIN#login_id#L1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        (o.state, o.psid.as_deref()),
+        (OptinState::Answered, Some("P1"))
+    );
+    let p = w.store.get_person(PAGE, "P1").await.unwrap().unwrap();
+    assert_eq!(p.login_id.as_deref(), Some("L1"));
+    assert_eq!(p.last_user_message_at_ms, Some(T + HOUR));
+}
+
+#[tokio::test]
+async fn a_reply_before_its_optin_converges_to_the_same_state() {
+    let in_order = world();
+    in_order
+        .events
+        .process(&login_optin("L1", T))
+        .await
+        .unwrap();
+    in_order
+        .events
+        .process(&reply("P1", T + HOUR, "m_1", Some(("login_connect", "L1"))))
+        .await
+        .unwrap();
+
+    let reversed = world();
+    reversed
+        .events
+        .process(&reply("P1", T + HOUR, "m_1", Some(("login_connect", "L1"))))
+        .await
+        .unwrap();
+    let out = reversed
+        .events
+        .process(&login_optin("L1", T))
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        Processed::OptinDuplicate {
+            state: OptinState::Answered
+        }
+    );
+
+    for w in [&in_order, &reversed] {
+        let o = w
+            .store
+            .get_optin("OPTIN#login_id#L1")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (o.state, o.psid.as_deref()),
+            (OptinState::Answered, Some("P1"))
+        );
+        let p = w.store.get_person(PAGE, "P1").await.unwrap().unwrap();
+        assert_eq!(p.login_id.as_deref(), Some("L1"));
+    }
+    assert!(
+        jobs(&reversed).is_empty(),
+        "the person already wrote: no first message is owed"
+    );
+}
+
+#[tokio::test]
+async fn a_reply_during_a_live_send_is_retried_later() {
+    let w = world();
+    w.events.process(&login_optin("L1", T)).await.unwrap();
+    let now = T + 5_000;
+    w.store
+        .claim("OPTIN#login_id#L1", now, now + 30_000)
+        .await
+        .unwrap();
+    let r = w
+        .events
+        .process(&reply("P1", T + HOUR, "m_1", Some(("login_connect", "L1"))))
+        .await;
+    assert!(matches!(r, Err(ProcessError::Retry(_))), "{r:?}");
+}
+
+#[tokio::test]
+async fn checkbox_reply_links_the_user_ref() {
+    let w = world();
+    let ev = one(&format!(
+        r#"{{"recipient":{{"id":"{PAGE}"}},"timestamp":{T},"optin":{{"ref":"cart-1","user_ref":"U1"}}}}"#
+    ));
+    assert!(matches!(
+        w.events.process(&ev).await.unwrap(),
+        Processed::OptinCreated {
+            entry_point: EntryPoint::Checkbox,
+            ..
+        }
+    ));
+    w.events
+        .process(&reply("P2", T + 1, "m_2", Some(("checkbox_plugin", "U1"))))
+        .await
+        .unwrap();
+    let o = w
+        .store
+        .get_optin("OPTIN#user_ref#U1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(o.psid.as_deref(), Some("P2"));
+    assert_eq!(
+        w.store
+            .get_person(PAGE, "P2")
+            .await
+            .unwrap()
+            .unwrap()
+            .user_ref
+            .as_deref(),
+        Some("U1")
+    );
+}
+
+#[tokio::test]
+async fn send_to_messenger_refs_are_verified_never_trusted() {
+    let w = world();
+    let valid = signed_ref::mint(1, &REF_KEY, b"order-42", (T / 1000) + 3600).unwrap();
+    let mut tampered = valid.clone();
+    tampered.pop();
+    tampered.push(if valid.ends_with('A') { 'B' } else { 'A' });
+    let cases = [
+        ("P1", valid.as_str(), "valid"),
+        ("P2", tampered.as_str(), "invalid"),
+        ("P3", "plain-ref", "opaque"),
+    ];
+    for (psid, r, status) in cases {
+        let ev = one(&format!(
+            r#"{{"sender":{{"id":"{psid}"}},"recipient":{{"id":"{PAGE}"}},"timestamp":{T},"optin":{{"ref":"{r}"}}}}"#
+        ));
+        w.events.process(&ev).await.unwrap();
+        let o = w
+            .store
+            .get_optin(&format!("OPTIN#psid#{PAGE}#{psid}"))
+            .await
+            .unwrap()
+            .unwrap();
+        let info = o.reference.expect("ref kept");
+        assert_eq!(info.status, status, "{psid}");
+        assert_eq!(info.payload.is_some(), status == "valid");
+        if status == "valid" {
+            assert_eq!(info.payload.as_deref(), Some("order-42"));
+        }
+    }
+    assert_eq!(
+        jobs(&w).len(),
+        3,
+        "a flagged ref is still an opt-in; only the payload is untrusted"
+    );
+}
+
+#[tokio::test]
+async fn marketing_tokens_stop_and_resume_in_event_order() {
+    let w = world();
+    let ev = |ts: i64, status: Option<&str>| {
+        let status = status
+            .map(|s| format!(r#","notification_messages_status":"{s}""#))
+            .unwrap_or_default();
+        one(&format!(
+            r#"{{"sender":{{"id":"P1"}},"recipient":{{"id":"{PAGE}"}},"timestamp":{ts},"optin":{{"type":"notification_messages","payload":"deals","notification_messages_token":"TOK"{status}}}}}"#
+        ))
+    };
+    let status = || async { w.store.get_tokens(PAGE, "P1").await.unwrap()[0].status };
+    w.events.process(&ev(T, None)).await.unwrap();
+    assert_eq!(status().await, TokenStatus::Active);
+    w.events
+        .process(&ev(T + 10, Some("STOP NOTIFICATIONS")))
+        .await
+        .unwrap();
+    assert_eq!(
+        status().await,
+        TokenStatus::Stopped,
+        "STOP disables at once"
+    );
+    w.events
+        .process(&ev(T + 20, Some("RESUME NOTIFICATIONS")))
+        .await
+        .unwrap();
+    assert_eq!(status().await, TokenStatus::Active);
+    let late = w
+        .events
+        .process(&ev(T + 15, Some("STOP NOTIFICATIONS")))
+        .await
+        .unwrap();
+    assert!(matches!(
+        late,
+        Processed::MarketingToken { applied: false, .. }
+    ));
+    assert_eq!(
+        status().await,
+        TokenStatus::Active,
+        "an older STOP never overrides a newer RESUME"
+    );
+    assert!(
+        jobs(&w).is_empty(),
+        "marketing opt-ins are not first-message obligations"
+    );
+}
+
+#[tokio::test]
+async fn the_window_only_moves_forward() {
+    let w = world();
+    w.events
+        .process(&reply("P1", T + 100, "m_a", None))
+        .await
+        .unwrap();
+    let older = w
+        .events
+        .process(&reply("P1", T + 50, "m_b", None))
+        .await
+        .unwrap();
+    assert_eq!(
+        older,
+        Processed::UserMessage {
+            window_moved: false,
+            linked: false
+        }
+    );
+    assert_eq!(
+        w.store
+            .get_person(PAGE, "P1")
+            .await
+            .unwrap()
+            .unwrap()
+            .last_user_message_at_ms,
+        Some(T + 100)
+    );
+}
+
+#[tokio::test]
+async fn referrals_are_stored_with_source_and_ad() {
+    let w = world();
+    let ev = one(&format!(
+        r#"{{"sender":{{"id":"P1"}},"recipient":{{"id":"{PAGE}"}},"timestamp":{T},"referral":{{"ref":"spring","source":"ADS","type":"OPEN_THREAD","ad_id":6045246247433}}}}"#
+    ));
+    assert_eq!(
+        w.events.process(&ev).await.unwrap(),
+        Processed::Referral { stored: true }
+    );
+    let r = w
+        .store
+        .get_person(PAGE, "P1")
+        .await
+        .unwrap()
+        .unwrap()
+        .referral
+        .unwrap();
+    assert_eq!(
+        (
+            r.reference.as_deref(),
+            r.source.as_deref(),
+            r.ad_id.as_deref()
+        ),
+        (Some("spring"), Some("ADS"), Some("6045246247433"))
+    );
+    let pb = one(&format!(
+        r#"{{"sender":{{"id":"P2"}},"recipient":{{"id":"{PAGE}"}},"timestamp":{T},"postback":{{"mid":"m_pb","title":"Get Started","payload":"GS","referral":{{"ref":"mme","source":"SHORTLINK","type":"OPEN_THREAD"}}}}}}"#
+    ));
+    w.events.process(&pb).await.unwrap();
+    let p2 = w.store.get_person(PAGE, "P2").await.unwrap().unwrap();
+    assert_eq!(p2.referral.unwrap().reference.as_deref(), Some("mme"));
+    assert_eq!(
+        p2.last_user_message_at_ms,
+        Some(T),
+        "a Get Started tap opens the window"
+    );
+}
+
+#[tokio::test]
+async fn policy_enforcement_pauses_and_unpauses_in_order() {
+    let w = world();
+    let pe = |ts: i64, action: &str| {
+        one(&format!(
+            r#"{{"recipient":{{"id":"{PAGE}"}},"timestamp":{ts},"policy_enforcement":{{"action":"{action}","reason":"spam"}}}}"#
+        ))
+    };
+    assert_eq!(
+        w.events.process(&pe(T, "block")).await.unwrap(),
+        Processed::PagePaused { applied: true }
+    );
+    let page = w.store.get_page(PAGE).await.unwrap().unwrap();
+    assert!(page.paused && page.paused_reason.unwrap().contains("spam"));
+    assert_eq!(
+        w.events.process(&pe(T + 10, "unblock")).await.unwrap(),
+        Processed::PageUnpaused { applied: true }
+    );
+    assert_eq!(
+        w.events.process(&pe(T + 5, "block")).await.unwrap(),
+        Processed::PagePaused { applied: false }
+    );
+    assert!(!w.store.get_page(PAGE).await.unwrap().unwrap().paused);
+    assert_eq!(
+        w.events.process(&pe(T + 20, "warning")).await.unwrap(),
+        Processed::PolicyWarning
+    );
+}
+
+#[tokio::test]
+async fn echoes_deliveries_and_unknown_kinds_are_no_ops() {
+    let w = world();
+    let echo = one(&format!(
+        r#"{{"sender":{{"id":"{PAGE}"}},"recipient":{{"id":"P1"}},"timestamp":{T},"message":{{"mid":"m_e","is_echo":true,"app_id":1234,"text":"ours"}}}}"#
+    ));
+    let delivery = one(&format!(
+        r#"{{"sender":{{"id":"P1"}},"recipient":{{"id":"{PAGE}"}},"timestamp":{T},"delivery":{{"watermark":{T}}}}}"#
+    ));
+    let unknown = one(&format!(
+        r#"{{"sender":{{"id":"P1"}},"recipient":{{"id":"{PAGE}"}},"timestamp":{T},"brand_new_kind":{{"x":1}}}}"#
+    ));
+    for ev in [echo, delivery, unknown] {
+        assert!(matches!(
+            w.events.process(&ev).await.unwrap(),
+            Processed::Ignored { .. }
+        ));
+    }
+    assert!(
+        w.store.get_person(PAGE, "P1").await.unwrap().is_none(),
+        "an echo is not the person writing"
+    );
+}
+
+#[tokio::test]
+async fn what_cannot_be_acted_on_is_quarantined_and_listable() {
+    let w = world();
+    let malformed = one(&format!(
+        r#"{{"sender":{{"id":"P1"}},"recipient":{{"id":"{PAGE}"}},"timestamp":{T},"message":5}}"#
+    ));
+    assert!(matches!(
+        w.events.process(&malformed).await.unwrap(),
+        Processed::Quarantined { .. }
+    ));
+    let garbage = match split_body(b"{not json", T) {
+        SplitOutcome::Quarantined { events, .. } => events,
+        other => panic!("{other:?}"),
+    };
+    w.events.process(&garbage[0]).await.unwrap();
+    assert!(matches!(
+        w.events.process_body("not an event").await.unwrap(),
+        Processed::Quarantined { .. }
+    ));
+    // Processing the same quarantined event again stores it once.
+    w.events.process(&garbage[0]).await.unwrap();
+    let listed = w.store.list_quarantined(10).await.unwrap();
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    let back = InboundEvent::from_json(
+        &listed
+            .iter()
+            .find(|r| r.event_json.contains("{not json"))
+            .unwrap()
+            .event_json,
+    )
+    .unwrap();
+    assert_eq!(
+        back.quarantine.unwrap().data,
+        "{not json",
+        "the raw body is kept for replay"
+    );
+}

@@ -1,0 +1,80 @@
+//! The store contract against the in-memory twin, plus its request counts.
+
+use std::sync::Arc;
+
+use lc_core::contract::store::{optin, run_all};
+use lc_core::memory::MemoryStore;
+use lc_core::optin::DAY_MS;
+use lc_core::ports::store::{Claim, Created, Link, LinkResult, PageConfig};
+use lc_core::ports::{OptinStore, PageStore, PersonStore, RequestCounter};
+
+#[tokio::test]
+async fn memory_store_meets_the_contract() {
+    let store = MemoryStore::new();
+    run_all(&store, "mem").await;
+    println!("dynamodb requests: {:?}", store.counts());
+}
+
+#[tokio::test]
+async fn a_second_run_on_the_same_store_does_not_collide() {
+    let store = MemoryStore::new();
+    run_all(&store, "one").await;
+    run_all(&store, "two").await;
+}
+
+/// The figures the moto test measures for DynamoStore, one request per call.
+#[tokio::test]
+async fn request_counts_per_call() {
+    let counter = Arc::new(RequestCounter::new());
+    let store = MemoryStore::with_counter(counter.clone());
+    let o = optin("counts", "one");
+    assert_eq!(store.create_optin(&o).await.unwrap(), Created::Created);
+    assert_eq!(counter.snapshot().get("dynamodb.PutItem"), Some(&1));
+
+    counter.reset();
+    assert!(matches!(
+        store.create_optin(&o).await.unwrap(),
+        Created::Exists(_)
+    ));
+    assert_eq!(counter.snapshot().get("dynamodb.PutItem"), Some(&1));
+    assert_eq!(counter.total("dynamodb"), 1);
+
+    counter.reset();
+    let now = o.opted_in_at_ms + 1;
+    assert!(matches!(
+        store.claim(&o.key(), now, now + 1).await.unwrap(),
+        Claim::Claimed(_)
+    ));
+    assert_eq!(counter.snapshot().get("dynamodb.UpdateItem"), Some(&1));
+    assert_eq!(counter.total("dynamodb"), 1);
+
+    counter.reset();
+    let link = Link {
+        page_id: o.page_id.clone(),
+        psid: "p1".into(),
+        identifier: o.recipient.clone(),
+        optin_key: o.key(),
+        at_ms: now + 10,
+    };
+    assert_eq!(
+        store.link(&link, now + 10).await.unwrap(),
+        LinkResult::Linked
+    );
+    assert_eq!(store.counts().get("dynamodb.TransactWriteItems"), Some(&1));
+    assert_eq!(counter.total("dynamodb"), 1);
+    assert!(store.get_optin(&o.key()).await.unwrap().is_some());
+    assert!(o.deadline_at_ms - o.opted_in_at_ms == DAY_MS);
+}
+
+#[tokio::test]
+async fn put_page_is_read_back() {
+    let store = MemoryStore::new();
+    let page = PageConfig {
+        page_id: "100".into(),
+        first_message: Some(r#"{"text":"hi"}"#.into()),
+        ..PageConfig::default()
+    };
+    store.put_page(page.clone());
+    assert_eq!(store.get_page("100").await.unwrap(), Some(page));
+    assert_eq!(store.get_person("100", "x").await.unwrap(), None);
+}
