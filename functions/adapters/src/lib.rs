@@ -12,3 +12,4 @@ pub mod scheduler;
 pub mod secrets;
 pub mod sqs;
 pub mod telemetry;
+pub mod wiring;

@@ -3,7 +3,11 @@
 use async_trait::async_trait;
 use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
 use aws_sdk_sqs::Client;
-use lc_core::ports::{EntryFailure, OutMessage, PortError, QueueSender};
+use std::sync::Arc;
+
+use lc_core::ports::{
+    EntryFailure, OutMessage, PortError, QueueSender, RequestCounter, VisibilityControl,
+};
 
 use crate::aws::port_error;
 
@@ -11,6 +15,7 @@ use crate::aws::port_error;
 pub struct SqsQueue {
     client: Client,
     queue_url: String,
+    counter: Option<Arc<RequestCounter>>,
 }
 
 impl SqsQueue {
@@ -18,6 +23,19 @@ impl SqsQueue {
         SqsQueue {
             client,
             queue_url: queue_url.into(),
+            counter: None,
+        }
+    }
+
+    /// Counts every request (service `sqs`) for cost figures.
+    pub fn with_counter(mut self, counter: Arc<RequestCounter>) -> Self {
+        self.counter = Some(counter);
+        self
+    }
+
+    fn count(&self, op: &str) {
+        if let Some(c) = &self.counter {
+            c.incr("sqs", op);
         }
     }
 
@@ -57,6 +75,7 @@ impl QueueSender for SqsQueue {
             return Ok(Vec::new());
         }
         let entries = messages.iter().map(entry).collect::<Result<Vec<_>, _>>()?;
+        self.count("SendMessageBatch");
         let out = self
             .client
             .send_message_batch()
@@ -87,5 +106,25 @@ impl QueueSender for SqsQueue {
             }
         }
         Ok(failures)
+    }
+}
+
+#[async_trait]
+impl VisibilityControl for SqsQueue {
+    async fn change_visibility(
+        &self,
+        receipt_handle: &str,
+        delay_secs: u32,
+    ) -> Result<(), PortError> {
+        self.count("ChangeMessageVisibility");
+        self.client
+            .change_message_visibility()
+            .queue_url(&self.queue_url)
+            .receipt_handle(receipt_handle)
+            .visibility_timeout(delay_secs.min(lc_core::ports::queue::MAX_VISIBILITY_SECS) as i32)
+            .send()
+            .await
+            .map_err(|e| port_error("ChangeMessageVisibility", &e))?;
+        Ok(())
     }
 }

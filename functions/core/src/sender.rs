@@ -104,6 +104,39 @@ impl JobOutcome {
     }
 }
 
+/// What the queue should do with the job message after an outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settlement {
+    /// Delete it: the job is done, one way or another.
+    Done,
+    /// Keep it and show it again after `secs` (ChangeMessageVisibility).
+    RetryAfter { secs: u32 },
+    /// Move it to the dead-letter queue with this reason, then delete it.
+    DeadLetter { reason: String },
+}
+
+impl JobOutcome {
+    pub fn settlement(&self) -> Settlement {
+        let secs = |ms: i64| {
+            let s = (ms.max(0) + 999) / 1000;
+            u32::try_from(s)
+                .unwrap_or(u32::MAX)
+                .clamp(1, crate::ports::queue::MAX_VISIBILITY_SECS)
+        };
+        match self {
+            JobOutcome::RetryLater { delay_ms, .. } | JobOutcome::PagePaused { delay_ms, .. } => {
+                Settlement::RetryAfter {
+                    secs: secs(*delay_ms),
+                }
+            }
+            JobOutcome::BadRequest { reason } => Settlement::DeadLetter {
+                reason: reason.clone(),
+            },
+            _ => Settlement::Done,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum JobError {
     /// A backend failed: retry the whole job later (the SQS message stays).

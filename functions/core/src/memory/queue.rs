@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
-use crate::ports::{Clock, EntryFailure, OutMessage, PortError, QueueSender, SystemClock};
+use crate::ports::{
+    Clock, EntryFailure, OutMessage, PortError, QueueSender, SystemClock, VisibilityControl,
+};
 
 /// A message handed to a consumer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -267,6 +269,23 @@ impl QueueSender for MemoryQueue {
             self.push(m.body.clone(), m.attributes.clone(), m.delay_secs);
         }
         Ok(failures)
+    }
+}
+
+#[async_trait]
+impl VisibilityControl for MemoryQueue {
+    async fn change_visibility(
+        &self,
+        receipt_handle: &str,
+        delay_secs: u32,
+    ) -> Result<(), PortError> {
+        if MemoryQueue::change_visibility(self, receipt_handle, delay_secs) {
+            Ok(())
+        } else {
+            Err(PortError::Rejected(
+                "receipt handle is no longer valid".into(),
+            ))
+        }
     }
 }
 

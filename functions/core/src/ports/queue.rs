@@ -99,3 +99,28 @@ mod tests {
         assert!(batches(&[]).is_empty());
     }
 }
+
+/// Consumer-side control of a received message (SQS `ChangeMessageVisibility`).
+#[async_trait]
+pub trait VisibilityControl: Send + Sync {
+    /// Makes the message visible again after `delay_secs` (SQS caps this at 12 h).
+    async fn change_visibility(
+        &self,
+        receipt_handle: &str,
+        delay_secs: u32,
+    ) -> Result<(), PortError>;
+}
+
+#[async_trait]
+impl<T: VisibilityControl + ?Sized> VisibilityControl for std::sync::Arc<T> {
+    async fn change_visibility(
+        &self,
+        receipt_handle: &str,
+        delay_secs: u32,
+    ) -> Result<(), PortError> {
+        (**self).change_visibility(receipt_handle, delay_secs).await
+    }
+}
+
+/// SQS's ceiling for a visibility timeout.
+pub const MAX_VISIBILITY_SECS: u32 = 12 * 60 * 60;

@@ -1,0 +1,99 @@
+//! Cold-start wiring shared by the Lambda binaries: every setting from the environment (set by
+//! template.yaml), every client built once.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use lc_core::events::EventsConfig;
+use lc_core::first_message;
+use lc_core::ports::RequestCounter;
+use lc_core::secret::Secrets;
+use lc_core::sender::SenderConfig;
+use lc_core::signed_ref::Keyring;
+
+use crate::dynamodb::DynamoStore;
+use crate::env::{optional, parse_or, required, ConfigError};
+use crate::scheduler::{EventBridgeScheduler, SchedulerConfig};
+use crate::sqs::SqsQueue;
+
+/// The table (`TABLE_NAME`).
+pub fn store(
+    sdk: &aws_config::SdkConfig,
+    counter: Option<Arc<RequestCounter>>,
+) -> Result<DynamoStore, ConfigError> {
+    let s = DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), required("TABLE_NAME")?);
+    Ok(match counter {
+        Some(c) => s.with_counter(c),
+        None => s,
+    })
+}
+
+/// A queue by the name of its URL variable.
+pub fn queue(sdk: &aws_config::SdkConfig, url_var: &'static str) -> Result<SqsQueue, ConfigError> {
+    Ok(SqsQueue::new(
+        aws_sdk_sqs::Client::new(sdk),
+        required(url_var)?,
+    ))
+}
+
+/// Deadline schedules: `SCHEDULE_GROUP`, `DEADLINE_FUNCTION_ARN`, `SCHEDULER_ROLE_ARN`,
+/// optional `SCHEDULER_DLQ_ARN`.
+pub fn scheduler(sdk: &aws_config::SdkConfig) -> Result<EventBridgeScheduler, ConfigError> {
+    let mut config = SchedulerConfig::new(
+        required("SCHEDULE_GROUP")?,
+        required("DEADLINE_FUNCTION_ARN")?,
+        required("SCHEDULER_ROLE_ARN")?,
+    );
+    config.dead_letter_arn = optional("SCHEDULER_DLQ_ARN");
+    EventBridgeScheduler::new(aws_sdk_scheduler::Client::new(sdk), config)
+        .map_err(|e| ConfigError::Invalid("SCHEDULE_GROUP", e.to_string()))
+}
+
+/// Signed-ref keys from the secret's `ref_keys` (`{"1": "<base64 of 32 bytes>"}`). Invalid
+/// entries are skipped with a warning naming the key id, never the value.
+pub fn keyring(secrets: &Secrets) -> Keyring {
+    let mut ring = Keyring::new();
+    for (id, value) in &secrets.ref_keys {
+        let key_id: Option<u8> = id.parse().ok();
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(value.expose().trim())
+            .ok()
+            .and_then(|b| <[u8; 32]>::try_from(b).ok());
+        match (key_id, bytes) {
+            (Some(k), Some(b)) => ring.insert(k, b),
+            _ => {
+                tracing::warn!(key_id = %id, "ref key skipped: need a numeric id and 32 base64 bytes")
+            }
+        }
+    }
+    ring
+}
+
+/// `LC_DEADLINE_MARGIN_SECS` (default 3600).
+pub fn events_config(secrets: &Secrets) -> Result<EventsConfig, ConfigError> {
+    Ok(EventsConfig {
+        deadline_margin_ms: parse_or("LC_DEADLINE_MARGIN_SECS", 3600i64)? * 1000,
+        ref_keys: keyring(secrets),
+        ..EventsConfig::default()
+    })
+}
+
+/// `LC_FIRST_MESSAGE_TEXT` (the stack default), `LC_ALLOWED_TAGS` (comma list, default
+/// `HUMAN_AGENT`), `LC_APPSECRET_PROOF` (true/false), `LC_PACE_THRESHOLD_PERCENT` (80).
+pub fn sender_config() -> Result<SenderConfig, ConfigError> {
+    let mut c = SenderConfig::default();
+    if let Some(text) = optional("LC_FIRST_MESSAGE_TEXT") {
+        c.default_message = first_message::from_text(&text)
+            .map_err(|e| ConfigError::Invalid("LC_FIRST_MESSAGE_TEXT", e))?;
+    }
+    if let Some(tags) = optional("LC_ALLOWED_TAGS") {
+        c.policy.allowed_tags = tags
+            .split(',')
+            .map(|t| t.trim().to_ascii_uppercase())
+            .filter(|t| !t.is_empty())
+            .collect();
+    }
+    c.appsecret_proof = parse_or("LC_APPSECRET_PROOF", false)?;
+    c.pace_threshold_percent = parse_or("LC_PACE_THRESHOLD_PERCENT", 80u32)?;
+    Ok(c)
+}
