@@ -1,0 +1,424 @@
+//! The sender against the Graph API simulator over real HTTP, on in-memory state: GIVEN
+//! opt-ins processed by the events function, WHEN their jobs run (duplicated, after opt-outs,
+//! under injected faults), THEN the simulator received exactly what Meta's rules allow.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use graph_sim::{Faults, SimConfig, SimHandle};
+use lc_adapters::graph::{GraphClient, GraphConfig};
+use lc_core::events::{Events, EventsConfig};
+use lc_core::memory::{ManualClock, MemoryQueue, MemoryScheduler, MemoryStore};
+use lc_core::optin::{FirstMessageJob, OptinState, DAY_MS};
+use lc_core::ports::store::PageConfig;
+use lc_core::ports::{Clock, OptinStore, PageStore, PersonStore, Scheduler};
+use lc_core::secret::{AppCredentials, Secret, Secrets};
+use lc_core::sender::{JobOutcome, Sender, SenderConfig, Settlement};
+use lc_core::webhook::{split_body, SplitOutcome};
+
+const PAGE: &str = "100";
+const TOKEN: &str = "sim-page-token";
+
+type TestSender =
+    Sender<Arc<MemoryStore>, GraphClient, Arc<MemoryScheduler>, Arc<Secrets>, ManualClock>;
+
+struct World {
+    sim: SimHandle,
+    store: Arc<MemoryStore>,
+    scheduler: Arc<MemoryScheduler>,
+    jobs: Arc<MemoryQueue>,
+    clock: ManualClock,
+    events: Events<Arc<MemoryStore>, Arc<MemoryScheduler>, Arc<MemoryQueue>, ManualClock>,
+    sender: TestSender,
+}
+
+async fn world(client_timeout_ms: u64) -> World {
+    let sim = graph_sim::start(SimConfig::default().with_page(PAGE, TOKEN))
+        .await
+        .expect("simulator starts");
+    let clock = ManualClock::at(sim.now_ms());
+    let store = Arc::new(MemoryStore::new());
+    let scheduler = Arc::new(MemoryScheduler::new());
+    let jobs = Arc::new(MemoryQueue::with_clock(
+        "outbound",
+        Arc::new(clock.clone()),
+        30_000,
+    ));
+    let secrets = Arc::new(Secrets {
+        apps: vec![AppCredentials {
+            app_id: "1".into(),
+            app_secret: Secret::new("app-secret"),
+            client_token: Secret::default(),
+        }],
+        verify_token: Secret::new("vt"),
+        page_tokens: BTreeMap::from([(PAGE.to_string(), Secret::new(TOKEN))]),
+        ..Default::default()
+    });
+    let graph = GraphClient::new(GraphConfig {
+        base_url: sim.base_url(),
+        timeout: Duration::from_millis(client_timeout_ms),
+        ..GraphConfig::default()
+    })
+    .expect("graph client");
+    World {
+        events: Events::new(
+            store.clone(),
+            scheduler.clone(),
+            jobs.clone(),
+            clock.clone(),
+            EventsConfig::default(),
+        ),
+        sender: Sender::new(
+            store.clone(),
+            graph,
+            scheduler.clone(),
+            secrets,
+            clock.clone(),
+            SenderConfig::default(),
+        ),
+        sim,
+        store,
+        scheduler,
+        jobs,
+        clock,
+    }
+}
+
+fn optin_item(optin: &str, sender: Option<&str>, ts: i64) -> String {
+    let sender = sender
+        .map(|s| format!(r#""sender":{{"id":"{s}"}},"#))
+        .unwrap_or_default();
+    let body = format!(
+        r#"{{"object":"page","entry":[{{"id":"{PAGE}","time":{ts},"messaging":[{{{sender}"recipient":{{"id":"{PAGE}"}},"timestamp":{ts},"optin":{optin}}}]}}]}}"#
+    );
+    body
+}
+
+async fn opt_in(w: &World, body: &str) {
+    let events = match split_body(body.as_bytes(), w.clock.now_ms()) {
+        SplitOutcome::Events(e) => e,
+        other => panic!("{other:?}"),
+    };
+    for e in events {
+        w.events.process(&e).await.expect("processed");
+    }
+}
+
+async fn login_optin(w: &World, login_id: &str) {
+    let now = w.clock.now_ms();
+    w.sim.register_login_id(login_id, None, now);
+    opt_in(
+        w,
+        &optin_item(&format!(r#"{{"login_id":"{login_id}"}}"#), None, now),
+    )
+    .await;
+}
+
+fn queued_jobs(w: &World) -> Vec<FirstMessageJob> {
+    w.jobs
+        .bodies()
+        .iter()
+        .map(|b| serde_json::from_str(b).expect("job"))
+        .collect()
+}
+
+/// Plays the outbound queue like the Lambda event source would, moving the clock when
+/// nothing is visible, until it is empty. Returns (settled outcomes, rounds).
+async fn drain(w: &World, max_rounds: usize) -> (Vec<JobOutcome>, usize) {
+    let mut outcomes = Vec::new();
+    for round in 0..max_rounds {
+        if w.jobs.is_empty() {
+            return (outcomes, round);
+        }
+        let batch = w.jobs.receive(10);
+        if batch.is_empty() {
+            w.clock.advance(1_000);
+            continue;
+        }
+        for m in batch {
+            let job: FirstMessageJob = serde_json::from_str(&m.body).expect("job");
+            let out = w.sender.run_job(&job).await.expect("backend ok");
+            match out.settlement() {
+                Settlement::Done | Settlement::DeadLetter { .. } => {
+                    w.jobs.delete(&m.receipt_handle);
+                }
+                Settlement::RetryAfter { secs } => {
+                    w.jobs.change_visibility(&m.receipt_handle, secs);
+                }
+            }
+            outcomes.push(out);
+        }
+    }
+    (outcomes, max_rounds)
+}
+
+#[tokio::test]
+async fn login_id_first_message_goes_once_and_the_schedule_is_deleted() {
+    let w = world(2_000).await;
+    login_optin(&w, "L1").await;
+    let (outcomes, _) = drain(&w, 20).await;
+    assert!(
+        matches!(
+            outcomes[0],
+            JobOutcome::Sent {
+                schedule_deleted: true,
+                ..
+            }
+        ),
+        "{outcomes:?}"
+    );
+    let sent = w.sim.messages();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].recipient, serde_json::json!({"login_id": "L1"}));
+    assert_eq!(sent[0].messaging_type, "UPDATE");
+    assert_eq!(sent[0].tag, None, "never a tag on a first message");
+    let o = w
+        .store
+        .get_optin("OPTIN#login_id#L1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(o.state, OptinState::Sent);
+    assert_eq!(o.message_id.as_deref(), Some(sent[0].message_id.as_str()));
+    assert!(
+        w.scheduler.is_empty(),
+        "deadline check deleted after the send"
+    );
+}
+
+#[tokio::test]
+async fn checkbox_and_plugin_recipients() {
+    let w = world(2_000).await;
+    let now = w.clock.now_ms();
+    w.sim.register_user_ref("U1", None, now);
+    opt_in(&w, &optin_item(r#"{"ref":"x","user_ref":"U1"}"#, None, now)).await;
+    w.sim.register_person(PAGE, "P1", now);
+    opt_in(&w, &optin_item(r#"{"ref":"plain"}"#, Some("P1"), now)).await;
+    drain(&w, 20).await;
+    let mut got: Vec<serde_json::Value> =
+        w.sim.messages().into_iter().map(|m| m.recipient).collect();
+    got.sort_by_key(|v| v.to_string());
+    assert_eq!(
+        got,
+        vec![
+            serde_json::json!({"id": "P1"}),
+            serde_json::json!({"user_ref": "U1"})
+        ]
+    );
+}
+
+#[tokio::test]
+async fn page_first_message_config_is_used_and_validated() {
+    let w = world(2_000).await;
+    w.store.put_page(PageConfig {
+        page_id: PAGE.into(),
+        first_message: Some(
+            r#"{"text":"Bienvenue ✓","quick_replies":[{"title":"Oui","payload":"YES"}]}"#.into(),
+        ),
+        ..PageConfig::default()
+    });
+    login_optin(&w, "L1").await;
+    drain(&w, 20).await;
+    let m = &w.sim.messages()[0].message;
+    assert_eq!(m["text"], "Bienvenue ✓");
+    assert_eq!(m["quick_replies"][0]["payload"], "YES");
+
+    // An invalid config pauses the page instead of sending something Meta would refuse.
+    w.store.put_page(PageConfig {
+        page_id: PAGE.into(),
+        first_message: Some(format!(r#"{{"text":"{}"}}"#, "x".repeat(2001))),
+        ..PageConfig::default()
+    });
+    login_optin(&w, "L2").await;
+    let job = queued_jobs(&w).pop().unwrap();
+    let out = w.sender.run_job(&job).await.unwrap();
+    assert!(matches!(out, JobOutcome::PagePaused { .. }), "{out:?}");
+    let page = w.store.get_page(PAGE).await.unwrap().unwrap();
+    assert!(page.paused && page.paused_reason.unwrap().contains("2001"));
+    assert_eq!(w.sim.messages().len(), 1);
+}
+
+#[tokio::test]
+async fn a_storm_of_fifty_duplicate_jobs_sends_once() {
+    let w = world(2_000).await;
+    login_optin(&w, "L1").await;
+    let job = queued_jobs(&w).pop().unwrap();
+    let outcomes = join_all((0..50).map(|_| w.sender.run_job(&job))).await;
+    let sent = outcomes
+        .iter()
+        .filter(|o| matches!(o, Ok(JobOutcome::Sent { .. })))
+        .count();
+    assert_eq!(sent, 1, "{outcomes:?}");
+    assert_eq!(w.sim.messages().len(), 1);
+}
+
+#[tokio::test]
+async fn an_opt_out_processed_before_the_job_means_zero_sends() {
+    let w = world(2_000).await;
+    let now = w.clock.now_ms();
+    w.sim.register_person(PAGE, "P1", now);
+    opt_in(&w, &optin_item(r#"{"ref":"r"}"#, Some("P1"), now)).await;
+    w.store
+        .opt_out(PAGE, "P1", "blocked the page", now)
+        .await
+        .unwrap();
+    let (outcomes, _) = drain(&w, 20).await;
+    assert!(
+        matches!(
+            outcomes[0],
+            JobOutcome::Refused {
+                rule: "opted_out",
+                ..
+            }
+        ),
+        "{outcomes:?}"
+    );
+    assert!(w.sim.messages().is_empty());
+    assert_eq!(
+        w.store
+            .get_optin(&format!("OPTIN#psid#{PAGE}#P1"))
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        OptinState::OptedOut
+    );
+}
+
+#[tokio::test]
+async fn error_classes_from_the_simulator() {
+    let w = world(2_000).await;
+    let now = w.clock.now_ms();
+    // Unknown to Meta (never registered at the sim): 100/2018001 -> unreachable, closed.
+    opt_in(&w, &optin_item(r#"{"login_id":"GHOST"}"#, None, now)).await;
+    // Opted out at Meta: 551/1545041 -> unreachable, person stopped.
+    w.sim.register_person(PAGE, "P9", now);
+    w.sim
+        .opt_out(graph_sim::OptOut {
+            page_id: Some(PAGE.into()),
+            psid: Some("P9".into()),
+            ..Default::default()
+        })
+        .unwrap();
+    opt_in(&w, &optin_item(r#"{"ref":"r"}"#, Some("P9"), now)).await;
+    let (outcomes, _) = drain(&w, 20).await;
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| matches!(o, JobOutcome::Unreachable { .. })),
+        "{outcomes:?}"
+    );
+    assert_eq!(
+        w.store
+            .get_optin("OPTIN#login_id#GHOST")
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        OptinState::OptedOut
+    );
+    assert!(w
+        .store
+        .get_person(PAGE, "P9")
+        .await
+        .unwrap()
+        .unwrap()
+        .opted_out_at_ms
+        .is_some());
+
+    // An expired page token: 190 -> operator action: page paused, job kept for replay.
+    w.sim.register_page_token(graph_sim::PageRegistration {
+        page_id: PAGE.into(),
+        token: TOKEN.into(),
+        expired: true,
+    });
+    login_optin(&w, "L3").await;
+    let job = queued_jobs(&w).pop().unwrap();
+    let out = w.sender.run_job(&job).await.unwrap();
+    assert!(matches!(out, JobOutcome::PagePaused { .. }), "{out:?}");
+    assert!(
+        matches!(out.settlement(), Settlement::RetryAfter { .. }),
+        "kept, not dropped"
+    );
+    assert!(w.store.get_page(PAGE).await.unwrap().unwrap().paused);
+    assert_eq!(
+        w.store
+            .get_optin("OPTIN#login_id#L3")
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        OptinState::Pending
+    );
+}
+
+#[tokio::test]
+async fn no_message_goes_out_at_or_after_the_deadline() {
+    let w = world(2_000).await;
+    login_optin(&w, "L1").await;
+    let job = queued_jobs(&w).pop().unwrap();
+    w.clock.advance(DAY_MS);
+    let out = w.sender.run_job(&job).await.unwrap();
+    assert!(matches!(out, JobOutcome::Expired { .. }), "{out:?}");
+    assert!(w.sim.messages().is_empty());
+    assert_eq!(
+        w.store
+            .get_optin("OPTIN#login_id#L1")
+            .await
+            .unwrap()
+            .unwrap()
+            .state,
+        OptinState::Expired
+    );
+}
+
+#[tokio::test]
+async fn faults_thirty_percent_5xx_ten_percent_timeouts() {
+    let w = world(250).await;
+    w.sim
+        .set_faults(Faults {
+            error_5xx_ratio: 0.30,
+            timeout_ratio: 0.10,
+            timeout_ms: 400,
+            latency_ms: 0,
+            seed: 7,
+        })
+        .unwrap();
+    let n = 40;
+    for i in 0..n {
+        login_optin(&w, &format!("F{i}")).await;
+    }
+    let (outcomes, rounds) = drain(&w, 2_000).await;
+    let sent = w.sim.messages();
+    let mut per: BTreeMap<String, usize> = BTreeMap::new();
+    for m in &sent {
+        *per.entry(m.recipient.to_string()).or_default() += 1;
+    }
+    let duplicates: usize = per.values().map(|c| c.saturating_sub(1)).sum();
+    let mut max_attempts = 0;
+    let mut late = 0;
+    for i in 0..n {
+        let o = w
+            .store
+            .get_optin(&format!("OPTIN#login_id#F{i}"))
+            .await
+            .unwrap()
+            .unwrap();
+        max_attempts = max_attempts.max(o.attempts);
+        assert_eq!(o.state, OptinState::Sent, "F{i}");
+        if o.sent_at_ms.unwrap_or(i64::MAX) >= o.deadline_at_ms {
+            late += 1;
+        }
+    }
+    println!(
+        "faults optins={n} sent={} duplicates={duplicates} max_attempts={max_attempts} late={late} retries={} rounds={rounds}",
+        per.len(),
+        outcomes.iter().filter(|o| matches!(o, JobOutcome::RetryLater { .. })).count()
+    );
+    assert_eq!(per.len(), n);
+    assert_eq!(duplicates, 0);
+    assert_eq!(late, 0);
+    assert!(w.scheduler.get_schedule("none").await.unwrap().is_none());
+}
