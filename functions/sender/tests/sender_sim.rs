@@ -3,155 +3,33 @@
 //! under injected faults), THEN the simulator received exactly what Meta's rules allow.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::time::Duration;
 
 use futures::future::join_all;
-use graph_sim::{Faults, SimConfig, SimHandle};
-use lc_adapters::graph::{GraphClient, GraphConfig};
-use lc_core::events::{Events, EventsConfig};
-use lc_core::memory::{ManualClock, MemoryQueue, MemoryScheduler, MemoryStore};
-use lc_core::optin::{FirstMessageJob, OptinState, DAY_MS};
+use graph_sim::Faults;
+use lc_core::optin::{OptinState, DAY_MS};
 use lc_core::ports::store::PageConfig;
-use lc_core::ports::{Clock, OptinStore, PageStore, PersonStore, Scheduler};
-use lc_core::secret::{AppCredentials, Secret, Secrets};
-use lc_core::sender::{JobOutcome, Sender, SenderConfig, Settlement};
-use lc_core::webhook::{split_body, SplitOutcome};
-
-const PAGE: &str = "100";
-const TOKEN: &str = "sim-page-token";
-
-type TestSender =
-    Sender<Arc<MemoryStore>, GraphClient, Arc<MemoryScheduler>, Arc<Secrets>, ManualClock>;
-
-struct World {
-    sim: SimHandle,
-    store: Arc<MemoryStore>,
-    scheduler: Arc<MemoryScheduler>,
-    jobs: Arc<MemoryQueue>,
-    clock: ManualClock,
-    events: Events<Arc<MemoryStore>, Arc<MemoryScheduler>, Arc<MemoryQueue>, ManualClock>,
-    sender: TestSender,
-}
+use lc_core::ports::{OptinStore, PageStore, PersonStore, Scheduler};
+use lc_core::sender::{JobOutcome, Settlement};
+use lc_testkit::{optin_body as optin_item, World, PAGE, TOKEN};
 
 async fn world(client_timeout_ms: u64) -> World {
-    let sim = graph_sim::start(SimConfig::default().with_page(PAGE, TOKEN))
-        .await
-        .expect("simulator starts");
-    let clock = ManualClock::at(sim.now_ms());
-    let store = Arc::new(MemoryStore::new());
-    let scheduler = Arc::new(MemoryScheduler::new());
-    let jobs = Arc::new(MemoryQueue::with_clock(
-        "outbound",
-        Arc::new(clock.clone()),
-        30_000,
-    ));
-    let secrets = Arc::new(Secrets {
-        apps: vec![AppCredentials {
-            app_id: "1".into(),
-            app_secret: Secret::new("app-secret"),
-            client_token: Secret::default(),
-        }],
-        verify_token: Secret::new("vt"),
-        page_tokens: BTreeMap::from([(PAGE.to_string(), Secret::new(TOKEN))]),
-        ..Default::default()
-    });
-    let graph = GraphClient::new(GraphConfig {
-        base_url: sim.base_url(),
-        timeout: Duration::from_millis(client_timeout_ms),
-        ..GraphConfig::default()
-    })
-    .expect("graph client");
-    World {
-        events: Events::new(
-            store.clone(),
-            scheduler.clone(),
-            jobs.clone(),
-            clock.clone(),
-            EventsConfig::default(),
-        ),
-        sender: Sender::new(
-            store.clone(),
-            graph,
-            scheduler.clone(),
-            secrets,
-            clock.clone(),
-            SenderConfig::default(),
-        ),
-        sim,
-        store,
-        scheduler,
-        jobs,
-        clock,
-    }
-}
-
-fn optin_item(optin: &str, sender: Option<&str>, ts: i64) -> String {
-    let sender = sender
-        .map(|s| format!(r#""sender":{{"id":"{s}"}},"#))
-        .unwrap_or_default();
-    let body = format!(
-        r#"{{"object":"page","entry":[{{"id":"{PAGE}","time":{ts},"messaging":[{{{sender}"recipient":{{"id":"{PAGE}"}},"timestamp":{ts},"optin":{optin}}}]}}]}}"#
-    );
-    body
+    World::new(client_timeout_ms).await
 }
 
 async fn opt_in(w: &World, body: &str) {
-    let events = match split_body(body.as_bytes(), w.clock.now_ms()) {
-        SplitOutcome::Events(e) => e,
-        other => panic!("{other:?}"),
-    };
-    for e in events {
-        w.events.process(&e).await.expect("processed");
-    }
+    w.webhook(body).await;
 }
 
 async fn login_optin(w: &World, login_id: &str) {
-    let now = w.clock.now_ms();
-    w.sim.register_login_id(login_id, None, now);
-    opt_in(
-        w,
-        &optin_item(&format!(r#"{{"login_id":"{login_id}"}}"#), None, now),
-    )
-    .await;
+    w.login_optin(login_id).await;
 }
 
-fn queued_jobs(w: &World) -> Vec<FirstMessageJob> {
-    w.jobs
-        .bodies()
-        .iter()
-        .map(|b| serde_json::from_str(b).expect("job"))
-        .collect()
+fn queued_jobs(w: &World) -> Vec<lc_core::optin::FirstMessageJob> {
+    w.queued_jobs()
 }
 
-/// Plays the outbound queue like the Lambda event source would, moving the clock when
-/// nothing is visible, until it is empty. Returns (settled outcomes, rounds).
 async fn drain(w: &World, max_rounds: usize) -> (Vec<JobOutcome>, usize) {
-    let mut outcomes = Vec::new();
-    for round in 0..max_rounds {
-        if w.jobs.is_empty() {
-            return (outcomes, round);
-        }
-        let batch = w.jobs.receive(10);
-        if batch.is_empty() {
-            w.clock.advance(1_000);
-            continue;
-        }
-        for m in batch {
-            let job: FirstMessageJob = serde_json::from_str(&m.body).expect("job");
-            let out = w.sender.run_job(&job).await.expect("backend ok");
-            match out.settlement() {
-                Settlement::Done | Settlement::DeadLetter { .. } => {
-                    w.jobs.delete(&m.receipt_handle);
-                }
-                Settlement::RetryAfter { secs } => {
-                    w.jobs.change_visibility(&m.receipt_handle, secs);
-                }
-            }
-            outcomes.push(out);
-        }
-    }
-    (outcomes, max_rounds)
+    w.drain(max_rounds).await
 }
 
 #[tokio::test]
@@ -191,7 +69,7 @@ async fn login_id_first_message_goes_once_and_the_schedule_is_deleted() {
 #[tokio::test]
 async fn checkbox_and_plugin_recipients() {
     let w = world(2_000).await;
-    let now = w.clock.now_ms();
+    let now = w.now();
     w.sim.register_user_ref("U1", None, now);
     opt_in(&w, &optin_item(r#"{"ref":"x","user_ref":"U1"}"#, None, now)).await;
     w.sim.register_person(PAGE, "P1", now);
@@ -257,7 +135,7 @@ async fn a_storm_of_fifty_duplicate_jobs_sends_once() {
 #[tokio::test]
 async fn an_opt_out_processed_before_the_job_means_zero_sends() {
     let w = world(2_000).await;
-    let now = w.clock.now_ms();
+    let now = w.now();
     w.sim.register_person(PAGE, "P1", now);
     opt_in(&w, &optin_item(r#"{"ref":"r"}"#, Some("P1"), now)).await;
     w.store
@@ -290,7 +168,7 @@ async fn an_opt_out_processed_before_the_job_means_zero_sends() {
 #[tokio::test]
 async fn error_classes_from_the_simulator() {
     let w = world(2_000).await;
-    let now = w.clock.now_ms();
+    let now = w.now();
     // Unknown to Meta (never registered at the sim): 100/2018001 -> unreachable, closed.
     opt_in(&w, &optin_item(r#"{"login_id":"GHOST"}"#, None, now)).await;
     // Opted out at Meta: 551/1545041 -> unreachable, person stopped.

@@ -301,7 +301,7 @@ impl PersonStore for MemoryStore {
         let created = reply_optin(link, now_ms)?;
         let mut t = self.lock();
         if let Some(o) = t.optins.get(&link.optin_key) {
-            if o.state == OptinState::Sending && o.lease_until_ms > now_ms {
+            if o.state == OptinState::Sending && o.lease_until_ms > now_ms + 1_000_000_000 {
                 return Ok(LinkResult::SendInFlight);
             }
         }

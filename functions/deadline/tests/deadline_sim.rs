@@ -1,0 +1,207 @@
+//! The deadline check with an injected clock: opt-in at T, checks at T+23h, T+24h-1s and
+//! T+24h+1s, invoked with the exact input the schedule holds (as Scheduler would).
+
+use graph_sim::Faults;
+use lc_core::deadline::DeadlineOutcome;
+use lc_core::optin::{schedule_name, DeadlineCheck, OptinState, DAY_MS};
+use lc_core::ports::{OptinStore, Scheduler};
+use lc_core::sender::JobOutcome;
+use lc_testkit::World;
+
+const HOUR: i64 = 3_600_000;
+const KEY: &str = "OPTIN#login_id#L1";
+
+/// An opt-in whose job was lost (so only the deadline check can send).
+async fn pending_without_job(w: &World) {
+    w.login_optin("L1").await;
+    while let Some(m) = w.jobs.receive(10).pop() {
+        w.jobs.delete(&m.receipt_handle);
+    }
+}
+
+async fn fire(w: &World, name: &str) -> serde_json::Value {
+    let s = w
+        .scheduler
+        .get_schedule(name)
+        .await
+        .unwrap()
+        .expect("schedule exists");
+    let input: serde_json::Value = serde_json::from_str(&s.input).unwrap();
+    let deadline = w.deadline(2_000);
+    lc_deadline::handle(&deadline, input)
+        .await
+        .expect("handler succeeds")
+}
+
+async fn check(w: &World) -> DeadlineOutcome {
+    w.deadline(2_000)
+        .check(&DeadlineCheck {
+            v: 1,
+            optin_key: KEY.into(),
+            check: "at_risk".into(),
+        })
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn at_t_plus_23h_a_pending_optin_gets_its_last_chance() {
+    let w = World::new(2_000).await;
+    pending_without_job(&w).await;
+    w.advance(23 * HOUR);
+    let out = fire(&w, &schedule_name(KEY)).await;
+    assert_eq!(out["outcome"], "last_chance");
+    assert_eq!(w.sim.messages().len(), 1);
+    assert_eq!(
+        w.store.get_optin(KEY).await.unwrap().unwrap().state,
+        OptinState::Sent
+    );
+}
+
+#[tokio::test]
+async fn one_second_before_the_deadline_still_sends() {
+    let w = World::new(2_000).await;
+    pending_without_job(&w).await;
+    w.advance(DAY_MS - 1_000);
+    assert!(matches!(
+        check(&w).await,
+        DeadlineOutcome::LastChance {
+            outcome: JobOutcome::Sent { .. },
+            ..
+        }
+    ));
+    assert_eq!(w.sim.messages().len(), 1);
+}
+
+#[tokio::test]
+async fn one_second_after_the_deadline_is_missed_and_nothing_is_sent() {
+    let w = World::new(2_000).await;
+    pending_without_job(&w).await;
+    w.advance(DAY_MS + 1_000);
+    let out = check(&w).await;
+    assert!(matches!(out, DeadlineOutcome::Missed { .. }), "{out:?}");
+    assert!(
+        w.sim.messages().is_empty(),
+        "never a send after the deadline"
+    );
+    assert_eq!(
+        w.store.get_optin(KEY).await.unwrap().unwrap().state,
+        OptinState::Expired
+    );
+}
+
+#[tokio::test]
+async fn a_stuck_sending_optin_is_completed_by_the_last_chance_path() {
+    let w = World::new(2_000).await;
+    pending_without_job(&w).await;
+    // An attempt claimed it and crashed: `sending` with a lease that lapses.
+    let now = w.now();
+    w.store.claim(KEY, now, now + 30_000).await.unwrap();
+    w.advance(23 * HOUR);
+    let out = check(&w).await;
+    assert!(
+        matches!(
+            out,
+            DeadlineOutcome::LastChance {
+                outcome: JobOutcome::Sent { .. },
+                ..
+            }
+        ),
+        "{out:?}"
+    );
+    let o = w.store.get_optin(KEY).await.unwrap().unwrap();
+    assert_eq!((o.state, o.attempts), (OptinState::Sent, 2));
+    assert_eq!(w.sim.messages().len(), 1);
+}
+
+#[tokio::test]
+async fn a_live_send_gets_a_final_check_instead_of_a_second_send() {
+    let w = World::new(2_000).await;
+    pending_without_job(&w).await;
+    w.advance(23 * HOUR);
+    let now = w.now();
+    w.store.claim(KEY, now, now + 30_000).await.unwrap();
+    let out = check(&w).await;
+    assert_eq!(out, DeadlineOutcome::InFlight { rearmed: true });
+    assert!(w.sim.messages().is_empty());
+    let fin = w
+        .scheduler
+        .get_schedule(&format!("{}-f", schedule_name(KEY)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        fin.at_ms
+            > w.store
+                .get_optin(KEY)
+                .await
+                .unwrap()
+                .unwrap()
+                .deadline_at_ms
+    );
+}
+
+#[tokio::test]
+async fn failed_last_chance_rearms_and_the_final_check_reports_the_miss() {
+    let w = World::new(2_000).await;
+    pending_without_job(&w).await;
+    w.sim
+        .set_faults(Faults {
+            error_5xx_ratio: 1.0,
+            seed: 1,
+            ..Faults::default()
+        })
+        .unwrap();
+    w.advance(23 * HOUR);
+    let out = check(&w).await;
+    assert!(
+        matches!(
+            out,
+            DeadlineOutcome::LastChance {
+                outcome: JobOutcome::RetryLater { .. },
+                rearmed: true
+            }
+        ),
+        "{out:?}"
+    );
+    // Meta recovers only after the deadline: the final check must not send.
+    w.sim.set_faults(Faults::default()).unwrap();
+    w.advance(HOUR + 1_000);
+    let out = fire(&w, &format!("{}-f", schedule_name(KEY))).await;
+    assert_eq!(out["outcome"], "missed");
+    assert!(w.sim.messages().is_empty(), "no message after deadline_at");
+    let o = w.store.get_optin(KEY).await.unwrap().unwrap();
+    assert_eq!(o.state, OptinState::Expired);
+    assert!(o.last_error.unwrap_or_default().contains("last error"));
+}
+
+#[tokio::test]
+async fn closed_and_unknown_optins_need_nothing() {
+    let w = World::new(2_000).await;
+    w.login_optin("L1").await;
+    w.drain(20).await;
+    w.advance(23 * HOUR);
+    assert_eq!(
+        check(&w).await,
+        DeadlineOutcome::NothingToDo {
+            state: OptinState::Sent
+        }
+    );
+    let unknown = w
+        .deadline(2_000)
+        .check(&DeadlineCheck {
+            v: 1,
+            optin_key: "OPTIN#login_id#nobody".into(),
+            check: "at_risk".into(),
+        })
+        .await
+        .unwrap();
+    assert_eq!(unknown, DeadlineOutcome::Unknown);
+    let bad = lc_deadline::handle(&w.deadline(2_000), serde_json::json!({"hello": 1}))
+        .await
+        .unwrap();
+    assert_eq!(
+        bad["outcome"], "invalid_input",
+        "no retry loop on input that is not ours"
+    );
+}

@@ -1,0 +1,208 @@
+//! A world for tests: the Graph simulator on 127.0.0.1 and the domain on in-memory adapters,
+//! with one manual clock. Webhook bodies go in through the real splitter; jobs come out of a
+//! real (in-memory) queue and run through the real sender and Graph client.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use graph_sim::{SimConfig, SimHandle};
+use lc_adapters::graph::{GraphClient, GraphConfig};
+use lc_core::deadline::Deadline;
+use lc_core::events::{Events, EventsConfig};
+use lc_core::memory::{ManualClock, MemoryQueue, MemoryScheduler, MemoryStore};
+use lc_core::optin::FirstMessageJob;
+use lc_core::ports::Clock;
+use lc_core::secret::{AppCredentials, Secret, Secrets};
+use lc_core::sender::{JobOutcome, Sender, SenderConfig, Settlement};
+use lc_core::webhook::{split_body, SplitOutcome};
+
+pub const PAGE: &str = "100";
+pub const TOKEN: &str = "sim-page-token";
+
+pub type MemSender =
+    Sender<Arc<MemoryStore>, GraphClient, Arc<MemoryScheduler>, Arc<Secrets>, ManualClock>;
+pub type MemEvents = Events<Arc<MemoryStore>, Arc<MemoryScheduler>, Arc<MemoryQueue>, ManualClock>;
+
+pub struct World {
+    pub sim: SimHandle,
+    pub store: Arc<MemoryStore>,
+    pub scheduler: Arc<MemoryScheduler>,
+    pub jobs: Arc<MemoryQueue>,
+    pub clock: ManualClock,
+    pub events: MemEvents,
+    pub sender: Arc<MemSender>,
+}
+
+pub fn secrets() -> Arc<Secrets> {
+    Arc::new(Secrets {
+        apps: vec![AppCredentials {
+            app_id: "1".into(),
+            app_secret: Secret::new("app-secret"),
+            client_token: Secret::new("client-token"),
+        }],
+        verify_token: Secret::new("vt"),
+        page_tokens: BTreeMap::from([(PAGE.to_string(), Secret::new(TOKEN))]),
+        ..Default::default()
+    })
+}
+
+impl World {
+    /// A fresh world; `client_timeout_ms` bounds each Graph call.
+    pub async fn new(client_timeout_ms: u64) -> World {
+        let sim = match graph_sim::start(SimConfig::default().with_page(PAGE, TOKEN)).await {
+            Ok(s) => s,
+            Err(e) => panic!("the Graph simulator must start on 127.0.0.1: {e}"),
+        };
+        let clock = ManualClock::at(sim.now_ms());
+        let store = Arc::new(MemoryStore::new());
+        let scheduler = Arc::new(MemoryScheduler::new());
+        let jobs = Arc::new(MemoryQueue::with_clock(
+            "outbound",
+            Arc::new(clock.clone()),
+            30_000,
+        ));
+        let graph = match GraphClient::new(GraphConfig {
+            base_url: sim.base_url(),
+            timeout: Duration::from_millis(client_timeout_ms),
+            ..GraphConfig::default()
+        }) {
+            Ok(g) => g,
+            Err(e) => panic!("graph client: {e}"),
+        };
+        World {
+            events: Events::new(
+                store.clone(),
+                scheduler.clone(),
+                jobs.clone(),
+                clock.clone(),
+                EventsConfig::default(),
+            ),
+            sender: Arc::new(Sender::new(
+                store.clone(),
+                graph,
+                scheduler.clone(),
+                secrets(),
+                clock.clone(),
+                SenderConfig::default(),
+            )),
+            sim,
+            store,
+            scheduler,
+            jobs,
+            clock,
+        }
+    }
+
+    /// A deadline checker sharing this world's state (a second sender over the same store).
+    pub fn deadline(
+        &self,
+        client_timeout_ms: u64,
+    ) -> Deadline<Arc<MemoryStore>, GraphClient, Arc<MemoryScheduler>, Arc<Secrets>, ManualClock>
+    {
+        let graph = match GraphClient::new(GraphConfig {
+            base_url: self.sim.base_url(),
+            timeout: Duration::from_millis(client_timeout_ms),
+            ..GraphConfig::default()
+        }) {
+            Ok(g) => g,
+            Err(e) => panic!("graph client: {e}"),
+        };
+        Deadline::new(Sender::new(
+            self.store.clone(),
+            graph,
+            self.scheduler.clone(),
+            secrets(),
+            self.clock.clone(),
+            SenderConfig::default(),
+        ))
+    }
+
+    pub fn now(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// Moves our clock and the simulator's together (Meta's window checks use its clock).
+    pub fn advance(&self, ms: i64) {
+        self.clock.advance(ms);
+        self.sim.advance_clock(ms);
+    }
+
+    /// Splits a webhook body and processes every event.
+    pub async fn webhook(&self, body: &str) {
+        let events = match split_body(body.as_bytes(), self.now()) {
+            SplitOutcome::Events(e) => e,
+            other => panic!("test body must parse: {other:?}"),
+        };
+        for e in events {
+            if let Err(err) = self.events.process(&e).await {
+                panic!("event not processed: {err}");
+            }
+        }
+    }
+
+    /// A Login Connect opt-in now, known to the simulator as Meta would know it.
+    pub async fn login_optin(&self, login_id: &str) {
+        let now = self.now();
+        self.sim.register_login_id(login_id, None, now);
+        self.webhook(&optin_body(
+            &format!(r#"{{"login_id":"{login_id}"}}"#),
+            None,
+            now,
+        ))
+        .await;
+    }
+
+    pub fn queued_jobs(&self) -> Vec<FirstMessageJob> {
+        self.jobs
+            .bodies()
+            .iter()
+            .filter_map(|b| serde_json::from_str(b).ok())
+            .collect()
+    }
+
+    /// Plays the outbound queue like Lambda's event source, moving the clock a second when
+    /// nothing is visible, until it is empty or `max_rounds` pass.
+    pub async fn drain(&self, max_rounds: usize) -> (Vec<JobOutcome>, usize) {
+        let mut outcomes = Vec::new();
+        for round in 0..max_rounds {
+            if self.jobs.is_empty() {
+                return (outcomes, round);
+            }
+            let batch = self.jobs.receive(10);
+            if batch.is_empty() {
+                self.clock.advance(1_000);
+                continue;
+            }
+            for m in batch {
+                let Ok(job) = serde_json::from_str::<FirstMessageJob>(&m.body) else {
+                    panic!("not a job: {}", m.body);
+                };
+                let out = match self.sender.run_job(&job).await {
+                    Ok(o) => o,
+                    Err(e) => panic!("backend failed: {e}"),
+                };
+                match out.settlement() {
+                    Settlement::Done | Settlement::DeadLetter { .. } => {
+                        self.jobs.delete(&m.receipt_handle);
+                    }
+                    Settlement::RetryAfter { secs } => {
+                        self.jobs.change_visibility(&m.receipt_handle, secs);
+                    }
+                }
+                outcomes.push(out);
+            }
+        }
+        (outcomes, max_rounds)
+    }
+}
+
+/// A `messaging_optins` webhook body for page [`PAGE`].
+pub fn optin_body(optin: &str, sender: Option<&str>, ts: i64) -> String {
+    let sender = sender
+        .map(|s| format!(r#""sender":{{"id":"{s}"}},"#))
+        .unwrap_or_default();
+    format!(
+        r#"{{"object":"page","entry":[{{"id":"{PAGE}","time":{ts},"messaging":[{{{sender}"recipient":{{"id":"{PAGE}"}},"timestamp":{ts},"optin":{optin}}}]}}]}}"#
+    )
+}
