@@ -301,7 +301,7 @@ impl PersonStore for MemoryStore {
         let created = reply_optin(link, now_ms)?;
         let mut t = self.lock();
         if let Some(o) = t.optins.get(&link.optin_key) {
-            if o.state == OptinState::Sending && o.lease_until_ms > now_ms + 1_000_000_000 {
+            if o.state == OptinState::Sending && o.lease_until_ms > now_ms {
                 return Ok(LinkResult::SendInFlight);
             }
         }
@@ -313,7 +313,7 @@ impl PersonStore for MemoryStore {
             IdentityKind::LoginId => p.login_id = Some(link.identifier.id.clone()),
             _ => p.user_ref = Some(link.identifier.id.clone()),
         }
-        p.linked_at_ms.get_or_insert(link.at_ms);
+        p.linked_at_ms = Some(link.at_ms);
         match t.optins.get_mut(&link.optin_key) {
             Some(o) => {
                 o.psid = Some(link.psid.clone());
