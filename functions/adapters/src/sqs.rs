@@ -6,7 +6,8 @@ use aws_sdk_sqs::Client;
 use std::sync::Arc;
 
 use lc_core::ports::{
-    EntryFailure, OutMessage, PortError, QueueSender, RequestCounter, VisibilityControl,
+    EntryFailure, OutMessage, PortError, QueueReceiver, QueueSender, Received, RequestCounter,
+    VisibilityControl,
 };
 
 use crate::aws::port_error;
@@ -125,6 +126,63 @@ impl VisibilityControl for SqsQueue {
             .send()
             .await
             .map_err(|e| port_error("ChangeMessageVisibility", &e))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl QueueReceiver for SqsQueue {
+    async fn receive(&self, max: usize, wait_ms: u64) -> Result<Vec<Received>, PortError> {
+        self.count("ReceiveMessage");
+        let out = self
+            .client
+            .receive_message()
+            .queue_url(&self.queue_url)
+            .max_number_of_messages(max.clamp(1, 10) as i32)
+            .wait_time_seconds((wait_ms / 1000).min(20) as i32)
+            .message_system_attribute_names(
+                aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount,
+            )
+            .message_attribute_names("All")
+            .send()
+            .await
+            .map_err(|e| port_error("ReceiveMessage", &e))?;
+        Ok(out
+            .messages
+            .unwrap_or_default()
+            .into_iter()
+            .map(|m| Received {
+                receive_count: m
+                    .attributes()
+                    .and_then(|a| {
+                        a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount)
+                    })
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(1),
+                attributes: m
+                    .message_attributes()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|(k, v)| v.string_value().map(|s| (k.clone(), s.to_string())))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                message_id: m.message_id.unwrap_or_default(),
+                receipt_handle: m.receipt_handle.unwrap_or_default(),
+                body: m.body.unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    async fn delete(&self, receipt_handle: &str) -> Result<(), PortError> {
+        self.count("DeleteMessage");
+        self.client
+            .delete_message()
+            .queue_url(&self.queue_url)
+            .receipt_handle(receipt_handle)
+            .send()
+            .await
+            .map_err(|e| port_error("DeleteMessage", &e))?;
         Ok(())
     }
 }

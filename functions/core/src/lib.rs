@@ -12,6 +12,7 @@ pub mod first_message;
 pub mod graph_errors;
 pub mod graph_usage;
 pub mod ingest;
+pub mod login;
 pub mod login_id;
 pub mod memory;
 pub mod optin;

@@ -18,7 +18,8 @@ use crate::ports::graph::{
 };
 use crate::ports::store::{Claim, Finish, PageConfig};
 use crate::ports::{
-    Clock, GraphApi, OptinStore, PageStore, PersonStore, PortError, Scheduler, SecretSource,
+    Clock, GraphApi, OptinStore, OutMessage, PageStore, PersonStore, PortError, QueueSender,
+    Scheduler, SecretSource, VisibilityControl,
 };
 use crate::privacy::hash_id;
 use crate::webhook::IdentityKind;
@@ -668,6 +669,45 @@ pub fn backoff_ms(attempt: u32, base_ms: i64, cap_ms: i64, key: &str) -> i64 {
     }
     let frac = (h % 1000) as i64; // 0..999
     capped / 2 + capped * frac / 2000
+}
+
+/// Applies a settlement to one received job message.
+pub async fn settle<V: VisibilityControl + ?Sized, D: QueueSender + ?Sized>(
+    queue: &V,
+    dead_letters: &D,
+    receipt: &str,
+    body: &str,
+    settlement: Settlement,
+) -> Result<(), String> {
+    match settlement {
+        Settlement::Done => Ok(()),
+        Settlement::RetryAfter { secs } => {
+            if let Err(e) = queue.change_visibility(receipt, secs).await {
+                tracing::warn!(error = %e, "visibility not changed; the queue default applies");
+            }
+            Err(format!("retry in {secs}s"))
+        }
+        Settlement::DeadLetter { reason } => {
+            let failed = dead_letters
+                .send_batch(&[OutMessage {
+                    id: "dlq".into(),
+                    body: body.to_string(),
+                    attributes: vec![("reason".into(), truncate(&reason, 256))],
+                    delay_secs: 0,
+                }])
+                .await
+                .map_err(|e| e.to_string())?;
+            if failed.is_empty() {
+                Ok(())
+            } else {
+                Err("dead-letter queue refused the job".into())
+            }
+        }
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
 }
 
 #[cfg(test)]

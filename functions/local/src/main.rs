@@ -1,35 +1,60 @@
-//! `login-connect`: runs the service locally on the embedded default (in-memory adapters).
+//! `login-connect`: the whole service on this machine.
 //!
 //! ```text
-//! login-connect [serve] [--port 8080]     run until Ctrl-C, print URLs and a signed curl
-//! login-connect send FILE [--url URL]     sign FILE with the local app secret and POST it
+//! login-connect [serve] [--port 8080] [--pages N]   run until Ctrl-C; prints URLs and a signed curl
+//! login-connect demo                                 play the whole story, checking every step
+//! login-connect send FILE [--url URL]                sign FILE with LC_APP_SECRET and POST it
+//! login-connect load --optins N --concurrency C      load test; ends with a `load ...` summary line
+//!   --aws-endpoint URL   (any command) use the AWS adapters against URL (moto) instead of memory
+//!   --graph-url URL      (serve) a real Graph base URL instead of the built-in simulator
 //! ```
-//! Secrets: `LC_APP_SECRET` / `LC_VERIFY_TOKEN` when set, else generated and printed.
 
 use std::process::ExitCode;
 
+mod cost;
+mod demo;
+mod load;
+mod pipeline;
 mod serve;
+
+pub fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(
+            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        ))
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let result = match args.first().map(String::as_str) {
-        None | Some("serve") | Some("--port") => runtime.block_on(serve::serve(&args)),
-        Some("send") => runtime.block_on(serve::send(&args[1..])),
-        Some("-h") | Some("--help") | Some("help") => {
-            println!("usage: login-connect [serve [--port N]] | send FILE [--url URL]");
+    let command = args.first().map(String::as_str).unwrap_or("serve");
+    let rest = if args.first().is_some_and(|a| !a.starts_with("--")) { &args[1..] } else { &args[..] };
+    let result = match command {
+        "serve" => runtime.block_on(serve::serve(rest)),
+        c if c.starts_with("--") => runtime.block_on(serve::serve(rest)),
+        "demo" => {
+            init_logs();
+            runtime.block_on(demo::demo(rest))
+        }
+        "send" => runtime.block_on(serve::send(rest)),
+        "load" => {
+            init_logs();
+            runtime.block_on(load::load(rest))
+        }
+        "-h" | "--help" | "help" => {
+            println!("{}", include_str!("usage.txt"));
             Ok(())
         }
-        Some(other) => Err(format!("unknown command {other:?} (try --help)")),
+        other => Err(format!("unknown command {other:?} (try --help)")),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

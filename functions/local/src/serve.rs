@@ -1,5 +1,7 @@
-//! `serve` and `send`.
+//! `serve` and `send`, and the pieces every command shares: settings, secrets, the Graph
+//! simulator, the HTTP front door.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -8,28 +10,59 @@ use axum::body::Bytes;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::IntoResponse;
-use lc_core::ingest::{self, Ingest, IngestConfig};
-use lc_core::memory::MemoryQueue;
+use graph_sim::{SimConfig, SimHandle};
+use lc_core::events::EventsConfig;
+use lc_core::ingest;
 use lc_core::ports::SystemClock;
-use lc_core::privacy::hash_id;
 use lc_core::secret::{AppCredentials, Secret, Secrets};
+use lc_core::sender::SenderConfig;
 use lc_core::webhook::signature::sign;
-use lc_core::webhook::InboundEvent;
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-type Endpoint = Ingest<Arc<MemoryQueue>, Arc<Secrets>, SystemClock>;
+use crate::pipeline::{Backends, DynClock, Pipeline, PipelineConfig, RunIngest};
 
-fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+pub const PAGE: &str = "1000000001";
+pub const PAGE_TOKEN: &str = "local-page-token";
+pub const APP_ID: &str = "1234567890";
+
+/// Command-line settings shared by the subcommands.
+pub struct Settings {
+    pub port: u16,
+    pub aws_endpoint: Option<String>,
+    pub graph_url: Option<String>,
+    pub pages: usize,
+}
+
+pub fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
     args.iter()
         .position(|a| a == name)
         .and_then(|i| args.get(i + 1))
         .map(String::as_str)
 }
 
-/// A fresh random-looking value for local secrets (not for production: that uses Secrets
-/// Manager). Mixes time, pid and an address so two runs never share it.
-fn generated(label: &str) -> String {
+pub fn parse_flag<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
+    match flag(args, name) {
+        None => Ok(default),
+        Some(v) => v.parse().map_err(|e| format!("{name}: {e}")),
+    }
+}
+
+impl Settings {
+    pub fn from_args(args: &[String]) -> Result<Settings, String> {
+        Ok(Settings {
+            port: parse_flag(args, "--port", 8080u16)?,
+            aws_endpoint: flag(args, "--aws-endpoint").map(str::to_string),
+            graph_url: flag(args, "--graph-url").map(str::to_string),
+            pages: parse_flag(args, "--pages", 1usize)?,
+        })
+    }
+}
+
+/// A fresh value for local secrets (never used when deployed: that is Secrets Manager).
+pub fn generated(label: &str) -> String {
     let mut h = Sha256::new();
     h.update(label.as_bytes());
     h.update(
@@ -40,118 +73,188 @@ fn generated(label: &str) -> String {
             .to_le_bytes(),
     );
     h.update(std::process::id().to_le_bytes());
-    h.update((&h as *const _ as usize).to_le_bytes());
     hex::encode(&h.finalize()[..16])
 }
 
-fn local_secrets() -> (Secrets, bool) {
-    let from_env = std::env::var("LC_APP_SECRET")
-        .ok()
-        .filter(|s| !s.is_empty());
+/// Page ids for `n` pages: the default page first.
+pub fn page_ids(n: usize) -> Vec<String> {
+    (0..n.max(1))
+        .map(|i| if i == 0 { PAGE.to_string() } else { format!("{}", 2_000_000_000u64 + i as u64) })
+        .collect()
+}
+
+/// Local secrets: `LC_APP_SECRET` / `LC_VERIFY_TOKEN` if set, else generated.
+pub fn local_secrets(pages: &[String]) -> (Secrets, bool) {
+    let from_env = std::env::var("LC_APP_SECRET").ok().filter(|s| !s.is_empty());
     let generated_secret = from_env.is_none();
     let app_secret = from_env.unwrap_or_else(|| generated("app-secret"));
     let verify = std::env::var("LC_VERIFY_TOKEN")
         .ok()
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| generated("verify-token"));
+    let page_tokens: BTreeMap<String, Secret> = pages
+        .iter()
+        .map(|p| (p.clone(), Secret::new(format!("{PAGE_TOKEN}-{p}"))))
+        .collect();
     (
         Secrets {
             apps: vec![AppCredentials {
-                app_id: std::env::var("LC_APP_ID").unwrap_or_else(|_| "1234567890".into()),
+                app_id: APP_ID.into(),
                 app_secret: Secret::new(app_secret),
-                client_token: Secret::default(),
+                client_token: Secret::new(generated("client-token")),
             }],
             verify_token: Secret::new(verify),
+            page_tokens,
             ..Default::default()
         },
         generated_secret,
     )
 }
 
-pub async fn serve(args: &[String]) -> Result<(), String> {
-    init_logs();
-    let port: u16 = flag(args, "--port")
-        .unwrap_or("8080")
-        .parse()
-        .map_err(|e| format!("--port: {e}"))?;
-    let (secrets, generated_secret) = local_secrets();
-    let app_secret = secrets.apps[0].app_secret.expose().to_string();
-    let verify = secrets.verify_token.expose().to_string();
-    let events = Arc::new(MemoryQueue::new("events"));
-    let endpoint: Arc<Endpoint> = Arc::new(Ingest::new(
-        events.clone(),
-        Arc::new(secrets),
-        SystemClock,
-        IngestConfig::default(),
-    ));
-
-    let app = axum::Router::new().fallback(handle).with_state(endpoint);
-    let addr = SocketAddr::from(([127, 0, 0, 1], port));
-    let listener = tokio::net::TcpListener::bind(addr)
+/// The Graph simulator, configured with the same pages and tokens.
+pub async fn start_sim(secrets: &Secrets, rate_limit_per_sec: u32) -> Result<SimHandle, String> {
+    let mut config = SimConfig::default();
+    config.app_id = APP_ID.into();
+    config.app_secret = secrets.apps[0].app_secret.expose().to_string();
+    config.rate_limit_per_sec = rate_limit_per_sec;
+    for (page, token) in &secrets.page_tokens {
+        config = config.with_page(page, token.expose());
+    }
+    graph_sim::start(config)
         .await
-        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        .map_err(|e| format!("graph simulator: {e}"))
+}
 
+/// Everything `serve`, `demo` and `load` run: backends, simulator, pipeline, HTTP.
+pub struct Stack {
+    pub pipeline: Pipeline,
+    pub sim: Option<SimHandle>,
+    pub addr: SocketAddr,
+    pub secrets: Arc<Secrets>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.server.abort();
+    }
+}
+
+impl Stack {
+    pub async fn start(
+        settings: &Settings,
+        secrets: Secrets,
+        clock: DynClock,
+        sim_rate_limit: u32,
+        run_id: &str,
+    ) -> Result<Stack, String> {
+        let secrets = Arc::new(secrets);
+        let (sim, graph_url) = match &settings.graph_url {
+            Some(url) => (None, url.clone()),
+            None => {
+                let sim = start_sim(&secrets, sim_rate_limit).await?;
+                let url = sim.base_url();
+                (Some(sim), url)
+            }
+        };
+        let backends = match &settings.aws_endpoint {
+            Some(endpoint) => Backends::aws(endpoint, run_id).await?,
+            None => Backends::memory(clock.clone(), 30_000),
+        };
+        let pipeline = Pipeline::new(
+            backends,
+            secrets.clone(),
+            clock,
+            PipelineConfig {
+                graph_base_url: graph_url,
+                graph_timeout: Duration::from_secs(5),
+                events: EventsConfig::default(),
+                sender: SenderConfig::default(),
+                poll: Duration::from_millis(20),
+            },
+        )?;
+        let app = axum::Router::new()
+            .fallback(handle)
+            .with_state(pipeline.ingest.clone());
+        let addr = SocketAddr::from(([127, 0, 0, 1], settings.port));
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let server = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "http server stopped");
+            }
+        });
+        Ok(Stack {
+            pipeline,
+            sim,
+            addr,
+            secrets,
+            server,
+        })
+    }
+
+    pub fn webhook_url(&self) -> String {
+        format!("http://{}/webhook", self.addr)
+    }
+
+    pub fn app_secret(&self) -> &str {
+        self.secrets.apps[0].app_secret.expose()
+    }
+}
+
+pub async fn serve(args: &[String]) -> Result<(), String> {
+    crate::init_logs();
+    let settings = Settings::from_args(args)?;
+    let pages = page_ids(settings.pages);
+    let (secrets, generated_secret) = local_secrets(&pages);
+    let verify = secrets.verify_token.expose().to_string();
+    let stack = Stack::start(&settings, secrets, Arc::new(SystemClock), 300, &generated("run")[..8]).await?;
     let sample = sample_optin();
-    println!("login-connect local runner (in-memory adapters, no AWS)");
-    println!("  webhook:      http://{addr}/webhook");
+    println!("login-connect local runner ({})", stack.pipeline.backends.label);
+    println!("  webhook:        {}", stack.webhook_url());
+    match &stack.sim {
+        Some(sim) => println!("  graph sim:      {} (sent messages: {}/_sim/messages)", sim.base_url(), sim.base_url()),
+        None => println!("  graph:          {}", settings.graph_url.as_deref().unwrap_or("")),
+    }
     if generated_secret {
-        println!(
-            "  app secret:   {app_secret}   (generated for this run; set LC_APP_SECRET to fix it)"
-        );
-        println!("  verify token: {verify}");
+        println!("  app secret:     {}   (generated; set LC_APP_SECRET to fix it)", stack.app_secret());
+        println!("  verify token:   {verify}");
     } else {
         println!("  app secret and verify token: from LC_APP_SECRET / LC_VERIFY_TOKEN");
     }
-    println!("  try:");
+    if let Some(sim) = &stack.sim {
+        sim.register_login_id("sample-login-id", None, now_ms());
+    }
+    println!("  try a signed Login Connect opt-in:");
     println!(
-        "    curl -s -X POST http://{addr}/webhook -H 'content-type: application/json' \\\n      -H 'x-hub-signature-256: {}' \\\n      --data-binary '{}'",
-        sign(&app_secret, sample.as_bytes()),
+        "    curl -s -X POST {} -H 'content-type: application/json' \\\n      -H 'x-hub-signature-256: {}' \\\n      --data-binary '{}'",
+        stack.webhook_url(),
+        sign(stack.app_secret(), sample.as_bytes()),
         sample
     );
     println!("  Ctrl-C stops.");
+    let _ = tokio::signal::ctrl_c().await;
+    Ok(())
+}
 
-    tokio::spawn(drain(events));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
-        .map_err(|e| e.to_string())
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 fn sample_optin() -> String {
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
+    let now = now_ms();
     format!(
-        r#"{{"object":"page","entry":[{{"id":"1000000001","time":{now},"messaging":[{{"recipient":{{"id":"1000000001"}},"timestamp":{now},"optin":{{"login_id":"sample-login-id"}}}}]}}]}}"#
+        r#"{{"object":"page","entry":[{{"id":"{PAGE}","time":{now},"messaging":[{{"recipient":{{"id":"{PAGE}"}},"timestamp":{now},"optin":{{"login_id":"sample-login-id"}}}}]}}]}}"#
     )
 }
 
-/// Until the events function runs here too, show what was queued.
-async fn drain(queue: Arc<MemoryQueue>) {
-    loop {
-        for m in queue.receive(10) {
-            match InboundEvent::from_json(&m.body) {
-                Ok(e) => tracing::info!(
-                    kind = e.kind.as_str(),
-                    account = %e.account_id,
-                    sender = e.sender.as_ref().map(|s| hash_id(&s.id)).unwrap_or_default(),
-                    key = %e.key,
-                    "event queued"
-                ),
-                Err(err) => tracing::warn!(error = %err, "unreadable queue message"),
-            }
-            queue.delete(&m.receipt_handle);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 async fn handle(
-    State(endpoint): State<Arc<Endpoint>>,
+    State(endpoint): State<Arc<RunIngest>>,
     method: Method,
     uri: Uri,
     Query(query): Query<Vec<(String, String)>>,
@@ -169,7 +272,7 @@ async fn handle(
             body: &body,
         })
         .await;
-    tracing::info!(outcome = ?outcome, status = resp.status, "webhook request");
+    tracing::debug!(outcome = ?outcome, status = resp.status, "webhook request");
     (
         StatusCode::from_u16(resp.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
         [("content-type", resp.content_type)],
@@ -177,14 +280,15 @@ async fn handle(
     )
 }
 
-/// `send FILE [--url URL]`: signs the file's exact bytes and posts them.
+/// `send FILE [--url URL]`: signs the file's exact bytes with `LC_APP_SECRET` and posts them.
 pub async fn send(args: &[String]) -> Result<(), String> {
     let file = args.first().ok_or("send needs a FILE")?;
     let url = flag(args, "--url").unwrap_or("http://127.0.0.1:8080/webhook");
     let secret = std::env::var("LC_APP_SECRET")
         .map_err(|_| "set LC_APP_SECRET to the secret the runner printed")?;
     let body = std::fs::read(file).map_err(|e| format!("{file}: {e}"))?;
-    let (status, text) = post(url, &body, &sign(&secret, &body)).await?;
+    let client = reqwest::Client::new();
+    let (status, text) = post_signed(&client, url, &secret, body).await?;
     println!("{status} {text}");
     if (200..300).contains(&status) {
         Ok(())
@@ -193,44 +297,23 @@ pub async fn send(args: &[String]) -> Result<(), String> {
     }
 }
 
-/// A minimal HTTP/1.1 POST to a loopback URL (the runner only ever talks to 127.0.0.1).
-async fn post(url: &str, body: &[u8], signature: &str) -> Result<(u16, String), String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or("only http:// URLs on this machine are supported")?;
-    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let mut stream = tokio::net::TcpStream::connect(host)
+/// POSTs a body signed the way Meta signs it.
+pub async fn post_signed(
+    client: &reqwest::Client,
+    url: &str,
+    secret: &str,
+    body: Vec<u8>,
+) -> Result<(u16, String), String> {
+    let signature = sign(secret, &body);
+    let resp = client
+        .post(url)
+        .header("content-type", "application/json")
+        .header("x-hub-signature-256", signature)
+        .body(body)
+        .send()
         .await
-        .map_err(|e| format!("{host}: {e}"))?;
-    let head = format!(
-        "POST /{path} HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\nx-hub-signature-256: {signature}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-        body.len()
-    );
-    stream
-        .write_all(head.as_bytes())
-        .await
-        .map_err(|e| e.to_string())?;
-    stream.write_all(body).await.map_err(|e| e.to_string())?;
-    let mut buf = Vec::new();
-    stream
-        .read_to_end(&mut buf)
-        .await
-        .map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&buf);
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or("no HTTP status in the answer")?;
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    Ok((status, body.to_string()))
-}
-
-fn init_logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
-        ))
-        .with_target(false)
-        .try_init();
+        .map_err(|e| e.without_url().to_string())?;
+    let status = resp.status().as_u16();
+    let text = resp.text().await.map_err(|e| e.without_url().to_string())?;
+    Ok((status, text))
 }

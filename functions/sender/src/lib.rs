@@ -6,10 +6,10 @@ use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lc_adapters::lambda_sqs::for_each_record;
 use lc_core::optin::FirstMessageJob;
 use lc_core::ports::{
-    Clock, GraphApi, OptinStore, OutMessage, PageStore, PersonStore, QueueSender, Scheduler,
-    SecretSource, VisibilityControl,
+    Clock, GraphApi, OptinStore, PageStore, PersonStore, QueueSender, Scheduler, SecretSource,
+    VisibilityControl,
 };
-use lc_core::sender::{Sender, Settlement};
+use lc_core::sender::{settle, Sender, Settlement};
 
 pub async fn handle<St, G, Sc, Se, C, V, D>(
     sender: &Sender<St, G, Sc, Se, C>,
@@ -46,41 +46,3 @@ where
     .await
 }
 
-/// Applies a settlement to one received job message.
-pub async fn settle<V: VisibilityControl, D: QueueSender>(
-    queue: &V,
-    dead_letters: &D,
-    receipt: &str,
-    body: &str,
-    settlement: Settlement,
-) -> Result<(), String> {
-    match settlement {
-        Settlement::Done => Ok(()),
-        Settlement::RetryAfter { secs } => {
-            if let Err(e) = queue.change_visibility(receipt, secs).await {
-                tracing::warn!(error = %e, "visibility not changed; the queue default applies");
-            }
-            Err(format!("retry in {secs}s"))
-        }
-        Settlement::DeadLetter { reason } => {
-            let failed = dead_letters
-                .send_batch(&[OutMessage {
-                    id: "dlq".into(),
-                    body: body.to_string(),
-                    attributes: vec![("reason".into(), truncate(&reason, 256))],
-                    delay_secs: 0,
-                }])
-                .await
-                .map_err(|e| e.to_string())?;
-            if failed.is_empty() {
-                Ok(())
-            } else {
-                Err("dead-letter queue refused the job".into())
-            }
-        }
-    }
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    s.chars().take(max).collect()
-}

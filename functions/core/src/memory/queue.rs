@@ -6,20 +6,11 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
+pub use crate::ports::Received;
 use crate::ports::{
-    Clock, EntryFailure, OutMessage, PortError, QueueSender, SystemClock, VisibilityControl,
+    Clock, EntryFailure, OutMessage, PortError, QueueReceiver, QueueSender, SystemClock,
+    VisibilityControl,
 };
-
-/// A message handed to a consumer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Received {
-    pub message_id: String,
-    pub receipt_handle: String,
-    pub body: String,
-    pub attributes: Vec<(String, String)>,
-    /// 1 on the first delivery.
-    pub receive_count: u32,
-}
 
 /// Failures a test can ask for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -286,6 +277,26 @@ impl VisibilityControl for MemoryQueue {
                 "receipt handle is no longer valid".into(),
             ))
         }
+    }
+}
+
+#[async_trait]
+impl QueueReceiver for MemoryQueue {
+    async fn receive(&self, max: usize, wait_ms: u64) -> Result<Vec<Received>, PortError> {
+        // Long polling, in small steps so a message that appears is picked up quickly.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(wait_ms);
+        loop {
+            let got = MemoryQueue::receive(self, max);
+            if !got.is_empty() || std::time::Instant::now() >= deadline {
+                return Ok(got);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+
+    async fn delete(&self, receipt_handle: &str) -> Result<(), PortError> {
+        MemoryQueue::delete(self, receipt_handle);
+        Ok(())
     }
 }
 

@@ -313,7 +313,7 @@ impl PersonStore for MemoryStore {
             IdentityKind::LoginId => p.login_id = Some(link.identifier.id.clone()),
             _ => p.user_ref = Some(link.identifier.id.clone()),
         }
-        p.linked_at_ms = Some(link.at_ms);
+        p.linked_at_ms.get_or_insert(link.at_ms);
         match t.optins.get_mut(&link.optin_key) {
             Some(o) => {
                 o.psid = Some(link.psid.clone());

@@ -13,7 +13,9 @@ pub mod store;
 pub use clock::{Clock, SystemClock};
 pub use graph::GraphApi;
 pub use metering::RequestCounter;
-pub use queue::{EntryFailure, OutMessage, QueueSender, VisibilityControl};
+pub use queue::{
+    EntryFailure, OutMessage, QueueReceiver, QueueSender, Received, VisibilityControl,
+};
 pub use scheduler::{OneTimeSchedule, ScheduleCreated, Scheduler};
 pub use secrets::SecretSource;
 pub use store::{OptinStore, PageStore, PersonStore, QuarantineStore};

@@ -124,3 +124,33 @@ impl<T: VisibilityControl + ?Sized> VisibilityControl for std::sync::Arc<T> {
 
 /// SQS's ceiling for a visibility timeout.
 pub const MAX_VISIBILITY_SECS: u32 = 12 * 60 * 60;
+
+/// A message handed to a consumer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Received {
+    pub message_id: String,
+    pub receipt_handle: String,
+    pub body: String,
+    pub attributes: Vec<(String, String)>,
+    /// 1 on the first delivery.
+    pub receive_count: u32,
+}
+
+/// Polling a queue (what Lambda's event source does for the deployed functions; the local
+/// runner does it itself).
+#[async_trait]
+pub trait QueueReceiver: Send + Sync {
+    /// Up to `max` messages, waiting up to `wait_ms` for the first (long polling).
+    async fn receive(&self, max: usize, wait_ms: u64) -> Result<Vec<Received>, PortError>;
+    async fn delete(&self, receipt_handle: &str) -> Result<(), PortError>;
+}
+
+#[async_trait]
+impl<T: QueueReceiver + ?Sized> QueueReceiver for std::sync::Arc<T> {
+    async fn receive(&self, max: usize, wait_ms: u64) -> Result<Vec<Received>, PortError> {
+        (**self).receive(max, wait_ms).await
+    }
+    async fn delete(&self, receipt_handle: &str) -> Result<(), PortError> {
+        (**self).delete(receipt_handle).await
+    }
+}

@@ -360,3 +360,9 @@ impl<T: QuarantineStore + ?Sized> QuarantineStore for std::sync::Arc<T> {
         (**self).delete_quarantined(id).await
     }
 }
+
+/// The whole table as one port (for wiring by trait object: the local runner picks memory or
+/// DynamoDB at run time).
+pub trait Table: OptinStore + PersonStore + PageStore + QuarantineStore {}
+
+impl<T: OptinStore + PersonStore + PageStore + QuarantineStore + ?Sized> Table for T {}

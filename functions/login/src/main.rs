@@ -1,0 +1,50 @@
+use lc_adapters::env::{self, ConfigError};
+use lc_adapters::graph::GraphClient;
+use lc_adapters::{aws, telemetry, wiring};
+use lc_core::login::{Login, LoginConfig, DEFAULT_SDK_URL};
+use lc_core::ports::SystemClock;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    telemetry::init("login");
+    let sdk = aws::load_config().await;
+    let queue = wiring::queue(&sdk, "EVENTS_QUEUE_URL")?;
+    let store = wiring::store(&sdk, None)?;
+    let secrets = env::secret_source(&sdk)?;
+    let graph = GraphClient::from_env()?;
+    let config = LoginConfig {
+        default_page_id: env::required("LC_DEFAULT_PAGE_ID")?,
+        allowed_origins: env::optional("LC_ALLOWED_ORIGINS")
+            .map(|list| {
+                list.split(',')
+                    .map(|o| o.trim().to_string())
+                    .filter(|o| !o.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default(),
+        derive_login_id: flag("LC_DERIVE_LOGIN_ID", true)?,
+        app_id: env::optional("LC_APP_ID").unwrap_or_default(),
+        sdk_url: env::optional("LC_SDK_URL").unwrap_or_else(|| DEFAULT_SDK_URL.to_string()),
+        graph_version: graph.config().api_version.clone(),
+    };
+    let endpoint = Login::new(graph, queue, store, secrets, SystemClock, config);
+    lambda_http::run(lambda_http::service_fn(|req| {
+        lc_login::handle(&endpoint, req)
+    }))
+    .await
+}
+
+/// A boolean setting: true/false, 1/0, yes/no, on/off; unset keeps the default.
+fn flag(name: &'static str, default: bool) -> Result<bool, ConfigError> {
+    match env::optional(name).map(|v| v.trim().to_ascii_lowercase()) {
+        None => Ok(default),
+        Some(v) => match v.as_str() {
+            "true" | "1" | "yes" | "on" => Ok(true),
+            "false" | "0" | "no" | "off" => Ok(false),
+            _ => Err(ConfigError::Invalid(
+                name,
+                format!("expected true or false, got {v:?}"),
+            )),
+        },
+    }
+}
