@@ -52,7 +52,11 @@ pub fn line(requests: &BTreeMap<String, u64>, optins: usize) -> Result<String, S
         + invocations as f64 * prices.scheduler_usd_per_million_invocations)
         / n;
     let detail: Vec<String> = requests.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    eprintln!("cost: requests {} (prices as of {})", detail.join(" "), prices.as_of);
+    eprintln!(
+        "cost: requests {} (prices as of {})",
+        detail.join(" "),
+        prices.as_of
+    );
     Ok(format!(
         "cost requests_per_optin={:.2} dynamodb_wru_per_optin={:.2} usd_per_million_optins={:.2}",
         total as f64 / n,

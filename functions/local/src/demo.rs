@@ -13,7 +13,9 @@ use lc_core::ports::Clock;
 use lc_core::privacy::hash_id;
 use lc_core::webhook::{Identity, IdentityKind};
 
-use crate::serve::{generated, local_secrets, now_ms, page_ids, post_signed, Settings, Stack, PAGE};
+use crate::serve::{
+    generated, local_secrets, now_ms, page_ids, post_signed, Settings, Stack, PAGE,
+};
 
 const HOUR: i64 = 3_600_000;
 /// A Page whose access token was never configured: its first messages cannot go out.
@@ -65,27 +67,52 @@ fn messaging(page: &str, item: &str, ts: i64) -> Vec<u8> {
 
 pub async fn demo(args: &[String]) -> Result<(), String> {
     let settings = Settings::from_args(args)?;
-    let settings = Settings { port: 0, ..settings };
+    let settings = Settings {
+        port: 0,
+        ..settings
+    };
     let (secrets, _) = local_secrets(&page_ids(1));
     let clock = ManualClock::at(now_ms());
-    let stack = Stack::start(&settings, secrets, Arc::new(clock.clone()), 300, &generated("demo")[..8]).await?;
-    let sim = stack.sim.as_ref().ok_or("demo needs the built-in Graph simulator (no --graph-url)")?;
+    let stack = Stack::start(
+        &settings,
+        secrets,
+        Arc::new(clock.clone()),
+        300,
+        &generated("demo")[..8],
+    )
+    .await?;
+    let sim = stack
+        .sim
+        .as_ref()
+        .ok_or("demo needs the built-in Graph simulator (no --graph-url)")?;
     let table = stack.pipeline.backends.table.clone();
     let http = reqwest::Client::new();
     let url = stack.webhook_url();
     let secret = stack.app_secret().to_string();
-    let mut story = Story { step: 0, failures: 0 };
+    let mut story = Story {
+        step: 0,
+        failures: 0,
+    };
     let wait = Duration::from_secs(10);
-    println!("login-connect demo ({}, Graph simulator at {})", stack.pipeline.backends.label, sim.base_url());
+    println!(
+        "login-connect demo ({}, Graph simulator at {})",
+        stack.pipeline.backends.label,
+        sim.base_url()
+    );
 
     // 1. Opt-in and first message.
     story.say("A person logs in with Facebook Login and ticks \"contact me on Messenger\".\n   Meta sends a signed messaging_optins webhook carrying a login_id.");
-    let login_id = format!("demo-{}", generated("login")[..12].to_string());
+    let login_id = format!("demo-{}", &generated("login")[..12]);
     let t0 = clock.now_ms();
     sim.register_login_id(&login_id, Some(PAGE), t0);
-    let item = format!(r#"{{"recipient":{{"id":"{PAGE}"}},"timestamp":{t0},"optin":{{"login_id":"{login_id}"}}}}"#);
+    let item = format!(
+        r#"{{"recipient":{{"id":"{PAGE}"}},"timestamp":{t0},"optin":{{"login_id":"{login_id}"}}}}"#
+    );
     let (status, _) = post_signed(&http, &url, &secret, messaging(PAGE, &item, t0)).await?;
-    story.check(status == 200, &format!("webhook answered {status} once the event was on the events queue"));
+    story.check(
+        status == 200,
+        &format!("webhook answered {status} once the event was on the events queue"),
+    );
     let key = optin_key(&Identity::new(IdentityKind::LoginId, &login_id), PAGE);
     let sent = wait_for(wait, || {
         let login_id = login_id.clone();
@@ -96,17 +123,33 @@ pub async fn demo(args: &[String]) -> Result<(), String> {
         }
     })
     .await;
-    story.check(sent.is_some(), "the first message reached the Graph simulator (recipient.login_id, UPDATE, no tag)");
+    story.check(
+        sent.is_some(),
+        "the first message reached the Graph simulator (recipient.login_id, UPDATE, no tag)",
+    );
     if let Some(m) = &sent {
         println!("   message {} said: {}", m.message_id, m.message["text"]);
-        story.check(m.tag.is_none() && m.messaging_type == "UPDATE", "no message tag on the first message");
+        story.check(
+            m.tag.is_none() && m.messaging_type == "UPDATE",
+            "no message tag on the first message",
+        );
     }
     let o = wait_for(wait, || {
         let (table, key) = (table.clone(), key.clone());
-        async move { table.get_optin(&key).await.ok().flatten().filter(|o| o.state == OptinState::Sent) }
+        async move {
+            table
+                .get_optin(&key)
+                .await
+                .ok()
+                .flatten()
+                .filter(|o| o.state == OptinState::Sent)
+        }
     })
     .await;
-    story.check(o.is_some(), "opt-in recorded as sent; its deadline check was deleted");
+    story.check(
+        o.is_some(),
+        "opt-in recorded as sent; its deadline check was deleted",
+    );
 
     // 2. Reply and link.
     story.say("The person replies. Meta's webhook carries prior_message with the login_id.");
@@ -122,30 +165,51 @@ pub async fn demo(args: &[String]) -> Result<(), String> {
         async move {
             let o = table.get_optin(&key).await.ok().flatten()?;
             let p = table.get_person(PAGE, psid).await.ok().flatten()?;
-            (o.psid.as_deref() == Some(psid) && p.login_id.as_deref() == Some(login_id_of(&o))).then_some((o, p))
+            (o.psid.as_deref() == Some(psid) && p.login_id.as_deref() == Some(login_id_of(&o)))
+                .then_some((o, p))
         }
     })
     .await;
-    story.check(linked.is_some(), &format!(
-        "login_id {} <-> PSID {} stored both ways; opt-in answered; 24 h window open",
-        hash_id(&login_id),
-        hash_id(psid)
-    ));
+    story.check(
+        linked.is_some(),
+        &format!(
+            "login_id {} <-> PSID {} stored both ways; opt-in answered; 24 h window open",
+            hash_id(&login_id),
+            hash_id(psid)
+        ),
+    );
 
     // 3. Opt-out and the refusal that follows.
-    story.say("Another person opts in with the Send-to-Messenger plugin, but has blocked the Page.");
+    story
+        .say("Another person opts in with the Send-to-Messenger plugin, but has blocked the Page.");
     let blocked = "7000000002";
     sim.register_person(PAGE, blocked, t0);
-    let _ = sim.opt_out(graph_sim::OptOut { page_id: Some(PAGE.into()), psid: Some(blocked.into()), ..Default::default() });
+    let _ = sim.opt_out(graph_sim::OptOut {
+        page_id: Some(PAGE.into()),
+        psid: Some(blocked.into()),
+        ..Default::default()
+    });
     let t2 = t0 + 120_000;
-    let plugin = format!(r#"{{"sender":{{"id":"{blocked}"}},"recipient":{{"id":"{PAGE}"}},"timestamp":{t2},"optin":{{"ref":"spring-sale"}}}}"#);
+    let plugin = format!(
+        r#"{{"sender":{{"id":"{blocked}"}},"recipient":{{"id":"{PAGE}"}},"timestamp":{t2},"optin":{{"ref":"spring-sale"}}}}"#
+    );
     post_signed(&http, &url, &secret, messaging(PAGE, &plugin, t2)).await?;
     let stopped = wait_for(wait, || {
         let table = table.clone();
-        async move { table.get_person(PAGE, blocked).await.ok().flatten().filter(|p| p.opted_out_at_ms.is_some()) }
+        async move {
+            table
+                .get_person(PAGE, blocked)
+                .await
+                .ok()
+                .flatten()
+                .filter(|p| p.opted_out_at_ms.is_some())
+        }
     })
     .await;
-    story.check(stopped.is_some(), "Meta answered 551/1545041; the person is marked stopped at once");
+    story.check(
+        stopped.is_some(),
+        "Meta answered 551/1545041; the person is marked stopped at once",
+    );
     let person = stopped.unwrap_or_default();
     let decision = policy::decide(
         &Attempt {
@@ -163,24 +227,44 @@ pub async fn demo(args: &[String]) -> Result<(), String> {
         &PolicyConfig::default(),
     );
     match &decision {
-        Decision::Refuse { rule, reason } => println!("   policy: refuse ({}) {reason}", rule.as_str()),
+        Decision::Refuse { rule, reason } => {
+            println!("   policy: refuse ({}) {reason}", rule.as_str())
+        }
         Decision::Allow { rule } => println!("   policy: allow ({})", rule.as_str()),
     }
-    story.check(matches!(decision, Decision::Refuse { .. }), "any later message to that person is refused by the policy");
+    story.check(
+        matches!(decision, Decision::Refuse { .. }),
+        "any later message to that person is refused by the policy",
+    );
 
     // 4. A missed deadline, loudly reported.
     story.say("An opt-in for a Page with no access token configured: its first message cannot go out.\n   The clock is compressed: 23 hours pass, then the deadline.");
     let late_id = format!("demo-late-{}", &generated("late")[..8]);
     let t3 = clock.now_ms();
-    let item = format!(r#"{{"recipient":{{"id":"{TOKENLESS_PAGE}"}},"timestamp":{t3},"optin":{{"login_id":"{late_id}"}}}}"#);
+    let item = format!(
+        r#"{{"recipient":{{"id":"{TOKENLESS_PAGE}"}},"timestamp":{t3},"optin":{{"login_id":"{late_id}"}}}}"#
+    );
     post_signed(&http, &url, &secret, messaging(TOKENLESS_PAGE, &item, t3)).await?;
-    let late_key = optin_key(&Identity::new(IdentityKind::LoginId, &late_id), TOKENLESS_PAGE);
+    let late_key = optin_key(
+        &Identity::new(IdentityKind::LoginId, &late_id),
+        TOKENLESS_PAGE,
+    );
     let paused = wait_for(wait, || {
         let table = table.clone();
-        async move { table.get_page(TOKENLESS_PAGE).await.ok().flatten().filter(|p| p.paused) }
+        async move {
+            table
+                .get_page(TOKENLESS_PAGE)
+                .await
+                .ok()
+                .flatten()
+                .filter(|p| p.paused)
+        }
     })
     .await;
-    story.check(paused.is_some(), "the sender paused that Page (operator action: no token) and kept the job");
+    story.check(
+        paused.is_some(),
+        "the sender paused that Page (operator action: no token) and kept the job",
+    );
     clock.advance(23 * HOUR);
     sim.advance_clock(23 * HOUR);
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -189,11 +273,25 @@ pub async fn demo(args: &[String]) -> Result<(), String> {
     sim.advance_clock(DAY_MS - 23 * HOUR + 2_000);
     let expired = wait_for(wait, || {
         let (table, key) = (table.clone(), late_key.clone());
-        async move { table.get_optin(&key).await.ok().flatten().filter(|o| o.state == OptinState::Expired) }
+        async move {
+            table
+                .get_optin(&key)
+                .await
+                .ok()
+                .flatten()
+                .filter(|o| o.state == OptinState::Expired)
+        }
     })
     .await;
-    story.check(expired.is_some(), "at the deadline: state expired, FirstMessageMissed reported");
-    let after = sim.messages().iter().filter(|m| m.page_id == TOKENLESS_PAGE).count();
+    story.check(
+        expired.is_some(),
+        "at the deadline: state expired, FirstMessageMissed reported",
+    );
+    let after = sim
+        .messages()
+        .iter()
+        .filter(|m| m.page_id == TOKENLESS_PAGE)
+        .count();
     story.check(after == 0, "nothing was sent after the deadline");
 
     println!();

@@ -11,23 +11,33 @@ use std::time::{Duration, Instant};
 use lc_core::ports::SystemClock;
 
 use crate::cost;
-use crate::serve::{generated, local_secrets, now_ms, page_ids, parse_flag, post_signed, Settings, Stack};
+use crate::serve::{
+    generated, local_secrets, now_ms, page_ids, parse_flag, post_signed, Settings, Stack,
+};
 
 pub async fn load(args: &[String]) -> Result<(), String> {
     let optins: usize = parse_flag(args, "--optins", 1000)?;
     let concurrency: usize = parse_flag(args, "--concurrency", 32usize)?.max(1);
     let settings = Settings::from_args(args)?;
     let pages = page_ids(settings.pages.max(parse_flag(args, "--pages", 20usize)?));
-    let settings = Settings { port: 0, ..settings };
+    let settings = Settings {
+        port: 0,
+        ..settings
+    };
     let (secrets, _) = local_secrets(&pages);
     let run = generated("load")[..8].to_string();
     let stack = Stack::start(&settings, secrets, Arc::new(SystemClock), 1_000_000, &run).await?;
-    let sim = stack.sim.as_ref().ok_or("load needs the built-in Graph simulator")?;
+    let sim = stack
+        .sim
+        .as_ref()
+        .ok_or("load needs the built-in Graph simulator")?;
     eprintln!(
         "load: {optins} opt-ins, concurrency {concurrency}, {} pages, {}, {} cores",
         pages.len(),
         stack.pipeline.backends.label,
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
     );
 
     let t0 = now_ms();
@@ -50,8 +60,13 @@ pub async fn load(args: &[String]) -> Result<(), String> {
     let mut workers = Vec::new();
     for _ in 0..concurrency {
         let (client, url, secret) = (client.clone(), url.clone(), secret.clone());
-        let (next, started, retries, login_ids, pages) =
-            (next.clone(), started.clone(), retries.clone(), login_ids.clone(), pages.clone());
+        let (next, started, retries, login_ids, pages) = (
+            next.clone(),
+            started.clone(),
+            retries.clone(),
+            login_ids.clone(),
+            pages.clone(),
+        );
         workers.push(tokio::spawn(async move {
             loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
@@ -113,10 +128,18 @@ pub async fn load(args: &[String]) -> Result<(), String> {
             first.entry(id.to_string()).or_insert(m.at_ms);
         }
     }
-    let index: HashMap<&str, usize> = login_ids.iter().enumerate().map(|(i, s)| (s.as_str(), i)).collect();
+    let index: HashMap<&str, usize> = login_ids
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.as_str(), i))
+        .collect();
     let mut latencies: Vec<i64> = first
         .iter()
-        .filter_map(|(id, at)| index.get(id.as_str()).map(|i| at - started[*i].load(Ordering::Relaxed) as i64))
+        .filter_map(|(id, at)| {
+            index
+                .get(id.as_str())
+                .map(|i| at - started[*i].load(Ordering::Relaxed) as i64)
+        })
         .collect();
     latencies.sort_unstable();
     let pct = |p: f64| -> i64 {

@@ -11,25 +11,14 @@
 
 use std::process::ExitCode;
 
-mod cost;
-mod demo;
-mod load;
-mod pipeline;
-mod serve;
-
-pub fn init_logs() {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(
-            std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
-        ))
-        .with_target(false)
-        .with_writer(std::io::stderr)
-        .try_init();
-}
+use lc_local::{demo, init_logs, load, serve};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("cannot start the async runtime: {e}");
@@ -37,7 +26,11 @@ fn main() -> ExitCode {
         }
     };
     let command = args.first().map(String::as_str).unwrap_or("serve");
-    let rest = if args.first().is_some_and(|a| !a.starts_with("--")) { &args[1..] } else { &args[..] };
+    let rest = if args.first().is_some_and(|a| !a.starts_with("--")) {
+        &args[1..]
+    } else {
+        &args[..]
+    };
     let result = match command {
         "serve" => runtime.block_on(serve::serve(rest)),
         c if c.starts_with("--") => runtime.block_on(serve::serve(rest)),

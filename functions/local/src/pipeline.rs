@@ -52,8 +52,16 @@ impl Backends {
     pub fn memory(clock: DynClock, visibility_ms: i64) -> Backends {
         let counter = Arc::new(RequestCounter::new());
         let scheduler = Arc::new(MemoryScheduler::with_counter(counter.clone()));
-        let events_dlq = Arc::new(MemoryQueue::with_clock("events-dlq", clock.clone(), visibility_ms));
-        let jobs_dlq = Arc::new(MemoryQueue::with_clock("outbound-dlq", clock.clone(), visibility_ms));
+        let events_dlq = Arc::new(MemoryQueue::with_clock(
+            "events-dlq",
+            clock.clone(),
+            visibility_ms,
+        ));
+        let jobs_dlq = Arc::new(MemoryQueue::with_clock(
+            "outbound-dlq",
+            clock.clone(),
+            visibility_ms,
+        ));
         Backends {
             table: Arc::new(MemoryStore::with_counter(counter.clone())),
             scheduler: scheduler.clone(),
@@ -102,7 +110,10 @@ impl Backends {
                 let url = sqs
                     .create_queue()
                     .queue_name(&name)
-                    .attributes(aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout, "30")
+                    .attributes(
+                        aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
+                        "30",
+                    )
                     .send()
                     .await
                     .map_err(|e| format!("create queue {name}: {e}"))?
@@ -134,7 +145,8 @@ impl Backends {
         let firing = Arc::new(MemoryScheduler::new());
         Ok(Backends {
             table: Arc::new(
-                lc_adapters::dynamodb::DynamoStore::new(ddb, table_name).with_counter(counter.clone()),
+                lc_adapters::dynamodb::DynamoStore::new(ddb, table_name)
+                    .with_counter(counter.clone()),
             ),
             scheduler: Arc::new(Mirrored {
                 aws: aws_scheduler,
@@ -324,10 +336,17 @@ impl Pipeline {
                                 reason: format!("not a first-message job: {e}"),
                             },
                         };
-                        let done = matches!(settlement, Settlement::Done | Settlement::DeadLetter { .. });
-                        if settle(jobs.as_ref(), dlq.as_ref(), &m.receipt_handle, &m.body, settlement)
-                            .await
-                            .is_ok()
+                        let done =
+                            matches!(settlement, Settlement::Done | Settlement::DeadLetter { .. });
+                        if settle(
+                            jobs.as_ref(),
+                            dlq.as_ref(),
+                            &m.receipt_handle,
+                            &m.body,
+                            settlement,
+                        )
+                        .await
+                        .is_ok()
                             && done
                         {
                             let _ = jobs.delete(&m.receipt_handle).await;
@@ -340,18 +359,19 @@ impl Pipeline {
         // Deadline checks: the in-memory scheduler really fires.
         if let Some(s) = &self.backends.memory_scheduler {
             let deadline = self.deadline.clone();
-            self.tasks.push(s.spawn_firing(self.clock.clone(), poll, move |schedule| {
-                let deadline = deadline.clone();
-                Box::pin(async move {
-                    match serde_json::from_str::<DeadlineCheck>(&schedule.input) {
-                        Ok(check) => match deadline.check(&check).await {
-                            Ok(out) => tracing::info!(outcome = out.name(), "deadline check"),
-                            Err(e) => tracing::warn!(error = %e, "deadline check failed"),
-                        },
-                        Err(e) => tracing::warn!(error = %e, "schedule input is not a check"),
-                    }
-                })
-            }));
+            self.tasks
+                .push(s.spawn_firing(self.clock.clone(), poll, move |schedule| {
+                    let deadline = deadline.clone();
+                    Box::pin(async move {
+                        match serde_json::from_str::<DeadlineCheck>(&schedule.input) {
+                            Ok(check) => match deadline.check(&check).await {
+                                Ok(out) => tracing::info!(outcome = out.name(), "deadline check"),
+                                Err(e) => tracing::warn!(error = %e, "deadline check failed"),
+                            },
+                            Err(e) => tracing::warn!(error = %e, "schedule input is not a check"),
+                        }
+                    })
+                }));
         }
     }
 

@@ -40,7 +40,11 @@ pub fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
         .map(String::as_str)
 }
 
-pub fn parse_flag<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> Result<T, String>
+pub fn parse_flag<T: std::str::FromStr>(
+    args: &[String],
+    name: &str,
+    default: T,
+) -> Result<T, String>
 where
     T::Err: std::fmt::Display,
 {
@@ -79,13 +83,21 @@ pub fn generated(label: &str) -> String {
 /// Page ids for `n` pages: the default page first.
 pub fn page_ids(n: usize) -> Vec<String> {
     (0..n.max(1))
-        .map(|i| if i == 0 { PAGE.to_string() } else { format!("{}", 2_000_000_000u64 + i as u64) })
+        .map(|i| {
+            if i == 0 {
+                PAGE.to_string()
+            } else {
+                format!("{}", 2_000_000_000u64 + i as u64)
+            }
+        })
         .collect()
 }
 
 /// Local secrets: `LC_APP_SECRET` / `LC_VERIFY_TOKEN` if set, else generated.
 pub fn local_secrets(pages: &[String]) -> (Secrets, bool) {
-    let from_env = std::env::var("LC_APP_SECRET").ok().filter(|s| !s.is_empty());
+    let from_env = std::env::var("LC_APP_SECRET")
+        .ok()
+        .filter(|s| !s.is_empty());
     let generated_secret = from_env.is_none();
     let app_secret = from_env.unwrap_or_else(|| generated("app-secret"));
     let verify = std::env::var("LC_VERIFY_TOKEN")
@@ -113,10 +125,12 @@ pub fn local_secrets(pages: &[String]) -> (Secrets, bool) {
 
 /// The Graph simulator, configured with the same pages and tokens.
 pub async fn start_sim(secrets: &Secrets, rate_limit_per_sec: u32) -> Result<SimHandle, String> {
-    let mut config = SimConfig::default();
-    config.app_id = APP_ID.into();
-    config.app_secret = secrets.apps[0].app_secret.expose().to_string();
-    config.rate_limit_per_sec = rate_limit_per_sec;
+    let mut config = SimConfig {
+        app_id: APP_ID.into(),
+        app_secret: secrets.apps[0].app_secret.expose().to_string(),
+        rate_limit_per_sec,
+        ..SimConfig::default()
+    };
     for (page, token) in &secrets.page_tokens {
         config = config.with_page(page, token.expose());
     }
@@ -210,16 +224,36 @@ pub async fn serve(args: &[String]) -> Result<(), String> {
     let pages = page_ids(settings.pages);
     let (secrets, generated_secret) = local_secrets(&pages);
     let verify = secrets.verify_token.expose().to_string();
-    let stack = Stack::start(&settings, secrets, Arc::new(SystemClock), 300, &generated("run")[..8]).await?;
+    let stack = Stack::start(
+        &settings,
+        secrets,
+        Arc::new(SystemClock),
+        300,
+        &generated("run")[..8],
+    )
+    .await?;
     let sample = sample_optin();
-    println!("login-connect local runner ({})", stack.pipeline.backends.label);
+    println!(
+        "login-connect local runner ({})",
+        stack.pipeline.backends.label
+    );
     println!("  webhook:        {}", stack.webhook_url());
     match &stack.sim {
-        Some(sim) => println!("  graph sim:      {} (sent messages: {}/_sim/messages)", sim.base_url(), sim.base_url()),
-        None => println!("  graph:          {}", settings.graph_url.as_deref().unwrap_or("")),
+        Some(sim) => println!(
+            "  graph sim:      {} (sent messages: {}/_sim/messages)",
+            sim.base_url(),
+            sim.base_url()
+        ),
+        None => println!(
+            "  graph:          {}",
+            settings.graph_url.as_deref().unwrap_or("")
+        ),
     }
     if generated_secret {
-        println!("  app secret:     {}   (generated; set LC_APP_SECRET to fix it)", stack.app_secret());
+        println!(
+            "  app secret:     {}   (generated; set LC_APP_SECRET to fix it)",
+            stack.app_secret()
+        );
         println!("  verify token:   {verify}");
     } else {
         println!("  app secret and verify token: from LC_APP_SECRET / LC_VERIFY_TOKEN");

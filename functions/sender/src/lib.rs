@@ -45,4 +45,3 @@ where
     })
     .await
 }
-

@@ -74,32 +74,6 @@ pub fn batches(messages: &[OutMessage]) -> Vec<&[OutMessage]> {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn msg(i: usize, len: usize) -> OutMessage {
-        OutMessage {
-            id: i.to_string(),
-            body: "x".repeat(len),
-            attributes: vec![],
-            delay_secs: 0,
-        }
-    }
-
-    #[test]
-    fn batches_by_count_and_size() {
-        let small: Vec<_> = (0..23).map(|i| msg(i, 10)).collect();
-        let sizes: Vec<_> = batches(&small).iter().map(|b| b.len()).collect();
-        assert_eq!(sizes, vec![10, 10, 3]);
-
-        let big: Vec<_> = (0..5).map(|i| msg(i, 100 * 1024)).collect();
-        let sizes: Vec<_> = batches(&big).iter().map(|b| b.len()).collect();
-        assert_eq!(sizes, vec![2, 2, 1]);
-        assert!(batches(&[]).is_empty());
-    }
-}
-
 /// Consumer-side control of a received message (SQS `ChangeMessageVisibility`).
 #[async_trait]
 pub trait VisibilityControl: Send + Sync {
@@ -152,5 +126,31 @@ impl<T: QueueReceiver + ?Sized> QueueReceiver for std::sync::Arc<T> {
     }
     async fn delete(&self, receipt_handle: &str) -> Result<(), PortError> {
         (**self).delete(receipt_handle).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msg(i: usize, len: usize) -> OutMessage {
+        OutMessage {
+            id: i.to_string(),
+            body: "x".repeat(len),
+            attributes: vec![],
+            delay_secs: 0,
+        }
+    }
+
+    #[test]
+    fn batches_by_count_and_size() {
+        let small: Vec<_> = (0..23).map(|i| msg(i, 10)).collect();
+        let sizes: Vec<_> = batches(&small).iter().map(|b| b.len()).collect();
+        assert_eq!(sizes, vec![10, 10, 3]);
+
+        let big: Vec<_> = (0..5).map(|i| msg(i, 100 * 1024)).collect();
+        let sizes: Vec<_> = batches(&big).iter().map(|b| b.len()).collect();
+        assert_eq!(sizes, vec![2, 2, 1]);
+        assert!(batches(&[]).is_empty());
     }
 }

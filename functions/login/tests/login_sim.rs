@@ -1,0 +1,796 @@
+//! The login callback against the Graph simulator (real HTTP) with in-memory queue and store;
+//! Function URL events through lambda_http's deserializer; and the convergence of the callback
+//! and the `messaging_optins` webhook on one opt-in and one first message.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use graph_sim::{SimConfig, SimHandle, UserTokenRegistration};
+use lc_adapters::graph::{GraphClient, GraphConfig};
+use lc_core::events::Processed;
+use lc_core::login::{Login, LoginConfig, Request, Response, MAX_BODY_BYTES};
+use lc_core::login_id::derive_login_id;
+use lc_core::memory::{ManualClock, MemoryQueue, MemoryStore};
+use lc_core::optin::{optin_key, OptinSource, DAY_MS};
+use lc_core::ports::{Clock, OptinStore};
+use lc_core::privacy::hash_id;
+use lc_core::secret::{AppCredentials, Secret, Secrets};
+use lc_core::signed_ref::{self, Keyring, RefCheck};
+use lc_core::time::format_rfc3339_ms;
+use lc_core::webhook::{split_body, Channel, Identity, IdentityKind, InboundEvent, SplitOutcome};
+use lc_testkit::{optin_body, World, PAGE};
+
+/// The simulator's default app (its `debug_token` only accepts this app's token).
+const APP_ID: &str = "100000000000001";
+const APP_SECRET: &str = "sim-app-secret";
+const CLIENT_TOKEN: &str = "login-client-token-7f3a";
+const PAGE_TOKEN: &str = "sim-page-token";
+const VERIFY_TOKEN: &str = "verify-token-9c1e";
+const REF_KEY: [u8; 32] = [0x5a; 32];
+const ASID: &str = "5550001";
+const USER_TOKEN: &str = "EAAUserTokenValid0123456789";
+const ALLOWED: &str = "https://shop.example";
+const SDK_URL: &str = "https://connect.facebook.net/en_US/sdk.js";
+
+type Endpoint = Login<GraphClient, Arc<MemoryQueue>, Arc<MemoryStore>, Arc<Secrets>, ManualClock>;
+
+fn ref_key_b64() -> String {
+    base64::engine::general_purpose::STANDARD.encode(REF_KEY)
+}
+
+fn secrets() -> Arc<Secrets> {
+    Arc::new(Secrets {
+        apps: vec![AppCredentials {
+            app_id: APP_ID.into(),
+            app_secret: Secret::new(APP_SECRET),
+            client_token: Secret::new(CLIENT_TOKEN),
+        }],
+        verify_token: Secret::new(VERIFY_TOKEN),
+        page_tokens: BTreeMap::from([(PAGE.to_string(), Secret::new(PAGE_TOKEN))]),
+        ref_keys: BTreeMap::from([("3".to_string(), Secret::new(ref_key_b64()))]),
+    })
+}
+
+/// Every secret value: none may reach a response.
+fn secret_values() -> Vec<String> {
+    vec![
+        APP_SECRET.into(),
+        CLIENT_TOKEN.into(),
+        PAGE_TOKEN.into(),
+        VERIFY_TOKEN.into(),
+        ref_key_b64(),
+    ]
+}
+
+fn config() -> LoginConfig {
+    LoginConfig {
+        default_page_id: PAGE.into(),
+        allowed_origins: vec![ALLOWED.into(), "https://other-shop.example/".into()],
+        app_id: APP_ID.into(),
+        sdk_url: SDK_URL.into(),
+        ..LoginConfig::default()
+    }
+}
+
+fn graph(base_url: String) -> GraphClient {
+    match GraphClient::new(GraphConfig {
+        base_url,
+        timeout: Duration::from_millis(1_500),
+        connect_timeout: Duration::from_millis(500),
+        ..GraphConfig::default()
+    }) {
+        Ok(g) => g,
+        Err(e) => panic!("graph client: {e}"),
+    }
+}
+
+struct Setup {
+    sim: SimHandle,
+    endpoint: Endpoint,
+    queue: Arc<MemoryQueue>,
+    store: Arc<MemoryStore>,
+    clock: ManualClock,
+}
+
+async fn setup_with(config: LoginConfig) -> Setup {
+    let sim = graph_sim::start(SimConfig::default().with_page(PAGE, PAGE_TOKEN))
+        .await
+        .expect("simulator starts");
+    let clock = ManualClock::at(sim.now_ms());
+    let queue = Arc::new(MemoryQueue::new("events"));
+    let store = Arc::new(MemoryStore::new());
+    let endpoint = Login::new(
+        graph(sim.base_url()),
+        queue.clone(),
+        store.clone(),
+        secrets(),
+        clock.clone(),
+        config,
+    );
+    Setup {
+        sim,
+        endpoint,
+        queue,
+        store,
+        clock,
+    }
+}
+
+async fn setup() -> Setup {
+    setup_with(config()).await
+}
+
+fn user_token(sim: &SimHandle, token: &str, app: Option<&str>, scopes: &[&str], expires: i64) {
+    sim.register_user_token(UserTokenRegistration {
+        token: token.into(),
+        app_id: app.map(String::from),
+        user_id: ASID.into(),
+        scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        expires_at_ms: expires,
+        valid: true,
+    });
+}
+
+const GOOD_SCOPES: &[&str] = &["public_profile", "email", "user_messenger_contact"];
+
+fn login_body(token: &str, page: Option<&str>) -> String {
+    match page {
+        Some(p) => serde_json::json!({"access_token": token, "page_id": p}).to_string(),
+        None => serde_json::json!({"access_token": token}).to_string(),
+    }
+}
+
+async fn post(ep: &Endpoint, body: &str, origin: Option<&str>) -> Response {
+    ep.handle(Request {
+        method: "POST",
+        path: "/login",
+        query: &[],
+        origin,
+        body: body.as_bytes(),
+    })
+    .await
+}
+
+async fn get_page(ep: &Endpoint, query: &[(String, String)]) -> Response {
+    ep.handle(Request {
+        method: "GET",
+        path: "/",
+        query,
+        origin: None,
+        body: b"",
+    })
+    .await
+}
+
+fn json(resp: &Response) -> serde_json::Value {
+    serde_json::from_str(&resp.body).unwrap_or_else(|e| panic!("{e}: {}", resp.body))
+}
+
+/// Neither the user token nor any secret is in the status line's companions.
+fn assert_clean(resp: &Response, tokens: &[&str]) {
+    let all: Vec<String> = std::iter::once(resp.body.clone())
+        .chain(resp.headers.iter().map(|(_, v)| v.clone()))
+        .collect();
+    for text in &all {
+        for t in tokens {
+            assert!(!text.contains(t), "token echoed: {text}");
+        }
+        for s in secret_values() {
+            assert!(!text.contains(&s), "secret leaked: {text}");
+        }
+    }
+}
+
+/// Computed independently, outside this code base, with Python:
+/// `hmac.new(b"login-client-token-7f3a", b"umc_5550001_100000000000001_100", hashlib.sha256).hexdigest()`.
+const EXPECTED_LOGIN_ID: &str = "7251f9788c58abbe17b0e3876280d4ac6006adc3b2a7864a10f34158d39810b9";
+
+fn expected_login_id() -> String {
+    let id = derive_login_id(CLIENT_TOKEN, ASID, APP_ID, PAGE);
+    assert_eq!(id, EXPECTED_LOGIN_ID, "derivation test vector");
+    id
+}
+
+#[tokio::test]
+async fn valid_token_is_accepted_and_queued_once() {
+    let s = setup().await;
+    user_token(
+        &s.sim,
+        USER_TOKEN,
+        None,
+        GOOD_SCOPES,
+        s.sim.now_ms() + 3_600_000,
+    );
+    let now = s.clock.now_ms();
+    let resp = post(&s.endpoint, &login_body(USER_TOKEN, None), None).await;
+    assert_eq!(resp.status, 202, "{}", resp.body);
+    assert_eq!(resp.content_type, "application/json");
+    assert_eq!(resp.header("cache-control"), Some("no-store"));
+    assert_clean(&resp, &[USER_TOKEN]);
+    let v = json(&resp);
+    let login_id = expected_login_id();
+    assert_eq!(v["login_id_hash"], hash_id(&login_id));
+    assert_eq!(v["state"], "queued");
+    assert_eq!(v["deadline_at"], format_rfc3339_ms(now + DAY_MS));
+    assert_eq!(
+        v.as_object().map(|o| o.len()),
+        Some(3),
+        "exactly the three documented fields"
+    );
+
+    let bodies = s.queue.bodies();
+    assert_eq!(bodies.len(), 1, "exactly one event");
+    assert!(!bodies[0].contains(USER_TOKEN));
+    let event = InboundEvent::from_json(&bodies[0]).expect("an inbound event");
+    assert_eq!(event.channel, Channel::Login);
+    assert_eq!(event.account_id, PAGE);
+    assert_eq!(event.timestamp_ms, now);
+    assert_eq!(
+        event.sender,
+        Some(Identity::new(IdentityKind::LoginId, login_id.clone()))
+    );
+    assert!(event.item.get().contains(&login_id));
+    assert_eq!(s.sim.stats().debug_token_calls, 1);
+
+    // An explicit page_id equal to the default is the same login_id.
+    let resp = post(&s.endpoint, &login_body(USER_TOKEN, Some(PAGE)), None).await;
+    assert_eq!(resp.status, 202);
+    assert_eq!(json(&resp)["login_id_hash"], hash_id(&login_id));
+}
+
+#[tokio::test]
+async fn existing_optin_answers_its_state_and_deadline() {
+    let s = setup().await;
+    user_token(&s.sim, USER_TOKEN, None, GOOD_SCOPES, 0);
+    let login_id = expected_login_id();
+    // The webhook came first, an hour ago.
+    let opted_in = s.clock.now_ms() - 3_600_000;
+    let events = lc_core::events::Events::new(
+        s.store.clone(),
+        Arc::new(lc_core::memory::MemoryScheduler::new()),
+        Arc::new(MemoryQueue::new("outbound")),
+        s.clock.clone(),
+        lc_core::events::EventsConfig::default(),
+    );
+    let body = optin_body(&format!(r#"{{"login_id":"{login_id}"}}"#), None, opted_in);
+    let SplitOutcome::Events(evs) = split_body(body.as_bytes(), opted_in) else {
+        panic!("webhook body parses");
+    };
+    for e in &evs {
+        events.process(e).await.expect("processed");
+    }
+    let resp = post(&s.endpoint, &login_body(USER_TOKEN, None), None).await;
+    assert_eq!(resp.status, 202, "{}", resp.body);
+    let v = json(&resp);
+    assert_eq!(v["state"], "pending");
+    assert_eq!(v["deadline_at"], format_rfc3339_ms(opted_in + DAY_MS));
+    let key = optin_key(&Identity::new(IdentityKind::LoginId, &login_id), PAGE);
+    let optin = s.store.get_optin(&key).await.unwrap().unwrap();
+    assert_eq!(optin.source, OptinSource::Webhook);
+}
+
+#[tokio::test]
+async fn refused_tokens() {
+    let s = setup().await;
+    let now = s.sim.now_ms();
+    user_token(&s.sim, "EAAExpired000", None, GOOD_SCOPES, now - 60_000);
+    user_token(&s.sim, "EAAForeign000", Some("999999"), GOOD_SCOPES, 0);
+    user_token(
+        &s.sim,
+        "EAANoScope000",
+        None,
+        &["public_profile", "email"],
+        0,
+    );
+    s.sim.register_user_token(UserTokenRegistration {
+        token: "EAARevoked000".into(),
+        app_id: None,
+        user_id: ASID.into(),
+        scopes: GOOD_SCOPES.iter().map(|s| s.to_string()).collect(),
+        expires_at_ms: 0,
+        valid: false,
+    });
+    let cases = [
+        ("EAAExpired000", 401, Some("expired")),
+        ("EAAForeign000", 401, Some("foreign_app")),
+        ("EAARevoked000", 401, Some("invalid")),
+        ("EAAUnknown000", 401, Some("invalid")),
+        ("EAANoScope000", 422, None),
+    ];
+    for (token, status, reason) in cases {
+        let resp = post(&s.endpoint, &login_body(token, None), Some(ALLOWED)).await;
+        assert_eq!(resp.status, status, "{token}: {}", resp.body);
+        assert_clean(&resp, &[token]);
+        let v = json(&resp);
+        match reason {
+            Some(r) => {
+                assert_eq!(v["error"], "invalid_token");
+                assert_eq!(v["reason"], r, "{token}");
+            }
+            None => {
+                assert_eq!(v["error"], "not_opted_in");
+                assert!(v["detail"].as_str().unwrap().contains("did not opt in"));
+            }
+        }
+        assert_eq!(
+            resp.header("access-control-allow-origin"),
+            Some(ALLOWED),
+            "errors are readable by the allowed page too"
+        );
+    }
+    assert!(s.queue.is_empty(), "nothing queued for a refused token");
+}
+
+#[tokio::test]
+async fn graph_down_is_503() {
+    // 1. Nothing listens on the port.
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let queue = Arc::new(MemoryQueue::new("events"));
+    let ep = Login::new(
+        graph(format!("http://127.0.0.1:{port}")),
+        queue.clone(),
+        Arc::new(MemoryStore::new()),
+        secrets(),
+        ManualClock::at(1_800_000_000_000),
+        config(),
+    );
+    let resp = post(&ep, &login_body(USER_TOKEN, None), None).await;
+    assert_eq!(resp.status, 503, "{}", resp.body);
+    assert_eq!(json(&resp)["error"], "unavailable");
+    assert_clean(&resp, &[USER_TOKEN]);
+
+    // 2. The simulator was there and went away.
+    let s = setup().await;
+    user_token(&s.sim, USER_TOKEN, None, GOOD_SCOPES, 0);
+    s.sim.shutdown().await;
+    let resp = post(&s.endpoint, &login_body(USER_TOKEN, None), None).await;
+    assert_eq!(resp.status, 503, "{}", resp.body);
+    assert_clean(&resp, &[USER_TOKEN]);
+    assert!(queue.is_empty() && s.queue.is_empty());
+}
+
+#[tokio::test]
+async fn malformed_requests() {
+    let s = setup().await;
+    user_token(&s.sim, USER_TOKEN, None, GOOD_SCOPES, 0);
+    let bad = [
+        "not json".to_string(),
+        "{\"access_token\":".to_string(),
+        "[]".into(),
+        "{}".into(),
+        r#"{"access_token":""}"#.into(),
+        r#"{"access_token":42}"#.into(),
+        format!(r#"{{"access_token":"{USER_TOKEN}","page_id":"abc"}}"#),
+        format!(r#"{{"access_token":"{USER_TOKEN}","page_id":7}}"#),
+        // A Page we hold no token for.
+        format!(r#"{{"access_token":"{USER_TOKEN}","page_id":"999"}}"#),
+    ];
+    for body in &bad {
+        let resp = post(&s.endpoint, body, None).await;
+        assert_eq!(resp.status, 400, "{body}: {}", resp.body);
+        assert_eq!(json(&resp)["error"], "bad_request");
+        assert_clean(&resp, &[USER_TOKEN]);
+    }
+    let huge = format!(
+        r#"{{"access_token":"{USER_TOKEN}","pad":"{}"}}"#,
+        "x".repeat(MAX_BODY_BYTES)
+    );
+    let resp = post(&s.endpoint, &huge, None).await;
+    assert_eq!(resp.status, 413);
+    assert_clean(&resp, &[USER_TOKEN]);
+    assert_eq!(s.sim.stats().debug_token_calls, 0, "no Graph call for junk");
+    assert!(s.queue.is_empty());
+}
+
+#[tokio::test]
+async fn derivation_off_is_501_and_routes() {
+    let s = setup_with(LoginConfig {
+        derive_login_id: false,
+        ..config()
+    })
+    .await;
+    user_token(&s.sim, USER_TOKEN, None, GOOD_SCOPES, 0);
+    let resp = post(&s.endpoint, &login_body(USER_TOKEN, None), None).await;
+    assert_eq!(resp.status, 501);
+    assert!(resp.body.contains("webhook"), "{}", resp.body);
+    assert_clean(&resp, &[USER_TOKEN]);
+    assert!(s.queue.is_empty());
+
+    let call = |method: &'static str, path: &'static str| {
+        s.endpoint.handle(Request {
+            method,
+            path,
+            query: &[],
+            origin: None,
+            body: b"",
+        })
+    };
+    assert_eq!(call("GET", "/nope").await.status, 404);
+    let r = call("GET", "/login").await;
+    assert_eq!((r.status, r.header("allow")), (405, Some("POST, OPTIONS")));
+    let r = call("DELETE", "/").await;
+    assert_eq!((r.status, r.header("allow")), (405, Some("GET, OPTIONS")));
+    // The page still renders (the webhook path and the plugin work without derivation).
+    assert_eq!(call("GET", "/").await.status, 200);
+}
+
+#[tokio::test]
+async fn cors_only_for_allowed_origins() {
+    let s = setup().await;
+    user_token(&s.sim, USER_TOKEN, None, GOOD_SCOPES, 0);
+    let preflight = |origin: &'static str| {
+        s.endpoint.handle(Request {
+            method: "OPTIONS",
+            path: "/login",
+            query: &[],
+            origin: Some(origin),
+            body: b"",
+        })
+    };
+    let ok = preflight(ALLOWED).await;
+    assert_eq!(ok.status, 204);
+    assert_eq!(ok.header("access-control-allow-origin"), Some(ALLOWED));
+    assert_eq!(
+        ok.header("access-control-allow-methods"),
+        Some("POST, OPTIONS")
+    );
+    assert_eq!(
+        ok.header("access-control-allow-headers"),
+        Some("content-type")
+    );
+    assert_eq!(ok.header("vary"), Some("Origin"));
+    // Configured with a trailing slash; browsers send none.
+    let ok2 = preflight("https://other-shop.example").await;
+    assert_eq!(
+        ok2.header("access-control-allow-origin"),
+        Some("https://other-shop.example")
+    );
+    for other in [
+        "https://evil.example",
+        "null",
+        "https://shop.example.evil.example",
+    ] {
+        let no = preflight(other).await;
+        assert_eq!(no.status, 204);
+        assert_eq!(no.header("access-control-allow-origin"), None, "{other}");
+        assert_eq!(no.header("access-control-allow-methods"), None);
+    }
+
+    let resp = post(&s.endpoint, &login_body(USER_TOKEN, None), Some(ALLOWED)).await;
+    assert_eq!(resp.status, 202);
+    assert_eq!(resp.header("access-control-allow-origin"), Some(ALLOWED));
+    let resp = post(
+        &s.endpoint,
+        &login_body(USER_TOKEN, None),
+        Some("https://evil.example"),
+    )
+    .await;
+    assert_eq!(
+        resp.status, 202,
+        "the token is the credential; CORS only hides the answer"
+    );
+    assert_eq!(resp.header("access-control-allow-origin"), None);
+    assert_eq!(resp.header("vary"), Some("Origin"));
+}
+
+/// The value of `attr="…"` on the element that has `marker` in its start tag.
+fn attr<'a>(html: &'a str, marker: &str, attr: &str) -> &'a str {
+    let at = html
+        .find(marker)
+        .unwrap_or_else(|| panic!("{marker} missing"));
+    let tag_start = html[..at].rfind('<').unwrap();
+    let tag_end = at + html[at..].find('>').unwrap();
+    let tag = &html[tag_start..tag_end];
+    let needle = format!("{attr}=\"");
+    let v = tag
+        .find(&needle)
+        .unwrap_or_else(|| panic!("{attr} missing"))
+        + needle.len();
+    let len = tag[v..].find('"').unwrap();
+    &tag[v..v + len]
+}
+
+#[tokio::test]
+async fn page_has_ids_a_signed_ref_and_no_secret() {
+    let s = setup().await;
+    let resp = get_page(&s.endpoint, &[]).await;
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.content_type, "text/html; charset=utf-8");
+    let html = &resp.body;
+    assert_clean(&resp, &[]);
+    assert!(html.contains(&format!("data-app-id=\"{APP_ID}\"")));
+    assert!(html.contains(&format!("data-page-id=\"{PAGE}\"")));
+    assert!(html.contains("data-reset=\"false\""));
+    assert!(html.contains(&format!("src=\"{SDK_URL}\"")));
+    assert!(html.contains("user_messenger_contact"));
+    assert!(html.contains("messenger_page_id"));
+    assert_eq!(
+        attr(html, "class=\"fb-send-to-messenger\"", "messenger_app_id"),
+        APP_ID
+    );
+    assert_eq!(
+        attr(html, "class=\"fb-send-to-messenger\"", "page_id"),
+        PAGE
+    );
+    let r = attr(html, "class=\"fb-send-to-messenger\"", "data-ref");
+    assert!(r.starts_with("lcr1s_"), "{r}");
+    let keys = Keyring::new().with_key(3, REF_KEY);
+    let now_secs = s.clock.now_ms() / 1000;
+    match signed_ref::verify(r, &keys, now_secs) {
+        RefCheck::Valid {
+            payload,
+            expires_at_secs,
+            key_id,
+            encrypted,
+        } => {
+            assert_eq!((key_id, encrypted), (3, false));
+            assert_eq!(expires_at_secs, now_secs + 86_400);
+            let p = String::from_utf8(payload).unwrap();
+            assert!(
+                p.starts_with("web.") && p.ends_with(&format!(".{now_secs}")),
+                "{p}"
+            );
+        }
+        other => panic!("ref not accepted: {other:?}"),
+    }
+    assert!(matches!(
+        signed_ref::verify(r, &keys, now_secs + 86_400),
+        RefCheck::Expired { .. }
+    ));
+    let again = get_page(&s.endpoint, &[]).await;
+    assert_ne!(
+        attr(&again.body, "class=\"fb-send-to-messenger\"", "data-ref"),
+        r,
+        "one ref per page load"
+    );
+
+    let csp = resp.header("content-security-policy").unwrap();
+    assert!(csp.contains("default-src 'none'"), "{csp}");
+    assert!(
+        csp.contains("script-src 'self' 'sha256-") && csp.contains("https://connect.facebook.net"),
+        "{csp}"
+    );
+    assert!(csp.contains("frame-src https://*.facebook.com"), "{csp}");
+    assert!(!csp.contains("script-src 'self' 'unsafe-inline'"));
+
+    let reset = get_page(&s.endpoint, &[("reset".into(), "1".into())]).await;
+    assert!(reset.body.contains("data-reset=\"true\""));
+    let not_reset = get_page(&s.endpoint, &[("reset".into(), "yes".into())]).await;
+    assert!(not_reset.body.contains("data-reset=\"false\""));
+}
+
+#[tokio::test]
+async fn page_values_are_html_escaped() {
+    let s = setup_with(LoginConfig {
+        default_page_id: "100\"><script>alert(1)</script>".into(),
+        graph_version: "v1<b>".into(),
+        ..config()
+    })
+    .await;
+    let resp = get_page(&s.endpoint, &[]).await;
+    assert_eq!(resp.status, 200);
+    assert!(!resp.body.contains("<script>alert(1)"));
+    assert!(resp
+        .body
+        .contains("100&quot;&gt;&lt;script&gt;alert(1)&lt;/script&gt;"));
+    assert!(resp.body.contains("v1&lt;b&gt;"));
+}
+
+// ---------- The Lambda layer: Function URL events through lambda_http ----------
+
+fn function_url_event(
+    method: &str,
+    path: &str,
+    origin: Option<&str>,
+    body: Option<&str>,
+) -> String {
+    let mut headers = serde_json::json!({"content-type": "application/json"});
+    if let Some(o) = origin {
+        headers["origin"] = serde_json::Value::String(o.into());
+    }
+    let mut ev = serde_json::json!({
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": path,
+        "rawQueryString": "",
+        "headers": headers,
+        "requestContext": {
+            "accountId": "anonymous", "apiId": "abc",
+            "domainName": "abc.lambda-url.us-east-1.on.aws", "domainPrefix": "abc",
+            "http": {"method": method, "path": path, "protocol": "HTTP/1.1",
+                     "sourceIp": "203.0.113.1", "userAgent": "Mozilla/5.0"},
+            "requestId": "req-1", "routeKey": "$default", "stage": "$default",
+            "time": "21/Nov/2026:06:00:00 +0000", "timeEpoch": 1795068000000u64
+        },
+        "isBase64Encoded": false
+    });
+    if let Some(b) = body {
+        ev["body"] = serde_json::Value::String(b.into());
+    }
+    ev.to_string()
+}
+
+fn text(body: &lambda_http::Body) -> String {
+    match body {
+        lambda_http::Body::Text(t) => t.clone(),
+        lambda_http::Body::Binary(b) => String::from_utf8_lossy(b).into_owned(),
+        _ => String::new(),
+    }
+}
+
+#[tokio::test]
+async fn function_url_post_and_page() {
+    let s = setup().await;
+    user_token(&s.sim, USER_TOKEN, None, GOOD_SCOPES, 0);
+    let body = login_body(USER_TOKEN, None);
+    let ev = function_url_event("POST", "/login", Some(ALLOWED), Some(&body));
+    let req = lambda_http::request::from_str(&ev).expect("a valid Function URL event");
+    let resp = lc_login::handle(&s.endpoint, req).await.unwrap();
+    assert_eq!(resp.status(), 202, "{}", text(resp.body()));
+    assert_eq!(
+        resp.headers()
+            .get("access-control-allow-origin")
+            .and_then(|v| v.to_str().ok()),
+        Some(ALLOWED)
+    );
+    assert_eq!(
+        resp.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/json")
+    );
+    assert!(!text(resp.body()).contains(USER_TOKEN));
+    assert_eq!(s.queue.len(), 1);
+
+    // Base64-encoded body (the Function URL encodes some content types).
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&body);
+    let mut ev: serde_json::Value =
+        serde_json::from_str(&function_url_event("POST", "/login", None, Some(&b64))).unwrap();
+    ev["isBase64Encoded"] = serde_json::Value::Bool(true);
+    let req = lambda_http::request::from_str(&ev.to_string()).unwrap();
+    let resp = lc_login::handle(&s.endpoint, req).await.unwrap();
+    assert_eq!(resp.status(), 202, "{}", text(resp.body()));
+
+    let ev = function_url_event("GET", "/", None, None);
+    let resp = lc_login::handle(&s.endpoint, lambda_http::request::from_str(&ev).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers().contains_key("content-security-policy"));
+    assert!(text(resp.body()).contains("fb-send-to-messenger"));
+
+    let ev = function_url_event("OPTIONS", "/login", Some("https://evil.example"), None);
+    let resp = lc_login::handle(&s.endpoint, lambda_http::request::from_str(&ev).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    assert!(!resp.headers().contains_key("access-control-allow-origin"));
+}
+
+// ---------- Convergence: callback and webhook for the same person ----------
+
+#[derive(Clone, Copy, Debug)]
+enum Order {
+    CallbackThenWebhook,
+    WebhookThenCallback,
+}
+
+struct Measured {
+    optins_created: usize,
+    optin_items: usize,
+    jobs: usize,
+    messages: usize,
+    source: OptinSource,
+}
+
+async fn converge(order: Order) -> Measured {
+    let w = World::new(2_000).await;
+    user_token(&w.sim, USER_TOKEN, None, GOOD_SCOPES, 0);
+    let events_queue = Arc::new(MemoryQueue::new("events"));
+    let login = Login::new(
+        graph(w.sim.base_url()),
+        events_queue.clone(),
+        w.store.clone(),
+        secrets(),
+        w.clock.clone(),
+        config(),
+    );
+    let login_id = expected_login_id();
+    // Meta generated the login_id when the login flow started.
+    w.sim.register_login_id(&login_id, None, w.now());
+    let mut outcomes: Vec<Processed> = Vec::new();
+
+    for step in match order {
+        Order::CallbackThenWebhook => ["callback", "webhook"],
+        Order::WebhookThenCallback => ["webhook", "callback"],
+    } {
+        if step == "callback" {
+            let resp = post(&login, &login_body(USER_TOKEN, None), None).await;
+            assert_eq!(resp.status, 202, "{}", resp.body);
+            let expected_state = match order {
+                Order::CallbackThenWebhook => "queued",
+                Order::WebhookThenCallback => "pending",
+            };
+            assert_eq!(json(&resp)["state"], expected_state, "{order:?}");
+            let received = events_queue.receive(10);
+            assert_eq!(received.len(), 1);
+            for m in received {
+                outcomes.push(w.events.process_body(&m.body).await.expect("processed"));
+                events_queue.delete(&m.receipt_handle);
+            }
+        } else {
+            // What `World::webhook` does, keeping each event's outcome.
+            let body = optin_body(&format!(r#"{{"login_id":"{login_id}"}}"#), None, w.now());
+            let SplitOutcome::Events(events) = split_body(body.as_bytes(), w.now()) else {
+                panic!("webhook body parses");
+            };
+            for e in &events {
+                outcomes.push(w.events.process(e).await.expect("processed"));
+            }
+        }
+        // The other path arrives a few seconds later.
+        w.advance(3_000);
+    }
+
+    let optins_created = outcomes
+        .iter()
+        .filter(|o| matches!(o, Processed::OptinCreated { .. }))
+        .count();
+    let duplicates = outcomes
+        .iter()
+        .filter(|o| matches!(o, Processed::OptinDuplicate { .. }))
+        .count();
+    assert_eq!(duplicates, 1, "{order:?}: {outcomes:?}");
+    let jobs = w.queued_jobs().len();
+    let key = optin_key(&Identity::new(IdentityKind::LoginId, &login_id), PAGE);
+    let optin = w.store.get_optin(&key).await.unwrap();
+    let optin_items = usize::from(optin.is_some());
+    let source = optin.map(|o| o.source).expect("the opt-in exists");
+    let (_, _) = w.drain(50).await;
+    let messages = w.sim.messages().len();
+    let after = w.store.get_optin(&key).await.unwrap().unwrap();
+    assert_eq!(after.state.as_str(), "sent", "{order:?}");
+    // Once sent, the callback reports it.
+    let resp = post(&login, &login_body(USER_TOKEN, None), None).await;
+    assert_eq!(json(&resp)["state"], "sent");
+    Measured {
+        optins_created,
+        optin_items,
+        jobs,
+        messages,
+        source,
+    }
+}
+
+#[tokio::test]
+async fn convergence_callback_then_webhook() {
+    let m = converge(Order::CallbackThenWebhook).await;
+    println!(
+        "convergence callback_then_webhook optins={} messages={}",
+        m.optins_created, m.messages
+    );
+    assert_eq!(
+        (m.optins_created, m.optin_items, m.jobs, m.messages),
+        (1, 1, 1, 1)
+    );
+    assert_eq!(m.source, OptinSource::Login);
+}
+
+#[tokio::test]
+async fn convergence_webhook_then_callback() {
+    let m = converge(Order::WebhookThenCallback).await;
+    println!(
+        "convergence webhook_then_callback optins={} messages={}",
+        m.optins_created, m.messages
+    );
+    assert_eq!(
+        (m.optins_created, m.optin_items, m.jobs, m.messages),
+        (1, 1, 1, 1)
+    );
+    assert_eq!(m.source, OptinSource::Webhook);
+}
