@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every test: unit, table, simulator and the AWS adapter tests against moto's server mode.
+# Runs every test: unit, table, simulator, the AWS adapter tests against moto's server mode,
+# the end-to-end flows, and the login page in headless Chromium.
 #
 # It creates .venv (pinned tools from tests/requirements.txt) when missing or stale, starts
 # moto_server on a free 127.0.0.1 port, points the AWS SDK at it, runs the whole workspace with
@@ -16,6 +17,14 @@ if [ ! -x "$venv/bin/moto_server" ] || ! grep -qxF "$(sha256sum "$req" | cut -d'
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$req"
   sha256sum "$req" | cut -d' ' -f1 > "$venv/.tests-req"
+fi
+
+# Headless Chromium for the login page test (Debian's package; no browser download).
+if [ ! -x /usr/bin/chromium ]; then
+  echo "tests/run.sh: installing chromium (Debian package)"
+  if [ "$(id -u)" = 0 ]; then sudo=""; else sudo="sudo"; fi
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq chromium > /dev/null
 fi
 
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')
