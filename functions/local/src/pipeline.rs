@@ -84,7 +84,11 @@ impl Backends {
     /// schedule group with names unique to this run, so runs never collide. Schedules are
     /// created in the AWS scheduler but fired by nobody (moto never fires): the runner keeps
     /// a memory copy of each and fires that.
-    pub async fn aws(endpoint: &str, run_id: &str) -> Result<Backends, String> {
+    pub async fn aws(
+        endpoint: &str,
+        run_id: &str,
+        visibility_secs: u32,
+    ) -> Result<Backends, String> {
         std::env::set_var("AWS_ENDPOINT_URL", endpoint);
         for (k, v) in [
             ("AWS_ACCESS_KEY_ID", "testing"),
@@ -210,6 +214,8 @@ pub struct PipelineConfig {
     pub sender: SenderConfig,
     /// How often consumers poll when idle, and the scheduler ticks.
     pub poll: Duration,
+    /// Concurrent consumers per queue (Lambda's concurrency, locally).
+    pub workers: usize,
 }
 
 impl Pipeline {
@@ -265,11 +271,19 @@ impl Pipeline {
             clock,
             tasks: Vec::new(),
         };
-        p.start(config.poll);
+        p.start(config.poll, config.workers);
         Ok(p)
     }
 
-    fn start(&mut self, poll: Duration) {
+    fn start(&mut self, poll: Duration, workers: usize) {
+        for _ in 0..workers.max(1) {
+            self.start_consumers(poll);
+        }
+        self.start_scheduler(poll);
+    }
+
+    /// One events consumer and one sender consumer, like one concurrent Lambda instance each.
+    fn start_consumers(&mut self, poll: Duration) {
         // Events consumer: like Lambda's SQS event source with ReportBatchItemFailures.
         let (rx, events) = (self.backends.events.clone(), self.events.clone());
         self.tasks.push(tokio::spawn(async move {
@@ -356,6 +370,9 @@ impl Pipeline {
                 join_all(runs).await;
             }
         }));
+    }
+
+    fn start_scheduler(&mut self, poll: Duration) {
         // Deadline checks: the in-memory scheduler really fires.
         if let Some(s) = &self.backends.memory_scheduler {
             let deadline = self.deadline.clone();

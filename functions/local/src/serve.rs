@@ -13,6 +13,7 @@ use axum::response::IntoResponse;
 use graph_sim::{SimConfig, SimHandle};
 use lc_core::events::EventsConfig;
 use lc_core::ingest;
+use lc_core::login::{self, Login, LoginConfig};
 use lc_core::ports::SystemClock;
 use lc_core::secret::{AppCredentials, Secret, Secrets};
 use lc_core::sender::SenderConfig;
@@ -117,10 +118,20 @@ pub fn local_secrets(pages: &[String]) -> (Secrets, bool) {
             }],
             verify_token: Secret::new(verify),
             page_tokens,
-            ..Default::default()
+            ref_keys: BTreeMap::from([(
+                "1".to_string(),
+                Secret::new(base64_32(&generated("ref-key"))),
+            )]),
         },
         generated_secret,
     )
+}
+
+/// 32 bytes as base64, from a hex seed (local ref-signing key).
+fn base64_32(seed_hex: &str) -> String {
+    use base64::Engine;
+    let digest = Sha256::digest(seed_hex.as_bytes());
+    base64::engine::general_purpose::STANDARD.encode(digest)
 }
 
 /// The Graph simulator, configured with the same pages and tokens.
@@ -140,6 +151,20 @@ pub async fn start_sim(secrets: &Secrets, rate_limit_per_sec: u32) -> Result<Sim
 }
 
 /// Everything `serve`, `demo` and `load` run: backends, simulator, pipeline, HTTP.
+pub type RunLogin = Login<
+    lc_adapters::graph::GraphClient,
+    crate::pipeline::DynQueue,
+    crate::pipeline::DynTable,
+    Arc<Secrets>,
+    DynClock,
+>;
+
+#[derive(Clone)]
+struct Front {
+    ingest: Arc<RunIngest>,
+    login: Arc<RunLogin>,
+}
+
 pub struct Stack {
     pub pipeline: Pipeline,
     pub sim: Option<SimHandle>,
@@ -172,9 +197,10 @@ impl Stack {
             }
         };
         let backends = match &settings.aws_endpoint {
-            Some(endpoint) => Backends::aws(endpoint, run_id).await?,
+            Some(endpoint) => Backends::aws(endpoint, run_id, 30).await?,
             None => Backends::memory(clock.clone(), 30_000),
         };
+        let graph_url_for_login = graph_url.clone();
         let pipeline = Pipeline::new(
             backends,
             secrets.clone(),
@@ -185,11 +211,31 @@ impl Stack {
                 events: EventsConfig::default(),
                 sender: SenderConfig::default(),
                 poll: Duration::from_millis(20),
+                workers: 4,
             },
         )?;
-        let app = axum::Router::new()
-            .fallback(handle)
-            .with_state(pipeline.ingest.clone());
+        let graph = lc_adapters::graph::GraphClient::new(lc_adapters::graph::GraphConfig {
+            base_url: graph_url_for_login,
+            ..lc_adapters::graph::GraphConfig::default()
+        })
+        .map_err(|e| e.to_string())?;
+        let login = Arc::new(Login::new(
+            graph,
+            pipeline.backends.events.clone(),
+            pipeline.backends.table.clone(),
+            secrets.clone(),
+            pipeline.clock.clone(),
+            LoginConfig {
+                default_page_id: PAGE.into(),
+                app_id: APP_ID.into(),
+                ..LoginConfig::default()
+            },
+        ));
+        let front = Front {
+            ingest: pipeline.ingest.clone(),
+            login,
+        };
+        let app = axum::Router::new().fallback(handle).with_state(front);
         let addr = SocketAddr::from(([127, 0, 0, 1], settings.port));
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -238,6 +284,7 @@ pub async fn serve(args: &[String]) -> Result<(), String> {
         stack.pipeline.backends.label
     );
     println!("  webhook:        {}", stack.webhook_url());
+    println!("  login page:     http://{}/   (POST /login; the page loads Facebook's JS SDK from the internet)", stack.addr);
     match &stack.sim {
         Some(sim) => println!(
             "  graph sim:      {} (sent messages: {}/_sim/messages)",
@@ -287,16 +334,48 @@ fn sample_optin() -> String {
     )
 }
 
+/// One local front door for both Function URLs: `/webhook` is the webhook function, every
+/// other path the login function (its page at `/`, `POST /login`).
 async fn handle(
-    State(endpoint): State<Arc<RunIngest>>,
+    State(front): State<Front>,
     method: Method,
     uri: Uri,
     Query(query): Query<Vec<(String, String)>>,
     headers: HeaderMap,
     body: Bytes,
-) -> impl IntoResponse {
+) -> axum::response::Response {
     let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
-    let (resp, outcome) = endpoint
+    if !uri.path().starts_with("/webhook") {
+        let resp = front
+            .login
+            .handle(login::Request {
+                method: method.as_str(),
+                path: uri.path(),
+                query: &query,
+                origin: header("origin"),
+                body: &body,
+            })
+            .await;
+        let mut out = (
+            StatusCode::from_u16(resp.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+            resp.body.clone(),
+        )
+            .into_response();
+        for (k, v) in &resp.headers {
+            if let (Ok(name), Ok(value)) = (
+                axum::http::HeaderName::from_bytes(k.as_bytes()),
+                axum::http::HeaderValue::from_str(v),
+            ) {
+                out.headers_mut().insert(name, value);
+            }
+        }
+        if let Ok(ct) = axum::http::HeaderValue::from_str(resp.content_type) {
+            out.headers_mut().insert("content-type", ct);
+        }
+        return out;
+    }
+    let (resp, outcome) = front
+        .ingest
         .handle(ingest::Request {
             method: method.as_str(),
             path: uri.path(),
@@ -312,6 +391,7 @@ async fn handle(
         [("content-type", resp.content_type)],
         resp.body,
     )
+        .into_response()
 }
 
 /// `send FILE [--url URL]`: signs the file's exact bytes with `LC_APP_SECRET` and posts them.
