@@ -332,7 +332,13 @@ pub fn table() -> &'static [Row] {
 /// Maps a Graph error to what the sender should do. See the module doc for the lookup order.
 pub fn classify(err: &GraphError) -> Classification {
     if let Some(row) = lookup(err.code, err.subcode) {
-        return row.classification();
+        let mut c = row.classification();
+        // A bounded code (2 also means "blocked") answered with HTTP 5xx is a server fault:
+        // retry it until the deadline like any other 5xx. The bound is for 4xx answers.
+        if c.class == Retry && (500..=599).contains(&err.http_status) {
+            c.max_attempts = None;
+        }
+        return c;
     }
     let fallback = |class, rule, max_attempts| Classification {
         class,
@@ -346,7 +352,7 @@ pub fn classify(err: &GraphError) -> Classification {
     if (500..=599).contains(&err.http_status) {
         return match err.code {
             None => fallback(Retry, "http_5xx", None),
-            Some(_) => fallback(Retry, "unknown_5xx", Some(3)),
+            Some(_) => fallback(Retry, "unknown_5xx", None),
         };
     }
     if err.http_status == 429 {

@@ -110,13 +110,18 @@ const CASES: &[Case] = &[
 #[test]
 fn every_case_classifies_as_specified() {
     for c in CASES {
-        // The HTTP status must not matter when the code is listed.
+        // The HTTP status does not change the class of a listed code; a retry bound (code 2
+        // also means "blocked") applies to 4xx answers only: a 5xx is a server fault.
         for status in [400, 403, 500] {
             let got = classify(&err(status, Some(c.code), c.subcode));
             let want = Classification {
                 class: c.class,
                 rule: c.rule,
-                max_attempts: c.max_attempts,
+                max_attempts: if status >= 500 && c.class == Retry {
+                    None
+                } else {
+                    c.max_attempts
+                },
                 wait_hint_secs: c.wait_hint_secs,
             };
             assert_eq!(got, want, "{}/{:?} HTTP {status}", c.code, c.subcode);
@@ -215,7 +220,7 @@ fn fallbacks() {
     let c = classify(&err(500, Some(123_456), None));
     assert_eq!(
         (c.class, c.rule, c.max_attempts),
-        (Retry, "unknown_5xx", Some(3))
+        (Retry, "unknown_5xx", None)
     );
     assert_eq!(classify(&err(429, None, None)).class, Retry);
     assert_eq!(classify(&err(404, None, None)).rule, "unknown");

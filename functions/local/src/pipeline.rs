@@ -108,6 +108,7 @@ impl Backends {
             .map_err(|e| format!("create table: {e}"))?;
         let sqs = aws_sdk_sqs::Client::new(&sdk);
         let queue = |name: String| {
+            let visibility = visibility_secs.to_string();
             let sqs = sqs.clone();
             let counter = counter.clone();
             async move {
@@ -116,7 +117,7 @@ impl Backends {
                     .queue_name(&name)
                     .attributes(
                         aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
-                        "30",
+                        visibility,
                     )
                     .send()
                     .await
