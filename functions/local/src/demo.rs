@@ -60,6 +60,24 @@ where
     }
 }
 
+/// The opt-in once it reaches `state`, within `wait`.
+async fn optin_in(
+    table: &crate::pipeline::DynTable,
+    key: &str,
+    state: OptinState,
+    wait: Duration,
+) -> Option<lc_core::optin::Optin> {
+    wait_for(wait, || async move {
+        table
+            .get_optin(key)
+            .await
+            .ok()
+            .flatten()
+            .filter(|o| o.state == state)
+    })
+    .await
+}
+
 fn messaging(page: &str, item: &str, ts: i64) -> Vec<u8> {
     format!(r#"{{"object":"page","entry":[{{"id":"{page}","time":{ts},"messaging":[{item}]}}]}}"#)
         .into_bytes()
@@ -134,18 +152,7 @@ pub async fn demo(args: &[String]) -> Result<(), String> {
             "no message tag on the first message",
         );
     }
-    let o = wait_for(wait, || {
-        let (table, key) = (table.clone(), key.clone());
-        async move {
-            table
-                .get_optin(&key)
-                .await
-                .ok()
-                .flatten()
-                .filter(|o| o.state == OptinState::Sent)
-        }
-    })
-    .await;
+    let o = optin_in(&table, &key, OptinState::Sent, wait).await;
     story.check(
         o.is_some(),
         "opt-in recorded as sent; its deadline check was deleted",
@@ -271,18 +278,7 @@ pub async fn demo(args: &[String]) -> Result<(), String> {
     println!("   … 23 h later the deadline check fires: last chance, still impossible (FirstMessageAtRisk)");
     clock.advance(DAY_MS - 23 * HOUR + 2_000);
     sim.advance_clock(DAY_MS - 23 * HOUR + 2_000);
-    let expired = wait_for(wait, || {
-        let (table, key) = (table.clone(), late_key.clone());
-        async move {
-            table
-                .get_optin(&key)
-                .await
-                .ok()
-                .flatten()
-                .filter(|o| o.state == OptinState::Expired)
-        }
-    })
-    .await;
+    let expired = optin_in(&table, &late_key, OptinState::Expired, wait).await;
     story.check(
         expired.is_some(),
         "at the deadline: state expired, FirstMessageMissed reported",

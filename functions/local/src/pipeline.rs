@@ -197,6 +197,19 @@ impl Scheduler for Mirrored {
     }
 }
 
+/// Waits for the next non-empty batch, as Lambda's event source does (errors are logged and
+/// polled through).
+async fn next_batch(q: &dyn Queue, poll: Duration, name: &str) -> Vec<lc_core::ports::Received> {
+    loop {
+        match q.receive(10, 200).await {
+            Ok(b) if !b.is_empty() => return b,
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, queue = name, "receive failed"),
+        }
+        tokio::time::sleep(poll).await;
+    }
+}
+
 /// The running service.
 pub struct Pipeline {
     pub backends: Backends,
@@ -289,18 +302,7 @@ impl Pipeline {
         let (rx, events) = (self.backends.events.clone(), self.events.clone());
         self.tasks.push(tokio::spawn(async move {
             loop {
-                let batch = match rx.receive(10, 200).await {
-                    Ok(b) => b,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "events queue receive failed");
-                        tokio::time::sleep(poll).await;
-                        continue;
-                    }
-                };
-                if batch.is_empty() {
-                    tokio::time::sleep(poll).await;
-                    continue;
-                }
+                let batch = next_batch(rx.as_ref(), poll, "events").await;
                 let results = join_all(batch.iter().map(|m| events.process_body(&m.body))).await;
                 for (m, r) in batch.iter().zip(results) {
                     match r {
@@ -321,18 +323,7 @@ impl Pipeline {
         );
         self.tasks.push(tokio::spawn(async move {
             loop {
-                let batch = match jobs.receive(10, 200).await {
-                    Ok(b) => b,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "outbound queue receive failed");
-                        tokio::time::sleep(poll).await;
-                        continue;
-                    }
-                };
-                if batch.is_empty() {
-                    tokio::time::sleep(poll).await;
-                    continue;
-                }
+                let batch = next_batch(jobs.as_ref(), poll, "outbound").await;
                 let runs = batch.iter().map(|m| {
                     let (jobs, dlq, sender) = (jobs.clone(), dlq.clone(), sender.clone());
                     async move {
