@@ -87,6 +87,11 @@ pub enum Processed {
     Quarantined {
         reason: String,
     },
+    /// An operator's replay command ran.
+    Replayed {
+        replayed: usize,
+        still_quarantined: usize,
+    },
     Ignored {
         kind: EventKind,
     },
@@ -107,6 +112,7 @@ impl Processed {
             Processed::PageUnpaused { .. } => "page_unpaused",
             Processed::PolicyWarning => "policy_warning",
             Processed::Quarantined { .. } => "quarantined",
+            Processed::Replayed { .. } => "replayed",
             Processed::Ignored { .. } => "ignored",
         }
     }
@@ -156,8 +162,11 @@ where
         &self.store
     }
 
-    /// Processes one queue message body.
+    /// Processes one queue message body (an event, or an operator's replay command).
     pub async fn process_body(&self, body: &str) -> Result<Processed, ProcessError> {
+        if let Some(cmd) = crate::replay::ReplayCommand::parse(body) {
+            return self.replay(cmd.limit).await;
+        }
         match InboundEvent::from_json(body) {
             Ok(event) => self.process(&event).await,
             Err(e) => {
@@ -176,6 +185,36 @@ where
                 self.quarantine_raw(now, &digest, &reason, body).await
             }
         }
+    }
+
+    /// Replays up to `limit` quarantined records (see [`crate::replay`]).
+    pub async fn replay(&self, limit: usize) -> Result<Processed, ProcessError> {
+        let records = self.store.list_quarantined(limit).await?;
+        let plan = crate::replay::plan(&records, self.clock.now_ms());
+        let mut replayed = 0;
+        for (events, ids) in &plan.ready {
+            let mut all_done = true;
+            for e in events {
+                match self.process(e).await? {
+                    Processed::Quarantined { .. } => all_done = false,
+                    _ => replayed += 1,
+                }
+            }
+            if all_done {
+                for id in ids {
+                    self.store.delete_quarantined(id).await?;
+                }
+            }
+        }
+        tracing::info!(
+            replayed,
+            still = plan.still_quarantined.len(),
+            "quarantine replayed"
+        );
+        Ok(Processed::Replayed {
+            replayed,
+            still_quarantined: plan.still_quarantined.len(),
+        })
     }
 
     pub async fn process(&self, event: &InboundEvent) -> Result<Processed, ProcessError> {

@@ -19,6 +19,7 @@ pub mod optin;
 pub mod policy;
 pub mod ports;
 pub mod privacy;
+pub mod replay;
 pub mod secret;
 pub mod sender;
 pub mod signed_ref;

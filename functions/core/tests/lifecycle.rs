@@ -645,3 +645,49 @@ async fn what_cannot_be_acted_on_is_quarantined_and_listable() {
         "the raw body is kept for replay"
     );
 }
+
+#[tokio::test]
+async fn an_operator_replay_processes_what_parses_now_and_keeps_the_rest() {
+    let w = world();
+    // Quarantined by an older parser: its item is a perfectly good opt-in today.
+    let mut fixed_since = login_optin("L-replay", T);
+    fixed_since.kind = lc_core::webhook::EventKind::Malformed;
+    w.store
+        .put_quarantined(&lc_core::ports::store::QuarantinedRecord {
+            id: format!("{:013}#{}", T, fixed_since.key),
+            reason: "malformed item".into(),
+            received_at_ms: T,
+            event_json: fixed_since.to_json().unwrap(),
+        })
+        .await
+        .unwrap();
+    // Still garbage.
+    let garbage = match split_body(b"{not json", T) {
+        SplitOutcome::Quarantined { events, .. } => events,
+        other => panic!("{other:?}"),
+    };
+    w.events.process(&garbage[0]).await.unwrap();
+
+    let out = w
+        .events
+        .process_body(r#"{"replay":"quarantine","limit":10}"#)
+        .await
+        .unwrap();
+    assert_eq!(
+        out,
+        Processed::Replayed {
+            replayed: 1,
+            still_quarantined: 1
+        }
+    );
+    assert!(w
+        .store
+        .get_optin("OPTIN#login_id#L-replay")
+        .await
+        .unwrap()
+        .is_some());
+    assert_eq!(jobs(&w).len(), 1);
+    let left = w.store.list_quarantined(10).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert!(left[0].event_json.contains("{not json"));
+}
