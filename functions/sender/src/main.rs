@@ -1,5 +1,5 @@
 use lc_adapters::graph::GraphClient;
-use lc_adapters::{aws, env, telemetry, wiring};
+use lc_adapters::{aws, env, metrics, telemetry, wiring};
 use lc_core::ports::SystemClock;
 use lc_core::sender::Sender;
 
@@ -19,8 +19,12 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let dlq = wiring::queue(&sdk, "OUTBOUND_DLQ_URL")?;
     let (sender, queue, dlq) = (&sender, &queue, &dlq);
     lambda_runtime::run(lambda_runtime::service_fn(
-        move |e: lambda_runtime::LambdaEvent<_>| async move {
-            Ok::<_, lambda_runtime::Error>(lc_sender::handle(sender, queue, dlq, e.payload).await)
+        move |e: lambda_runtime::LambdaEvent<_>| {
+            metrics::flushed(async move {
+                Ok::<_, lambda_runtime::Error>(
+                    lc_sender::handle(sender, queue, dlq, e.payload).await,
+                )
+            })
         },
     ))
     .await

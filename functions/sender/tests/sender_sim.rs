@@ -300,3 +300,136 @@ async fn faults_thirty_percent_5xx_ten_percent_timeouts() {
     assert_eq!(late, 0);
     assert!(w.scheduler.get_schedule("none").await.unwrap().is_none());
 }
+
+#[tokio::test]
+async fn a_login_id_is_only_ever_sent_from_the_page_that_first_used_it() {
+    let w = world(2_000).await;
+    w.sim.register_page("200", "other-page-token");
+    let now = w.now();
+    w.sim.register_login_id("L1", None, now);
+    w.webhook(&optin_item(r#"{"login_id":"L1"}"#, None, now))
+        .await;
+    // The same login_id seen from another Page (another app's subscription, a stale page).
+    let other = optin_item(r#"{"login_id":"L1"}"#, None, now + 5)
+        .replace(&format!("\"{PAGE}\""), "\"200\"");
+    w.webhook(&other).await;
+    drain(&w, 20).await;
+    let sent = w.sim.messages();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].page_id, PAGE, "bound to the first page");
+    let o = w
+        .store
+        .get_optin("OPTIN#login_id#L1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(o.page_id, PAGE);
+}
+
+#[tokio::test]
+async fn meta_rate_limits_are_retried_and_paced_without_duplicates() {
+    let w = world(2_000).await;
+    w.sim.update_config(graph_sim::ConfigUpdate {
+        rate_limit_per_sec: Some(3),
+        ..Default::default()
+    });
+    for i in 0..12 {
+        login_optin(&w, &format!("R{i}")).await;
+    }
+    let (outcomes, _) = drain(&w, 5_000).await;
+    let stats = w.sim.stats();
+    let limited = stats.rejected_by_code.get("613").copied().unwrap_or(0);
+    let sent = w.sim.messages();
+    println!(
+        "rate limit: sent={} limited_613={limited} outcomes={}",
+        sent.len(),
+        outcomes.len()
+    );
+    assert_eq!(sent.len(), 12, "every first message goes out");
+    let mut ids: Vec<String> = sent.iter().map(|m| m.recipient.to_string()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 12, "none twice");
+    assert!(
+        outcomes
+            .iter()
+            .any(|o| matches!(o, JobOutcome::RetryLater { .. })),
+        "a Page at its limit is paced and retried"
+    );
+}
+
+/// A scheduler whose deletes fail (throttled, or a permissions slip).
+struct DeleteFails(std::sync::Arc<lc_core::memory::MemoryScheduler>);
+
+#[async_trait::async_trait]
+impl Scheduler for DeleteFails {
+    async fn create_schedule(
+        &self,
+        s: &lc_core::ports::OneTimeSchedule,
+    ) -> Result<lc_core::ports::ScheduleCreated, lc_core::ports::PortError> {
+        self.0.create_schedule(s).await
+    }
+    async fn delete_schedule(&self, _name: &str) -> Result<bool, lc_core::ports::PortError> {
+        Err(lc_core::ports::PortError::Unavailable(
+            "injected: DeleteSchedule throttled".into(),
+        ))
+    }
+    async fn get_schedule(
+        &self,
+        name: &str,
+    ) -> Result<Option<lc_core::ports::OneTimeSchedule>, lc_core::ports::PortError> {
+        self.0.get_schedule(name).await
+    }
+}
+
+#[tokio::test]
+async fn a_failed_schedule_delete_is_harmless() {
+    let w = world(2_000).await;
+    login_optin(&w, "L1").await;
+    let job = queued_jobs(&w).pop().unwrap();
+    let graph = lc_adapters::graph::GraphClient::new(lc_adapters::graph::GraphConfig {
+        base_url: w.sim.base_url(),
+        ..Default::default()
+    })
+    .unwrap();
+    let sender = lc_core::sender::Sender::new(
+        w.store.clone(),
+        graph,
+        DeleteFails(w.scheduler.clone()),
+        lc_testkit::secrets(),
+        w.clock.clone(),
+        lc_core::sender::SenderConfig::default(),
+    );
+    let out = sender.run_job(&job).await.unwrap();
+    assert!(
+        matches!(
+            out,
+            JobOutcome::Sent {
+                schedule_deleted: false,
+                ..
+            }
+        ),
+        "{out:?}"
+    );
+    assert_eq!(
+        out.settlement(),
+        Settlement::Done,
+        "the job is done even though the delete failed"
+    );
+    // The check fires later and finds the opt-in sent: nothing to do, nothing sent twice.
+    let deadline = w.deadline(2_000);
+    let check = lc_core::optin::DeadlineCheck {
+        v: 1,
+        optin_key: job.optin_key.clone(),
+        check: "at_risk".into(),
+    };
+    w.advance(23 * 3_600_000);
+    let res = deadline.check(&check).await.unwrap();
+    assert_eq!(
+        res,
+        lc_core::deadline::DeadlineOutcome::NothingToDo {
+            state: OptinState::Sent
+        }
+    );
+    assert_eq!(w.sim.messages().len(), 1);
+}

@@ -161,7 +161,7 @@ impl World {
             .collect()
     }
 
-    /// Plays the outbound queue like Lambda's event source, moving the clock a second when
+    /// Plays the outbound queue like Lambda's event source, moving both clocks a second when
     /// nothing is visible, until it is empty or `max_rounds` pass.
     pub async fn drain(&self, max_rounds: usize) -> (Vec<JobOutcome>, usize) {
         let mut outcomes = Vec::new();
@@ -171,7 +171,7 @@ impl World {
             }
             let batch = self.jobs.receive(10);
             if batch.is_empty() {
-                self.clock.advance(1_000);
+                self.advance(1_000);
                 continue;
             }
             for m in batch {
