@@ -300,11 +300,26 @@ where
 
         let auth = match self.auth(&claimed.page_id).await {
             Ok(a) => a,
-            Err(reason) => {
+            Err(AuthError::Unavailable(reason)) => {
+                // A Secrets Manager blip: retry soon, do not pause the Page for it.
+                self.release(key, attempt, &reason).await?;
+                return Ok(JobOutcome::RetryLater {
+                    delay_ms: backoff_ms(
+                        attempt,
+                        self.config.backoff_base_ms,
+                        self.config.backoff_cap_ms,
+                        key,
+                    ),
+                    reason,
+                });
+            }
+            Err(AuthError::Missing(reason)) => {
+                // Configuration: only an operator can fix it.
                 self.release(key, attempt, &reason).await?;
                 self.store
                     .set_paused(&claimed.page_id, Some(&reason), now)
                     .await?;
+                tracing::error!(metric = "PagePaused", page = %claimed.page_id, reason = %reason, "page paused");
                 return Ok(self.paused(reason));
             }
         };
@@ -367,18 +382,22 @@ where
         }
     }
 
-    async fn auth(&self, page_id: &str) -> Result<PageAuth, String> {
+    async fn auth(&self, page_id: &str) -> Result<PageAuth, AuthError> {
         let secrets = self
             .secrets
             .secrets()
             .await
-            .map_err(|e| format!("secrets unavailable: {e}"))?;
+            .map_err(|e| AuthError::Unavailable(format!("secrets unavailable: {e}")))?;
         let page_token = secrets
             .page_tokens
             .get(page_id)
             .filter(|t| !t.is_empty())
             .cloned()
-            .ok_or_else(|| format!("no page access token configured for page {page_id}"))?;
+            .ok_or_else(|| {
+                AuthError::Missing(format!(
+                    "no page access token configured for page {page_id}"
+                ))
+            })?;
         let app_secret = if self.config.appsecret_proof {
             secrets.apps.first().map(|a| a.app_secret.clone())
         } else {
@@ -645,6 +664,14 @@ where
             );
         }
     }
+}
+
+/// Why a send has no credentials.
+enum AuthError {
+    /// The secret could not be read now (transient).
+    Unavailable(String),
+    /// The secret has no token for the Page (configuration).
+    Missing(String),
 }
 
 /// The Send API recipient for an opt-in.
