@@ -8,6 +8,7 @@ pub mod dynamodb;
 pub mod env;
 pub mod graph;
 pub mod lambda_sqs;
+pub mod metrics;
 pub mod scheduler;
 pub mod secrets;
 pub mod sqs;

@@ -46,11 +46,20 @@ pub struct ReplayPlan {
     pub still_quarantined: Vec<String>,
 }
 
+/// One stored part of a quarantined body.
+struct Part {
+    index: u32,
+    of: u32,
+    encoding: String,
+    data: String,
+    record_id: String,
+}
+
 /// Reassembles and re-parses quarantined records.
 pub fn plan(records: &[QuarantinedRecord], now_ms: i64) -> ReplayPlan {
     let mut plan = ReplayPlan::default();
     // Whole bodies: group parts by body hash.
-    let mut bodies: BTreeMap<String, Vec<(u32, u32, String, String, String)>> = BTreeMap::new();
+    let mut bodies: BTreeMap<String, Vec<Part>> = BTreeMap::new();
     for r in records {
         let Ok(event) = InboundEvent::from_json(&r.event_json) else {
             plan.still_quarantined.push(r.id.clone());
@@ -58,13 +67,13 @@ pub fn plan(records: &[QuarantinedRecord], now_ms: i64) -> ReplayPlan {
         };
         match (&event.kind, &event.quarantine) {
             (EventKind::Quarantined, Some(q)) => {
-                bodies.entry(q.body_sha256.clone()).or_default().push((
-                    q.part,
-                    q.parts,
-                    q.encoding.clone(),
-                    q.data.clone(),
-                    r.id.clone(),
-                ))
+                bodies.entry(q.body_sha256.clone()).or_default().push(Part {
+                    index: q.part,
+                    of: q.parts,
+                    encoding: q.encoding.clone(),
+                    data: q.data.clone(),
+                    record_id: r.id.clone(),
+                })
             }
             (EventKind::Malformed, _) => match reparse_item(&event) {
                 Some(fixed) => plan.ready.push((vec![fixed], vec![r.id.clone()])),
@@ -76,24 +85,24 @@ pub fn plan(records: &[QuarantinedRecord], now_ms: i64) -> ReplayPlan {
         }
     }
     for (_, mut parts) in bodies {
-        parts.sort_by_key(|p| p.0);
-        parts.dedup_by_key(|p| p.0);
-        let ids: Vec<String> = parts.iter().map(|p| p.4.clone()).collect();
-        let expected = parts.first().map(|p| p.1).unwrap_or(0) as usize;
+        parts.sort_by_key(|p| p.index);
+        parts.dedup_by_key(|p| p.index);
+        let ids: Vec<String> = parts.iter().map(|p| p.record_id.clone()).collect();
+        let expected = parts.first().map(|p| p.of).unwrap_or(0) as usize;
         if parts.len() != expected {
             plan.still_quarantined.extend(ids);
             continue;
         }
         let mut body = Vec::new();
         let mut ok = true;
-        for (_, _, encoding, data, _) in &parts {
-            if encoding == "base64" {
-                match base64::engine::general_purpose::STANDARD.decode(data) {
+        for p in &parts {
+            if p.encoding == "base64" {
+                match base64::engine::general_purpose::STANDARD.decode(&p.data) {
                     Ok(b) => body.extend(b),
                     Err(_) => ok = false,
                 }
             } else {
-                body.extend_from_slice(data.as_bytes());
+                body.extend_from_slice(p.data.as_bytes());
             }
         }
         match (ok, split_body(&body, now_ms)) {

@@ -1,7 +1,10 @@
 //! The deadline Lambda: EventBridge Scheduler invokes it with the schedule's JSON input.
-//! Its own errors are returned (Scheduler retries, then dead-letters); a retry cannot send
-//! twice because every send goes through the sender's conditional claim.
+//! Scheduler invokes Lambda asynchronously, so its own errors are retried by Lambda (then sent
+//! to the function's dead-letter queue); a retry cannot send twice because every send goes
+//! through the sender's conditional claim. Each outcome is logged and counted
+//! (`lc_adapters::metrics`; `main` flushes per invocation).
 
+use lc_adapters::metrics;
 use lc_core::deadline::{Deadline, DeadlineOutcome};
 use lc_core::optin::DeadlineCheck;
 use lc_core::ports::{
@@ -29,6 +32,7 @@ where
     };
     let outcome = deadline.check(&check).await.map_err(|e| e.to_string())?;
     tracing::info!(outcome = outcome.name(), detail = ?outcome, "deadline check");
+    metrics::record(metrics::from_deadline(&outcome));
     let missed = matches!(outcome, DeadlineOutcome::Missed { .. });
     Ok(serde_json::json!({"outcome": outcome.name(), "missed": missed}))
 }

@@ -1,5 +1,5 @@
 use lc_adapters::graph::GraphClient;
-use lc_adapters::{aws, env, telemetry, wiring};
+use lc_adapters::{aws, env, metrics, telemetry, wiring};
 use lc_core::deadline::Deadline;
 use lc_core::ports::SystemClock;
 use lc_core::sender::Sender;
@@ -18,10 +18,12 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     ));
     let deadline = &deadline;
     lambda_runtime::run(lambda_runtime::service_fn(
-        move |e: lambda_runtime::LambdaEvent<serde_json::Value>| async move {
-            lc_deadline::handle(deadline, e.payload)
-                .await
-                .map_err(lambda_runtime::Error::from)
+        move |e: lambda_runtime::LambdaEvent<serde_json::Value>| {
+            metrics::flushed(async move {
+                lc_deadline::handle(deadline, e.payload)
+                    .await
+                    .map_err(lambda_runtime::Error::from)
+            })
         },
     ))
     .await

@@ -1,8 +1,10 @@
 //! The events Lambda: each SQS record is one `InboundEvent`; records of a batch run
-//! concurrently; only failed records are reported, so SQS retries them alone.
+//! concurrently; only failed records are reported, so SQS retries them alone. Each outcome
+//! is logged and counted (`lc_adapters::metrics`; `main` flushes per invocation).
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lc_adapters::lambda_sqs::for_each_record;
+use lc_adapters::metrics;
 use lc_core::events::Events;
 use lc_core::ports::{
     Clock, OptinStore, PageStore, PersonStore, QuarantineStore, QueueSender, Scheduler,
@@ -23,6 +25,7 @@ where
         match events.process_body(body).await {
             Ok(done) => {
                 tracing::info!(outcome = done.name(), detail = ?done, "event processed");
+                metrics::record(metrics::from_processed(&done));
                 Ok(())
             }
             Err(e) => Err(e.to_string()),

@@ -1,4 +1,4 @@
-use lc_adapters::{aws, env, telemetry, wiring};
+use lc_adapters::{aws, env, metrics, telemetry, wiring};
 use lc_core::events::Events;
 use lc_core::ports::SystemClock;
 
@@ -16,8 +16,10 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     );
     let events = &events;
     lambda_runtime::run(lambda_runtime::service_fn(
-        move |e: lambda_runtime::LambdaEvent<_>| async move {
-            Ok::<_, lambda_runtime::Error>(lc_events::handle(events, e.payload).await)
+        move |e: lambda_runtime::LambdaEvent<_>| {
+            metrics::flushed(async move {
+                Ok::<_, lambda_runtime::Error>(lc_events::handle(events, e.payload).await)
+            })
         },
     ))
     .await

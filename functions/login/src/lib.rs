@@ -98,6 +98,12 @@ fn log_outcome(outcome: &Outcome, status: u16) {
             )
         }
         Outcome::EnqueueFailed | Outcome::SecretsUnavailable => {
+            if matches!(outcome, Outcome::EnqueueFailed) {
+                lc_adapters::metrics::record([lc_adapters::metrics::Point::count(
+                    lc_adapters::metrics::Metric::EnqueueFailures,
+                    &[],
+                )]);
+            }
             tracing::error!(outcome = ?outcome, status, "login not recorded; the page may retry")
         }
         other => tracing::info!(outcome = ?other, status, "login request"),

@@ -29,7 +29,7 @@ async fn main() -> Result<(), lambda_http::Error> {
     };
     let endpoint = Login::new(graph, queue, store, secrets, SystemClock, config);
     lambda_http::run(lambda_http::service_fn(|req| {
-        lc_login::handle(&endpoint, req)
+        lc_adapters::metrics::flushed(lc_login::handle(&endpoint, req))
     }))
     .await
 }

@@ -1,7 +1,9 @@
 //! The webhook Lambda: translates Function URL requests to the transport-free endpoint in
 //! `lc_core::ingest` and back. Everything with a decision in it lives in `lc-core`.
+//! Each outcome is logged and counted (`lc_adapters::metrics`; `main` flushes per invocation).
 
 use lambda_http::{Body, Request, RequestExt, Response};
+use lc_adapters::metrics;
 use lc_core::ingest::{self, Ingest, Outcome};
 use lc_core::ports::{Clock, QueueSender, SecretSource};
 
@@ -39,6 +41,7 @@ where
         })
         .await;
     log_outcome(&outcome, body.len());
+    metrics::record(metrics::from_ingest(&outcome));
     Ok(Response::builder()
         .status(resp.status)
         .header("content-type", resp.content_type)

@@ -1,4 +1,4 @@
-use lc_adapters::{aws, env, sqs::SqsQueue, telemetry};
+use lc_adapters::{aws, env, metrics, sqs::SqsQueue, telemetry};
 use lc_core::ingest::{Ingest, IngestConfig};
 use lc_core::ports::SystemClock;
 
@@ -16,7 +16,7 @@ async fn main() -> Result<(), lambda_http::Error> {
     };
     let ingest = Ingest::new(queue, env::secret_source(&sdk)?, SystemClock, config);
     lambda_http::run(lambda_http::service_fn(|req| {
-        lc_webhook::handle(&ingest, req)
+        metrics::flushed(lc_webhook::handle(&ingest, req))
     }))
     .await
 }
