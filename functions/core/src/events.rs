@@ -442,18 +442,24 @@ where
                         "opt-in seen for a second page; the first page keeps it"
                     );
                 }
-                let takeover = existing.state == OptinState::Pending
-                    && !existing.job_enqueued
-                    && existing.job_claim_until_ms < now;
-                if takeover
-                    && self
+                if existing.state == OptinState::Pending && !existing.job_enqueued {
+                    if existing.job_claim_until_ms >= now {
+                        // Its creator is enqueueing the job right now, or crashed doing so.
+                        // Dropping this copy could lose the job (if the creator crashed and
+                        // this is its own redelivery), so look again after the claim lapses.
+                        return Err(ProcessError::Retry(
+                            "the opt-in's first-message job is not confirmed yet".into(),
+                        ));
+                    }
+                    if self
                         .store
                         .take_job(&key, now, now + self.config.job_claim_ms)
                         .await?
-                {
-                    self.schedule(&existing, now).await?;
-                    self.enqueue_job(&existing, now).await?;
-                    return Ok(Processed::OptinJobTakenOver);
+                    {
+                        self.schedule(&existing, now).await?;
+                        self.enqueue_job(&existing, now).await?;
+                        return Ok(Processed::OptinJobTakenOver);
+                    }
                 }
                 Ok(Processed::OptinDuplicate {
                     state: existing.state,

@@ -57,7 +57,11 @@ fn pipeline(backends: Backends, secrets: Arc<lc_core::secret::Secrets>, graph: S
         PipelineConfig {
             graph_base_url: graph,
             graph_timeout: Duration::from_millis(400),
-            events: EventsConfig::default(),
+            // Short claims so a copy retried after a stop is taken over within seconds.
+            events: EventsConfig {
+                job_claim_ms: 3_000,
+                ..EventsConfig::default()
+            },
             sender: fast_sender(),
             poll: Duration::from_millis(20),
             workers: 4,
