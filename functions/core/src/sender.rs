@@ -12,7 +12,7 @@ use std::sync::Mutex;
 use crate::first_message;
 use crate::graph_errors::{classify, classify_transport, ErrorClass};
 use crate::optin::{FirstMessageJob, Optin, OptinState};
-use crate::policy::{self, Attempt, Decision, PolicyConfig};
+use crate::policy::{self, Attempt, Decision, PolicyConfig, Rule};
 use crate::ports::graph::{
     MessagingType, OutgoingMessage, PageAuth, Recipient, SendError, SendRequest,
 };
@@ -273,7 +273,7 @@ where
             &self.config.policy,
         );
         if let Decision::Refuse { rule, reason } = decision {
-            return self.refused(&optin, now, rule.as_str(), reason).await;
+            return self.refused(&optin, now, rule, reason).await;
         }
 
         let claimed = match self
@@ -462,20 +462,19 @@ where
         &self,
         optin: &Optin,
         now: i64,
-        rule: &'static str,
+        rule: Rule,
         reason: String,
     ) -> Result<JobOutcome, JobError> {
-        tracing::warn!(optin = %hash_id(&optin.key()), rule, reason = %reason, "policy refused the first message");
-        if rule == "first_message_window" {
-            return self.expire(optin, now, &reason).await;
-        }
+        let name = rule.as_str();
+        tracing::warn!(optin = %hash_id(&optin.key()), rule = name, reason = %reason, "policy refused the first message");
         let finish = match rule {
-            "opted_out" => Finish::OptedOut {
+            Rule::FirstMessageWindow => return self.expire(optin, now, &reason).await,
+            Rule::PagePaused => return Ok(self.paused(reason)),
+            Rule::OptedOut => Finish::OptedOut {
                 error: reason.clone(),
             },
-            "page_paused" => return Ok(self.paused(reason)),
             _ => Finish::Failed {
-                error: format!("{rule}: {reason}"),
+                error: format!("{name}: {reason}"),
             },
         };
         if let Claim::Claimed(o) = self
@@ -488,7 +487,7 @@ where
                 .await?;
             self.delete_schedule(&o).await;
         }
-        Ok(JobOutcome::Refused { rule, reason })
+        Ok(JobOutcome::Refused { rule: name, reason })
     }
 
     async fn failed(
