@@ -49,7 +49,7 @@ use aws_sdk_dynamodb::types::{
     TransactWriteItem, Update,
 };
 use aws_sdk_dynamodb::Client;
-use lc_core::optin::{schedule_name, EntryPoint, Optin, OptinSource, OptinState, RefInfo, DAY_MS};
+use lc_core::lifecycle::optin::{schedule_name, EntryPoint, Optin, OptinSource, OptinState, RefInfo, DAY_MS};
 use lc_core::ports::store::{
     Claim, Created, Finish, Link, LinkResult, MarketingToken, PageConfig, Person,
     QuarantinedRecord, ReferralInfo, TokenStatus,
@@ -1263,7 +1263,7 @@ impl QuarantineStore for DynamoStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lc_core::optin::OptinSource;
+    use lc_core::lifecycle::optin::OptinSource;
 
     fn sample() -> Optin {
         let mut o = Optin::pending(

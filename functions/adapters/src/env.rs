@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lc_core::ports::SecretSource;
-use lc_core::secret::{AppCredentials, Secret, Secrets};
+use lc_core::support::secret::{AppCredentials, Secret, Secrets};
 
 use crate::secrets::SecretsManagerSource;
 

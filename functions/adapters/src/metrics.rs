@@ -26,11 +26,11 @@ use std::sync::OnceLock;
 
 use ::metrics::{Label, Unit};
 use lc_core::deadline::DeadlineOutcome;
-use lc_core::events::Processed;
-use lc_core::graph_errors::ErrorClass;
-use lc_core::ingest::Outcome;
-use lc_core::optin::OptinState;
-use lc_core::sender::JobOutcome;
+use lc_core::lifecycle::processor::Processed;
+use lc_core::sending::errors::ErrorClass;
+use lc_core::webhook::intake::Outcome;
+use lc_core::lifecycle::optin::OptinState;
+use lc_core::sending::sender::JobOutcome;
 use metrics_cloudwatch_embedded::{Builder, Collector};
 
 /// Environment variable that overrides the namespace.
@@ -360,7 +360,7 @@ pub async fn flushed<F: Future>(invocation: F) -> F::Output {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use lc_core::optin::{EntryPoint, OptinSource};
+    use lc_core::lifecycle::optin::{EntryPoint, OptinSource};
     use lc_core::webhook::signature::SignatureError;
     use lc_core::webhook::EventKind;
 

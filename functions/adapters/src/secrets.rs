@@ -1,4 +1,4 @@
-//! Secrets from AWS Secrets Manager: one JSON document (shape: `lc_core::secret::Secrets`),
+//! Secrets from AWS Secrets Manager: one JSON document (shape: `lc_core::support::secret::Secrets`),
 //! cached for a TTL so a rotation shows up without a redeploy. If a refresh fails while a
 //! previous value is held, the previous value keeps serving (and the failure is logged):
 //! a Secrets Manager blip must not turn into refused webhooks.
@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use aws_sdk_secretsmanager::Client;
 use lc_core::ports::SecretSource;
-use lc_core::secret::{Secrets, SecretsError};
+use lc_core::support::secret::{Secrets, SecretsError};
 use tokio::sync::Mutex;
 
 use crate::aws::port_error;

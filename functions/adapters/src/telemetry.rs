@@ -11,7 +11,7 @@
 //! from the invocation span `lambda_runtime` opens around every handler call (field
 //! `requestId`; a span with a `function_request_id` field works too, for other runners).
 //! `cold_start` is true for the first invocation of the process and for the init logs before
-//! it, false after. Ids are hashed by the callers (`lc_core::privacy::hash_id`); fields named
+//! it, false after. Ids are hashed by the callers (`lc_core::support::privacy::hash_id`); fields named
 //! like credentials (`*_token`, `*_secret`, `authorization`, ...) are written `[redacted]` as a
 //! last line of defence.
 //!
@@ -297,7 +297,7 @@ fn render(
     );
     put(
         "timestamp",
-        &Value::String(lc_core::time::format_rfc3339_ms(ms)),
+        &Value::String(lc_core::support::time::format_rfc3339_ms(ms)),
     );
     put("service", &Value::String(service.to_string()));
     match invocation {

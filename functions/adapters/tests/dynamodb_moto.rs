@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::types::AttributeValue;
 use lc_adapters::dynamodb::{create_table, DynamoStore};
 use lc_core::contract::store::{optin, run_all, T0};
-use lc_core::optin::Optin;
+use lc_core::lifecycle::optin::Optin;
 use lc_core::ports::store::{
     Claim, Created, Finish, Link, LinkResult, MarketingToken, PageConfig, Person,
     QuarantinedRecord, ReferralInfo,
@@ -318,7 +318,7 @@ async fn items_are_flat_and_typed() {
 
     // A reply-first link writes two complete items.
     let id = Identity::new(IdentityKind::UserRef, format!("{p}-ur"));
-    let key = lc_core::optin::optin_key(&id, "100");
+    let key = lc_core::lifecycle::optin::optin_key(&id, "100");
     let link = Link {
         page_id: "100".into(),
         psid: format!("{p}-psid"),

@@ -7,12 +7,12 @@ use graph_sim::{
     UserTokenRegistration, DAY_MS,
 };
 use lc_adapters::graph::{GraphClient, GraphConfig};
-use lc_core::graph_errors::{GraphError, TransportFailure};
+use lc_core::sending::errors::{GraphError, TransportFailure};
 use lc_core::ports::graph::{
     GraphApi, MessagingType, OutgoingMessage, PageAuth, QuickReply, Recipient, SendError, SendOk,
     SendRequest,
 };
-use lc_core::secret::Secret;
+use lc_core::support::secret::Secret;
 use serde_json::json;
 
 const PAGE: &str = "1001";
@@ -98,7 +98,7 @@ fn assert_clean(err: &SendError) {
 /// The GraphError of a failed send (panics on success or a transport failure).
 fn graph_error<T: std::fmt::Debug>(
     result: Result<T, SendError>,
-) -> (GraphError, lc_core::graph_usage::Usage) {
+) -> (GraphError, lc_core::sending::usage::Usage) {
     match result {
         Err(e @ SendError::Graph { .. }) => {
             assert_clean(&e);

@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lc_adapters::sqs::SqsQueue;
-use lc_core::ingest::{Ingest, IngestConfig};
+use lc_core::webhook::intake::{Ingest, IngestConfig};
 use lc_core::ports::{OutMessage, QueueSender, SystemClock};
-use lc_core::secret::{AppCredentials, Secret, Secrets};
+use lc_core::support::secret::{AppCredentials, Secret, Secrets};
 use lc_core::webhook::signature::sign;
 use lc_core::webhook::{EventKind, InboundEvent};
 
@@ -128,7 +128,7 @@ async fn signed_webhook_lands_on_sqs_as_events() {
         items.join(",")
     );
     let (resp, _) = ep
-        .handle(lc_core::ingest::Request {
+        .handle(lc_core::webhook::intake::Request {
             method: "POST",
             path: "/webhook",
             query: &[],

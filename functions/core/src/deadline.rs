@@ -2,12 +2,12 @@
 //! 24-hour deadline. It keeps the promise (a last-chance send through the sender's own code
 //! path) or reports loudly that it was broken. It never sends at or after the deadline.
 
-use crate::optin::{DeadlineCheck, FirstMessageJob, OptinState};
+use crate::lifecycle::optin::{DeadlineCheck, FirstMessageJob, OptinState};
 use crate::ports::{
     Clock, GraphApi, OneTimeSchedule, OptinStore, PageStore, PersonStore, Scheduler, SecretSource,
 };
-use crate::privacy::hash_id;
-use crate::sender::{JobError, JobOutcome, Sender};
+use crate::support::privacy::hash_id;
+use crate::sending::sender::{JobError, JobOutcome, Sender};
 
 /// Suffix of the re-armed check at the deadline itself.
 pub const FINAL_SUFFIX: &str = "-f";

@@ -7,21 +7,10 @@
 #[cfg(any(test, feature = "contract"))]
 pub mod contract;
 pub mod deadline;
-pub mod events;
-pub mod first_message;
-pub mod graph_errors;
-pub mod graph_usage;
-pub mod ingest;
+pub mod lifecycle;
 pub mod login;
-pub mod login_id;
 pub mod memory;
-pub mod optin;
-pub mod policy;
 pub mod ports;
-pub mod privacy;
-pub mod replay;
-pub mod secret;
-pub mod sender;
-pub mod signed_ref;
-pub mod time;
+pub mod sending;
+pub mod support;
 pub mod webhook;

@@ -3,7 +3,7 @@
 
 use std::collections::HashSet;
 
-use lc_core::graph_errors::{
+use lc_core::sending::errors::{
     classify, classify_transport, table, Classification, ErrorClass, GraphError, SubcodeMatch,
     TransportFailure,
 };

@@ -4,10 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use lc_core::ingest::{self, Ingest, IngestConfig, Outcome, Request, Response};
+use lc_core::webhook::intake::{self, Ingest, IngestConfig, Outcome, Request, Response};
 use lc_core::memory::{MemoryQueue, QueueFault};
 use lc_core::ports::Clock;
-use lc_core::secret::{AppCredentials, Secret, Secrets};
+use lc_core::support::secret::{AppCredentials, Secret, Secrets};
 use lc_core::webhook::signature::{sign, SignatureError};
 use lc_core::webhook::{EventKind, InboundEvent};
 
@@ -96,11 +96,11 @@ async fn subscription_handshake() {
     };
     let cases = [
         (q("subscribe", VERIFY, "1158201444"), 200, "1158201444"),
-        (q("subscribe", "wrong", "1"), 403, ingest::BODY_FORBIDDEN),
-        (q("unsubscribe", VERIFY, "1"), 403, ingest::BODY_FORBIDDEN),
-        (q("subscribe", VERIFY, ""), 403, ingest::BODY_FORBIDDEN),
-        (q("subscribe", "", "1"), 403, ingest::BODY_FORBIDDEN),
-        (vec![], 403, ingest::BODY_FORBIDDEN),
+        (q("subscribe", "wrong", "1"), 403, intake::BODY_FORBIDDEN),
+        (q("unsubscribe", VERIFY, "1"), 403, intake::BODY_FORBIDDEN),
+        (q("subscribe", VERIFY, ""), 403, intake::BODY_FORBIDDEN),
+        (q("subscribe", "", "1"), 403, intake::BODY_FORBIDDEN),
+        (vec![], 403, intake::BODY_FORBIDDEN),
     ];
     for (query, status, body) in cases {
         let (resp, _) = ep
@@ -127,7 +127,7 @@ async fn signed_body_is_queued_event_by_event() {
     let body = optin_body(3);
     let (resp, outcome) = post(&ep, body.as_bytes(), Some(&sign(SECRET, body.as_bytes()))).await;
     assert_eq!(resp.status, 200);
-    assert_eq!(resp.body, ingest::BODY_OK);
+    assert_eq!(resp.body, intake::BODY_OK);
     assert!(matches!(
         outcome,
         Outcome::Accepted {

@@ -5,16 +5,16 @@
 use std::sync::Arc;
 
 use futures::future::join_all;
-use lc_core::events::{Events, EventsConfig, ProcessError, Processed};
+use lc_core::lifecycle::processor::{Events, EventsConfig, ProcessError, Processed};
 use lc_core::memory::{ManualClock, MemoryQueue, MemoryScheduler, MemoryStore, QueueFault};
-use lc_core::optin::{
+use lc_core::lifecycle::optin::{
     schedule_name, DeadlineCheck, EntryPoint, FirstMessageJob, OptinState, DAY_MS,
 };
 use lc_core::ports::store::TokenStatus;
 use lc_core::ports::{
     OptinStore, PageStore, PersonStore, QuarantineStore, RequestCounter, Scheduler,
 };
-use lc_core::signed_ref::{self, Keyring};
+use lc_core::lifecycle::refs::{self, Keyring};
 use lc_core::webhook::{split_body, InboundEvent, SplitOutcome};
 
 const T: i64 = 1_800_000_000_000;
@@ -416,7 +416,7 @@ async fn checkbox_reply_links_the_user_ref() {
 #[tokio::test]
 async fn send_to_messenger_refs_are_verified_never_trusted() {
     let w = world();
-    let valid = signed_ref::mint(1, &REF_KEY, b"order-42", (T / 1000) + 3600).unwrap();
+    let valid = refs::mint(1, &REF_KEY, b"order-42", (T / 1000) + 3600).unwrap();
     let mut tampered = valid.clone();
     tampered.pop();
     tampered.push(if valid.ends_with('A') { 'B' } else { 'A' });

@@ -6,7 +6,7 @@
 
 use lc_adapters::metrics;
 use lc_core::deadline::{Deadline, DeadlineOutcome};
-use lc_core::optin::DeadlineCheck;
+use lc_core::lifecycle::optin::DeadlineCheck;
 use lc_core::ports::{
     Clock, GraphApi, OptinStore, PageStore, PersonStore, Scheduler, SecretSource,
 };

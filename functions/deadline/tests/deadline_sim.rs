@@ -3,9 +3,9 @@
 
 use graph_sim::Faults;
 use lc_core::deadline::DeadlineOutcome;
-use lc_core::optin::{schedule_name, DeadlineCheck, OptinState, DAY_MS};
+use lc_core::lifecycle::optin::{schedule_name, DeadlineCheck, OptinState, DAY_MS};
 use lc_core::ports::{OptinStore, Scheduler};
-use lc_core::sender::JobOutcome;
+use lc_core::sending::sender::JobOutcome;
 use lc_testkit::World;
 
 const HOUR: i64 = 3_600_000;

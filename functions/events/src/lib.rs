@@ -5,7 +5,7 @@
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lc_adapters::lambda_sqs::for_each_record;
 use lc_adapters::metrics;
-use lc_core::events::Events;
+use lc_core::lifecycle::processor::Events;
 use lc_core::ports::{
     Clock, OptinStore, PageStore, PersonStore, QuarantineStore, QueueSender, Scheduler,
 };

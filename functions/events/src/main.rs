@@ -1,5 +1,5 @@
 use lc_adapters::{aws, env, metrics, telemetry, wiring};
-use lc_core::events::Events;
+use lc_core::lifecycle::processor::Events;
 use lc_core::ports::SystemClock;
 
 #[tokio::main]

@@ -6,11 +6,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use lc_core::memory::ManualClock;
-use lc_core::optin::{optin_key, OptinState, DAY_MS};
-use lc_core::policy::{self, Attempt, Decision, PolicyConfig};
+use lc_core::lifecycle::optin::{optin_key, OptinState, DAY_MS};
+use lc_core::sending::policy::{self, Attempt, Decision, PolicyConfig};
 use lc_core::ports::graph::{MessagingType, Recipient};
 use lc_core::ports::Clock;
-use lc_core::privacy::hash_id;
+use lc_core::support::privacy::hash_id;
 use lc_core::webhook::{Identity, IdentityKind};
 
 use crate::serve::{
@@ -66,7 +66,7 @@ async fn optin_in(
     key: &str,
     state: OptinState,
     wait: Duration,
-) -> Option<lc_core::optin::Optin> {
+) -> Option<lc_core::lifecycle::optin::Optin> {
     wait_for(wait, || async move {
         table
             .get_optin(key)
@@ -299,6 +299,6 @@ pub async fn demo(args: &[String]) -> Result<(), String> {
     }
 }
 
-fn login_id_of(o: &lc_core::optin::Optin) -> &str {
+fn login_id_of(o: &lc_core::lifecycle::optin::Optin) -> &str {
     &o.recipient.id
 }

@@ -9,16 +9,16 @@ use std::time::Duration;
 use base64::Engine;
 use graph_sim::{SimConfig, SimHandle, UserTokenRegistration};
 use lc_adapters::graph::{GraphClient, GraphConfig};
-use lc_core::events::Processed;
+use lc_core::lifecycle::processor::Processed;
 use lc_core::login::{Login, LoginConfig, Request, Response, MAX_BODY_BYTES};
-use lc_core::login_id::derive_login_id;
+use lc_core::login::login_id::derive_login_id;
 use lc_core::memory::{ManualClock, MemoryQueue, MemoryStore};
-use lc_core::optin::{optin_key, OptinSource, DAY_MS};
+use lc_core::lifecycle::optin::{optin_key, OptinSource, DAY_MS};
 use lc_core::ports::{Clock, OptinStore};
-use lc_core::privacy::hash_id;
-use lc_core::secret::{AppCredentials, Secret, Secrets};
-use lc_core::signed_ref::{self, Keyring, RefCheck};
-use lc_core::time::format_rfc3339_ms;
+use lc_core::support::privacy::hash_id;
+use lc_core::support::secret::{AppCredentials, Secret, Secrets};
+use lc_core::lifecycle::refs::{self, Keyring, RefCheck};
+use lc_core::support::time::format_rfc3339_ms;
 use lc_core::webhook::{split_body, Channel, Identity, IdentityKind, InboundEvent, SplitOutcome};
 use lc_testkit::{optin_body, World, PAGE};
 
@@ -247,12 +247,12 @@ async fn existing_optin_answers_its_state_and_deadline() {
     let login_id = expected_login_id();
     // The webhook came first, an hour ago.
     let opted_in = s.clock.now_ms() - 3_600_000;
-    let events = lc_core::events::Events::new(
+    let events = lc_core::lifecycle::processor::Events::new(
         s.store.clone(),
         Arc::new(lc_core::memory::MemoryScheduler::new()),
         Arc::new(MemoryQueue::new("outbound")),
         s.clock.clone(),
-        lc_core::events::EventsConfig::default(),
+        lc_core::lifecycle::processor::EventsConfig::default(),
     );
     let body = optin_body(&format!(r#"{{"login_id":"{login_id}"}}"#), None, opted_in);
     let SplitOutcome::Events(evs) = split_body(body.as_bytes(), opted_in) else {
@@ -521,7 +521,7 @@ async fn page_has_ids_a_signed_ref_and_no_secret() {
     assert!(r.starts_with("lcr1s_"), "{r}");
     let keys = Keyring::new().with_key(3, REF_KEY);
     let now_secs = s.clock.now_ms() / 1000;
-    match signed_ref::verify(r, &keys, now_secs) {
+    match refs::verify(r, &keys, now_secs) {
         RefCheck::Valid {
             payload,
             expires_at_secs,
@@ -539,7 +539,7 @@ async fn page_has_ids_a_signed_ref_and_no_secret() {
         other => panic!("ref not accepted: {other:?}"),
     }
     assert!(matches!(
-        signed_ref::verify(r, &keys, now_secs + 86_400),
+        refs::verify(r, &keys, now_secs + 86_400),
         RefCheck::Expired { .. }
     ));
     let again = get_page(&s.endpoint, &[]).await;

@@ -21,11 +21,11 @@ use base64::Engine;
 use graph_sim::{SimConfig, SimHandle, UserTokenRegistration};
 use lc_adapters::graph::{GraphClient, GraphConfig};
 use lc_core::login::{Login, LoginConfig, Request};
-use lc_core::login_id::derive_login_id;
+use lc_core::login::login_id::derive_login_id;
 use lc_core::memory::{MemoryQueue, MemoryStore};
 use lc_core::ports::SystemClock;
-use lc_core::privacy::hash_id;
-use lc_core::secret::{AppCredentials, Secret, Secrets};
+use lc_core::support::privacy::hash_id;
+use lc_core::support::secret::{AppCredentials, Secret, Secrets};
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 const APP_ID: &str = "100000000000001";

@@ -6,12 +6,12 @@
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lc_adapters::lambda_sqs::for_each_record;
 use lc_adapters::metrics;
-use lc_core::optin::FirstMessageJob;
+use lc_core::lifecycle::optin::FirstMessageJob;
 use lc_core::ports::{
     Clock, GraphApi, OptinStore, PageStore, PersonStore, QueueSender, Scheduler, SecretSource,
     VisibilityControl,
 };
-use lc_core::sender::{settle, Sender, Settlement};
+use lc_core::sending::sender::{settle, Sender, Settlement};
 
 pub async fn handle<St, G, Sc, Se, C, V, D>(
     sender: &Sender<St, G, Sc, Se, C>,
@@ -54,7 +54,7 @@ mod tests {
     use std::sync::{Arc, Mutex};
 
     use lc_adapters::metrics::{Metric, Point};
-    use lc_core::sender::JobOutcome;
+    use lc_core::sending::sender::JobOutcome;
     use lc_testkit::{World, PAGE, TOKEN};
 
     /// Graph errors and page pauses are counted from `lc-core`'s log events (no outcome tells

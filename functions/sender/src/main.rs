@@ -1,7 +1,7 @@
 use lc_adapters::graph::GraphClient;
 use lc_adapters::{aws, env, metrics, telemetry, wiring};
 use lc_core::ports::SystemClock;
-use lc_core::sender::Sender;
+use lc_core::sending::sender::Sender;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {

@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 
 use futures::future::join_all;
 use graph_sim::Faults;
-use lc_core::optin::{OptinState, DAY_MS};
+use lc_core::lifecycle::optin::{OptinState, DAY_MS};
 use lc_core::ports::store::PageConfig;
 use lc_core::ports::{OptinStore, PageStore, PersonStore, Scheduler};
-use lc_core::sender::{JobOutcome, Settlement};
+use lc_core::sending::sender::{JobOutcome, Settlement};
 use lc_testkit::{optin_body as optin_item, World, PAGE, TOKEN};
 
 async fn world(client_timeout_ms: u64) -> World {
@@ -24,7 +24,7 @@ async fn login_optin(w: &World, login_id: &str) {
     w.login_optin(login_id).await;
 }
 
-fn queued_jobs(w: &World) -> Vec<lc_core::optin::FirstMessageJob> {
+fn queued_jobs(w: &World) -> Vec<lc_core::lifecycle::optin::FirstMessageJob> {
     w.queued_jobs()
 }
 
@@ -392,13 +392,13 @@ async fn a_failed_schedule_delete_is_harmless() {
         ..Default::default()
     })
     .unwrap();
-    let sender = lc_core::sender::Sender::new(
+    let sender = lc_core::sending::sender::Sender::new(
         w.store.clone(),
         graph,
         DeleteFails(w.scheduler.clone()),
         lc_testkit::secrets(),
         w.clock.clone(),
-        lc_core::sender::SenderConfig::default(),
+        lc_core::sending::sender::SenderConfig::default(),
     );
     let out = sender.run_job(&job).await.unwrap();
     assert!(
@@ -418,7 +418,7 @@ async fn a_failed_schedule_delete_is_harmless() {
     );
     // The check fires later and finds the opt-in sent: nothing to do, nothing sent twice.
     let deadline = w.deadline(2_000);
-    let check = lc_core::optin::DeadlineCheck {
+    let check = lc_core::lifecycle::optin::DeadlineCheck {
         v: 1,
         optin_key: job.optin_key.clone(),
         check: "at_risk".into(),

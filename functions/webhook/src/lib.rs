@@ -1,10 +1,10 @@
 //! The webhook Lambda: translates Function URL requests to the transport-free endpoint in
-//! `lc_core::ingest` and back. Everything with a decision in it lives in `lc-core`.
+//! `lc_core::webhook::intake` and back. Everything with a decision in it lives in `lc-core`.
 //! Each outcome is logged and counted (`lc_adapters::metrics`; `main` flushes per invocation).
 
 use lambda_http::{Body, Request, RequestExt, Response};
 use lc_adapters::metrics;
-use lc_core::ingest::{self, Ingest, Outcome};
+use lc_core::webhook::intake::{self, Ingest, Outcome};
 use lc_core::ports::{Clock, QueueSender, SecretSource};
 
 /// Handles one Function URL request.
@@ -31,7 +31,7 @@ where
         _ => &[],
     };
     let (resp, outcome) = ingest
-        .handle(ingest::Request {
+        .handle(intake::Request {
             method: req.method().as_str(),
             path: req.uri().path(),
             query: &query,

@@ -1,5 +1,5 @@
 use lc_adapters::{aws, env, metrics, sqs::SqsQueue, telemetry};
-use lc_core::ingest::{Ingest, IngestConfig};
+use lc_core::webhook::intake::{Ingest, IngestConfig};
 use lc_core::ports::SystemClock;
 
 #[tokio::main]

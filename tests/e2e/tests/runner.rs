@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use graph_sim::Faults;
-use lc_core::events::EventsConfig;
-use lc_core::ingest::{self, Request};
+use lc_core::lifecycle::processor::EventsConfig;
+use lc_core::webhook::intake::{self, Request};
 use lc_core::ports::SystemClock;
-use lc_core::sender::SenderConfig;
+use lc_core::sending::sender::SenderConfig;
 use lc_core::webhook::signature::sign;
 use lc_local::pipeline::{Backends, Pipeline, PipelineConfig};
 use lc_local::serve::{local_secrets, now_ms, page_ids, start_sim, PAGE};
@@ -49,7 +49,7 @@ fn fast_sender() -> SenderConfig {
     }
 }
 
-fn pipeline(backends: Backends, secrets: Arc<lc_core::secret::Secrets>, graph: String) -> Pipeline {
+fn pipeline(backends: Backends, secrets: Arc<lc_core::support::secret::Secrets>, graph: String) -> Pipeline {
     Pipeline::new(
         backends,
         secrets,
@@ -87,7 +87,7 @@ async fn post(p: &Pipeline, secret: &str, login_id: &str) -> u16 {
             body: body.as_bytes(),
         })
         .await;
-    assert_eq!(ingest::BODY_OK, resp.body);
+    assert_eq!(intake::BODY_OK, resp.body);
     resp.status
 }
 

@@ -9,7 +9,7 @@
 
 use futures::future::join_all;
 
-use crate::optin::{
+use crate::lifecycle::optin::{
     optin_key, schedule_name, EntryPoint, Optin, OptinSource, OptinState, RefInfo, DAY_MS,
 };
 use crate::ports::store::{

@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
-use crate::optin::{schedule_name, EntryPoint, Optin, OptinSource, OptinState, DAY_MS};
+use crate::lifecycle::optin::{schedule_name, EntryPoint, Optin, OptinSource, OptinState, DAY_MS};
 use crate::ports::store::{
     Claim, Created, Finish, Link, LinkResult, MarketingToken, PageConfig, Person,
     QuarantinedRecord, ReferralInfo,

@@ -3,9 +3,9 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::graph_errors::{GraphError, TransportFailure};
-use crate::graph_usage::Usage;
-use crate::secret::Secret;
+use crate::sending::errors::{GraphError, TransportFailure};
+use crate::sending::usage::Usage;
+use crate::support::secret::Secret;
 
 /// Who a message goes to: one of the Send API's recipient forms.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -32,13 +32,13 @@ pub trait Scheduler: Send + Sync {
 
 /// `at(yyyy-mm-ddThh:mm:ss)` for an epoch-ms instant, in UTC (seconds truncated).
 pub fn at_expression(at_ms: i64) -> String {
-    format!("at({})", crate::time::format_utc_seconds(at_ms))
+    format!("at({})", crate::support::time::format_utc_seconds(at_ms))
 }
 
 /// Parses and validates an `at()` expression (moto accepts anything; we do not).
 pub fn parse_at_expression(expr: &str) -> Option<i64> {
     let inner = expr.strip_prefix("at(")?.strip_suffix(')')?;
-    crate::time::parse_utc_seconds(inner)
+    crate::support::time::parse_utc_seconds(inner)
 }
 
 #[async_trait]

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
-use crate::secret::{Secrets, SecretsError};
+use crate::support::secret::{Secrets, SecretsError};
 
 #[async_trait]
 pub trait SecretSource: Send + Sync {

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::PortError;
-use crate::optin::Optin;
+use crate::lifecycle::optin::Optin;
 use crate::webhook::Identity;
 
 /// Result of a conditional create.

@@ -1,9 +1,11 @@
-//! Meta webhooks: the typed payload model, the normalized queue event, and signature checks.
+//! Meta webhooks in: the typed payload model, the normalized inbound event, signature checks,
+//! and the intake decision (verify, split, enqueue) that the HTTP router calls.
 
-pub mod event;
+pub mod inbound;
+pub mod intake;
 pub mod model;
 pub mod normalize;
 pub mod signature;
 
-pub use event::{Channel, EventKind, Identity, IdentityKind, InboundEvent, Quarantine};
+pub use inbound::{Channel, EventKind, Identity, IdentityKind, InboundEvent, Quarantine};
 pub use normalize::{split_body, SplitOutcome};

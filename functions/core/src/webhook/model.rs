@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-use super::event::{EventKind, Identity, IdentityKind};
+use super::inbound::{EventKind, Identity, IdentityKind};
 
 /// The `object` value of Instagram webhooks (everything else is treated like a Page).
 pub const OBJECT_INSTAGRAM: &str = "instagram";

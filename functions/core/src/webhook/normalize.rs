@@ -10,7 +10,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::event::{
+use super::inbound::{
     idempotency_key, Channel, EventKind, Identity, IdentityKind, InboundEvent, Quarantine,
 };
 use super::model::{self, ChangeItem, Envelope, MessagingItem, OBJECT_INSTAGRAM};

@@ -9,7 +9,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use subtle::{Choice, ConstantTimeEq};
 
-use crate::secret::Secret;
+use crate::support::secret::Secret;
 
 type HmacSha256 = Hmac<Sha256>;
 

@@ -9,10 +9,10 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use crate::first_message;
-use crate::graph_errors::{classify, classify_transport, ErrorClass};
-use crate::optin::{FirstMessageJob, Optin, OptinState};
-use crate::policy::{self, Attempt, Decision, PolicyConfig, Rule};
+use crate::sending::first_message;
+use crate::sending::errors::{classify, classify_transport, ErrorClass};
+use crate::lifecycle::optin::{FirstMessageJob, Optin, OptinState};
+use crate::sending::policy::{self, Attempt, Decision, PolicyConfig, Rule};
 use crate::ports::graph::{
     MessagingType, OutgoingMessage, PageAuth, Recipient, SendError, SendRequest,
 };
@@ -21,7 +21,7 @@ use crate::ports::{
     Clock, GraphApi, OptinStore, OutMessage, PageStore, PersonStore, PortError, QueueSender,
     Scheduler, SecretSource, VisibilityControl,
 };
-use crate::privacy::hash_id;
+use crate::support::privacy::hash_id;
 use crate::webhook::IdentityKind;
 
 #[derive(Debug, Clone)]

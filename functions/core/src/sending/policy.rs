@@ -21,7 +21,7 @@
 
 use std::fmt;
 
-use crate::optin::{Optin, OptinState, DAY_MS};
+use crate::lifecycle::optin::{Optin, OptinState, DAY_MS};
 use crate::ports::graph::{MessagingType, Recipient};
 use crate::ports::store::{MarketingToken, PageConfig, Person, TokenStatus};
 use crate::webhook::IdentityKind;

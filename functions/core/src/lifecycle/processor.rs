@@ -9,7 +9,7 @@
 
 use serde_json::value::RawValue;
 
-use crate::optin::{
+use crate::lifecycle::optin::{
     optin_key, DeadlineCheck, EntryPoint, FirstMessageJob, Optin, OptinSource, OptinState, RefInfo,
 };
 use crate::ports::store::{
@@ -19,8 +19,8 @@ use crate::ports::{
     Clock, OneTimeSchedule, OptinStore, OutMessage, PageStore, PersonStore, PortError,
     QuarantineStore, QueueSender, Scheduler,
 };
-use crate::privacy::hash_id;
-use crate::signed_ref::{self, Keyring, RefCheck};
+use crate::support::privacy::hash_id;
+use crate::lifecycle::refs::{self, Keyring, RefCheck};
 use crate::webhook::model::{MessagingItem, OptinEntryPoint, PolicyAction};
 use crate::webhook::{Channel, EventKind, Identity, IdentityKind, InboundEvent};
 
@@ -164,7 +164,7 @@ where
 
     /// Processes one queue message body (an event, or an operator's replay command).
     pub async fn process_body(&self, body: &str) -> Result<Processed, ProcessError> {
-        if let Some(cmd) = crate::replay::ReplayCommand::parse(body) {
+        if let Some(cmd) = crate::lifecycle::replay::ReplayCommand::parse(body) {
             return self.replay(cmd.limit).await;
         }
         match InboundEvent::from_json(body) {
@@ -173,7 +173,7 @@ where
                 // Not one of ours (hand-sent, or a future schema): keep it, do not loop.
                 let now = self.clock.now_ms();
                 let reason = format!("queue message is not an inbound event: {e}");
-                let digest = crate::webhook::event::idempotency_key(
+                let digest = crate::webhook::inbound::idempotency_key(
                     EventKind::Quarantined,
                     None,
                     "",
@@ -187,10 +187,10 @@ where
         }
     }
 
-    /// Replays up to `limit` quarantined records (see [`crate::replay`]).
+    /// Replays up to `limit` quarantined records (see [`crate::lifecycle::replay`]).
     pub async fn replay(&self, limit: usize) -> Result<Processed, ProcessError> {
         let records = self.store.list_quarantined(limit).await?;
-        let plan = crate::replay::plan(&records, self.clock.now_ms());
+        let plan = crate::lifecycle::replay::plan(&records, self.clock.now_ms());
         let mut replayed = 0;
         for (events, ids) in &plan.ready {
             let mut all_done = true;
@@ -361,7 +361,7 @@ where
 
     fn check_ref(&self, raw: &str) -> RefInfo {
         let now_secs = self.clock.now_ms().div_euclid(1000);
-        let (status, payload) = match signed_ref::verify(raw, &self.config.ref_keys, now_secs) {
+        let (status, payload) = match refs::verify(raw, &self.config.ref_keys, now_secs) {
             RefCheck::Valid { payload, .. } => (
                 "valid",
                 Some(String::from_utf8_lossy(&payload).into_owned()),
@@ -698,7 +698,7 @@ pub fn login_event(
     .to_string();
     let raw = RawValue::from_string(item)?;
     let sender = Identity::new(IdentityKind::LoginId, login_id);
-    let key = crate::webhook::event::idempotency_key(
+    let key = crate::webhook::inbound::idempotency_key(
         EventKind::Optin,
         None,
         "page",

@@ -25,7 +25,7 @@
 //!   `None` = the sender's own bound applies (every retry must be bounded somewhere).
 //! - `wait_hint_secs`: minimum wait before the next attempt, when the error itself implies one.
 //!   BUC throttling (80001/80006) waits come from the `X-Business-Use-Case-Usage` header instead:
-//!   see [`crate::graph_usage`].
+//!   see [`crate::sending::usage`].
 
 use std::fmt;
 

@@ -4,8 +4,8 @@
 //! - `POST /login` with `{"access_token": "<user token>", "page_id": "<optional>"}`: verifies the
 //!   token server-side with Graph `debug_token` (valid, issued for our app, not expired,
 //!   `user_messenger_contact` granted), takes the app-scoped user id (ASID) from Graph's answer
-//!   (never from the browser), derives the `login_id` ([`crate::login_id`]), and puts a login
-//!   opt-in ([`crate::events::login_event`]) on the same events queue as the webhook. The events
+//!   (never from the browser), derives the `login_id` ([`crate::login::login_id`]), and puts a login
+//!   opt-in ([`crate::lifecycle::processor::login_event`]) on the same events queue as the webhook. The events
 //!   function's idempotency makes this callback and a later (or earlier) `messaging_optins`
 //!   webhook converge on one opt-in and one first message. The 24-hour clock therefore starts at
 //!   login even when the webhook is late or never comes.
@@ -32,8 +32,10 @@
 //!
 //! # Provenance
 //! The `login_id` derivation comes from Meta's sample, not its documentation (see
-//! [`crate::login_id`]); it sits behind [`LoginConfig::derive_login_id`]. The webhook path
+//! [`crate::login::login_id`]); it sits behind [`LoginConfig::derive_login_id`]. The webhook path
 //! (Option 1) keeps working whatever that setting says.
+
+pub mod login_id;
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
@@ -44,17 +46,17 @@ use base64::Engine as _;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::events::login_event;
-use crate::graph_errors::{classify, classify_transport, ErrorClass};
-use crate::ingest::encode;
-use crate::login_id::derive_login_id;
-use crate::optin::{optin_key, DAY_MS};
+use crate::lifecycle::processor::login_event;
+use crate::sending::errors::{classify, classify_transport, ErrorClass};
+use crate::webhook::intake::encode;
+use crate::login::login_id::derive_login_id;
+use crate::lifecycle::optin::{optin_key, DAY_MS};
 use crate::ports::graph::{SendError, TokenInfo};
 use crate::ports::{Clock, GraphApi, OptinStore, QueueSender, SecretSource};
-use crate::privacy::hash_id;
-use crate::secret::{AppCredentials, Secret, Secrets};
-use crate::signed_ref;
-use crate::time::format_rfc3339_ms;
+use crate::support::privacy::hash_id;
+use crate::support::secret::{AppCredentials, Secret, Secrets};
+use crate::lifecycle::refs;
+use crate::support::time::format_rfc3339_ms;
 use crate::webhook::{Identity, IdentityKind};
 
 /// Facebook JS SDK served to the sample page unless configured otherwise.
@@ -77,7 +79,7 @@ const MAX_ID_LEN: usize = 32;
 /// Queue sends before giving up with 503 (the page may retry: the opt-in converges anyway).
 const ENQUEUE_ATTEMPTS: u32 = 2;
 
-const PAGE_TEMPLATE: &str = include_str!("login_page.html");
+const PAGE_TEMPLATE: &str = include_str!("page.html");
 
 pub const BODY_NOT_FOUND: &str = "{\"error\":\"not_found\"}";
 pub const BODY_METHOD: &str = "{\"error\":\"method_not_allowed\"}";
@@ -483,7 +485,7 @@ where
         let page_id = &self.config.default_page_id;
         let signed = signing_key(&secrets).and_then(|(key_id, key)| {
             let payload = format!("web.{:016x}.{now_secs}", visit_id(now_secs));
-            signed_ref::mint(key_id, &key, payload.as_bytes(), now_secs + REF_TTL_SECS).ok()
+            refs::mint(key_id, &key, payload.as_bytes(), now_secs + REF_TTL_SECS).ok()
         });
         let plugin = match &signed {
             Some(r) => format!(

@@ -1,0 +1,8 @@
+//! Sending: the first-message sender, the messaging policy, Meta's Send API error taxonomy,
+//! usage-header pacing, and first-message content.
+
+pub mod errors;
+pub mod first_message;
+pub mod policy;
+pub mod sender;
+pub mod usage;
