@@ -49,7 +49,9 @@ use aws_sdk_dynamodb::types::{
     TransactWriteItem, Update,
 };
 use aws_sdk_dynamodb::Client;
-use lc_core::lifecycle::optin::{schedule_name, EntryPoint, Optin, OptinSource, OptinState, RefInfo, DAY_MS};
+use lc_core::lifecycle::optin::{
+    schedule_name, EntryPoint, Optin, OptinSource, OptinState, RefInfo, DAY_MS,
+};
 use lc_core::ports::store::{
     Claim, Created, Finish, Link, LinkResult, MarketingToken, PageConfig, Person,
     QuarantinedRecord, ReferralInfo, TokenStatus,

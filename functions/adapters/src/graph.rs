@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use hmac::{Hmac, Mac};
-use lc_core::sending::errors::{GraphError, TransportFailure};
-use lc_core::sending::usage::Usage;
 use lc_core::ports::graph::{
     GraphApi, OutgoingMessage, PageAuth, Recipient, SendError, SendOk, SendRequest, TokenInfo,
 };
+use lc_core::sending::errors::{GraphError, TransportFailure};
+use lc_core::sending::usage::Usage;
 use lc_core::support::secret::Secret;
 use reqwest::header::HeaderMap;
 use reqwest::{Client, Url};

@@ -26,11 +26,11 @@ use std::sync::OnceLock;
 
 use ::metrics::{Label, Unit};
 use lc_core::deadline::DeadlineOutcome;
+use lc_core::lifecycle::optin::OptinState;
 use lc_core::lifecycle::processor::Processed;
 use lc_core::sending::errors::ErrorClass;
-use lc_core::webhook::intake::Outcome;
-use lc_core::lifecycle::optin::OptinState;
 use lc_core::sending::sender::JobOutcome;
+use lc_core::webhook::intake::Outcome;
 use metrics_cloudwatch_embedded::{Builder, Collector};
 
 /// Environment variable that overrides the namespace.

@@ -5,11 +5,11 @@ use std::sync::Arc;
 
 use base64::Engine;
 use lc_core::lifecycle::processor::EventsConfig;
-use lc_core::sending::first_message;
-use lc_core::ports::RequestCounter;
-use lc_core::support::secret::Secrets;
-use lc_core::sending::sender::SenderConfig;
 use lc_core::lifecycle::refs::Keyring;
+use lc_core::ports::RequestCounter;
+use lc_core::sending::first_message;
+use lc_core::sending::sender::SenderConfig;
+use lc_core::support::secret::Secrets;
 
 use crate::dynamodb::DynamoStore;
 use crate::env::{optional, parse_or, required, ConfigError};

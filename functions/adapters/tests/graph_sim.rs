@@ -7,11 +7,11 @@ use graph_sim::{
     UserTokenRegistration, DAY_MS,
 };
 use lc_adapters::graph::{GraphClient, GraphConfig};
-use lc_core::sending::errors::{GraphError, TransportFailure};
 use lc_core::ports::graph::{
     GraphApi, MessagingType, OutgoingMessage, PageAuth, QuickReply, Recipient, SendError, SendOk,
     SendRequest,
 };
+use lc_core::sending::errors::{GraphError, TransportFailure};
 use lc_core::support::secret::Secret;
 use serde_json::json;
 

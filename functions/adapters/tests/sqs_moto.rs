@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lc_adapters::sqs::SqsQueue;
-use lc_core::webhook::intake::{Ingest, IngestConfig};
 use lc_core::ports::{OutMessage, QueueSender, SystemClock};
 use lc_core::support::secret::{AppCredentials, Secret, Secrets};
+use lc_core::webhook::intake::{Ingest, IngestConfig};
 use lc_core::webhook::signature::sign;
 use lc_core::webhook::{EventKind, InboundEvent};
 

@@ -30,9 +30,9 @@ use criterion::{criterion_group, Criterion, Throughput};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-use lc_core::webhook::intake::encode;
 use lc_core::ports::OutMessage;
 use lc_core::support::secret::Secret;
+use lc_core::webhook::intake::encode;
 use lc_core::webhook::model::{Envelope, MessagingItem};
 use lc_core::webhook::signature::{sign, verify};
 use lc_core::webhook::{split_body, EventKind, SplitOutcome};

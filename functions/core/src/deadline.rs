@@ -6,8 +6,8 @@ use crate::lifecycle::optin::{DeadlineCheck, FirstMessageJob, OptinState};
 use crate::ports::{
     Clock, GraphApi, OneTimeSchedule, OptinStore, PageStore, PersonStore, Scheduler, SecretSource,
 };
-use crate::support::privacy::hash_id;
 use crate::sending::sender::{JobError, JobOutcome, Sender};
+use crate::support::privacy::hash_id;
 
 /// Suffix of the re-armed check at the deadline itself.
 pub const FINAL_SUFFIX: &str = "-f";

@@ -4,10 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use lc_core::webhook::intake::{self, Ingest, IngestConfig, Outcome, Request, Response};
 use lc_core::memory::{MemoryQueue, QueueFault};
 use lc_core::ports::Clock;
 use lc_core::support::secret::{AppCredentials, Secret, Secrets};
+use lc_core::webhook::intake::{self, Ingest, IngestConfig, Outcome, Request, Response};
 use lc_core::webhook::signature::{sign, SignatureError};
 use lc_core::webhook::{EventKind, InboundEvent};
 

@@ -5,16 +5,16 @@
 use std::sync::Arc;
 
 use futures::future::join_all;
-use lc_core::lifecycle::processor::{Events, EventsConfig, ProcessError, Processed};
-use lc_core::memory::{ManualClock, MemoryQueue, MemoryScheduler, MemoryStore, QueueFault};
 use lc_core::lifecycle::optin::{
     schedule_name, DeadlineCheck, EntryPoint, FirstMessageJob, OptinState, DAY_MS,
 };
+use lc_core::lifecycle::processor::{Events, EventsConfig, ProcessError, Processed};
+use lc_core::lifecycle::refs::{self, Keyring};
+use lc_core::memory::{ManualClock, MemoryQueue, MemoryScheduler, MemoryStore, QueueFault};
 use lc_core::ports::store::TokenStatus;
 use lc_core::ports::{
     OptinStore, PageStore, PersonStore, QuarantineStore, RequestCounter, Scheduler,
 };
-use lc_core::lifecycle::refs::{self, Keyring};
 use lc_core::webhook::{split_body, InboundEvent, SplitOutcome};
 
 const T: i64 = 1_800_000_000_000;

@@ -5,9 +5,9 @@
 use std::collections::HashSet;
 
 use lc_core::lifecycle::optin::{EntryPoint, Optin, OptinSource, OptinState, DAY_MS};
-use lc_core::sending::policy::{decide, Attempt, Decision, PolicyConfig, Rule};
 use lc_core::ports::graph::{MessagingType, Recipient};
 use lc_core::ports::store::{MarketingToken, PageConfig, Person, TokenStatus};
+use lc_core::sending::policy::{decide, Attempt, Decision, PolicyConfig, Rule};
 use lc_core::webhook::{Identity, IdentityKind};
 use MessagingType::{MessageTag, Response, Update, Utility};
 

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use lc_core::contract::store::{optin, run_all};
-use lc_core::memory::MemoryStore;
 use lc_core::lifecycle::optin::DAY_MS;
+use lc_core::memory::MemoryStore;
 use lc_core::ports::store::{Claim, Created, Link, LinkResult, PageConfig};
 use lc_core::ports::{OptinStore, PageStore, PersonStore, RequestCounter};
 

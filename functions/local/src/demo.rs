@@ -5,11 +5,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lc_core::memory::ManualClock;
 use lc_core::lifecycle::optin::{optin_key, OptinState, DAY_MS};
-use lc_core::sending::policy::{self, Attempt, Decision, PolicyConfig};
+use lc_core::memory::ManualClock;
 use lc_core::ports::graph::{MessagingType, Recipient};
 use lc_core::ports::Clock;
+use lc_core::sending::policy::{self, Attempt, Decision, PolicyConfig};
 use lc_core::support::privacy::hash_id;
 use lc_core::webhook::{Identity, IdentityKind};
 

@@ -9,16 +9,16 @@ use std::time::Duration;
 use futures::future::join_all;
 use lc_adapters::graph::{GraphClient, GraphConfig};
 use lc_core::deadline::Deadline;
-use lc_core::lifecycle::processor::{Events, EventsConfig};
-use lc_core::webhook::intake::{Ingest, IngestConfig};
-use lc_core::memory::{MemoryQueue, MemoryScheduler, MemoryStore};
 use lc_core::lifecycle::optin::{DeadlineCheck, FirstMessageJob};
+use lc_core::lifecycle::processor::{Events, EventsConfig};
+use lc_core::memory::{MemoryQueue, MemoryScheduler, MemoryStore};
 use lc_core::ports::store::Table;
 use lc_core::ports::{
     Clock, QueueReceiver, QueueSender, RequestCounter, Scheduler, VisibilityControl,
 };
-use lc_core::support::secret::Secrets;
 use lc_core::sending::sender::{settle, Sender, SenderConfig, Settlement};
+use lc_core::support::secret::Secrets;
+use lc_core::webhook::intake::{Ingest, IngestConfig};
 use tokio::task::JoinHandle;
 
 /// A queue as the runner uses it: send, receive, and change visibility.

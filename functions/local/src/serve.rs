@@ -12,11 +12,11 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::IntoResponse;
 use graph_sim::{SimConfig, SimHandle};
 use lc_core::lifecycle::processor::EventsConfig;
-use lc_core::webhook::intake;
 use lc_core::login::{self, Login, LoginConfig};
 use lc_core::ports::SystemClock;
-use lc_core::support::secret::{AppCredentials, Secret, Secrets};
 use lc_core::sending::sender::SenderConfig;
+use lc_core::support::secret::{AppCredentials, Secret, Secrets};
+use lc_core::webhook::intake;
 use lc_core::webhook::signature::sign;
 use sha2::{Digest, Sha256};
 

@@ -4,8 +4,8 @@
 
 use lambda_http::{Body, Request, RequestExt, Response};
 use lc_adapters::metrics;
-use lc_core::webhook::intake::{self, Ingest, Outcome};
 use lc_core::ports::{Clock, QueueSender, SecretSource};
+use lc_core::webhook::intake::{self, Ingest, Outcome};
 
 /// Handles one Function URL request.
 pub async fn handle<Q, S, C>(

@@ -1,6 +1,6 @@
 use lc_adapters::{aws, env, metrics, sqs::SqsQueue, telemetry};
-use lc_core::webhook::intake::{Ingest, IngestConfig};
 use lc_core::ports::SystemClock;
+use lc_core::webhook::intake::{Ingest, IngestConfig};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {

@@ -5,10 +5,10 @@ use std::sync::Arc;
 
 use base64::Engine;
 use lambda_http::Body;
-use lc_core::webhook::intake::{Ingest, IngestConfig};
 use lc_core::memory::MemoryQueue;
 use lc_core::ports::SystemClock;
 use lc_core::support::secret::{AppCredentials, Secret, Secrets};
+use lc_core::webhook::intake::{Ingest, IngestConfig};
 use lc_core::webhook::signature::sign;
 
 const SECRET: &str = "s3cret";
@@ -126,7 +126,10 @@ async fn plain_text_body_and_forgery() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 401);
-    assert_eq!(text(resp.body()), lc_core::webhook::intake::BODY_UNAUTHORIZED);
+    assert_eq!(
+        text(resp.body()),
+        lc_core::webhook::intake::BODY_UNAUTHORIZED
+    );
     assert_eq!(q.len(), 1);
 }
 

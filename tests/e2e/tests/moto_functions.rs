@@ -14,13 +14,13 @@ use lc_adapters::graph::{GraphClient, GraphConfig};
 use lc_adapters::scheduler::{create_group, EventBridgeScheduler, SchedulerConfig};
 use lc_adapters::sqs::SqsQueue;
 use lc_core::deadline::Deadline;
-use lc_core::lifecycle::processor::{Events, EventsConfig};
-use lc_core::webhook::intake::{self, Ingest, IngestConfig};
-use lc_core::memory::ManualClock;
 use lc_core::lifecycle::optin::{schedule_name, DeadlineCheck, OptinState, DAY_MS};
+use lc_core::lifecycle::processor::{Events, EventsConfig};
+use lc_core::memory::ManualClock;
 use lc_core::ports::{Clock, OptinStore, QueueReceiver, RequestCounter, Scheduler};
-use lc_core::support::secret::Secrets;
 use lc_core::sending::sender::{Sender, SenderConfig};
+use lc_core::support::secret::Secrets;
+use lc_core::webhook::intake::{self, Ingest, IngestConfig};
 use lc_core::webhook::signature::sign;
 use lc_testkit::{optin_body, secrets, PAGE, TOKEN};
 

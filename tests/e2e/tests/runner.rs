@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use graph_sim::Faults;
 use lc_core::lifecycle::processor::EventsConfig;
-use lc_core::webhook::intake::{self, Request};
 use lc_core::ports::SystemClock;
 use lc_core::sending::sender::SenderConfig;
+use lc_core::webhook::intake::{self, Request};
 use lc_core::webhook::signature::sign;
 use lc_local::pipeline::{Backends, Pipeline, PipelineConfig};
 use lc_local::serve::{local_secrets, now_ms, page_ids, start_sim, PAGE};
@@ -49,7 +49,11 @@ fn fast_sender() -> SenderConfig {
     }
 }
 
-fn pipeline(backends: Backends, secrets: Arc<lc_core::support::secret::Secrets>, graph: String) -> Pipeline {
+fn pipeline(
+    backends: Backends,
+    secrets: Arc<lc_core::support::secret::Secrets>,
+    graph: String,
+) -> Pipeline {
     Pipeline::new(
         backends,
         secrets,

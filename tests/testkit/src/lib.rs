@@ -9,12 +9,12 @@ use std::time::Duration;
 use graph_sim::{SimConfig, SimHandle};
 use lc_adapters::graph::{GraphClient, GraphConfig};
 use lc_core::deadline::Deadline;
+use lc_core::lifecycle::optin::FirstMessageJob;
 use lc_core::lifecycle::processor::{Events, EventsConfig};
 use lc_core::memory::{ManualClock, MemoryQueue, MemoryScheduler, MemoryStore};
-use lc_core::lifecycle::optin::FirstMessageJob;
 use lc_core::ports::Clock;
-use lc_core::support::secret::{AppCredentials, Secret, Secrets};
 use lc_core::sending::sender::{JobOutcome, Sender, SenderConfig, Settlement};
+use lc_core::support::secret::{AppCredentials, Secret, Secrets};
 use lc_core::webhook::{split_body, SplitOutcome};
 
 pub const PAGE: &str = "100";

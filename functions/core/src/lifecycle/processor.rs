@@ -12,6 +12,7 @@ use serde_json::value::RawValue;
 use crate::lifecycle::optin::{
     optin_key, DeadlineCheck, EntryPoint, FirstMessageJob, Optin, OptinSource, OptinState, RefInfo,
 };
+use crate::lifecycle::refs::{self, Keyring, RefCheck};
 use crate::ports::store::{
     Created, Link, LinkResult, MarketingToken, QuarantinedRecord, ReferralInfo, TokenStatus,
 };
@@ -20,7 +21,6 @@ use crate::ports::{
     QuarantineStore, QueueSender, Scheduler,
 };
 use crate::support::privacy::hash_id;
-use crate::lifecycle::refs::{self, Keyring, RefCheck};
 use crate::webhook::model::{MessagingItem, OptinEntryPoint, PolicyAction};
 use crate::webhook::{Channel, EventKind, Identity, IdentityKind, InboundEvent};
 

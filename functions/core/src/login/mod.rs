@@ -46,17 +46,17 @@ use base64::Engine as _;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::lifecycle::processor::login_event;
-use crate::sending::errors::{classify, classify_transport, ErrorClass};
-use crate::webhook::intake::encode;
-use crate::login::login_id::derive_login_id;
 use crate::lifecycle::optin::{optin_key, DAY_MS};
+use crate::lifecycle::processor::login_event;
+use crate::lifecycle::refs;
+use crate::login::login_id::derive_login_id;
 use crate::ports::graph::{SendError, TokenInfo};
 use crate::ports::{Clock, GraphApi, OptinStore, QueueSender, SecretSource};
+use crate::sending::errors::{classify, classify_transport, ErrorClass};
 use crate::support::privacy::hash_id;
 use crate::support::secret::{AppCredentials, Secret, Secrets};
-use crate::lifecycle::refs;
 use crate::support::time::format_rfc3339_ms;
+use crate::webhook::intake::encode;
 use crate::webhook::{Identity, IdentityKind};
 
 /// Facebook JS SDK served to the sample page unless configured otherwise.

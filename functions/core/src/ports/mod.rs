@@ -5,6 +5,7 @@
 pub mod clock;
 pub mod graph;
 pub mod metering;
+pub mod metrics;
 pub mod queue;
 pub mod scheduler;
 pub mod secrets;
@@ -13,6 +14,7 @@ pub mod store;
 pub use clock::{Clock, SystemClock};
 pub use graph::GraphApi;
 pub use metering::RequestCounter;
+pub use metrics::{MemoryMetrics, Metric, Metrics, NoMetrics};
 pub use queue::{
     EntryFailure, OutMessage, QueueReceiver, QueueSender, Received, VisibilityControl,
 };

@@ -9,10 +9,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use crate::sending::first_message;
-use crate::sending::errors::{classify, classify_transport, ErrorClass};
 use crate::lifecycle::optin::{FirstMessageJob, Optin, OptinState};
-use crate::sending::policy::{self, Attempt, Decision, PolicyConfig, Rule};
 use crate::ports::graph::{
     MessagingType, OutgoingMessage, PageAuth, Recipient, SendError, SendRequest,
 };
@@ -21,6 +18,9 @@ use crate::ports::{
     Clock, GraphApi, OptinStore, OutMessage, PageStore, PersonStore, PortError, QueueSender,
     Scheduler, SecretSource, VisibilityControl,
 };
+use crate::sending::errors::{classify, classify_transport, ErrorClass};
+use crate::sending::first_message;
+use crate::sending::policy::{self, Attempt, Decision, PolicyConfig, Rule};
 use crate::support::privacy::hash_id;
 use crate::webhook::IdentityKind;
 

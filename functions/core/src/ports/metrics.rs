@@ -1,0 +1,297 @@
+//! Business metrics: what the domain counts, as a closed set the compiler checks.
+//!
+//! Domain code records a [`Metric`] where the thing happens (`metrics.record(Metric::PagePaused)`);
+//! the adapter (`lc_adapters::metrics`, CloudWatch EMF) writes [`Metric::points`] as they are. A
+//! new variant without a name, unit or dimensions does not compile, and nothing reaches a metric
+//! through a log field. Names are a contract with the alarms and dashboards
+//! (`docs/observability.md`): do not rename. Dimensions are small fixed sets of enum names: never
+//! a Page id, PSID, login_id or user_ref.
+
+use std::sync::Mutex;
+
+use crate::lifecycle::optin::{EntryPoint, OptinSource};
+use crate::sending::errors::ErrorClass;
+use crate::webhook::signature::SignatureError;
+
+/// Something worth counting.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Metric {
+    /// Events an accepted webhook POST put on the events queue (quarantined parts included).
+    WebhookEvents(u32),
+    /// A webhook POST refused with 401.
+    SignatureFailure(SignatureError),
+    /// A request answered 500 because the queue did not take every event (Meta retries).
+    EnqueueFailure,
+    /// Signed input we could not act on, kept whole (webhook parts or stored records).
+    Quarantined(u32),
+    /// A new opt-in obligation.
+    OptinReceived {
+        source: OptinSource,
+        entry_point: EntryPoint,
+    },
+    /// A repeat of something already done (Meta retry, another app, a redelivered job).
+    DuplicateSuppressed,
+    /// A first message accepted by Meta; `optin_to_sent_ms` from the opt-in to the send.
+    FirstMessageSent { optin_to_sent_ms: i64 },
+    /// The deadline check found the first message unsent (a last-chance send follows).
+    FirstMessageAtRisk,
+    /// The 24-hour promise was broken for one opt-in (counted once per opt-in).
+    FirstMessageMissed,
+    /// A failed Send API call, by class (including attempts retried later).
+    GraphError(ErrorClass),
+    /// A Page was paused (Meta's block, an operator-action error, bad config, no token).
+    PagePaused,
+    /// A Meta policy warning that did not pause the Page.
+    PolicyWarning,
+    /// A deadline schedule could not be deleted (harmless: the check finds the opt-in closed).
+    ScheduleDeleteFailure,
+    /// A deadline check that found its opt-in already closed.
+    DeadlineCheckNoop,
+}
+
+/// The CloudWatch unit of a point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    Count,
+    Milliseconds,
+}
+
+/// One observation as the backend writes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    pub name: &'static str,
+    pub unit: Unit,
+    /// Dimensions besides the function (`service`), which the adapter adds.
+    pub dims: Vec<(&'static str, &'static str)>,
+    pub value: f64,
+    /// `true`: every value is kept (percentiles); `false`: values are summed.
+    pub distribution: bool,
+}
+
+impl Point {
+    fn count(name: &'static str, value: f64) -> Point {
+        Point {
+            name,
+            unit: Unit::Count,
+            dims: Vec::new(),
+            value,
+            distribution: false,
+        }
+    }
+
+    fn with(mut self, dim: &'static str, value: &'static str) -> Point {
+        self.dims.push((dim, value));
+        self
+    }
+}
+
+impl Metric {
+    /// Every metric name this service writes, for docs and the alarms' contract test.
+    pub const NAMES: [&'static str; 15] = [
+        "WebhookEvents",
+        "SignatureFailures",
+        "EnqueueFailures",
+        "QuarantinedEvents",
+        "OptinsReceived",
+        "DuplicatesSuppressed",
+        "FirstMessageSent",
+        "OptinToSentLatency",
+        "FirstMessageAtRisk",
+        "FirstMessageMissed",
+        "GraphErrors",
+        "PagesPaused",
+        "PolicyWarnings",
+        "ScheduleDeleteFailures",
+        "DeadlineChecksNoop",
+    ];
+
+    /// Names written as distributions (every value kept); all others are summed counts.
+    pub const DISTRIBUTIONS: [&'static str; 1] = ["OptinToSentLatency"];
+
+    /// The unit a metric name is written with.
+    pub fn unit_of(name: &str) -> Unit {
+        if Self::DISTRIBUTIONS.contains(&name) {
+            Unit::Milliseconds
+        } else {
+            Unit::Count
+        }
+    }
+
+    /// What the backend writes for this observation.
+    pub fn points(&self) -> Vec<Point> {
+        let one = |name| vec![Point::count(name, 1.0)];
+        match self {
+            Metric::WebhookEvents(n) => vec![Point::count("WebhookEvents", f64::from(*n))],
+            Metric::SignatureFailure(why) => {
+                vec![Point::count("SignatureFailures", 1.0).with("reason", why.as_str())]
+            }
+            Metric::EnqueueFailure => one("EnqueueFailures"),
+            Metric::Quarantined(n) => vec![Point::count("QuarantinedEvents", f64::from(*n))],
+            Metric::OptinReceived {
+                source,
+                entry_point,
+            } => vec![Point::count("OptinsReceived", 1.0)
+                .with("source", source.as_str())
+                .with("entry_point", entry_point.as_str())],
+            Metric::DuplicateSuppressed => one("DuplicatesSuppressed"),
+            Metric::FirstMessageSent { optin_to_sent_ms } => vec![
+                Point::count("FirstMessageSent", 1.0),
+                Point {
+                    name: "OptinToSentLatency",
+                    unit: Unit::Milliseconds,
+                    dims: Vec::new(),
+                    value: (*optin_to_sent_ms).max(0) as f64,
+                    distribution: true,
+                },
+            ],
+            Metric::FirstMessageAtRisk => one("FirstMessageAtRisk"),
+            Metric::FirstMessageMissed => one("FirstMessageMissed"),
+            Metric::GraphError(class) => {
+                vec![Point::count("GraphErrors", 1.0).with("class", class.as_str())]
+            }
+            Metric::PagePaused => one("PagesPaused"),
+            Metric::PolicyWarning => one("PolicyWarnings"),
+            Metric::ScheduleDeleteFailure => one("ScheduleDeleteFailures"),
+            Metric::DeadlineCheckNoop => one("DeadlineChecksNoop"),
+        }
+    }
+}
+
+/// Where metrics go. Recording never fails and never blocks on I/O: backends buffer and flush
+/// at the end of an invocation.
+pub trait Metrics: Send + Sync {
+    fn record(&self, metric: Metric);
+}
+
+/// Drops everything (tools and tests that do not look at metrics).
+pub struct NoMetrics;
+
+impl Metrics for NoMetrics {
+    fn record(&self, _metric: Metric) {}
+}
+
+/// Keeps every metric, in order (tests, the local runner's summaries).
+#[derive(Default)]
+pub struct MemoryMetrics {
+    recorded: Mutex<Vec<Metric>>,
+}
+
+impl MemoryMetrics {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn take(&self) -> Vec<Metric> {
+        std::mem::take(&mut *self.recorded.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    pub fn snapshot(&self) -> Vec<Metric> {
+        self.recorded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+impl Metrics for MemoryMetrics {
+    fn record(&self, metric: Metric) {
+        self.recorded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(metric);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn every_metric() -> Vec<Metric> {
+        vec![
+            Metric::WebhookEvents(3),
+            Metric::SignatureFailure(SignatureError::Mismatch),
+            Metric::EnqueueFailure,
+            Metric::Quarantined(1),
+            Metric::OptinReceived {
+                source: OptinSource::Webhook,
+                entry_point: EntryPoint::LoginConnect,
+            },
+            Metric::DuplicateSuppressed,
+            Metric::FirstMessageSent {
+                optin_to_sent_ms: 1_234,
+            },
+            Metric::FirstMessageAtRisk,
+            Metric::FirstMessageMissed,
+            Metric::GraphError(ErrorClass::Retry),
+            Metric::PagePaused,
+            Metric::PolicyWarning,
+            Metric::ScheduleDeleteFailure,
+            Metric::DeadlineCheckNoop,
+        ]
+    }
+
+    #[test]
+    fn every_point_has_a_listed_name_and_no_personal_dimension() {
+        let mut seen = std::collections::BTreeSet::new();
+        for m in every_metric() {
+            for p in m.points() {
+                assert!(Metric::NAMES.contains(&p.name), "{} not listed", p.name);
+                seen.insert(p.name);
+                for (dim, _) in &p.dims {
+                    assert!(
+                        ![
+                            "service",
+                            "page",
+                            "page_id",
+                            "psid",
+                            "login_id",
+                            "recipient"
+                        ]
+                        .contains(dim),
+                        "{} has dimension {dim}",
+                        p.name
+                    );
+                }
+            }
+        }
+        assert_eq!(
+            seen.len(),
+            Metric::NAMES.len(),
+            "a listed name is never written"
+        );
+        for m in every_metric() {
+            for p in m.points() {
+                assert_eq!(p.unit, Metric::unit_of(p.name), "{}", p.name);
+                assert_eq!(p.distribution, Metric::DISTRIBUTIONS.contains(&p.name));
+            }
+        }
+    }
+
+    #[test]
+    fn latency_is_a_distribution_in_milliseconds() {
+        let points = Metric::FirstMessageSent {
+            optin_to_sent_ms: 82_800_000,
+        }
+        .points();
+        assert_eq!(points[0].name, "FirstMessageSent");
+        assert_eq!(points[1].name, "OptinToSentLatency");
+        assert_eq!(points[1].unit, Unit::Milliseconds);
+        assert!(points[1].distribution);
+        assert_eq!(points[1].value, 82_800_000.0);
+    }
+
+    #[test]
+    fn dimensions_are_enum_names() {
+        let p = &Metric::OptinReceived {
+            source: OptinSource::Login,
+            entry_point: EntryPoint::Checkbox,
+        }
+        .points()[0];
+        assert_eq!(
+            p.dims,
+            vec![("source", "login"), ("entry_point", "checkbox")]
+        );
+        let p = &Metric::GraphError(ErrorClass::OperatorAction).points()[0];
+        assert_eq!(p.dims, vec![("class", "operator_action")]);
+    }
+}
