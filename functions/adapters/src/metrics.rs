@@ -235,7 +235,9 @@ pub fn from_deadline(outcome: &DeadlineOutcome) -> Vec<Point> {
         }
         DeadlineOutcome::InFlight { .. } => vec![Point::count(Metric::FirstMessageAtRisk, &[])],
         DeadlineOutcome::Missed { .. } => vec![Point::count(Metric::FirstMessageMissed, &[])],
-        DeadlineOutcome::NothingToDo { .. } | DeadlineOutcome::Unknown => Vec::new(),
+        DeadlineOutcome::NothingToDo { .. }
+        | DeadlineOutcome::Unknown
+        | DeadlineOutcome::InvalidInput => Vec::new(),
     }
 }
 

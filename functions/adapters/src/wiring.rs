@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use base64::Engine;
-use lc_core::lifecycle::processor::EventsConfig;
+use lc_core::lifecycle::processor::LifecycleConfig;
 use lc_core::lifecycle::refs::Keyring;
 use lc_core::ports::RequestCounter;
 use lc_core::sending::first_message;
@@ -70,11 +70,11 @@ pub fn keyring(secrets: &Secrets) -> Keyring {
 }
 
 /// `LC_DEADLINE_MARGIN_SECS` (default 3600).
-pub fn events_config(secrets: &Secrets) -> Result<EventsConfig, ConfigError> {
-    Ok(EventsConfig {
+pub fn lifecycle_config(secrets: &Secrets) -> Result<LifecycleConfig, ConfigError> {
+    Ok(LifecycleConfig {
         deadline_margin_ms: parse_or("LC_DEADLINE_MARGIN_SECS", 3600i64)? * 1000,
         ref_keys: keyring(secrets),
-        ..EventsConfig::default()
+        ..LifecycleConfig::default()
     })
 }
 

@@ -3,9 +3,7 @@
 //! path) or reports loudly that it was broken. It never sends at or after the deadline.
 
 use crate::lifecycle::optin::{DeadlineCheck, FirstMessageJob, OptinState};
-use crate::ports::{
-    Clock, GraphApi, OneTimeSchedule, OptinStore, PageStore, PersonStore, Scheduler, SecretSource,
-};
+use crate::ports::{Metric, OneTimeSchedule};
 use crate::sending::sender::{JobError, JobOutcome, Sender};
 use crate::support::privacy::hash_id;
 
@@ -14,6 +12,8 @@ pub const FINAL_SUFFIX: &str = "-f";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeadlineOutcome {
+    /// The input was not a deadline check: logged, nothing retried.
+    InvalidInput,
     /// No such opt-in: logged, nothing retried.
     Unknown,
     /// Already sent, answered, closed: the schedule should have been gone. Counted.
@@ -29,6 +29,7 @@ pub enum DeadlineOutcome {
 impl DeadlineOutcome {
     pub fn name(&self) -> &'static str {
         match self {
+            DeadlineOutcome::InvalidInput => "invalid_input",
             DeadlineOutcome::Unknown => "unknown",
             DeadlineOutcome::NothingToDo { .. } => "nothing_to_do",
             DeadlineOutcome::LastChance { .. } => "last_chance",
@@ -38,28 +39,38 @@ impl DeadlineOutcome {
     }
 }
 
-pub struct Deadline<St, G, Sc, Se, C> {
-    sender: Sender<St, G, Sc, Se, C>,
+pub struct Deadline {
+    sender: Sender,
 }
 
-impl<St, G, Sc, Se, C> Deadline<St, G, Sc, Se, C>
-where
-    St: OptinStore + PersonStore + PageStore,
-    G: GraphApi,
-    Sc: Scheduler,
-    Se: SecretSource,
-    C: Clock,
-{
-    pub fn new(sender: Sender<St, G, Sc, Se, C>) -> Self {
+impl Deadline {
+    pub fn new(sender: Sender) -> Self {
         Deadline { sender }
     }
 
-    pub fn sender(&self) -> &Sender<St, G, Sc, Se, C> {
+    pub fn sender(&self) -> &Sender {
         &self.sender
     }
 
+    /// The deadline function's per-invocation function: the schedule's JSON input in, the
+    /// outcome out. Input that is not a check is logged and answered (retrying cannot fix it);
+    /// an `Err` is a backend failure the invoker should retry.
+    pub async fn handle_input(&self, input: &serde_json::Value) -> Result<DeadlineOutcome, String> {
+        let check: DeadlineCheck = match serde_json::from_value(input.clone()) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(error = %e, "deadline input is not a DeadlineCheck");
+                return Ok(DeadlineOutcome::InvalidInput);
+            }
+        };
+        let outcome = self.check(&check).await.map_err(|e| e.to_string())?;
+        tracing::info!(outcome = outcome.name(), detail = ?outcome, "deadline check");
+        Ok(outcome)
+    }
+
     pub async fn check(&self, input: &DeadlineCheck) -> Result<DeadlineOutcome, JobError> {
-        let store = self.sender.store();
+        let store = self.sender.table().optins.as_ref();
+        let metrics = self.sender.metrics();
         let now = self.sender.now_ms();
         let key = input.optin_key.as_str();
         let Some(optin) = store.get_optin(key).await? else {
@@ -67,8 +78,8 @@ where
             return Ok(DeadlineOutcome::Unknown);
         };
         if optin.state.is_closed() {
+            metrics.record(Metric::DeadlineCheckNoop);
             tracing::info!(
-                metric = "DeadlineCheckNoop",
                 state = optin.state.as_str(),
                 "deadline check: nothing to do"
             );
@@ -82,8 +93,8 @@ where
                 .unwrap_or_else(|| "no first message before the deadline".into());
             return Ok(match store.expire(key, now, &reason).await? {
                 Some(_) => {
+                    metrics.record(Metric::FirstMessageMissed);
                     tracing::error!(
-                        metric = "FirstMessageMissed",
                         optin = %hash_id(key),
                         page = %optin.page_id,
                         reason = %reason,
@@ -94,17 +105,20 @@ where
                 None => match store.get_optin(key).await? {
                     // A send claimed just before the deadline still holds its lease: look
                     // again when it ends.
-                    Some(o) if o.state == OptinState::Sending => DeadlineOutcome::InFlight {
-                        rearmed: self.rearm(&o.schedule_name, key, o.lease_until_ms).await,
-                    },
+                    Some(o) if o.state == OptinState::Sending => {
+                        metrics.record(Metric::FirstMessageAtRisk);
+                        DeadlineOutcome::InFlight {
+                            rearmed: self.rearm(&o.schedule_name, key, o.lease_until_ms).await,
+                        }
+                    }
                     Some(o) => DeadlineOutcome::NothingToDo { state: o.state },
                     None => DeadlineOutcome::Unknown,
                 },
             });
         }
 
+        metrics.record(Metric::FirstMessageAtRisk);
         tracing::warn!(
-            metric = "FirstMessageAtRisk",
             optin = %hash_id(key),
             page = %optin.page_id,
             state = optin.state.as_str(),

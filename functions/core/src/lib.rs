@@ -6,6 +6,7 @@
 
 #[cfg(any(test, feature = "contract"))]
 pub mod contract;
+pub mod consumer;
 pub mod deadline;
 pub mod lifecycle;
 pub mod login;

@@ -8,13 +8,13 @@ use futures::future::join_all;
 use lc_core::lifecycle::optin::{
     schedule_name, DeadlineCheck, EntryPoint, FirstMessageJob, OptinState, DAY_MS,
 };
-use lc_core::lifecycle::processor::{Events, EventsConfig, ProcessError, Processed};
+use lc_core::lifecycle::processor::{
+    Lifecycle, LifecycleConfig, LifecyclePorts, ProcessError, Processed,
+};
 use lc_core::lifecycle::refs::{self, Keyring};
 use lc_core::memory::{ManualClock, MemoryQueue, MemoryScheduler, MemoryStore, QueueFault};
 use lc_core::ports::store::TokenStatus;
-use lc_core::ports::{
-    OptinStore, PageStore, PersonStore, QuarantineStore, RequestCounter, Scheduler,
-};
+use lc_core::ports::{NoMetrics, RequestCounter, Scheduler, Table};
 use lc_core::webhook::{split_body, InboundEvent, SplitOutcome};
 
 const T: i64 = 1_800_000_000_000;
@@ -22,7 +22,7 @@ const PAGE: &str = "100";
 const HOUR: i64 = 3_600_000;
 
 struct World {
-    events: Events<Arc<MemoryStore>, Arc<MemoryScheduler>, Arc<MemoryQueue>, ManualClock>,
+    events: Lifecycle,
     store: Arc<MemoryStore>,
     scheduler: Arc<MemoryScheduler>,
     jobs: Arc<MemoryQueue>,
@@ -38,16 +38,19 @@ fn world() -> World {
     let scheduler = Arc::new(MemoryScheduler::with_counter(counter.clone()));
     let jobs = Arc::new(MemoryQueue::new("outbound"));
     let clock = ManualClock::at(T + 5_000);
-    let config = EventsConfig {
+    let config = LifecycleConfig {
         ref_keys: Keyring::new().with_key(1, REF_KEY),
-        ..EventsConfig::default()
+        ..LifecycleConfig::default()
     };
     World {
-        events: Events::new(
-            store.clone(),
-            scheduler.clone(),
-            jobs.clone(),
-            clock.clone(),
+        events: Lifecycle::new(
+            LifecyclePorts {
+                table: Table::new(store.clone()),
+                scheduler: scheduler.clone(),
+                jobs: jobs.clone(),
+                clock: Arc::new(clock.clone()),
+                metrics: Arc::new(NoMetrics),
+            },
             config,
         ),
         store,

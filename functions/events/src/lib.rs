@@ -1,35 +1,16 @@
-//! The events Lambda: each SQS record is one `InboundEvent`; records of a batch run
-//! concurrently; only failed records are reported, so SQS retries them alone. Each outcome
-//! is logged and counted (`lc_adapters::metrics`; `main` flushes per invocation).
+//! The events Lambda: each SQS record is one inbound event (or an operator's replay command),
+//! handled by the lifecycle's per-message function; records of a batch run concurrently and
+//! only the ones to retry are reported back.
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-use lc_adapters::lambda_sqs::for_each_record;
-use lc_adapters::metrics;
-use lc_core::lifecycle::processor::Events;
-use lc_core::ports::{
-    Clock, OptinStore, PageStore, PersonStore, QuarantineStore, QueueSender, Scheduler,
-};
+use lc_adapters::lambda_sqs::consume;
+use lc_core::consumer::Settling;
+use lc_core::lifecycle::processor::Lifecycle;
 
-pub async fn handle<St, Sc, J, C>(
-    events: &Events<St, Sc, J, C>,
-    event: SqsEvent,
-) -> SqsBatchResponse
-where
-    St: OptinStore + PersonStore + PageStore + QuarantineStore,
-    Sc: Scheduler,
-    J: QueueSender,
-    C: Clock,
-{
-    for_each_record(event, |record| async move {
-        let body = record.body.as_deref().unwrap_or("");
-        match events.process_body(body).await {
-            Ok(done) => {
-                tracing::info!(outcome = done.name(), detail = ?done, "event processed");
-                metrics::record(metrics::from_processed(&done));
-                Ok(())
-            }
-            Err(e) => Err(e.to_string()),
-        }
+pub async fn handle(lifecycle: &Lifecycle, event: SqsEvent) -> SqsBatchResponse {
+    // Events are only ever acknowledged or retried: the queue's redrive policy is their DLQ.
+    consume(event, Settling::default(), |body| async move {
+        lifecycle.handle_message(&body).await
     })
     .await
 }

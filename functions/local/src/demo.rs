@@ -62,13 +62,14 @@ where
 
 /// The opt-in once it reaches `state`, within `wait`.
 async fn optin_in(
-    table: &crate::pipeline::DynTable,
+    table: &lc_core::ports::Table,
     key: &str,
     state: OptinState,
     wait: Duration,
 ) -> Option<lc_core::lifecycle::optin::Optin> {
     wait_for(wait, || async move {
         table
+            .optins
             .get_optin(key)
             .await
             .ok()
@@ -170,8 +171,8 @@ pub async fn demo(args: &[String]) -> Result<(), String> {
     let linked = wait_for(wait, || {
         let (table, key) = (table.clone(), key.clone());
         async move {
-            let o = table.get_optin(&key).await.ok().flatten()?;
-            let p = table.get_person(PAGE, psid).await.ok().flatten()?;
+            let o = table.optins.get_optin(&key).await.ok().flatten()?;
+            let p = table.people.get_person(PAGE, psid).await.ok().flatten()?;
             (o.psid.as_deref() == Some(psid) && p.login_id.as_deref() == Some(login_id_of(&o)))
                 .then_some((o, p))
         }
@@ -205,6 +206,7 @@ pub async fn demo(args: &[String]) -> Result<(), String> {
         let table = table.clone();
         async move {
             table
+                .people
                 .get_person(PAGE, blocked)
                 .await
                 .ok()
@@ -260,6 +262,7 @@ pub async fn demo(args: &[String]) -> Result<(), String> {
         let table = table.clone();
         async move {
             table
+                .pages
                 .get_page(TOKENLESS_PAGE)
                 .await
                 .ok()

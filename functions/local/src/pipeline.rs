@@ -8,48 +8,36 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use lc_adapters::graph::{GraphClient, GraphConfig};
+use lc_core::consumer::{settle, Fate, Settled, Settling};
 use lc_core::deadline::Deadline;
-use lc_core::lifecycle::optin::{DeadlineCheck, FirstMessageJob};
-use lc_core::lifecycle::processor::{Events, EventsConfig};
+use lc_core::lifecycle::processor::{Lifecycle, LifecycleConfig, LifecyclePorts};
 use lc_core::memory::{MemoryQueue, MemoryScheduler, MemoryStore};
-use lc_core::ports::store::Table;
 use lc_core::ports::{
-    Clock, QueueReceiver, QueueSender, RequestCounter, Scheduler, VisibilityControl,
+    Clock, MemoryMetrics, Queue, QueueSender, Received, RequestCounter, Scheduler, SecretSource,
+    Table,
 };
-use lc_core::sending::sender::{settle, Sender, SenderConfig, Settlement};
+use lc_core::sending::sender::{Sender, SenderConfig, SenderPorts};
 use lc_core::support::secret::Secrets;
 use lc_core::webhook::intake::{Ingest, IngestConfig};
 use tokio::task::JoinHandle;
 
-/// A queue as the runner uses it: send, receive, and change visibility.
-pub trait Queue: QueueSender + QueueReceiver + VisibilityControl {}
-impl<T: QueueSender + QueueReceiver + VisibilityControl + ?Sized> Queue for T {}
-
-pub type DynTable = Arc<dyn Table>;
-pub type DynScheduler = Arc<dyn Scheduler>;
-pub type DynQueue = Arc<dyn Queue>;
-pub type DynClock = Arc<dyn Clock>;
-
-pub type RunEvents = Events<DynTable, DynScheduler, DynQueue, DynClock>;
-pub type RunSender = Sender<DynTable, GraphClient, DynScheduler, Arc<Secrets>, DynClock>;
-pub type RunDeadline = Deadline<DynTable, GraphClient, DynScheduler, Arc<Secrets>, DynClock>;
-pub type RunIngest = Ingest<DynQueue, Arc<Secrets>, DynClock>;
+pub type RunIngest = Ingest;
 
 pub struct Backends {
-    pub table: DynTable,
-    pub scheduler: DynScheduler,
+    pub table: Table,
+    pub scheduler: Arc<dyn Scheduler>,
     /// Set when schedules live in memory: the runner fires them (moto never does).
     pub memory_scheduler: Option<Arc<MemoryScheduler>>,
-    pub events: DynQueue,
-    pub jobs: DynQueue,
-    pub jobs_dlq: DynQueue,
+    pub events: Arc<dyn Queue>,
+    pub jobs: Arc<dyn Queue>,
+    pub jobs_dlq: Arc<dyn Queue>,
     pub counter: Arc<RequestCounter>,
     pub label: String,
 }
 
 impl Backends {
     /// The embedded default: everything in memory, with SQS-like redrive after 5 receives.
-    pub fn memory(clock: DynClock, visibility_ms: i64) -> Backends {
+    pub fn memory(clock: Arc<dyn Clock>, visibility_ms: i64) -> Backends {
         let counter = Arc::new(RequestCounter::new());
         let scheduler = Arc::new(MemoryScheduler::with_counter(counter.clone()));
         let events_dlq = Arc::new(MemoryQueue::with_clock(
@@ -63,7 +51,7 @@ impl Backends {
             visibility_ms,
         ));
         Backends {
-            table: Arc::new(MemoryStore::with_counter(counter.clone())),
+            table: Table::new(Arc::new(MemoryStore::with_counter(counter.clone()))),
             scheduler: scheduler.clone(),
             memory_scheduler: Some(scheduler),
             events: Arc::new(
@@ -149,10 +137,10 @@ impl Backends {
         .with_counter(counter.clone());
         let firing = Arc::new(MemoryScheduler::new());
         Ok(Backends {
-            table: Arc::new(
+            table: Table::new(Arc::new(
                 lc_adapters::dynamodb::DynamoStore::new(ddb, table_name)
                     .with_counter(counter.clone()),
-            ),
+            )),
             scheduler: Arc::new(Mirrored {
                 aws: aws_scheduler,
                 memory: firing.clone(),
@@ -197,6 +185,30 @@ impl Scheduler for Mirrored {
     }
 }
 
+/// Settles a batch as Lambda's event source would: what is done is deleted, what is kept
+/// reappears after its visibility timeout.
+async fn settle_batch(
+    queue: &dyn Queue,
+    dead_letters: Option<&dyn Queue>,
+    batch: Vec<Received>,
+    fates: Vec<Fate>,
+) {
+    let via = Settling {
+        queue: Some(queue),
+        dead_letters: dead_letters.map(|d| d as &dyn QueueSender),
+    };
+    for (m, fate) in batch.iter().zip(fates) {
+        match settle(fate, &m.receipt_handle, &m.body, via).await {
+            Settled::Delete => {
+                if let Err(e) = queue.delete(&m.receipt_handle).await {
+                    tracing::warn!(error = %e, "delete failed; the message will come back");
+                }
+            }
+            Settled::Keep { reason } => tracing::debug!(reason = %reason, "message kept"),
+        }
+    }
+}
+
 /// Waits for the next non-empty batch, as Lambda's event source does (errors are logged and
 /// polled through).
 async fn next_batch(q: &dyn Queue, poll: Duration, name: &str) -> Vec<lc_core::ports::Received> {
@@ -214,17 +226,19 @@ async fn next_batch(q: &dyn Queue, poll: Duration, name: &str) -> Vec<lc_core::p
 pub struct Pipeline {
     pub backends: Backends,
     pub ingest: Arc<RunIngest>,
-    pub events: Arc<RunEvents>,
-    pub sender: Arc<RunSender>,
-    pub deadline: Arc<RunDeadline>,
-    pub clock: DynClock,
+    pub lifecycle: Arc<Lifecycle>,
+    pub sender: Arc<Sender>,
+    pub deadline: Arc<Deadline>,
+    pub clock: Arc<dyn Clock>,
+    /// Everything the components counted, as the Lambdas would write it to CloudWatch.
+    pub metrics: Arc<MemoryMetrics>,
     tasks: Vec<JoinHandle<()>>,
 }
 
 pub struct PipelineConfig {
     pub graph_base_url: String,
     pub graph_timeout: Duration,
-    pub events: EventsConfig,
+    pub lifecycle: LifecycleConfig,
     pub sender: SenderConfig,
     /// How often consumers poll when idle, and the scheduler ticks.
     pub poll: Duration,
@@ -236,53 +250,51 @@ impl Pipeline {
     pub fn new(
         backends: Backends,
         secrets: Arc<Secrets>,
-        clock: DynClock,
+        clock: Arc<dyn Clock>,
         config: PipelineConfig,
     ) -> Result<Pipeline, String> {
-        let graph = || {
-            GraphClient::new(GraphConfig {
-                base_url: config.graph_base_url.clone(),
-                timeout: config.graph_timeout,
-                ..GraphConfig::default()
-            })
-            .map_err(|e| e.to_string())
-        };
+        let metrics = Arc::new(MemoryMetrics::new());
+        let graph = GraphClient::new(GraphConfig {
+            base_url: config.graph_base_url.clone(),
+            timeout: config.graph_timeout,
+            ..GraphConfig::default()
+        })
+        .map_err(|e| e.to_string())?;
+        let secret_source: Arc<dyn SecretSource> = Arc::new(secrets.clone());
         let ingest = Arc::new(Ingest::new(
             backends.events.clone(),
-            secrets.clone(),
+            Arc::new(secrets),
             clock.clone(),
             IngestConfig::default(),
         ));
-        let events = Arc::new(Events::new(
-            backends.table.clone(),
-            backends.scheduler.clone(),
-            backends.jobs.clone(),
-            clock.clone(),
-            config.events.clone(),
+        let lifecycle = Arc::new(Lifecycle::new(
+            LifecyclePorts {
+                table: backends.table.clone(),
+                scheduler: backends.scheduler.clone(),
+                jobs: backends.jobs.clone(),
+                clock: clock.clone(),
+                metrics: metrics.clone(),
+            },
+            config.lifecycle.clone(),
         ));
-        let sender = Arc::new(Sender::new(
-            backends.table.clone(),
-            graph()?,
-            backends.scheduler.clone(),
-            secrets.clone(),
-            clock.clone(),
-            config.sender.clone(),
-        ));
-        let deadline = Arc::new(Deadline::new(Sender::new(
-            backends.table.clone(),
-            graph()?,
-            backends.scheduler.clone(),
-            secrets.clone(),
-            clock.clone(),
-            config.sender.clone(),
-        )));
+        let sender_ports = SenderPorts {
+            table: backends.table.clone(),
+            graph: Arc::new(graph),
+            scheduler: backends.scheduler.clone(),
+            secrets: secret_source,
+            clock: clock.clone(),
+            metrics: metrics.clone(),
+        };
+        let sender = Arc::new(Sender::new(sender_ports.clone(), config.sender.clone()));
+        let deadline = Arc::new(Deadline::new(Sender::new(sender_ports, config.sender)));
         let mut p = Pipeline {
             backends,
             ingest,
-            events,
+            lifecycle,
             sender,
             deadline,
             clock,
+            metrics,
             tasks: Vec::new(),
         };
         p.start(config.poll, config.workers);
@@ -296,26 +308,18 @@ impl Pipeline {
         self.start_scheduler(poll);
     }
 
-    /// One events consumer and one sender consumer, like one concurrent Lambda instance each.
+    /// One events consumer and one sender consumer, like one concurrent Lambda instance each:
+    /// the same per-message functions and the same settling as the Lambdas.
     fn start_consumers(&mut self, poll: Duration) {
-        // Events consumer: like Lambda's SQS event source with ReportBatchItemFailures.
-        let (rx, events) = (self.backends.events.clone(), self.events.clone());
+        let (events, lifecycle) = (self.backends.events.clone(), self.lifecycle.clone());
         self.tasks.push(tokio::spawn(async move {
             loop {
-                let batch = next_batch(rx.as_ref(), poll, "events").await;
-                let results = join_all(batch.iter().map(|m| events.process_body(&m.body))).await;
-                for (m, r) in batch.iter().zip(results) {
-                    match r {
-                        Ok(done) => {
-                            tracing::info!(outcome = done.name(), "event processed");
-                            let _ = rx.delete(&m.receipt_handle).await;
-                        }
-                        Err(e) => tracing::warn!(error = %e, "event will be retried"),
-                    }
-                }
+                let batch = next_batch(events.as_ref(), poll, "events").await;
+                let fates = batch.iter().map(|m| lifecycle.handle_message(&m.body));
+                let fates = join_all(fates).await;
+                settle_batch(events.as_ref(), None, batch, fates).await;
             }
         }));
-        // Sender consumer.
         let (jobs, dlq, sender) = (
             self.backends.jobs.clone(),
             self.backends.jobs_dlq.clone(),
@@ -324,42 +328,8 @@ impl Pipeline {
         self.tasks.push(tokio::spawn(async move {
             loop {
                 let batch = next_batch(jobs.as_ref(), poll, "outbound").await;
-                let runs = batch.iter().map(|m| {
-                    let (jobs, dlq, sender) = (jobs.clone(), dlq.clone(), sender.clone());
-                    async move {
-                        let settlement = match serde_json::from_str::<FirstMessageJob>(&m.body) {
-                            Ok(job) => match sender.run_job(&job).await {
-                                Ok(out) => {
-                                    tracing::info!(outcome = out.name(), "job settled");
-                                    out.settlement()
-                                }
-                                Err(e) => {
-                                    tracing::warn!(error = %e, "job will be retried");
-                                    return;
-                                }
-                            },
-                            Err(e) => Settlement::DeadLetter {
-                                reason: format!("not a first-message job: {e}"),
-                            },
-                        };
-                        let done =
-                            matches!(settlement, Settlement::Done | Settlement::DeadLetter { .. });
-                        if settle(
-                            jobs.as_ref(),
-                            dlq.as_ref(),
-                            &m.receipt_handle,
-                            &m.body,
-                            settlement,
-                        )
-                        .await
-                        .is_ok()
-                            && done
-                        {
-                            let _ = jobs.delete(&m.receipt_handle).await;
-                        }
-                    }
-                });
-                join_all(runs).await;
+                let fates = join_all(batch.iter().map(|m| sender.handle_message(&m.body))).await;
+                settle_batch(jobs.as_ref(), Some(dlq.as_ref()), batch, fates).await;
             }
         }));
     }
@@ -372,12 +342,10 @@ impl Pipeline {
                 .push(s.spawn_firing(self.clock.clone(), poll, move |schedule| {
                     let deadline = deadline.clone();
                     Box::pin(async move {
-                        match serde_json::from_str::<DeadlineCheck>(&schedule.input) {
-                            Ok(check) => match deadline.check(&check).await {
-                                Ok(out) => tracing::info!(outcome = out.name(), "deadline check"),
-                                Err(e) => tracing::warn!(error = %e, "deadline check failed"),
-                            },
-                            Err(e) => tracing::warn!(error = %e, "schedule input is not a check"),
+                        let input = serde_json::from_str(&schedule.input)
+                            .unwrap_or(serde_json::Value::Null);
+                        if let Err(e) = deadline.handle_input(&input).await {
+                            tracing::warn!(error = %e, "deadline check failed");
                         }
                     })
                 }));

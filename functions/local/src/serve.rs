@@ -11,7 +11,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::IntoResponse;
 use graph_sim::{SimConfig, SimHandle};
-use lc_core::lifecycle::processor::EventsConfig;
+use lc_core::lifecycle::processor::LifecycleConfig;
 use lc_core::login::{self, Login, LoginConfig};
 use lc_core::ports::SystemClock;
 use lc_core::sending::sender::SenderConfig;
@@ -20,7 +20,7 @@ use lc_core::webhook::intake;
 use lc_core::webhook::signature::sign;
 use sha2::{Digest, Sha256};
 
-use crate::pipeline::{Backends, DynClock, Pipeline, PipelineConfig, RunIngest};
+use crate::pipeline::{Backends, Pipeline, PipelineConfig, RunIngest};
 
 pub const PAGE: &str = "1000000001";
 pub const PAGE_TOKEN: &str = "local-page-token";
@@ -151,13 +151,7 @@ pub async fn start_sim(secrets: &Secrets, rate_limit_per_sec: u32) -> Result<Sim
 }
 
 /// Everything `serve`, `demo` and `load` run: backends, simulator, pipeline, HTTP.
-pub type RunLogin = Login<
-    lc_adapters::graph::GraphClient,
-    crate::pipeline::DynQueue,
-    crate::pipeline::DynTable,
-    Arc<Secrets>,
-    DynClock,
->;
+pub type RunLogin = Login;
 
 #[derive(Clone)]
 struct Front {
@@ -183,7 +177,7 @@ impl Stack {
     pub async fn start(
         settings: &Settings,
         secrets: Secrets,
-        clock: DynClock,
+        clock: Arc<dyn lc_core::ports::Clock>,
         sim_rate_limit: u32,
         run_id: &str,
     ) -> Result<Stack, String> {
@@ -208,7 +202,7 @@ impl Stack {
             PipelineConfig {
                 graph_base_url: graph_url,
                 graph_timeout: Duration::from_secs(5),
-                events: EventsConfig::default(),
+                lifecycle: LifecycleConfig::default(),
                 sender: SenderConfig::default(),
                 poll: Duration::from_millis(20),
                 workers: 4,
@@ -220,10 +214,10 @@ impl Stack {
         })
         .map_err(|e| e.to_string())?;
         let login = Arc::new(Login::new(
-            graph,
+            Arc::new(graph),
             pipeline.backends.events.clone(),
-            pipeline.backends.table.clone(),
-            secrets.clone(),
+            pipeline.backends.table.optins.clone(),
+            Arc::new(secrets.clone()),
             pipeline.clock.clone(),
             LoginConfig {
                 default_page_id: PAGE.into(),

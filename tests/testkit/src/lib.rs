@@ -10,19 +10,16 @@ use graph_sim::{SimConfig, SimHandle};
 use lc_adapters::graph::{GraphClient, GraphConfig};
 use lc_core::deadline::Deadline;
 use lc_core::lifecycle::optin::FirstMessageJob;
-use lc_core::lifecycle::processor::{Events, EventsConfig};
+use lc_core::consumer::Fate;
+use lc_core::lifecycle::processor::{Lifecycle, LifecycleConfig, LifecyclePorts};
 use lc_core::memory::{ManualClock, MemoryQueue, MemoryScheduler, MemoryStore};
-use lc_core::ports::Clock;
-use lc_core::sending::sender::{JobOutcome, Sender, SenderConfig, Settlement};
+use lc_core::ports::{Clock, MemoryMetrics, Table};
+use lc_core::sending::sender::{JobOutcome, Sender, SenderConfig, SenderPorts};
 use lc_core::support::secret::{AppCredentials, Secret, Secrets};
 use lc_core::webhook::{split_body, SplitOutcome};
 
 pub const PAGE: &str = "100";
 pub const TOKEN: &str = "sim-page-token";
-
-pub type MemSender =
-    Sender<Arc<MemoryStore>, GraphClient, Arc<MemoryScheduler>, Arc<Secrets>, ManualClock>;
-pub type MemEvents = Events<Arc<MemoryStore>, Arc<MemoryScheduler>, Arc<MemoryQueue>, ManualClock>;
 
 pub struct World {
     pub sim: SimHandle,
@@ -30,8 +27,10 @@ pub struct World {
     pub scheduler: Arc<MemoryScheduler>,
     pub jobs: Arc<MemoryQueue>,
     pub clock: ManualClock,
-    pub events: MemEvents,
-    pub sender: Arc<MemSender>,
+    /// Everything every component of this world counted.
+    pub metrics: Arc<MemoryMetrics>,
+    pub events: Lifecycle,
+    pub sender: Arc<Sender>,
 }
 
 pub fn secrets() -> Arc<Secrets> {
@@ -70,22 +69,30 @@ impl World {
             Ok(g) => g,
             Err(e) => panic!("graph client: {e}"),
         };
+        let metrics = Arc::new(MemoryMetrics::new());
         World {
-            events: Events::new(
-                store.clone(),
-                scheduler.clone(),
-                jobs.clone(),
-                clock.clone(),
-                EventsConfig::default(),
+            events: Lifecycle::new(
+                LifecyclePorts {
+                    table: Table::new(store.clone()),
+                    scheduler: scheduler.clone(),
+                    jobs: jobs.clone(),
+                    clock: Arc::new(clock.clone()),
+                    metrics: metrics.clone(),
+                },
+                LifecycleConfig::default(),
             ),
             sender: Arc::new(Sender::new(
-                store.clone(),
-                graph,
-                scheduler.clone(),
-                secrets(),
-                clock.clone(),
+                SenderPorts {
+                    table: Table::new(store.clone()),
+                    graph: Arc::new(graph),
+                    scheduler: scheduler.clone(),
+                    secrets: Arc::new(secrets()),
+                    clock: Arc::new(clock.clone()),
+                    metrics: metrics.clone(),
+                },
                 SenderConfig::default(),
             )),
+            metrics,
             sim,
             store,
             scheduler,
@@ -98,8 +105,7 @@ impl World {
     pub fn deadline(
         &self,
         client_timeout_ms: u64,
-    ) -> Deadline<Arc<MemoryStore>, GraphClient, Arc<MemoryScheduler>, Arc<Secrets>, ManualClock>
-    {
+    ) -> Deadline {
         let graph = match GraphClient::new(GraphConfig {
             base_url: self.sim.base_url(),
             timeout: Duration::from_millis(client_timeout_ms),
@@ -109,11 +115,14 @@ impl World {
             Err(e) => panic!("graph client: {e}"),
         };
         Deadline::new(Sender::new(
-            self.store.clone(),
-            graph,
-            self.scheduler.clone(),
-            secrets(),
-            self.clock.clone(),
+            SenderPorts {
+                table: Table::new(self.store.clone()),
+                graph: Arc::new(graph),
+                scheduler: self.scheduler.clone(),
+                secrets: Arc::new(secrets()),
+                clock: Arc::new(self.clock.clone()),
+                metrics: self.metrics.clone(),
+            },
             SenderConfig::default(),
         ))
     }
@@ -182,12 +191,14 @@ impl World {
                     Ok(o) => o,
                     Err(e) => panic!("backend failed: {e}"),
                 };
-                match out.settlement() {
-                    Settlement::Done | Settlement::DeadLetter { .. } => {
+                match out.fate() {
+                    Fate::Ack | Fate::DeadLetter { .. } => {
                         self.jobs.delete(&m.receipt_handle);
                     }
-                    Settlement::RetryAfter { secs } => {
-                        self.jobs.change_visibility(&m.receipt_handle, secs);
+                    Fate::Retry { after_secs, .. } => {
+                        if let Some(secs) = after_secs {
+                            self.jobs.change_visibility(&m.receipt_handle, secs);
+                        }
                     }
                 }
                 outcomes.push(out);

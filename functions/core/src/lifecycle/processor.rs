@@ -1,4 +1,5 @@
-//! The events function's logic: one normalized inbound event in, state changes out.
+//! The lifecycle processor (run by the events function): one normalized inbound event in,
+//! state changes out.
 //!
 //! Idempotent by construction rather than by a marker item: every write is conditional or
 //! monotonic (an opt-in is a conditional create, a window timestamp only moves forward, a link
@@ -16,16 +17,18 @@ use crate::lifecycle::refs::{self, Keyring, RefCheck};
 use crate::ports::store::{
     Created, Link, LinkResult, MarketingToken, QuarantinedRecord, ReferralInfo, TokenStatus,
 };
+use std::sync::Arc;
+
+use crate::consumer::Fate;
 use crate::ports::{
-    Clock, OneTimeSchedule, OptinStore, OutMessage, PageStore, PersonStore, PortError,
-    QuarantineStore, QueueSender, Scheduler,
+    Clock, Metric, Metrics, OneTimeSchedule, OutMessage, PortError, QueueSender, Scheduler, Table,
 };
 use crate::support::privacy::hash_id;
 use crate::webhook::model::{MessagingItem, OptinEntryPoint, PolicyAction};
 use crate::webhook::{Channel, EventKind, Identity, IdentityKind, InboundEvent};
 
 #[derive(Debug, Clone)]
-pub struct EventsConfig {
+pub struct LifecycleConfig {
     /// The deadline check fires this long before the deadline (default 1 h).
     pub deadline_margin_ms: i64,
     /// The creator of an opt-in owns enqueueing its job for this long; after that a duplicate
@@ -37,9 +40,9 @@ pub struct EventsConfig {
     pub ref_keys: Keyring,
 }
 
-impl Default for EventsConfig {
+impl Default for LifecycleConfig {
     fn default() -> Self {
-        EventsConfig {
+        LifecycleConfig {
             deadline_margin_ms: 60 * 60 * 1000,
             job_claim_ms: 60 * 1000,
             min_schedule_lead_ms: 60 * 1000,
@@ -98,7 +101,27 @@ pub enum Processed {
 }
 
 impl Processed {
-    /// A short stable name for metrics.
+    /// What this outcome counts for (nothing for most).
+    fn metric(&self) -> Option<Metric> {
+        match self {
+            Processed::OptinCreated {
+                entry_point,
+                source,
+                ..
+            } => Some(Metric::OptinReceived {
+                source: *source,
+                entry_point: *entry_point,
+            }),
+            Processed::OptinDuplicate { .. } => Some(Metric::DuplicateSuppressed),
+            Processed::OptinMissedOnArrival { .. } => Some(Metric::FirstMessageMissed),
+            Processed::Quarantined { .. } => Some(Metric::Quarantined(1)),
+            Processed::PagePaused { applied: true } => Some(Metric::PagePaused),
+            Processed::PolicyWarning => Some(Metric::PolicyWarning),
+            _ => None,
+        }
+    }
+
+    /// A short stable name for logs.
     pub fn name(&self) -> &'static str {
         match self {
             Processed::OptinCreated { .. } => "optin_created",
@@ -133,33 +156,52 @@ impl From<PortError> for ProcessError {
     }
 }
 
-pub struct Events<St, Sc, J, C> {
-    store: St,
-    scheduler: Sc,
-    jobs: J,
-    clock: C,
-    config: EventsConfig,
+/// The ports the lifecycle writes through.
+#[derive(Clone)]
+pub struct LifecyclePorts {
+    pub table: Table,
+    pub scheduler: Arc<dyn Scheduler>,
+    /// The outbound queue (first-message jobs).
+    pub jobs: Arc<dyn QueueSender>,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Arc<dyn Metrics>,
 }
 
-impl<St, Sc, J, C> Events<St, Sc, J, C>
-where
-    St: OptinStore + PersonStore + PageStore + QuarantineStore,
-    Sc: Scheduler,
-    J: QueueSender,
-    C: Clock,
-{
-    pub fn new(store: St, scheduler: Sc, jobs: J, clock: C, config: EventsConfig) -> Self {
-        Events {
-            store,
-            scheduler,
-            jobs,
-            clock,
+pub struct Lifecycle {
+    table: Table,
+    scheduler: Arc<dyn Scheduler>,
+    jobs: Arc<dyn QueueSender>,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<dyn Metrics>,
+    config: LifecycleConfig,
+}
+
+impl Lifecycle {
+    pub fn new(ports: LifecyclePorts, config: LifecycleConfig) -> Self {
+        Lifecycle {
+            table: ports.table,
+            scheduler: ports.scheduler,
+            jobs: ports.jobs,
+            clock: ports.clock,
+            metrics: ports.metrics,
             config,
         }
     }
 
-    pub fn store(&self) -> &St {
-        &self.store
+    pub fn table(&self) -> &Table {
+        &self.table
+    }
+
+    /// The events consumer's per-message function: one queue message body in, its fate out.
+    /// Lambda's batch wrapper and the local runner's poller both call it.
+    pub async fn handle_message(&self, body: &str) -> Fate {
+        match self.process_body(body).await {
+            Ok(done) => {
+                tracing::debug!(outcome = done.name(), detail = ?done, "event processed");
+                Fate::Ack
+            }
+            Err(ProcessError::Retry(reason)) => Fate::retry(reason),
+        }
     }
 
     /// Processes one queue message body (an event, or an operator's replay command).
@@ -189,7 +231,7 @@ where
 
     /// Replays up to `limit` quarantined records (see [`crate::lifecycle::replay`]).
     pub async fn replay(&self, limit: usize) -> Result<Processed, ProcessError> {
-        let records = self.store.list_quarantined(limit).await?;
+        let records = self.table.quarantine.list_quarantined(limit).await?;
         let plan = crate::lifecycle::replay::plan(&records, self.clock.now_ms());
         let mut replayed = 0;
         for (events, ids) in &plan.ready {
@@ -202,7 +244,7 @@ where
             }
             if all_done {
                 for id in ids {
-                    self.store.delete_quarantined(id).await?;
+                    self.table.quarantine.delete_quarantined(id).await?;
                 }
             }
         }
@@ -218,6 +260,14 @@ where
     }
 
     pub async fn process(&self, event: &InboundEvent) -> Result<Processed, ProcessError> {
+        let done = self.process_event(event).await?;
+        if let Some(m) = done.metric() {
+            self.metrics.record(m);
+        }
+        Ok(done)
+    }
+
+    async fn process_event(&self, event: &InboundEvent) -> Result<Processed, ProcessError> {
         match event.kind {
             EventKind::Quarantined => {
                 let reason = event
@@ -265,7 +315,7 @@ where
             received_at_ms,
             event_json: json.to_string(),
         };
-        self.store.put_quarantined(&record).await?;
+        self.table.quarantine.put_quarantined(&record).await?;
         tracing::warn!(quarantine_id = %record.id, reason, "event quarantined");
         Ok(Processed::Quarantined {
             reason: reason.to_string(),
@@ -350,7 +400,7 @@ where
                     expires_at_ms: optin.token_expiry_timestamp,
                     status_at_ms: event.timestamp_ms,
                 };
-                let applied = self.store.set_token(page, &psid.id, &token).await?;
+                let applied = self.table.people.set_token(page, &psid.id, &token).await?;
                 Ok(Processed::MarketingToken { status, applied })
             }
             OptinEntryPoint::Other => Ok(Processed::Ignored {
@@ -408,10 +458,9 @@ where
         if now >= optin.deadline_at_ms {
             optin.state = OptinState::Expired;
             optin.last_error = Some("opt-in processed after its deadline".into());
-            return Ok(match self.store.create_optin(&optin).await? {
+            return Ok(match self.table.optins.create_optin(&optin).await? {
                 Created::Created => {
                     tracing::error!(
-                        metric = "FirstMessageMissed",
                         optin = %hash_id(&key),
                         reason = "opt-in processed after its deadline",
                         "first message missed"
@@ -425,7 +474,7 @@ where
         }
 
         optin.job_claim_until_ms = now + self.config.job_claim_ms;
-        match self.store.create_optin(&optin).await? {
+        match self.table.optins.create_optin(&optin).await? {
             Created::Created => {
                 let schedule_created = self.schedule(&optin, now).await?;
                 self.enqueue_job(&optin, now).await?;
@@ -451,9 +500,7 @@ where
                             "the opt-in's first-message job is not confirmed yet".into(),
                         ));
                     }
-                    if self
-                        .store
-                        .take_job(&key, now, now + self.config.job_claim_ms)
+                    if self.table.optins.take_job(&key, now, now + self.config.job_claim_ms)
                         .await?
                     {
                         self.schedule(&existing, now).await?;
@@ -521,7 +568,7 @@ where
                 f.code
             )));
         }
-        self.store.mark_job_enqueued(&optin.key(), now).await?;
+        self.table.optins.mark_job_enqueued(&optin.key(), now).await?;
         Ok(())
     }
 
@@ -561,7 +608,7 @@ where
                     identifier: identity,
                     at_ms: event.timestamp_ms,
                 };
-                match self.store.link(&link, self.clock.now_ms()).await? {
+                match self.table.people.link(&link, self.clock.now_ms()).await? {
                     LinkResult::Linked => linked = true,
                     LinkResult::SendInFlight => {
                         return Err(ProcessError::Retry(
@@ -577,11 +624,9 @@ where
             .and_then(|p| p.referral.as_ref())
         {
             let info = referral_info(referral, event.timestamp_ms);
-            self.store.record_referral(page, &who.id, &info).await?;
+            self.table.people.record_referral(page, &who.id, &info).await?;
         }
-        let window_moved = self
-            .store
-            .record_user_message(page, &who.id, event.timestamp_ms)
+        let window_moved = self.table.people.record_user_message(page, &who.id, event.timestamp_ms)
             .await?;
         Ok(Processed::UserMessage {
             window_moved,
@@ -601,12 +646,11 @@ where
             return self.quarantine(event, "referral item does not parse").await;
         };
         let page = event.account_id.as_str();
-        let stored = self
-            .store
-            .record_referral(page, &who.id, &referral_info(&referral, event.timestamp_ms))
+        let stored = self.table.people.record_referral(page, &who.id, &referral_info(&referral, event.timestamp_ms))
             .await?;
         // Following an m.me link or an ad into the thread is the person's own action.
-        self.store
+        self.table
+            .people
             .record_user_message(page, &who.id, event.timestamp_ms)
             .await?;
         Ok(Processed::Referral { stored })
@@ -625,27 +669,21 @@ where
                     "policy_enforcement block: {}",
                     pe.reason.as_deref().unwrap_or("no reason given")
                 );
-                let applied = self
-                    .store
-                    .set_paused(page, Some(&reason), event.timestamp_ms)
+                let applied = self.table.pages.set_paused(page, Some(&reason), event.timestamp_ms)
                     .await?;
                 tracing::error!(
-                    metric = "PagePaused",
                     page,
                     "Meta blocked the page; sending paused"
                 );
                 Ok(Processed::PagePaused { applied })
             }
             Some(PolicyAction::Unblock) => {
-                let applied = self
-                    .store
-                    .set_paused(page, None, event.timestamp_ms)
+                let applied = self.table.pages.set_paused(page, None, event.timestamp_ms)
                     .await?;
                 Ok(Processed::PageUnpaused { applied })
             }
             _ => {
                 tracing::warn!(
-                    metric = "PolicyWarning",
                     page,
                     reason = pe.reason.as_deref().unwrap_or(""),
                     "Meta policy warning"

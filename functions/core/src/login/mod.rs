@@ -40,7 +40,7 @@ pub mod login_id;
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 use base64::Engine as _;
 use serde::Deserialize;
@@ -228,24 +228,24 @@ struct LoginBody {
     page_id: Option<String>,
 }
 
-pub struct Login<G, Q, St, S, C> {
-    graph: G,
-    queue: Q,
-    store: St,
-    secrets: S,
-    clock: C,
+pub struct Login {
+    graph: Arc<dyn GraphApi>,
+    queue: Arc<dyn QueueSender>,
+    store: Arc<dyn OptinStore>,
+    secrets: Arc<dyn SecretSource>,
+    clock: Arc<dyn Clock>,
     config: LoginConfig,
 }
 
-impl<G, Q, St, S, C> Login<G, Q, St, S, C>
-where
-    G: GraphApi,
-    Q: QueueSender,
-    St: OptinStore,
-    S: SecretSource,
-    C: Clock,
-{
-    pub fn new(graph: G, queue: Q, store: St, secrets: S, clock: C, config: LoginConfig) -> Self {
+impl Login {
+    pub fn new(
+        graph: Arc<dyn GraphApi>,
+        queue: Arc<dyn QueueSender>,
+        store: Arc<dyn OptinStore>,
+        secrets: Arc<dyn SecretSource>,
+        clock: Arc<dyn Clock>,
+        config: LoginConfig,
+    ) -> Self {
         Login {
             graph,
             queue,

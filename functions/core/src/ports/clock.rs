@@ -19,8 +19,3 @@ impl Clock for SystemClock {
     }
 }
 
-impl<T: Clock + ?Sized> Clock for std::sync::Arc<T> {
-    fn now_ms(&self) -> i64 {
-        (**self).now_ms()
-    }
-}

@@ -153,12 +153,3 @@ pub trait GraphApi: Send + Sync {
     ) -> Result<TokenInfo, SendError>;
 }
 
-#[async_trait]
-impl<T: GraphApi + ?Sized> GraphApi for std::sync::Arc<T> {
-    async fn send(&self, auth: &PageAuth, request: &SendRequest) -> Result<SendOk, SendError> {
-        (**self).send(auth, request).await
-    }
-    async fn debug_token(&self, app: &Secret, input: &Secret) -> Result<TokenInfo, SendError> {
-        (**self).debug_token(app, input).await
-    }
-}

@@ -16,11 +16,11 @@ pub use graph::GraphApi;
 pub use metering::RequestCounter;
 pub use metrics::{MemoryMetrics, Metric, Metrics, NoMetrics};
 pub use queue::{
-    EntryFailure, OutMessage, QueueReceiver, QueueSender, Received, VisibilityControl,
+    EntryFailure, OutMessage, Queue, QueueReceiver, QueueSender, Received, VisibilityControl,
 };
 pub use scheduler::{OneTimeSchedule, ScheduleCreated, Scheduler};
 pub use secrets::SecretSource;
-pub use store::{OptinStore, PageStore, PersonStore, QuarantineStore};
+pub use store::{OptinStore, PageStore, PersonStore, QuarantineStore, Table};
 
 /// A failure at a port. The message is for operators: adapters never put secrets or personal
 /// data in it.

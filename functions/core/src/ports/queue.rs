@@ -46,13 +46,6 @@ pub trait QueueSender: Send + Sync {
     async fn send_batch(&self, messages: &[OutMessage]) -> Result<Vec<EntryFailure>, PortError>;
 }
 
-#[async_trait]
-impl<T: QueueSender + ?Sized> QueueSender for std::sync::Arc<T> {
-    async fn send_batch(&self, messages: &[OutMessage]) -> Result<Vec<EntryFailure>, PortError> {
-        (**self).send_batch(messages).await
-    }
-}
-
 /// Groups messages into batches that respect both SQS limits, keeping order.
 pub fn batches(messages: &[OutMessage]) -> Vec<&[OutMessage]> {
     let mut out = Vec::new();
@@ -85,17 +78,6 @@ pub trait VisibilityControl: Send + Sync {
     ) -> Result<(), PortError>;
 }
 
-#[async_trait]
-impl<T: VisibilityControl + ?Sized> VisibilityControl for std::sync::Arc<T> {
-    async fn change_visibility(
-        &self,
-        receipt_handle: &str,
-        delay_secs: u32,
-    ) -> Result<(), PortError> {
-        (**self).change_visibility(receipt_handle, delay_secs).await
-    }
-}
-
 /// SQS's ceiling for a visibility timeout.
 pub const MAX_VISIBILITY_SECS: u32 = 12 * 60 * 60;
 
@@ -117,16 +99,6 @@ pub trait QueueReceiver: Send + Sync {
     /// Up to `max` messages, waiting up to `wait_ms` for the first (long polling).
     async fn receive(&self, max: usize, wait_ms: u64) -> Result<Vec<Received>, PortError>;
     async fn delete(&self, receipt_handle: &str) -> Result<(), PortError>;
-}
-
-#[async_trait]
-impl<T: QueueReceiver + ?Sized> QueueReceiver for std::sync::Arc<T> {
-    async fn receive(&self, max: usize, wait_ms: u64) -> Result<Vec<Received>, PortError> {
-        (**self).receive(max, wait_ms).await
-    }
-    async fn delete(&self, receipt_handle: &str) -> Result<(), PortError> {
-        (**self).delete(receipt_handle).await
-    }
 }
 
 #[cfg(test)]
@@ -154,3 +126,9 @@ mod tests {
         assert!(batches(&[]).is_empty());
     }
 }
+
+/// A queue a consumer owns: it sends, receives and extends visibility (the local runner's
+/// pollers; Lambda's event source does the receiving when deployed).
+pub trait Queue: QueueSender + QueueReceiver + VisibilityControl {}
+
+impl<T: QueueSender + QueueReceiver + VisibilityControl + ?Sized> Queue for T {}

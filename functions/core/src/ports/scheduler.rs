@@ -41,15 +41,3 @@ pub fn parse_at_expression(expr: &str) -> Option<i64> {
     crate::support::time::parse_utc_seconds(inner)
 }
 
-#[async_trait]
-impl<T: Scheduler + ?Sized> Scheduler for std::sync::Arc<T> {
-    async fn create_schedule(&self, s: &OneTimeSchedule) -> Result<ScheduleCreated, PortError> {
-        (**self).create_schedule(s).await
-    }
-    async fn delete_schedule(&self, name: &str) -> Result<bool, PortError> {
-        (**self).delete_schedule(name).await
-    }
-    async fn get_schedule(&self, name: &str) -> Result<Option<OneTimeSchedule>, PortError> {
-        (**self).get_schedule(name).await
-    }
-}

@@ -20,9 +20,3 @@ impl SecretSource for Arc<Secrets> {
     }
 }
 
-#[async_trait]
-impl SecretSource for Arc<dyn SecretSource> {
-    async fn secrets(&self) -> Result<Arc<Secrets>, SecretsError> {
-        (**self).secrets().await
-    }
-}

@@ -4,6 +4,8 @@
 //! Each method is one state change with its condition built in, never read-then-write, so
 //! concurrent duplicates cannot both win.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
@@ -246,123 +248,26 @@ pub trait QuarantineStore: Send + Sync {
     async fn delete_quarantined(&self, id: &str) -> Result<(), PortError>;
 }
 
-// Shared handles: the same store behind several consumers (tests, the local runner).
-#[async_trait]
-impl<T: OptinStore + ?Sized> OptinStore for std::sync::Arc<T> {
-    async fn create_optin(&self, optin: &Optin) -> Result<Created, PortError> {
-        (**self).create_optin(optin).await
-    }
-    async fn get_optin(&self, key: &str) -> Result<Option<Optin>, PortError> {
-        (**self).get_optin(key).await
-    }
-    async fn mark_job_enqueued(&self, key: &str, now_ms: i64) -> Result<(), PortError> {
-        (**self).mark_job_enqueued(key, now_ms).await
-    }
-    async fn take_job(&self, key: &str, now_ms: i64, until: i64) -> Result<bool, PortError> {
-        (**self).take_job(key, now_ms, until).await
-    }
-    async fn claim(&self, key: &str, now_ms: i64, lease: i64) -> Result<Claim, PortError> {
-        (**self).claim(key, now_ms, lease).await
-    }
-    async fn finish(
-        &self,
-        key: &str,
-        attempt: u32,
-        finish: &Finish,
-        now_ms: i64,
-    ) -> Result<bool, PortError> {
-        (**self).finish(key, attempt, finish, now_ms).await
-    }
-    async fn expire(
-        &self,
-        key: &str,
-        now_ms: i64,
-        reason: &str,
-    ) -> Result<Option<Optin>, PortError> {
-        (**self).expire(key, now_ms, reason).await
-    }
+/// The one table, as the four ports its items serve. Built from any store that implements them
+/// all (DynamoDB, the in-memory twin), shared by every consumer.
+#[derive(Clone)]
+pub struct Table {
+    pub optins: Arc<dyn OptinStore>,
+    pub people: Arc<dyn PersonStore>,
+    pub pages: Arc<dyn PageStore>,
+    pub quarantine: Arc<dyn QuarantineStore>,
 }
 
-#[async_trait]
-impl<T: PersonStore + ?Sized> PersonStore for std::sync::Arc<T> {
-    async fn get_person(&self, page_id: &str, psid: &str) -> Result<Option<Person>, PortError> {
-        (**self).get_person(page_id, psid).await
-    }
-    async fn record_user_message(
-        &self,
-        page_id: &str,
-        psid: &str,
-        at_ms: i64,
-    ) -> Result<bool, PortError> {
-        (**self).record_user_message(page_id, psid, at_ms).await
-    }
-    async fn link(&self, link: &Link, now_ms: i64) -> Result<LinkResult, PortError> {
-        (**self).link(link, now_ms).await
-    }
-    async fn record_referral(
-        &self,
-        page_id: &str,
-        psid: &str,
-        r: &ReferralInfo,
-    ) -> Result<bool, PortError> {
-        (**self).record_referral(page_id, psid, r).await
-    }
-    async fn set_token(
-        &self,
-        page_id: &str,
-        psid: &str,
-        t: &MarketingToken,
-    ) -> Result<bool, PortError> {
-        (**self).set_token(page_id, psid, t).await
-    }
-    async fn get_tokens(
-        &self,
-        page_id: &str,
-        psid: &str,
-    ) -> Result<Vec<MarketingToken>, PortError> {
-        (**self).get_tokens(page_id, psid).await
-    }
-    async fn opt_out(
-        &self,
-        page_id: &str,
-        psid: &str,
-        reason: &str,
-        at_ms: i64,
-    ) -> Result<(), PortError> {
-        (**self).opt_out(page_id, psid, reason, at_ms).await
+impl Table {
+    pub fn new<T>(store: Arc<T>) -> Table
+    where
+        T: OptinStore + PersonStore + PageStore + QuarantineStore + 'static,
+    {
+        Table {
+            optins: store.clone(),
+            people: store.clone(),
+            pages: store.clone(),
+            quarantine: store,
+        }
     }
 }
-
-#[async_trait]
-impl<T: PageStore + ?Sized> PageStore for std::sync::Arc<T> {
-    async fn get_page(&self, page_id: &str) -> Result<Option<PageConfig>, PortError> {
-        (**self).get_page(page_id).await
-    }
-    async fn set_paused(
-        &self,
-        page_id: &str,
-        reason: Option<&str>,
-        at: i64,
-    ) -> Result<bool, PortError> {
-        (**self).set_paused(page_id, reason, at).await
-    }
-}
-
-#[async_trait]
-impl<T: QuarantineStore + ?Sized> QuarantineStore for std::sync::Arc<T> {
-    async fn put_quarantined(&self, record: &QuarantinedRecord) -> Result<(), PortError> {
-        (**self).put_quarantined(record).await
-    }
-    async fn list_quarantined(&self, limit: usize) -> Result<Vec<QuarantinedRecord>, PortError> {
-        (**self).list_quarantined(limit).await
-    }
-    async fn delete_quarantined(&self, id: &str) -> Result<(), PortError> {
-        (**self).delete_quarantined(id).await
-    }
-}
-
-/// The whole table as one port (for wiring by trait object: the local runner picks memory or
-/// DynamoDB at run time).
-pub trait Table: OptinStore + PersonStore + PageStore + QuarantineStore {}
-
-impl<T: OptinStore + PersonStore + PageStore + QuarantineStore + ?Sized> Table for T {}

@@ -7,17 +7,15 @@
 //! idempotency key, so "at most one resend, only after a crash or a lost answer" is the bound.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use crate::lifecycle::optin::{FirstMessageJob, Optin, OptinState};
 use crate::ports::graph::{
     MessagingType, OutgoingMessage, PageAuth, Recipient, SendError, SendRequest,
 };
 use crate::ports::store::{Claim, Finish, PageConfig};
-use crate::ports::{
-    Clock, GraphApi, OptinStore, OutMessage, PageStore, PersonStore, PortError, QueueSender,
-    Scheduler, SecretSource, VisibilityControl,
-};
+use crate::consumer::Fate;
+use crate::ports::{Clock, GraphApi, Metric, Metrics, PortError, Scheduler, SecretSource, Table};
 use crate::sending::errors::{classify, classify_transport, ErrorClass};
 use crate::sending::first_message;
 use crate::sending::policy::{self, Attempt, Decision, PolicyConfig, Rule};
@@ -105,35 +103,35 @@ impl JobOutcome {
     }
 }
 
-/// What the queue should do with the job message after an outcome.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Settlement {
-    /// Delete it: the job is done, one way or another.
-    Done,
-    /// Keep it and show it again after `secs` (ChangeMessageVisibility).
-    RetryAfter { secs: u32 },
-    /// Move it to the dead-letter queue with this reason, then delete it.
-    DeadLetter { reason: String },
-}
-
 impl JobOutcome {
-    pub fn settlement(&self) -> Settlement {
-        let secs = |ms: i64| {
-            let s = (ms.max(0) + 999) / 1000;
-            u32::try_from(s)
-                .unwrap_or(u32::MAX)
-                .clamp(1, crate::ports::queue::MAX_VISIBILITY_SECS)
-        };
+    /// What the queue does with the job message after this outcome.
+    pub fn fate(&self) -> Fate {
         match self {
-            JobOutcome::RetryLater { delay_ms, .. } | JobOutcome::PagePaused { delay_ms, .. } => {
-                Settlement::RetryAfter {
-                    secs: secs(*delay_ms),
-                }
-            }
-            JobOutcome::BadRequest { reason } => Settlement::DeadLetter {
+            JobOutcome::RetryLater { delay_ms, reason }
+            | JobOutcome::PagePaused {
+                delay_ms, reason, ..
+            } => Fate::retry_after_ms(*delay_ms, reason.clone()),
+            JobOutcome::BadRequest { reason } => Fate::DeadLetter {
                 reason: reason.clone(),
             },
-            _ => Settlement::Done,
+            _ => Fate::Ack,
+        }
+    }
+
+    /// What this outcome counts for (the Graph errors and pauses are counted where they
+    /// happen; these are the ones only the outcome knows).
+    fn metric(&self) -> Option<Metric> {
+        match self {
+            JobOutcome::Sent {
+                optin_to_sent_ms, ..
+            } => Some(Metric::FirstMessageSent {
+                optin_to_sent_ms: *optin_to_sent_ms,
+            }),
+            JobOutcome::Expired { .. } => Some(Metric::FirstMessageMissed),
+            JobOutcome::AlreadyDone {
+                state: Some(OptinState::Sent),
+            } => Some(Metric::DuplicateSuppressed),
+            _ => None,
         }
     }
 }
@@ -145,51 +143,77 @@ pub enum JobError {
     Backend(#[from] PortError),
 }
 
-pub struct Sender<St, G, Sc, Se, C> {
-    store: St,
-    graph: G,
-    scheduler: Sc,
-    secrets: Se,
-    clock: C,
+/// What the gate lets through: the message to send.
+struct Gate {
+    message: OutgoingMessage,
+}
+
+/// Why an attempt stopped before its last phase: with an outcome for the job, or an error.
+enum Stop {
+    Done(JobOutcome),
+    Failed(JobError),
+}
+
+impl From<PortError> for Stop {
+    fn from(e: PortError) -> Self {
+        Stop::Failed(JobError::Backend(e))
+    }
+}
+
+impl From<JobError> for Stop {
+    fn from(e: JobError) -> Self {
+        Stop::Failed(e)
+    }
+}
+
+/// The ports a sender works through.
+#[derive(Clone)]
+pub struct SenderPorts {
+    pub table: Table,
+    pub graph: Arc<dyn GraphApi>,
+    pub scheduler: Arc<dyn Scheduler>,
+    pub secrets: Arc<dyn SecretSource>,
+    pub clock: Arc<dyn Clock>,
+    pub metrics: Arc<dyn Metrics>,
+}
+
+pub struct Sender {
+    table: Table,
+    graph: Arc<dyn GraphApi>,
+    scheduler: Arc<dyn Scheduler>,
+    secrets: Arc<dyn SecretSource>,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<dyn Metrics>,
     config: SenderConfig,
     /// Page id -> not before (epoch ms): pacing learned from Meta's usage headers. Per
     /// process on purpose: cheap, and every instance learns it from its own answers.
     pace: Mutex<HashMap<String, i64>>,
 }
 
-impl<St, G, Sc, Se, C> Sender<St, G, Sc, Se, C>
-where
-    St: OptinStore + PersonStore + PageStore,
-    G: GraphApi,
-    Sc: Scheduler,
-    Se: SecretSource,
-    C: Clock,
-{
-    pub fn new(
-        store: St,
-        graph: G,
-        scheduler: Sc,
-        secrets: Se,
-        clock: C,
-        config: SenderConfig,
-    ) -> Self {
+impl Sender {
+    pub fn new(ports: SenderPorts, config: SenderConfig) -> Self {
         Sender {
-            store,
-            graph,
-            scheduler,
-            secrets,
-            clock,
+            table: ports.table,
+            graph: ports.graph,
+            scheduler: ports.scheduler,
+            secrets: ports.secrets,
+            clock: ports.clock,
+            metrics: ports.metrics,
             config,
             pace: Mutex::new(HashMap::new()),
         }
     }
 
-    pub fn store(&self) -> &St {
-        &self.store
+    pub fn table(&self) -> &Table {
+        &self.table
     }
 
-    pub fn scheduler(&self) -> &Sc {
-        &self.scheduler
+    pub fn scheduler(&self) -> &dyn Scheduler {
+        self.scheduler.as_ref()
+    }
+
+    pub fn metrics(&self) -> &dyn Metrics {
+        self.metrics.as_ref()
     }
 
     pub fn config(&self) -> &SenderConfig {
@@ -200,58 +224,102 @@ where
         self.clock.now_ms()
     }
 
-    /// Runs one first-message job.
+    /// The sender consumer's per-message function: one job message body in, its fate out.
+    /// Lambda's batch wrapper and the local runner's poller both call it.
+    pub async fn handle_message(&self, body: &str) -> Fate {
+        let job = match serde_json::from_str::<FirstMessageJob>(body) {
+            Ok(job) => job,
+            Err(e) => {
+                return Fate::DeadLetter {
+                    reason: format!("not a first-message job: {e}"),
+                }
+            }
+        };
+        match self.run_job(&job).await {
+            Ok(outcome) => {
+                tracing::info!(outcome = outcome.name(), detail = ?outcome, "job settled");
+                outcome.fate()
+            }
+            Err(e) => Fate::retry(e.to_string()),
+        }
+    }
+
+    /// Runs one first-message job: load, gate (pause, pacing, config, policy), claim,
+    /// credentials, deliver. Each phase either hands the next one what it needs or stops the
+    /// attempt with the job's outcome.
     pub async fn run_job(&self, job: &FirstMessageJob) -> Result<JobOutcome, JobError> {
+        let outcome = match self.attempt(job).await {
+            Ok(outcome) | Err(Stop::Done(outcome)) => outcome,
+            Err(Stop::Failed(e)) => return Err(e),
+        };
+        if let Some(m) = outcome.metric() {
+            self.metrics.record(m);
+        }
+        Ok(outcome)
+    }
+
+    async fn attempt(&self, job: &FirstMessageJob) -> Result<JobOutcome, Stop> {
         let now = self.clock.now_ms();
-        let key = job.optin_key.as_str();
-        let Some(optin) = self.store.get_optin(key).await? else {
+        let optin = self.load(&job.optin_key, now).await?;
+        let gate = self.gate(&optin, now).await?;
+        let claimed = self.claim(&optin, now).await?;
+        let auth = self.credentials(&claimed, now).await?;
+        self.deliver(&claimed, auth, gate.message).await
+    }
+
+    /// The opt-in, if a send is still owed and possible now.
+    async fn load(&self, key: &str, now: i64) -> Result<Optin, Stop> {
+        let Some(optin) = self.table.optins.get_optin(key).await? else {
             tracing::warn!(optin = %hash_id(key), "job for an unknown opt-in");
-            return Ok(JobOutcome::AlreadyDone { state: None });
+            return Err(Stop::Done(JobOutcome::AlreadyDone { state: None }));
         };
         if optin.state.is_closed() {
-            return Ok(JobOutcome::AlreadyDone {
+            return Err(Stop::Done(JobOutcome::AlreadyDone {
                 state: Some(optin.state),
-            });
+            }));
         }
         if now >= optin.deadline_at_ms {
-            return self
+            let outcome = self
                 .expire(&optin, now, "deadline passed before the first message")
-                .await;
+                .await?;
+            return Err(Stop::Done(outcome));
         }
         if optin.state == OptinState::Sending && optin.lease_until_ms > now {
             // Another attempt holds it: look again when its lease ends.
-            return Ok(JobOutcome::RetryLater {
+            return Err(Stop::Done(JobOutcome::RetryLater {
                 delay_ms: (optin.lease_until_ms - now).max(1_000),
                 reason: "another attempt holds the claim".into(),
-            });
+            }));
         }
+        Ok(optin)
+    }
 
-        let page = self.store.get_page(&optin.page_id).await?;
+    /// Everything that may hold the message back before a claim: the Page's pause, pacing,
+    /// its first-message config and the policy.
+    async fn gate(&self, optin: &Optin, now: i64) -> Result<Gate, Stop> {
+        let page = self.table.pages.get_page(&optin.page_id).await?;
         if let Some(p) = page.as_ref().filter(|p| p.paused) {
-            return Ok(self.paused(p.paused_reason.clone().unwrap_or_default()));
+            return Err(Stop::Done(
+                self.paused(p.paused_reason.clone().unwrap_or_default()),
+            ));
         }
         if let Some(delay) = self.paced(&optin.page_id, now) {
-            return Ok(JobOutcome::RetryLater {
+            return Err(Stop::Done(JobOutcome::RetryLater {
                 delay_ms: delay,
                 reason: "pacing the page (Meta usage above threshold)".into(),
-            });
+            }));
         }
         let message = match self.message_for(page.as_ref()) {
             Ok(m) => m,
             Err(reason) => {
                 let reason = format!("invalid first_message config: {reason}");
-                self.store
-                    .set_paused(&optin.page_id, Some(&reason), now)
-                    .await?;
-                tracing::error!(metric = "PagePaused", page = %optin.page_id, reason = %reason, "page paused");
-                return Ok(self.paused(reason));
+                return Err(Stop::Done(self.pause(&optin.page_id, reason, now).await?));
             }
         };
-
-        let recipient = recipient_of(&optin);
         let person = match optin.recipient.kind {
             IdentityKind::Psid | IdentityKind::Igsid => {
-                self.store
+                self.table
+                    .people
                     .get_person(&optin.page_id, &optin.recipient.id)
                     .await?
             }
@@ -261,11 +329,11 @@ where
             &Attempt {
                 now_ms: now,
                 page_id: &optin.page_id,
-                recipient: &recipient,
+                recipient: &recipient_of(optin),
                 messaging_type: MessagingType::Update,
                 tag: None,
                 page: page.as_ref(),
-                optin: Some(&optin),
+                optin: Some(optin),
                 person: person.as_ref(),
                 token: None,
                 first_message: true,
@@ -273,106 +341,131 @@ where
             &self.config.policy,
         );
         if let Decision::Refuse { rule, reason } = decision {
-            return self.refused(&optin, now, rule, reason).await;
+            return Err(Stop::Done(self.refused(optin, now, rule, reason).await?));
         }
+        Ok(Gate { message })
+    }
 
-        let claimed = match self
-            .store
-            .claim(key, now, now + self.config.lease_ms)
+    /// Takes the send with a conditional write and a lease: concurrent duplicates send once.
+    async fn claim(&self, optin: &Optin, now: i64) -> Result<Optin, Stop> {
+        let key = optin.key();
+        match self
+            .table
+            .optins
+            .claim(&key, now, now + self.config.lease_ms)
             .await?
         {
-            Claim::Claimed(o) => *o,
-            Claim::NotClaimable(o) => {
-                return Ok(if o.state.is_closed() {
-                    JobOutcome::AlreadyDone {
-                        state: Some(o.state),
-                    }
-                } else {
-                    JobOutcome::RetryLater {
-                        delay_ms: (o.lease_until_ms - now).max(1_000),
-                        reason: "another attempt holds the claim".into(),
-                    }
-                })
-            }
-            Claim::Missing => return Ok(JobOutcome::AlreadyDone { state: None }),
-        };
-        let attempt = claimed.attempts;
+            Claim::Claimed(o) => Ok(*o),
+            Claim::NotClaimable(o) => Err(Stop::Done(if o.state.is_closed() {
+                JobOutcome::AlreadyDone {
+                    state: Some(o.state),
+                }
+            } else {
+                JobOutcome::RetryLater {
+                    delay_ms: (o.lease_until_ms - now).max(1_000),
+                    reason: "another attempt holds the claim".into(),
+                }
+            })),
+            Claim::Missing => Err(Stop::Done(JobOutcome::AlreadyDone { state: None })),
+        }
+    }
 
-        let auth = match self.auth(&claimed.page_id).await {
-            Ok(a) => a,
+    /// The Page's token (and app secret for the proof), releasing the claim when missing.
+    async fn credentials(&self, claimed: &Optin, now: i64) -> Result<PageAuth, Stop> {
+        let key = claimed.key();
+        let attempt = claimed.attempts;
+        match self.auth(&claimed.page_id).await {
+            Ok(a) => Ok(a),
             Err(AuthError::Unavailable(reason)) => {
                 // A Secrets Manager blip: retry soon, do not pause the Page for it.
-                self.release(key, attempt, &reason).await?;
-                return Ok(JobOutcome::RetryLater {
+                self.release(&key, attempt, &reason).await?;
+                Err(Stop::Done(JobOutcome::RetryLater {
                     delay_ms: backoff_ms(
                         attempt,
                         self.config.backoff_base_ms,
                         self.config.backoff_cap_ms,
-                        key,
+                        &key,
                     ),
                     reason,
-                });
+                }))
             }
             Err(AuthError::Missing(reason)) => {
                 // Configuration: only an operator can fix it.
-                self.release(key, attempt, &reason).await?;
-                self.store
-                    .set_paused(&claimed.page_id, Some(&reason), now)
-                    .await?;
-                tracing::error!(metric = "PagePaused", page = %claimed.page_id, reason = %reason, "page paused");
-                return Ok(self.paused(reason));
+                self.release(&key, attempt, &reason).await?;
+                Err(Stop::Done(self.pause(&claimed.page_id, reason, now).await?))
             }
-        };
+        }
+    }
+
+    /// Calls the Send API once and records what Meta answered.
+    async fn deliver(
+        &self,
+        claimed: &Optin,
+        auth: PageAuth,
+        message: OutgoingMessage,
+    ) -> Result<JobOutcome, Stop> {
+        let key = claimed.key();
+        let attempt = claimed.attempts;
         let request = SendRequest {
             page_id: claimed.page_id.clone(),
-            recipient,
+            recipient: recipient_of(claimed),
             messaging_type: MessagingType::Update,
             tag: None,
             message,
         };
         let result = self.graph.send(&auth, &request).await;
         let after = self.clock.now_ms();
-        match result {
-            Ok(ok) => {
-                self.learn_pace(
-                    &claimed.page_id,
-                    ok.usage.pace(self.config.pace_threshold_percent),
-                    after,
-                );
-                let recorded = self
-                    .store
-                    .finish(
-                        key,
-                        attempt,
-                        &Finish::Sent {
-                            message_id: Some(ok.message_id.clone()),
-                            sent_at_ms: after,
-                        },
-                        after,
-                    )
-                    .await?;
-                if !recorded {
-                    // Our lease lapsed mid-send and someone else took over: the message went
-                    // out, so say so loudly; the other attempt will find it sent or resend.
-                    tracing::error!(optin = %hash_id(key), attempt, "sent after losing the claim");
-                }
-                let schedule_deleted = self.delete_schedule(&claimed).await;
-                tracing::info!(
-                    metric = "FirstMessageSent",
-                    optin = %hash_id(key),
-                    page = %claimed.page_id,
-                    attempt,
-                    optin_to_sent_ms = after - claimed.opted_in_at_ms,
-                    "first message sent"
-                );
-                Ok(JobOutcome::Sent {
-                    message_id: ok.message_id,
-                    optin_to_sent_ms: after - claimed.opted_in_at_ms,
-                    schedule_deleted,
-                })
-            }
-            Err(err) => self.failed(&claimed, attempt, err, after).await,
+        let ok = match result {
+            Ok(ok) => ok,
+            Err(err) => return Ok(self.failed(claimed, attempt, err, after).await?),
+        };
+        self.learn_pace(
+            &claimed.page_id,
+            ok.usage.pace(self.config.pace_threshold_percent),
+            after,
+        );
+        let recorded = self
+            .table
+            .optins
+            .finish(
+                &key,
+                attempt,
+                &Finish::Sent {
+                    message_id: Some(ok.message_id.clone()),
+                    sent_at_ms: after,
+                },
+                after,
+            )
+            .await?;
+        if !recorded {
+            // Our lease lapsed mid-send and someone else took over: the message went out,
+            // so say so loudly; the other attempt will find it sent or resend.
+            tracing::error!(optin = %hash_id(&key), attempt, "sent after losing the claim");
         }
+        let schedule_deleted = self.delete_schedule(claimed).await;
+        tracing::info!(
+            optin = %hash_id(&key),
+            page = %claimed.page_id,
+            attempt,
+            optin_to_sent_ms = after - claimed.opted_in_at_ms,
+            "first message sent"
+        );
+        Ok(JobOutcome::Sent {
+            message_id: ok.message_id,
+            optin_to_sent_ms: after - claimed.opted_in_at_ms,
+            schedule_deleted,
+        })
+    }
+
+    /// Pauses the Page (an operator must act) and keeps the job for later.
+    async fn pause(&self, page_id: &str, reason: String, now: i64) -> Result<JobOutcome, JobError> {
+        self.table
+            .pages
+            .set_paused(page_id, Some(&reason), now)
+            .await?;
+        self.metrics.record(Metric::PagePaused);
+        tracing::error!(page = %page_id, reason = %reason, "page paused: operator action needed");
+        Ok(self.paused(reason))
     }
 
     fn message_for(&self, page: Option<&PageConfig>) -> Result<OutgoingMessage, String> {
@@ -417,9 +510,7 @@ where
     }
 
     async fn release(&self, key: &str, attempt: u32, error: &str) -> Result<bool, JobError> {
-        Ok(self
-            .store
-            .finish(
+        Ok(self.table.optins.finish(
                 key,
                 attempt,
                 &Finish::Release {
@@ -436,16 +527,17 @@ where
         match self.scheduler.delete_schedule(&optin.schedule_name).await {
             Ok(existed) => existed,
             Err(e) => {
-                tracing::warn!(metric = "ScheduleDeleteFailed", error = %e, "deadline check not deleted; it will find the opt-in sent");
+                self.metrics.record(Metric::ScheduleDeleteFailure);
+                tracing::warn!(error = %e, "deadline check not deleted; it will find the opt-in sent");
                 false
             }
         }
     }
 
     async fn expire(&self, optin: &Optin, now: i64, reason: &str) -> Result<JobOutcome, JobError> {
-        match self.store.expire(&optin.key(), now, reason).await? {
+        match self.table.optins.expire(&optin.key(), now, reason).await? {
             Some(_) => {
-                tracing::error!(metric = "FirstMessageMissed", optin = %hash_id(&optin.key()), reason, "first message missed");
+                tracing::error!(optin = %hash_id(&optin.key()), reason, "first message missed");
                 Ok(JobOutcome::Expired {
                     reason: reason.to_string(),
                 })
@@ -477,13 +569,10 @@ where
                 error: format!("{name}: {reason}"),
             },
         };
-        if let Claim::Claimed(o) = self
-            .store
-            .claim(&optin.key(), now, now + self.config.lease_ms)
+        if let Claim::Claimed(o) = self.table.optins.claim(&optin.key(), now, now + self.config.lease_ms)
             .await?
         {
-            self.store
-                .finish(&o.key(), o.attempts, &finish, now)
+            self.table.optins.finish(&o.key(), o.attempts, &finish, now)
                 .await?;
             self.delete_schedule(&o).await;
         }
@@ -531,8 +620,8 @@ where
                 )
             }
         };
+        self.metrics.record(Metric::GraphError(class));
         tracing::warn!(
-            metric = "GraphError",
             class = class.as_str(),
             rule,
             attempt,
@@ -555,16 +644,11 @@ where
             }
             ErrorClass::OperatorAction => {
                 self.release(&key, attempt, &detail).await?;
-                let reason = format!("{rule}: {detail}");
-                self.store
-                    .set_paused(&optin.page_id, Some(&reason), now)
-                    .await?;
-                tracing::error!(metric = "PagePaused", page = %optin.page_id, rule, "page paused: operator action needed");
-                Ok(self.paused(reason))
+                self.pause(&optin.page_id, format!("{rule}: {detail}"), now)
+                    .await
             }
             ErrorClass::BadRequest => {
-                self.store
-                    .finish(
+                self.table.optins.finish(
                         &key,
                         attempt,
                         &Finish::Failed {
@@ -590,8 +674,7 @@ where
         now: i64,
     ) -> Result<JobOutcome, JobError> {
         let key = optin.key();
-        self.store
-            .finish(
+        self.table.optins.finish(
                 &key,
                 attempt,
                 &Finish::OptedOut {
@@ -604,8 +687,7 @@ where
             optin.recipient.kind,
             IdentityKind::Psid | IdentityKind::Igsid
         ) {
-            self.store
-                .opt_out(&optin.page_id, &optin.recipient.id, rule, now)
+            self.table.people.opt_out(&optin.page_id, &optin.recipient.id, rule, now)
                 .await?;
         }
         self.delete_schedule(optin).await;
@@ -695,45 +777,6 @@ pub fn backoff_ms(attempt: u32, base_ms: i64, cap_ms: i64, key: &str) -> i64 {
     }
     let frac = (h % 1000) as i64; // 0..999
     capped / 2 + capped * frac / 2000
-}
-
-/// Applies a settlement to one received job message.
-pub async fn settle<V: VisibilityControl + ?Sized, D: QueueSender + ?Sized>(
-    queue: &V,
-    dead_letters: &D,
-    receipt: &str,
-    body: &str,
-    settlement: Settlement,
-) -> Result<(), String> {
-    match settlement {
-        Settlement::Done => Ok(()),
-        Settlement::RetryAfter { secs } => {
-            if let Err(e) = queue.change_visibility(receipt, secs).await {
-                tracing::warn!(error = %e, "visibility not changed; the queue default applies");
-            }
-            Err(format!("retry in {secs}s"))
-        }
-        Settlement::DeadLetter { reason } => {
-            let failed = dead_letters
-                .send_batch(&[OutMessage {
-                    id: "dlq".into(),
-                    body: body.to_string(),
-                    attributes: vec![("reason".into(), truncate(&reason, 256))],
-                    delay_secs: 0,
-                }])
-                .await
-                .map_err(|e| e.to_string())?;
-            if failed.is_empty() {
-                Ok(())
-            } else {
-                Err("dead-letter queue refused the job".into())
-            }
-        }
-    }
-}
-
-fn truncate(s: &str, max: usize) -> String {
-    s.chars().take(max).collect()
 }
 
 #[cfg(test)]

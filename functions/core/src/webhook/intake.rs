@@ -7,6 +7,7 @@
 //! idempotency). A signed body we cannot parse is queued raw as quarantined and still gets 200:
 //! nothing signed is lost.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::join_all;
@@ -104,15 +105,20 @@ pub enum Outcome {
     MethodNotAllowed,
 }
 
-pub struct Ingest<Q, S, C> {
-    queue: Q,
-    secrets: S,
-    clock: C,
+pub struct Ingest {
+    queue: Arc<dyn QueueSender>,
+    secrets: Arc<dyn SecretSource>,
+    clock: Arc<dyn Clock>,
     config: IngestConfig,
 }
 
-impl<Q: QueueSender, S: SecretSource, C: Clock> Ingest<Q, S, C> {
-    pub fn new(queue: Q, secrets: S, clock: C, config: IngestConfig) -> Self {
+impl Ingest {
+    pub fn new(
+        queue: Arc<dyn QueueSender>,
+        secrets: Arc<dyn SecretSource>,
+        clock: Arc<dyn Clock>,
+        config: IngestConfig,
+    ) -> Self {
         Ingest {
             queue,
             secrets,

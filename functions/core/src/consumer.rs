@@ -1,0 +1,130 @@
+//! One queue message in, its fate out: the contract between each consumer's per-message
+//! function (events, sender) and whoever polls the queue — Lambda's SQS event source when
+//! deployed, the local runner's poller otherwise. Both call the same per-message function and
+//! the same [`settle`], so the demo runs exactly what ships.
+
+use crate::ports::queue::MAX_VISIBILITY_SECS;
+use crate::ports::{OutMessage, QueueSender, VisibilityControl};
+
+/// What should happen to a message after its consumer ran.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fate {
+    /// Done, one way or another: delete it.
+    Ack,
+    /// Keep it; deliver it again after `after_secs` (or the queue's visibility timeout when
+    /// `None`). Redelivery counts towards the queue's `maxReceiveCount`.
+    Retry {
+        after_secs: Option<u32>,
+        reason: String,
+    },
+    /// Move it to the dead-letter queue with the reason as an attribute, then delete it.
+    DeadLetter { reason: String },
+}
+
+impl Fate {
+    pub fn retry(reason: impl Into<String>) -> Fate {
+        Fate::Retry {
+            after_secs: None,
+            reason: reason.into(),
+        }
+    }
+
+    /// Retry after `ms` milliseconds, rounded up to whole seconds within SQS's range.
+    pub fn retry_after_ms(ms: i64, reason: impl Into<String>) -> Fate {
+        let secs = (ms.max(0) + 999) / 1000;
+        Fate::Retry {
+            after_secs: Some(
+                u32::try_from(secs)
+                    .unwrap_or(u32::MAX)
+                    .clamp(1, MAX_VISIBILITY_SECS),
+            ),
+            reason: reason.into(),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Fate::Ack => "ack",
+            Fate::Retry { .. } => "retry",
+            Fate::DeadLetter { .. } => "dead_letter",
+        }
+    }
+}
+
+/// What the poller must do once [`settle`] ran.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settled {
+    /// Delete the message (Lambda: leave it out of `batchItemFailures`).
+    Delete,
+    /// Leave it on the queue (Lambda: report it in `batchItemFailures`).
+    Keep { reason: String },
+}
+
+/// The queues a consumer settles through. Either may be absent (the events function needs
+/// neither): a timed retry then waits the queue's visibility timeout, and a dead letter stays on
+/// the queue until its redrive policy moves it.
+#[derive(Clone, Copy, Default)]
+pub struct Settling<'a> {
+    pub queue: Option<&'a dyn VisibilityControl>,
+    pub dead_letters: Option<&'a dyn QueueSender>,
+}
+
+/// Applies a fate to one received message: extends its visibility for a retry, or copies it
+/// to the dead-letter queue. A dead letter the DLQ refused stays on the queue, so nothing is lost.
+pub async fn settle(fate: Fate, receipt: &str, body: &str, via: Settling<'_>) -> Settled {
+    match fate {
+        Fate::Ack => Settled::Delete,
+        Fate::Retry { after_secs, reason } => {
+            if let (Some(secs), Some(queue)) = (after_secs, via.queue) {
+                if let Err(e) = queue.change_visibility(receipt, secs).await {
+                    tracing::warn!(error = %e, "visibility not changed; the queue default applies");
+                }
+            }
+            Settled::Keep { reason }
+        }
+        Fate::DeadLetter { reason } => {
+            let Some(dead_letters) = via.dead_letters else {
+                tracing::error!(reason = %reason, "no dead-letter queue wired; the redrive policy will move it");
+                return Settled::Keep { reason };
+            };
+            let sent = dead_letters
+                .send_batch(&[OutMessage {
+                    id: "dlq".into(),
+                    body: body.to_string(),
+                    attributes: vec![("reason".into(), truncate(&reason, 256))],
+                    delay_secs: 0,
+                }])
+                .await;
+            match sent {
+                Ok(failed) if failed.is_empty() => Settled::Delete,
+                Ok(_) => Settled::Keep {
+                    reason: "dead-letter queue refused the message".into(),
+                },
+                Err(e) => Settled::Keep {
+                    reason: format!("dead-letter queue unavailable: {e}"),
+                },
+            }
+        }
+    }
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    s.chars().take(max).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_delays_round_up_and_stay_in_range() {
+        let secs = |ms| match Fate::retry_after_ms(ms, "x") {
+            Fate::Retry { after_secs, .. } => after_secs,
+            _ => None,
+        };
+        assert_eq!(secs(1), Some(1));
+        assert_eq!(secs(0), Some(1));
+        assert_eq!(secs(1_001), Some(2));
+        assert_eq!(secs(i64::MAX), Some(MAX_VISIBILITY_SECS));
+    }
+}
