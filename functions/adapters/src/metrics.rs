@@ -1,36 +1,23 @@
-//! Business metrics as CloudWatch Embedded Metric Format (EMF) lines on stdout.
+//! The [`Metrics`] port backed by CloudWatch Embedded Metric Format (EMF) lines on stdout.
 //!
-//! Every function counts what its domain outcome says ([`from_ingest`], [`from_processed`],
-//! [`from_job`], [`from_deadline`]: pure, table-tested) and what `lc-core` announces in its
-//! logs with a `metric = "..."` field when no outcome can tell it ([`from_core_event`]: Graph
-//! errors by class, schedule deletions that failed, pages paused). Values accumulate in the
-//! process (the [`metrics`](::metrics) facade, backed by `metrics_cloudwatch_embedded`) and are
-//! written by [`flush`] at the end of each invocation: one JSON document per distinct
-//! dimension set, which Lambda's log pipeline turns into CloudWatch metrics.
+//! Domain code records an [`lc_core::ports::Metric`] where the thing happens; [`Emf`] adds its
+//! [`points`](Metric::points) to the process's totals (the [`metrics`](::metrics) facade,
+//! backed by `metrics_cloudwatch_embedded`), and [`flush`] writes them at the end of each
+//! invocation (`crate::invocation` calls it): one JSON document per distinct dimension set,
+//! which Lambda's log pipeline turns into CloudWatch metrics without an API call.
 //!
 //! Namespace `LoginConnect` (`LC_METRICS_NAMESPACE`), dimension `service` (the function) on
-//! every metric, plus at most two fixed low-cardinality dimensions from [`Metric::dimensions`]:
-//! never a page id, PSID or login_id. The metric names are a contract with the alarms;
-//! `docs/observability.md` lists them.
+//! every metric, plus the point's own fixed low-cardinality dimensions. Names, units and
+//! dimensions are decided in core; `docs/observability.md` lists them.
 //!
-//! ```ignore
-//! // main.rs: init once (telemetry::init does it), flush after each invocation
-//! lambda_runtime::run(service_fn(|e| metrics::flushed(handle(e)))).await
-//! // lib.rs: count what happened
-//! metrics::record(metrics::from_job(&outcome));
-//! metrics::record([metrics::Point::count(Metric::EnqueueFailures, &[])]);
-//! ```
+//! This module knows nothing of invocations: the caller passes the request id to [`flush`],
+//! so `invocation` depends on `metrics` and not the other way round.
 
-use std::future::Future;
 use std::sync::OnceLock;
 
 use ::metrics::{Label, Unit};
-use lc_core::deadline::DeadlineOutcome;
-use lc_core::lifecycle::optin::OptinState;
-use lc_core::lifecycle::processor::Processed;
-use lc_core::sending::errors::ErrorClass;
-use lc_core::sending::sender::JobOutcome;
-use lc_core::webhook::intake::Outcome;
+use lc_core::ports::metrics::{Point, Unit as CoreUnit};
+use lc_core::ports::{Metric, Metrics};
 use metrics_cloudwatch_embedded::{Builder, Collector};
 
 /// Environment variable that overrides the namespace.
@@ -41,236 +28,35 @@ pub const SERVICE_DIMENSION: &str = "service";
 /// EMF property (not a dimension) that ties a metric document to the invocation's logs.
 pub const REQUEST_ID_PROPERTY: &str = "function_request_id";
 
-/// The metrics the alarms and dashboards use. Names are stable: do not rename.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Metric {
-    OptinsReceived,
-    DuplicatesSuppressed,
-    FirstMessageSent,
-    OptinToSentLatency,
-    FirstMessageAtRisk,
-    FirstMessageMissed,
-    GraphErrors,
-    SignatureFailures,
-    QuarantinedEvents,
-    PagesPaused,
-    WebhookEvents,
-    EnqueueFailures,
-    ScheduleDeleteFailures,
-}
+/// Records into the process's EMF collector. Without [`init`] (tools, tests) every record is
+/// dropped by the `metrics` facade's no-op recorder.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Emf;
 
-impl Metric {
-    pub const ALL: [Metric; 13] = [
-        Metric::OptinsReceived,
-        Metric::DuplicatesSuppressed,
-        Metric::FirstMessageSent,
-        Metric::OptinToSentLatency,
-        Metric::FirstMessageAtRisk,
-        Metric::FirstMessageMissed,
-        Metric::GraphErrors,
-        Metric::SignatureFailures,
-        Metric::QuarantinedEvents,
-        Metric::PagesPaused,
-        Metric::WebhookEvents,
-        Metric::EnqueueFailures,
-        Metric::ScheduleDeleteFailures,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Metric::OptinsReceived => "OptinsReceived",
-            Metric::DuplicatesSuppressed => "DuplicatesSuppressed",
-            Metric::FirstMessageSent => "FirstMessageSent",
-            Metric::OptinToSentLatency => "OptinToSentLatency",
-            Metric::FirstMessageAtRisk => "FirstMessageAtRisk",
-            Metric::FirstMessageMissed => "FirstMessageMissed",
-            Metric::GraphErrors => "GraphErrors",
-            Metric::SignatureFailures => "SignatureFailures",
-            Metric::QuarantinedEvents => "QuarantinedEvents",
-            Metric::PagesPaused => "PagesPaused",
-            Metric::WebhookEvents => "WebhookEvents",
-            Metric::EnqueueFailures => "EnqueueFailures",
-            Metric::ScheduleDeleteFailures => "ScheduleDeleteFailures",
-        }
-    }
-
-    pub fn unit(self) -> Unit {
-        match self {
-            Metric::OptinToSentLatency => Unit::Milliseconds,
-            _ => Unit::Count,
-        }
-    }
-
-    /// `true` for a distribution (every value kept, up to 100 per flush); else a counter.
-    pub fn is_distribution(self) -> bool {
-        matches!(self, Metric::OptinToSentLatency)
-    }
-
-    /// The dimensions a point carries besides `service`, in order. Each has a small fixed
-    /// set of values (enum names from `lc-core`).
-    pub fn dimensions(self) -> &'static [&'static str] {
-        match self {
-            Metric::OptinsReceived => &["source", "entry_point"],
-            Metric::GraphErrors => &["class"],
-            Metric::SignatureFailures => &["reason"],
-            _ => &[],
+impl Metrics for Emf {
+    fn record(&self, metric: Metric) {
+        for p in metric.points() {
+            record_point(&p);
         }
     }
 }
 
-/// One observation: a metric, its dimension values (besides `service`) and a value (a count,
-/// or milliseconds for [`Metric::OptinToSentLatency`]).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Point {
-    pub metric: Metric,
-    pub dims: Vec<(&'static str, &'static str)>,
-    pub value: f64,
-}
-
-impl Point {
-    pub fn new(metric: Metric, dims: &[(&'static str, &'static str)], value: f64) -> Point {
-        Point {
-            metric,
-            dims: dims.to_vec(),
-            value,
-        }
-    }
-
-    /// A count of one.
-    pub fn count(metric: Metric, dims: &[(&'static str, &'static str)]) -> Point {
-        Point::new(metric, dims, 1.0)
+fn record_point(p: &Point) {
+    let labels: Vec<Label> = p.dims.iter().map(|(k, v)| Label::new(*k, *v)).collect();
+    if p.distribution {
+        ::metrics::histogram!(p.name, labels).record(p.value);
+    } else if p.value >= 1.0 {
+        // A zero count is not touched, so an idle invocation writes no document.
+        ::metrics::counter!(p.name, labels).increment(p.value as u64);
     }
 }
 
-// ---- outcome -> points (pure) -------------------------------------------------------------
-
-/// The webhook: events queued, quarantined bodies, signature refusals, enqueue failures.
-pub fn from_ingest(outcome: &Outcome) -> Vec<Point> {
-    match outcome {
-        Outcome::Accepted {
-            events,
-            quarantined,
-            ..
-        } => {
-            let mut points = Vec::new();
-            if *events > 0 {
-                points.push(Point::new(Metric::WebhookEvents, &[], *events as f64));
-            }
-            if *quarantined > 0 {
-                points.push(Point::new(
-                    Metric::QuarantinedEvents,
-                    &[],
-                    *quarantined as f64,
-                ));
-            }
-            points
-        }
-        Outcome::SignatureRefused(why) => vec![Point::count(
-            Metric::SignatureFailures,
-            &[("reason", why.as_str())],
-        )],
-        // One per refused request: Meta retries the whole body.
-        Outcome::EnqueueFailed { .. } => vec![Point::count(Metric::EnqueueFailures, &[])],
-        _ => Vec::new(),
+fn unit(u: CoreUnit) -> Unit {
+    match u {
+        CoreUnit::Count => Unit::Count,
+        CoreUnit::Milliseconds => Unit::Milliseconds,
     }
 }
-
-/// The events function, one processed queue message. A page pause is counted from the log
-/// event `lc-core` writes when it applies it ([`from_core_event`]), not here.
-pub fn from_processed(done: &Processed) -> Vec<Point> {
-    match done {
-        Processed::OptinCreated {
-            entry_point,
-            source,
-            ..
-        } => vec![Point::count(
-            Metric::OptinsReceived,
-            &[
-                ("source", source.as_str()),
-                ("entry_point", entry_point.as_str()),
-            ],
-        )],
-        Processed::OptinDuplicate { .. } => vec![Point::count(Metric::DuplicatesSuppressed, &[])],
-        Processed::OptinMissedOnArrival { .. } => {
-            vec![Point::count(Metric::FirstMessageMissed, &[])]
-        }
-        Processed::Quarantined { .. } => vec![Point::count(Metric::QuarantinedEvents, &[])],
-        _ => Vec::new(),
-    }
-}
-
-/// The sender (and the deadline's last-chance send): sent + latency, missed, and a job that
-/// found its first message already sent (a duplicate job suppressed by the claim). Graph
-/// errors come from [`from_core_event`]: a `RetryLater` or `PagePaused` outcome does not say
-/// whether Meta answered at all (lease held, pacing, page already paused).
-pub fn from_job(outcome: &JobOutcome) -> Vec<Point> {
-    match outcome {
-        JobOutcome::Sent {
-            optin_to_sent_ms, ..
-        } => vec![
-            Point::count(Metric::FirstMessageSent, &[]),
-            Point::new(
-                Metric::OptinToSentLatency,
-                &[],
-                (*optin_to_sent_ms).max(0) as f64,
-            ),
-        ],
-        JobOutcome::Expired { .. } => vec![Point::count(Metric::FirstMessageMissed, &[])],
-        JobOutcome::AlreadyDone {
-            state: Some(OptinState::Sent),
-        } => vec![Point::count(Metric::DuplicatesSuppressed, &[])],
-        _ => Vec::new(),
-    }
-}
-
-/// The deadline check (~23 h after the opt-in, and a final one at the deadline when a send
-/// was still in flight): at risk when it found the first message unsent, plus whatever its
-/// last-chance send did.
-pub fn from_deadline(outcome: &DeadlineOutcome) -> Vec<Point> {
-    match outcome {
-        DeadlineOutcome::LastChance { outcome, .. } => {
-            let mut points = vec![Point::count(Metric::FirstMessageAtRisk, &[])];
-            points.extend(from_job(outcome));
-            points
-        }
-        DeadlineOutcome::InFlight { .. } => vec![Point::count(Metric::FirstMessageAtRisk, &[])],
-        DeadlineOutcome::Missed { .. } => vec![Point::count(Metric::FirstMessageMissed, &[])],
-        DeadlineOutcome::NothingToDo { .. }
-        | DeadlineOutcome::Unknown
-        | DeadlineOutcome::InvalidInput => Vec::new(),
-    }
-}
-
-/// A log event from `lc-core` with a `metric` field (and `class` for Graph errors) -> the
-/// point it stands for, when no outcome carries it. Only these three names are translated;
-/// the others (`FirstMessageSent`, `FirstMessageMissed`, ...) are counted from outcomes, so
-/// nothing counts twice.
-pub fn from_core_event(metric: &str, class: Option<&str>) -> Option<Point> {
-    match metric {
-        "GraphError" => Some(Point::count(
-            Metric::GraphErrors,
-            &[("class", known_class(class))],
-        )),
-        "ScheduleDeleteFailed" => Some(Point::count(Metric::ScheduleDeleteFailures, &[])),
-        "PagePaused" => Some(Point::count(Metric::PagesPaused, &[])),
-        _ => None,
-    }
-}
-
-/// Bounds the `class` dimension to `lc-core`'s classes.
-fn known_class(class: Option<&str>) -> &'static str {
-    const CLASSES: [ErrorClass; 4] = [
-        ErrorClass::Retry,
-        ErrorClass::RecipientUnreachable,
-        ErrorClass::OperatorAction,
-        ErrorClass::BadRequest,
-    ];
-    class
-        .and_then(|c| CLASSES.iter().find(|k| k.as_str() == c))
-        .map_or("other", |k| k.as_str())
-}
-
-// ---- recording and flushing -----------------------------------------------------------------
 
 static COLLECTOR: OnceLock<Option<&'static Collector>> = OnceLock::new();
 
@@ -295,11 +81,14 @@ fn install(service: &'static str, namespace: String, timestamp: Option<u64>) -> 
             }
             match builder.init() {
                 Ok(collector) => {
-                    for m in Metric::ALL {
-                        if m.is_distribution() {
-                            ::metrics::describe_histogram!(m.name(), m.unit(), "");
+                    // The unit is taken from the description, so every name is described
+                    // before anything is recorded.
+                    for name in Metric::NAMES {
+                        let u = unit(Metric::unit_of(name));
+                        if Metric::DISTRIBUTIONS.contains(&name) {
+                            ::metrics::describe_histogram!(name, u, "");
                         } else {
-                            ::metrics::describe_counter!(m.name(), m.unit(), "");
+                            ::metrics::describe_counter!(name, u, "");
                         }
                     }
                     Some(collector)
@@ -313,430 +102,59 @@ fn install(service: &'static str, namespace: String, timestamp: Option<u64>) -> 
         .is_some()
 }
 
-/// Adds points to this invocation's totals (no I/O). Without [`init`], a no-op.
-pub fn record(points: impl IntoIterator<Item = Point>) {
-    for p in points {
-        record_one(&p);
-    }
-}
-
-fn record_one(p: &Point) {
-    let labels: Vec<Label> = p.dims.iter().map(|(k, v)| Label::new(*k, *v)).collect();
-    if p.metric.is_distribution() {
-        ::metrics::histogram!(p.metric.name(), labels).record(p.value);
-    } else if p.value >= 1.0 {
-        ::metrics::counter!(p.metric.name(), labels).increment(p.value as u64);
-    }
-}
-
-/// Writes this invocation's EMF documents to stdout (one line per dimension set with
-/// something to report, nothing when idle) and starts the next invocation from zero. A write
-/// error is logged, never raised: metrics must not fail an invocation.
-pub fn flush() {
+/// Writes the totals recorded since the last flush to stdout (one line per dimension set with
+/// something to report, nothing when idle) and starts again from zero. `request_id` becomes
+/// the documents' `function_request_id` property. A write error is logged, never raised:
+/// metrics must not fail an invocation.
+pub fn flush(request_id: Option<&str>) {
     let stdout = std::io::stdout();
-    if let Err(e) = flush_to(stdout.lock()) {
+    if let Err(e) = flush_to(stdout.lock(), request_id) {
         tracing::warn!(error = %e, "metrics not written");
     }
 }
 
-/// [`flush`] to any writer (tests). Sets the `function_request_id` property of the documents
-/// to the current invocation's.
-pub fn flush_to(writer: impl std::io::Write) -> std::io::Result<()> {
+/// [`flush`] to any writer (tests, other runners).
+pub fn flush_to(writer: impl std::io::Write, request_id: Option<&str>) -> std::io::Result<()> {
     let Some(Some(collector)) = COLLECTOR.get() else {
         return Ok(());
     };
-    match crate::telemetry::current_request_id() {
-        Some(id) => collector.set_property(REQUEST_ID_PROPERTY, id),
+    match request_id {
+        Some(id) => collector.set_property(REQUEST_ID_PROPERTY, id.to_string()),
         None => collector.remove_property(REQUEST_ID_PROPERTY),
     };
     collector.flush(writer)
 }
 
-/// Runs one invocation, then [`flush`]es: wrap each handler call in `main.rs`.
-pub async fn flushed<F: Future>(invocation: F) -> F::Output {
-    let out = invocation.await;
-    flush();
-    out
+/// Installs the recorder the way every test in this crate expects it (the first caller wins:
+/// one recorder per process).
+#[cfg(test)]
+pub(crate) fn install_for_tests() {
+    assert!(install(
+        "sender",
+        "LoginConnectTest".into(),
+        Some(1_700_000_000_000)
+    ));
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use lc_core::lifecycle::optin::{EntryPoint, OptinSource};
+    use lc_core::sending::errors::ErrorClass;
     use lc_core::webhook::signature::SignatureError;
-    use lc_core::webhook::EventKind;
+    use serde_json::Value;
+    use std::collections::BTreeMap;
 
-    fn c(metric: Metric, dims: &[(&'static str, &'static str)]) -> Point {
-        Point::count(metric, dims)
-    }
-
-    #[test]
-    fn names_units_and_dimensions_are_the_contract() {
-        let names: Vec<&str> = Metric::ALL.iter().map(|m| m.name()).collect();
-        assert_eq!(
-            names,
-            [
-                "OptinsReceived",
-                "DuplicatesSuppressed",
-                "FirstMessageSent",
-                "OptinToSentLatency",
-                "FirstMessageAtRisk",
-                "FirstMessageMissed",
-                "GraphErrors",
-                "SignatureFailures",
-                "QuarantinedEvents",
-                "PagesPaused",
-                "WebhookEvents",
-                "EnqueueFailures",
-                "ScheduleDeleteFailures",
-            ]
-        );
-        for m in Metric::ALL {
-            let want = if m == Metric::OptinToSentLatency {
-                Unit::Milliseconds
-            } else {
-                Unit::Count
-            };
-            assert_eq!(m.unit(), want, "{m:?}");
-            assert!(!m.dimensions().contains(&SERVICE_DIMENSION));
-            for banned in ["page", "page_id", "psid", "login_id", "recipient", "optin"] {
-                assert!(!m.dimensions().contains(&banned), "{m:?} has {banned}");
-            }
-        }
-    }
-
-    #[test]
-    fn ingest_outcomes() {
-        let table: Vec<(Outcome, Vec<Point>)> = vec![
-            (
-                Outcome::Accepted {
-                    events: 3,
-                    quarantined: 0,
-                    send_calls: 1,
-                    retried_entries: 0,
-                },
-                vec![Point::new(Metric::WebhookEvents, &[], 3.0)],
-            ),
-            (
-                Outcome::Accepted {
-                    events: 2,
-                    quarantined: 2,
-                    send_calls: 1,
-                    retried_entries: 1,
-                },
-                vec![
-                    Point::new(Metric::WebhookEvents, &[], 2.0),
-                    Point::new(Metric::QuarantinedEvents, &[], 2.0),
-                ],
-            ),
-            (
-                Outcome::SignatureRefused(SignatureError::Mismatch),
-                vec![c(Metric::SignatureFailures, &[("reason", "mismatch")])],
-            ),
-            (
-                Outcome::SignatureRefused(SignatureError::Sha1Only),
-                vec![c(Metric::SignatureFailures, &[("reason", "sha1_only")])],
-            ),
-            (
-                Outcome::SignatureRefused(SignatureError::Missing),
-                vec![c(Metric::SignatureFailures, &[("reason", "missing")])],
-            ),
-            (
-                Outcome::EnqueueFailed {
-                    events: 12,
-                    unsent: 2,
-                },
-                vec![c(Metric::EnqueueFailures, &[])],
-            ),
-            (Outcome::Verified, vec![]),
-            (Outcome::VerifyRefused, vec![]),
-            (Outcome::TooLarge, vec![]),
-            (Outcome::NotFound, vec![]),
-        ];
-        for (outcome, want) in table {
-            assert_eq!(from_ingest(&outcome), want, "{outcome:?}");
-        }
-    }
-
-    #[test]
-    fn processed_outcomes() {
-        let table: Vec<(Processed, Vec<Point>)> = vec![
-            (
-                Processed::OptinCreated {
-                    entry_point: EntryPoint::LoginConnect,
-                    source: OptinSource::Login,
-                    schedule_created: true,
-                },
-                vec![c(
-                    Metric::OptinsReceived,
-                    &[("source", "login"), ("entry_point", "login_connect")],
-                )],
-            ),
-            (
-                Processed::OptinCreated {
-                    entry_point: EntryPoint::Checkbox,
-                    source: OptinSource::Webhook,
-                    schedule_created: false,
-                },
-                vec![c(
-                    Metric::OptinsReceived,
-                    &[("source", "webhook"), ("entry_point", "checkbox")],
-                )],
-            ),
-            (
-                Processed::OptinDuplicate {
-                    state: OptinState::Sent,
-                },
-                vec![c(Metric::DuplicatesSuppressed, &[])],
-            ),
-            (
-                Processed::OptinMissedOnArrival {
-                    entry_point: EntryPoint::SendToMessenger,
-                },
-                vec![c(Metric::FirstMessageMissed, &[])],
-            ),
-            (
-                Processed::Quarantined {
-                    reason: "opt-in item does not parse".into(),
-                },
-                vec![c(Metric::QuarantinedEvents, &[])],
-            ),
-            // Counted from lc-core's `metric = "PagePaused"` log event instead.
-            (Processed::PagePaused { applied: true }, vec![]),
-            (Processed::OptinJobTakenOver, vec![]),
-            (Processed::PolicyWarning, vec![]),
-            (
-                Processed::Ignored {
-                    kind: EventKind::Read,
-                },
-                vec![],
-            ),
-        ];
-        for (done, want) in table {
-            assert_eq!(from_processed(&done), want, "{done:?}");
-        }
-    }
-
-    fn sent(ms: i64) -> JobOutcome {
-        JobOutcome::Sent {
-            message_id: "m.1".into(),
-            optin_to_sent_ms: ms,
-            schedule_deleted: true,
-        }
-    }
-
-    #[test]
-    fn job_outcomes() {
-        let table: Vec<(JobOutcome, Vec<Point>)> = vec![
-            (
-                sent(1_234),
-                vec![
-                    c(Metric::FirstMessageSent, &[]),
-                    Point::new(Metric::OptinToSentLatency, &[], 1_234.0),
-                ],
-            ),
-            (
-                sent(-5),
-                vec![
-                    c(Metric::FirstMessageSent, &[]),
-                    Point::new(Metric::OptinToSentLatency, &[], 0.0),
-                ],
-            ),
-            (
-                JobOutcome::Expired {
-                    reason: "deadline passed".into(),
-                },
-                vec![c(Metric::FirstMessageMissed, &[])],
-            ),
-            (
-                JobOutcome::AlreadyDone {
-                    state: Some(OptinState::Sent),
-                },
-                vec![c(Metric::DuplicatesSuppressed, &[])],
-            ),
-            (
-                JobOutcome::AlreadyDone {
-                    state: Some(OptinState::OptedOut),
-                },
-                vec![],
-            ),
-            (JobOutcome::AlreadyDone { state: None }, vec![]),
-            (
-                JobOutcome::RetryLater {
-                    delay_ms: 1_000,
-                    reason: "another attempt holds the claim".into(),
-                },
-                vec![],
-            ),
-            (
-                JobOutcome::PagePaused {
-                    reason: "paused".into(),
-                    delay_ms: 60_000,
-                },
-                vec![],
-            ),
-            (
-                JobOutcome::Unreachable {
-                    rule: "user_unavailable",
-                },
-                vec![],
-            ),
-            (JobOutcome::BadRequest { reason: "x".into() }, vec![]),
-            (
-                JobOutcome::Refused {
-                    rule: "opted_out",
-                    reason: "x".into(),
-                },
-                vec![],
-            ),
-        ];
-        for (outcome, want) in table {
-            assert_eq!(from_job(&outcome), want, "{outcome:?}");
-        }
-    }
-
-    #[test]
-    fn deadline_outcomes() {
-        let table: Vec<(DeadlineOutcome, Vec<Point>)> = vec![
-            (
-                DeadlineOutcome::LastChance {
-                    outcome: sent(82_800_000),
-                    rearmed: false,
-                },
-                vec![
-                    c(Metric::FirstMessageAtRisk, &[]),
-                    c(Metric::FirstMessageSent, &[]),
-                    Point::new(Metric::OptinToSentLatency, &[], 82_800_000.0),
-                ],
-            ),
-            (
-                DeadlineOutcome::LastChance {
-                    outcome: JobOutcome::RetryLater {
-                        delay_ms: 5_000,
-                        reason: "graph 500".into(),
-                    },
-                    rearmed: true,
-                },
-                vec![c(Metric::FirstMessageAtRisk, &[])],
-            ),
-            (
-                DeadlineOutcome::LastChance {
-                    outcome: JobOutcome::Expired { reason: "x".into() },
-                    rearmed: false,
-                },
-                vec![
-                    c(Metric::FirstMessageAtRisk, &[]),
-                    c(Metric::FirstMessageMissed, &[]),
-                ],
-            ),
-            (
-                DeadlineOutcome::InFlight { rearmed: true },
-                vec![c(Metric::FirstMessageAtRisk, &[])],
-            ),
-            (
-                DeadlineOutcome::Missed {
-                    reason: "no first message before the deadline".into(),
-                },
-                vec![c(Metric::FirstMessageMissed, &[])],
-            ),
-            (
-                DeadlineOutcome::NothingToDo {
-                    state: OptinState::Sent,
-                },
-                vec![],
-            ),
-            (DeadlineOutcome::Unknown, vec![]),
-        ];
-        for (outcome, want) in table {
-            assert_eq!(from_deadline(&outcome), want, "{outcome:?}");
-        }
-    }
-
-    #[test]
-    fn core_log_events() {
-        let table: Vec<(&str, Option<&str>, Option<Point>)> = vec![
-            (
-                "GraphError",
-                Some("retry"),
-                Some(c(Metric::GraphErrors, &[("class", "retry")])),
-            ),
-            (
-                "GraphError",
-                Some("recipient_unreachable"),
-                Some(c(
-                    Metric::GraphErrors,
-                    &[("class", "recipient_unreachable")],
-                )),
-            ),
-            (
-                "GraphError",
-                Some("operator_action"),
-                Some(c(Metric::GraphErrors, &[("class", "operator_action")])),
-            ),
-            (
-                "GraphError",
-                Some("bad_request"),
-                Some(c(Metric::GraphErrors, &[("class", "bad_request")])),
-            ),
-            // Never an unbounded dimension value.
-            (
-                "GraphError",
-                Some("code=190 page 12345"),
-                Some(c(Metric::GraphErrors, &[("class", "other")])),
-            ),
-            (
-                "GraphError",
-                None,
-                Some(c(Metric::GraphErrors, &[("class", "other")])),
-            ),
-            (
-                "ScheduleDeleteFailed",
-                None,
-                Some(c(Metric::ScheduleDeleteFailures, &[])),
-            ),
-            ("PagePaused", None, Some(c(Metric::PagesPaused, &[]))),
-            // Counted from outcomes: never twice.
-            ("FirstMessageSent", None, None),
-            ("FirstMessageMissed", None, None),
-            ("FirstMessageAtRisk", None, None),
-            ("DeadlineCheckNoop", None, None),
-            ("PolicyWarning", None, None),
-        ];
-        for (name, class, want) in table {
-            assert_eq!(from_core_event(name, class), want, "{name} {class:?}");
-        }
-    }
-
-    /// The only test that installs the global recorder (one per process).
-    #[test]
-    fn emf_documents_are_well_formed() {
-        assert!(install(
-            "sender",
-            "LoginConnectTest".into(),
-            Some(1_700_000_000_000)
-        ));
-        assert!(init("sender"), "idempotent");
-        record(from_job(&sent(1_500)));
-        record(from_job(&sent(2_500)));
-        record([
-            c(Metric::GraphErrors, &[("class", "retry")]),
-            c(Metric::GraphErrors, &[("class", "retry")]),
-            c(Metric::GraphErrors, &[("class", "operator_action")]),
-            c(
-                Metric::OptinsReceived,
-                &[("source", "webhook"), ("entry_point", "checkbox")],
-            ),
-        ]);
+    /// The documents of one flush, keyed `Name dim=value ...` (dims sorted) -> the value.
+    fn flushed(request_id: Option<&str>) -> (Vec<Value>, BTreeMap<String, Value>) {
         let mut out = Vec::new();
-        flush_to(&mut out).unwrap();
+        flush_to(&mut out, request_id).unwrap();
         let text = String::from_utf8(out).unwrap();
-        let docs: Vec<serde_json::Value> = text
+        let docs: Vec<Value> = text
             .lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
             .collect();
-        assert_eq!(docs.len(), 4, "one document per dimension set:\n{text}");
-
-        let mut seen = std::collections::BTreeMap::new();
+        let mut seen = BTreeMap::new();
         for doc in &docs {
             let aws = &doc["_aws"];
             assert_eq!(aws["Timestamp"], 1_700_000_000_000u64);
@@ -755,29 +173,60 @@ mod tests {
             }
             for m in directive["Metrics"].as_array().unwrap() {
                 let name = m["Name"].as_str().unwrap();
-                let metric = *Metric::ALL.iter().find(|x| x.name() == name).unwrap();
-                let unit = if metric.unit() == Unit::Milliseconds {
-                    "Milliseconds"
-                } else {
-                    "Count"
+                assert!(Metric::NAMES.contains(&name), "{name} not in NAMES");
+                let want_unit = match Metric::unit_of(name) {
+                    CoreUnit::Milliseconds => "Milliseconds",
+                    CoreUnit::Count => "Count",
                 };
-                assert_eq!(m["Unit"], unit, "{name}");
-                let want: Vec<&str> = std::iter::once(SERVICE_DIMENSION)
-                    .chain(metric.dimensions().iter().copied())
-                    .collect();
-                let mut got = dims.clone();
-                got.sort_unstable();
-                let mut want_sorted = want.clone();
-                want_sorted.sort_unstable();
-                assert_eq!(got, want_sorted, "{name}");
+                assert_eq!(m["Unit"], want_unit, "{name}");
                 let mut labels: Vec<String> = dims[1..]
                     .iter()
                     .map(|d| format!(" {d}={}", doc[*d].as_str().unwrap()))
                     .collect();
                 labels.sort_unstable();
-                let key = format!("{name}{}", labels.concat());
-                seen.insert(key, doc[name].clone());
+                seen.insert(format!("{name}{}", labels.concat()), doc[name].clone());
             }
+        }
+        (docs, seen)
+    }
+
+    /// The only test that records into the global recorder; it holds the process lock so an
+    /// invocation test's flush cannot take its points.
+    #[test]
+    fn emf_documents_are_well_formed() {
+        let _process = crate::process_lock().blocking_lock();
+        install_for_tests();
+        assert!(init("sender"), "idempotent");
+        // Whatever an earlier test left behind.
+        flushed(None);
+
+        let emf = Emf;
+        emf.record(Metric::FirstMessageSent {
+            optin_to_sent_ms: 1_500,
+        });
+        emf.record(Metric::FirstMessageSent {
+            optin_to_sent_ms: 2_500,
+        });
+        emf.record(Metric::GraphError(ErrorClass::Retry));
+        emf.record(Metric::GraphError(ErrorClass::Retry));
+        emf.record(Metric::GraphError(ErrorClass::OperatorAction));
+        emf.record(Metric::OptinReceived {
+            source: OptinSource::Webhook,
+            entry_point: EntryPoint::Checkbox,
+        });
+        emf.record(Metric::SignatureFailure(SignatureError::Mismatch));
+        emf.record(Metric::WebhookEvents(3));
+        emf.record(Metric::PolicyWarning);
+        emf.record(Metric::DeadlineCheckNoop);
+        // Nothing to count: no point written for it.
+        emf.record(Metric::Quarantined(0));
+
+        let (docs, seen) = flushed(Some("req-7"));
+        // Dimensionless metrics share a document; one per (class), (source, entry_point),
+        // (reason) value set.
+        assert_eq!(docs.len(), 5, "one document per dimension set: {docs:#?}");
+        for doc in &docs {
+            assert_eq!(doc[REQUEST_ID_PROPERTY], "req-7", "{doc}");
         }
         assert_eq!(seen["FirstMessageSent"], 2);
         assert_eq!(
@@ -790,10 +239,20 @@ mod tests {
             seen["OptinsReceived entry_point=checkbox source=webhook"], 1,
             "{seen:?}"
         );
+        assert_eq!(seen["SignatureFailures reason=mismatch"], 1);
+        assert_eq!(seen["WebhookEvents"], 3);
+        assert_eq!(seen["PolicyWarnings"], 1);
+        assert_eq!(seen["DeadlineChecksNoop"], 1);
+        assert!(!seen.contains_key("QuarantinedEvents"), "{seen:?}");
 
         // The next invocation starts from zero: nothing to write when idle.
-        let mut again = Vec::new();
-        flush_to(&mut again).unwrap();
-        assert!(again.is_empty(), "{}", String::from_utf8_lossy(&again));
+        let (docs, _) = flushed(Some("req-8"));
+        assert!(docs.is_empty(), "{docs:?}");
+
+        // Outside an invocation the documents carry no request id.
+        emf.record(Metric::PagePaused);
+        let (docs, seen) = flushed(None);
+        assert_eq!(seen["PagesPaused"], 1);
+        assert!(docs[0].get(REQUEST_ID_PROPERTY).is_none(), "{}", docs[0]);
     }
 }
