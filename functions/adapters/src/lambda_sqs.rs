@@ -17,13 +17,16 @@ where
     Fut: Future<Output = Fate>,
 {
     let handle = &handle;
-    let runs = event.records.into_iter().map(|record: SqsMessage| async move {
-        let id = record.message_id.clone().unwrap_or_default();
-        let body = record.body.unwrap_or_default();
-        let receipt = record.receipt_handle.unwrap_or_default();
-        let fate = handle(body.clone()).await;
-        (id, settle(fate, &receipt, &body, via).await)
-    });
+    let runs = event
+        .records
+        .into_iter()
+        .map(|record: SqsMessage| async move {
+            let id = record.message_id.clone().unwrap_or_default();
+            let body = record.body.unwrap_or_default();
+            let receipt = record.receipt_handle.unwrap_or_default();
+            let fate = handle(body.clone()).await;
+            (id, settle(fate, &receipt, &body, via).await)
+        });
     let mut response = SqsBatchResponse::default();
     for (id, settled) in join_all(runs).await {
         if let Settled::Keep { reason } = settled {

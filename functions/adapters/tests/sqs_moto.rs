@@ -119,7 +119,12 @@ async fn signed_webhook_lands_on_sqs_as_events() {
         retry_base: Duration::from_millis(5),
         ..IngestConfig::default()
     };
-    let ep = Ingest::new(q, secrets, SystemClock, config);
+    let ep = Ingest::new(
+        std::sync::Arc::new(q),
+        std::sync::Arc::new(secrets),
+        std::sync::Arc::new(SystemClock),
+        config,
+    );
     let items: Vec<String> = (0..23)
         .map(|i| format!(r#"{{"sender":{{"id":"{i}"}},"recipient":{{"id":"100"}},"timestamp":{i},"message":{{"mid":"m_{i}","text":"hi \u00e9"}}}}"#))
         .collect();

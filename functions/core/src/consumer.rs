@@ -31,7 +31,7 @@ impl Fate {
 
     /// Retry after `ms` milliseconds, rounded up to whole seconds within SQS's range.
     pub fn retry_after_ms(ms: i64, reason: impl Into<String>) -> Fate {
-        let secs = (ms.max(0) + 999) / 1000;
+        let secs = ms.max(0).saturating_add(999) / 1000;
         Fate::Retry {
             after_secs: Some(
                 u32::try_from(secs)

@@ -4,9 +4,9 @@
 //! local runner wire these pieces to real adapters (`lc-adapters`) or to the in-memory twins in
 //! [`memory`].
 
+pub mod consumer;
 #[cfg(any(test, feature = "contract"))]
 pub mod contract;
-pub mod consumer;
 pub mod deadline;
 pub mod lifecycle;
 pub mod login;

@@ -35,7 +35,7 @@ fn secrets() -> Arc<Secrets> {
     })
 }
 
-type Endpoint = Ingest<Arc<MemoryQueue>, Arc<Secrets>, FixedClock>;
+type Endpoint = Ingest;
 
 fn endpoint() -> (Endpoint, Arc<MemoryQueue>) {
     let queue = Arc::new(MemoryQueue::new("events"));
@@ -45,7 +45,12 @@ fn endpoint() -> (Endpoint, Arc<MemoryQueue>) {
         ..IngestConfig::default()
     };
     (
-        Ingest::new(queue.clone(), secrets(), FixedClock, config),
+        Ingest::new(
+            queue.clone(),
+            Arc::new(secrets()),
+            Arc::new(FixedClock),
+            config,
+        ),
         queue,
     )
 }

@@ -14,7 +14,10 @@ use lc_core::lifecycle::processor::{
 use lc_core::lifecycle::refs::{self, Keyring};
 use lc_core::memory::{ManualClock, MemoryQueue, MemoryScheduler, MemoryStore, QueueFault};
 use lc_core::ports::store::TokenStatus;
-use lc_core::ports::{NoMetrics, RequestCounter, Scheduler, Table};
+use lc_core::ports::{
+    NoMetrics, OptinStore, PageStore, PersonStore, QuarantineStore, RequestCounter, Scheduler,
+    Table,
+};
 use lc_core::webhook::{split_body, InboundEvent, SplitOutcome};
 
 const T: i64 = 1_800_000_000_000;

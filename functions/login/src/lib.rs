@@ -6,20 +6,9 @@
 
 use lambda_http::{Body, Request, RequestExt, Response};
 use lc_core::login::{self, Login, Outcome};
-use lc_core::ports::{Clock, GraphApi, OptinStore, QueueSender, SecretSource};
 
 /// Handles one Function URL request.
-pub async fn handle<G, Q, St, S, C>(
-    endpoint: &Login<G, Q, St, S, C>,
-    req: Request,
-) -> Result<Response<Body>, lambda_http::Error>
-where
-    G: GraphApi,
-    Q: QueueSender,
-    St: OptinStore,
-    S: SecretSource,
-    C: Clock,
-{
+pub async fn handle(endpoint: &Login, req: Request) -> Result<Response<Body>, lambda_http::Error> {
     let query: Vec<(String, String)> = req
         .query_string_parameters()
         .iter()
@@ -98,12 +87,6 @@ fn log_outcome(outcome: &Outcome, status: u16) {
             )
         }
         Outcome::EnqueueFailed | Outcome::SecretsUnavailable => {
-            if matches!(outcome, Outcome::EnqueueFailed) {
-                lc_adapters::metrics::record([lc_adapters::metrics::Point::count(
-                    lc_adapters::metrics::Metric::EnqueueFailures,
-                    &[],
-                )]);
-            }
             tracing::error!(outcome = ?outcome, status, "login not recorded; the page may retry")
         }
         other => tracing::info!(outcome = ?other, status, "login request"),

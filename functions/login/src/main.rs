@@ -27,9 +27,17 @@ async fn main() -> Result<(), lambda_http::Error> {
         sdk_url: env::optional("LC_SDK_URL").unwrap_or_else(|| DEFAULT_SDK_URL.to_string()),
         graph_version: graph.config().api_version.clone(),
     };
-    let endpoint = Login::new(graph, queue, store, secrets, SystemClock, config);
+    let endpoint = Login::new(
+        std::sync::Arc::new(graph),
+        std::sync::Arc::new(queue),
+        std::sync::Arc::new(store),
+        secrets,
+        std::sync::Arc::new(SystemClock),
+        config,
+    );
+    // TODO(router): the shared Router with invocation::http replaces this service_fn.
     lambda_http::run(lambda_http::service_fn(|req| {
-        lc_adapters::metrics::flushed(lc_login::handle(&endpoint, req))
+        lc_login::handle(&endpoint, req)
     }))
     .await
 }

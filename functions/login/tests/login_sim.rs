@@ -34,7 +34,7 @@ const USER_TOKEN: &str = "EAAUserTokenValid0123456789";
 const ALLOWED: &str = "https://shop.example";
 const SDK_URL: &str = "https://connect.facebook.net/en_US/sdk.js";
 
-type Endpoint = Login<GraphClient, Arc<MemoryQueue>, Arc<MemoryStore>, Arc<Secrets>, ManualClock>;
+type Endpoint = Login;
 
 fn ref_key_b64() -> String {
     base64::engine::general_purpose::STANDARD.encode(REF_KEY)
@@ -102,11 +102,11 @@ async fn setup_with(config: LoginConfig) -> Setup {
     let queue = Arc::new(MemoryQueue::new("events"));
     let store = Arc::new(MemoryStore::new());
     let endpoint = Login::new(
-        graph(sim.base_url()),
+        Arc::new(graph(sim.base_url())),
         queue.clone(),
         store.clone(),
-        secrets(),
-        clock.clone(),
+        Arc::new(secrets()),
+        Arc::new(clock.clone()),
         config,
     );
     Setup {
@@ -247,12 +247,15 @@ async fn existing_optin_answers_its_state_and_deadline() {
     let login_id = expected_login_id();
     // The webhook came first, an hour ago.
     let opted_in = s.clock.now_ms() - 3_600_000;
-    let events = lc_core::lifecycle::processor::Events::new(
-        s.store.clone(),
-        Arc::new(lc_core::memory::MemoryScheduler::new()),
-        Arc::new(MemoryQueue::new("outbound")),
-        s.clock.clone(),
-        lc_core::lifecycle::processor::EventsConfig::default(),
+    let events = lc_core::lifecycle::processor::Lifecycle::new(
+        lc_core::lifecycle::processor::LifecyclePorts {
+            table: lc_core::ports::Table::new(s.store.clone()),
+            scheduler: Arc::new(lc_core::memory::MemoryScheduler::new()),
+            jobs: Arc::new(MemoryQueue::new("outbound")),
+            clock: Arc::new(s.clock.clone()),
+            metrics: Arc::new(lc_core::ports::NoMetrics),
+        },
+        lc_core::lifecycle::processor::LifecycleConfig::default(),
     );
     let body = optin_body(&format!(r#"{{"login_id":"{login_id}"}}"#), None, opted_in);
     let SplitOutcome::Events(evs) = split_body(body.as_bytes(), opted_in) else {
@@ -332,11 +335,11 @@ async fn graph_down_is_503() {
     };
     let queue = Arc::new(MemoryQueue::new("events"));
     let ep = Login::new(
-        graph(format!("http://127.0.0.1:{port}")),
+        Arc::new(graph(format!("http://127.0.0.1:{port}"))),
         queue.clone(),
         Arc::new(MemoryStore::new()),
-        secrets(),
-        ManualClock::at(1_800_000_000_000),
+        Arc::new(secrets()),
+        Arc::new(ManualClock::at(1_800_000_000_000)),
         config(),
     );
     let resp = post(&ep, &login_body(USER_TOKEN, None), None).await;
@@ -693,11 +696,11 @@ async fn converge(order: Order) -> Measured {
     user_token(&w.sim, USER_TOKEN, None, GOOD_SCOPES, 0);
     let events_queue = Arc::new(MemoryQueue::new("events"));
     let login = Login::new(
-        graph(w.sim.base_url()),
+        Arc::new(graph(w.sim.base_url())),
         events_queue.clone(),
         w.store.clone(),
-        secrets(),
-        w.clock.clone(),
+        Arc::new(secrets()),
+        Arc::new(w.clock.clone()),
         config(),
     );
     let login_id = expected_login_id();

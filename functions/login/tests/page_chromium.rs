@@ -61,7 +61,7 @@ const STUB_SDK: &str = r#"
 })();
 "#;
 
-type Endpoint = Login<GraphClient, Arc<MemoryQueue>, Arc<MemoryStore>, Arc<Secrets>, SystemClock>;
+type Endpoint = Login;
 
 struct AppState {
     endpoint: Endpoint,
@@ -160,11 +160,11 @@ async fn serve() -> Server {
         )]),
     });
     let endpoint = Login::new(
-        graph,
+        Arc::new(graph),
         Arc::new(MemoryQueue::new("events")),
         Arc::new(MemoryStore::new()),
-        secrets,
-        SystemClock,
+        Arc::new(secrets),
+        Arc::new(SystemClock),
         LoginConfig {
             default_page_id: PAGE.into(),
             allowed_origins: vec![base.clone()],

@@ -18,5 +18,8 @@ pub async fn handle(
         queue: Some(queue),
         dead_letters: Some(dead_letters),
     };
-    consume(event, via, |body| async move { sender.handle_message(&body).await }).await
+    consume(event, via, |body| async move {
+        sender.handle_message(&body).await
+    })
+    .await
 }

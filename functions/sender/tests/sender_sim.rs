@@ -6,10 +6,13 @@ use std::collections::BTreeMap;
 
 use futures::future::join_all;
 use graph_sim::Faults;
+use lc_core::consumer::Fate;
 use lc_core::lifecycle::optin::{OptinState, DAY_MS};
 use lc_core::ports::store::PageConfig;
+use lc_core::ports::Metric;
 use lc_core::ports::{OptinStore, PageStore, PersonStore, Scheduler};
-use lc_core::sending::sender::{JobOutcome, Settlement};
+use lc_core::sending::errors::ErrorClass;
+use lc_core::sending::sender::JobOutcome;
 use lc_testkit::{optin_body as optin_item, World, PAGE, TOKEN};
 
 async fn world(client_timeout_ms: u64) -> World {
@@ -214,10 +217,25 @@ async fn error_classes_from_the_simulator() {
     });
     login_optin(&w, "L3").await;
     let job = queued_jobs(&w).pop().unwrap();
+    w.metrics.take();
     let out = w.sender.run_job(&job).await.unwrap();
     assert!(matches!(out, JobOutcome::PagePaused { .. }), "{out:?}");
+    // Counted where it happened, through the metrics port (the alarms read these).
+    assert_eq!(
+        w.metrics.take(),
+        vec![
+            Metric::GraphError(ErrorClass::OperatorAction),
+            Metric::PagePaused
+        ]
+    );
     assert!(
-        matches!(out.settlement(), Settlement::RetryAfter { .. }),
+        matches!(
+            out.fate(),
+            Fate::Retry {
+                after_secs: Some(_),
+                ..
+            }
+        ),
         "kept, not dropped"
     );
     assert!(w.store.get_page(PAGE).await.unwrap().unwrap().paused);
@@ -393,11 +411,14 @@ async fn a_failed_schedule_delete_is_harmless() {
     })
     .unwrap();
     let sender = lc_core::sending::sender::Sender::new(
-        w.store.clone(),
-        graph,
-        DeleteFails(w.scheduler.clone()),
-        lc_testkit::secrets(),
-        w.clock.clone(),
+        lc_core::sending::sender::SenderPorts {
+            table: lc_core::ports::Table::new(w.store.clone()),
+            graph: std::sync::Arc::new(graph),
+            scheduler: std::sync::Arc::new(DeleteFails(w.scheduler.clone())),
+            secrets: std::sync::Arc::new(lc_testkit::secrets()),
+            clock: std::sync::Arc::new(w.clock.clone()),
+            metrics: w.metrics.clone(),
+        },
         lc_core::sending::sender::SenderConfig::default(),
     );
     let out = sender.run_job(&job).await.unwrap();
@@ -412,8 +433,8 @@ async fn a_failed_schedule_delete_is_harmless() {
         "{out:?}"
     );
     assert_eq!(
-        out.settlement(),
-        Settlement::Done,
+        out.fate(),
+        Fate::Ack,
         "the job is done even though the delete failed"
     );
     // The check fires later and finds the opt-in sent: nothing to do, nothing sent twice.

@@ -3,20 +3,10 @@
 //! Each outcome is logged and counted (`lc_adapters::metrics`; `main` flushes per invocation).
 
 use lambda_http::{Body, Request, RequestExt, Response};
-use lc_adapters::metrics;
-use lc_core::ports::{Clock, QueueSender, SecretSource};
 use lc_core::webhook::intake::{self, Ingest, Outcome};
 
 /// Handles one Function URL request.
-pub async fn handle<Q, S, C>(
-    ingest: &Ingest<Q, S, C>,
-    req: Request,
-) -> Result<Response<Body>, lambda_http::Error>
-where
-    Q: QueueSender,
-    S: SecretSource,
-    C: Clock,
-{
+pub async fn handle(ingest: &Ingest, req: Request) -> Result<Response<Body>, lambda_http::Error> {
     let query: Vec<(String, String)> = req
         .query_string_parameters()
         .iter()
@@ -41,7 +31,6 @@ where
         })
         .await;
     log_outcome(&outcome, body.len());
-    metrics::record(metrics::from_ingest(&outcome));
     Ok(Response::builder()
         .status(resp.status)
         .header("content-type", resp.content_type)

@@ -1,4 +1,4 @@
-use lc_adapters::{aws, env, metrics, sqs::SqsQueue, telemetry};
+use lc_adapters::{aws, env, sqs::SqsQueue, telemetry};
 use lc_core::ports::SystemClock;
 use lc_core::webhook::intake::{Ingest, IngestConfig};
 
@@ -14,9 +14,14 @@ async fn main() -> Result<(), lambda_http::Error> {
         max_body_bytes: env::parse_or("LC_MAX_BODY_BYTES", IngestConfig::default().max_body_bytes)?,
         ..IngestConfig::default()
     };
-    let ingest = Ingest::new(queue, env::secret_source(&sdk)?, SystemClock, config);
+    let ingest = Ingest::new(
+        std::sync::Arc::new(queue),
+        env::secret_source(&sdk)?,
+        std::sync::Arc::new(SystemClock),
+        config,
+    );
     lambda_http::run(lambda_http::service_fn(|req| {
-        metrics::flushed(lc_webhook::handle(&ingest, req))
+        lc_webhook::handle(&ingest, req)
     }))
     .await
 }

@@ -13,10 +13,7 @@ use lc_core::webhook::signature::sign;
 
 const SECRET: &str = "s3cret";
 
-fn endpoint() -> (
-    Ingest<Arc<MemoryQueue>, Arc<Secrets>, SystemClock>,
-    Arc<MemoryQueue>,
-) {
+fn endpoint() -> (Ingest, Arc<MemoryQueue>) {
     let q = Arc::new(MemoryQueue::new("events"));
     let secrets = Arc::new(Secrets {
         apps: vec![AppCredentials {
@@ -28,7 +25,12 @@ fn endpoint() -> (
         ..Default::default()
     });
     (
-        Ingest::new(q.clone(), secrets, SystemClock, IngestConfig::default()),
+        Ingest::new(
+            q.clone(),
+            Arc::new(secrets),
+            Arc::new(SystemClock),
+            IngestConfig::default(),
+        ),
         q,
     )
 }

@@ -15,10 +15,12 @@ use lc_adapters::scheduler::{create_group, EventBridgeScheduler, SchedulerConfig
 use lc_adapters::sqs::SqsQueue;
 use lc_core::deadline::Deadline;
 use lc_core::lifecycle::optin::{schedule_name, DeadlineCheck, OptinState, DAY_MS};
-use lc_core::lifecycle::processor::{Events, EventsConfig};
+use lc_core::lifecycle::processor::{Lifecycle, LifecycleConfig, LifecyclePorts};
 use lc_core::memory::ManualClock;
-use lc_core::ports::{Clock, OptinStore, QueueReceiver, RequestCounter, Scheduler};
-use lc_core::sending::sender::{Sender, SenderConfig};
+use lc_core::ports::{
+    Clock, MemoryMetrics, OptinStore, QueueReceiver, RequestCounter, Scheduler, Table,
+};
+use lc_core::sending::sender::{Sender, SenderConfig, SenderPorts};
 use lc_core::support::secret::Secrets;
 use lc_core::webhook::intake::{self, Ingest, IngestConfig};
 use lc_core::webhook::signature::sign;
@@ -36,6 +38,7 @@ struct Moto {
     jobs_q: SqsQueue,
     dlq: SqsQueue,
     secrets: Arc<Secrets>,
+    metrics: Arc<MemoryMetrics>,
 }
 
 fn unique(prefix: &str) -> String {
@@ -101,6 +104,7 @@ async fn moto() -> Moto {
         dlq,
         counter,
         secrets: secrets(),
+        metrics: Arc::new(MemoryMetrics::new()),
     }
 }
 
@@ -114,25 +118,33 @@ impl Moto {
         .expect("graph client")
     }
 
-    fn events(&self) -> Events<DynamoStore, EventBridgeScheduler, SqsQueue, ManualClock> {
-        Events::new(
-            self.store.clone(),
-            self.scheduler.clone(),
-            self.jobs_q.clone(),
-            self.clock.clone(),
-            EventsConfig::default(),
+    fn table(&self) -> Table {
+        Table::new(Arc::new(self.store.clone()))
+    }
+
+    fn events(&self) -> Lifecycle {
+        Lifecycle::new(
+            LifecyclePorts {
+                table: self.table(),
+                scheduler: Arc::new(self.scheduler.clone()),
+                jobs: Arc::new(self.jobs_q.clone()),
+                clock: Arc::new(self.clock.clone()),
+                metrics: self.metrics.clone(),
+            },
+            LifecycleConfig::default(),
         )
     }
 
-    fn sender(
-        &self,
-    ) -> Sender<DynamoStore, GraphClient, EventBridgeScheduler, Arc<Secrets>, ManualClock> {
+    fn sender(&self) -> Sender {
         Sender::new(
-            self.store.clone(),
-            self.graph(),
-            self.scheduler.clone(),
-            self.secrets.clone(),
-            self.clock.clone(),
+            SenderPorts {
+                table: self.table(),
+                graph: Arc::new(self.graph()),
+                scheduler: Arc::new(self.scheduler.clone()),
+                secrets: Arc::new(self.secrets.clone()),
+                clock: Arc::new(self.clock.clone()),
+                metrics: self.metrics.clone(),
+            },
             SenderConfig::default(),
         )
     }
@@ -140,9 +152,9 @@ impl Moto {
     /// The webhook Lambda handler with a real Function URL event.
     async fn post_webhook(&self, body: &str) -> u16 {
         let ingest = Ingest::new(
-            self.events_q.clone(),
-            self.secrets.clone(),
-            self.clock.clone(),
+            Arc::new(self.events_q.clone()),
+            Arc::new(self.secrets.clone()),
+            Arc::new(self.clock.clone()),
             IngestConfig::default(),
         );
         let event = serde_json::json!({

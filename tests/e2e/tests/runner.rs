@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use graph_sim::Faults;
-use lc_core::lifecycle::processor::EventsConfig;
+use lc_core::lifecycle::processor::LifecycleConfig;
 use lc_core::ports::SystemClock;
 use lc_core::sending::sender::SenderConfig;
 use lc_core::webhook::intake::{self, Request};
@@ -62,9 +62,9 @@ fn pipeline(
             graph_base_url: graph,
             graph_timeout: Duration::from_millis(400),
             // Short claims so a copy retried after a stop is taken over within seconds.
-            events: EventsConfig {
+            lifecycle: LifecycleConfig {
                 job_claim_ms: 3_000,
-                ..EventsConfig::default()
+                ..LifecycleConfig::default()
             },
             sender: fast_sender(),
             poll: Duration::from_millis(20),

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use graph_sim::{SimConfig, SimHandle};
 use lc_adapters::graph::{GraphClient, GraphConfig};
+use lc_core::consumer::Fate;
 use lc_core::deadline::Deadline;
 use lc_core::lifecycle::optin::FirstMessageJob;
-use lc_core::consumer::Fate;
 use lc_core::lifecycle::processor::{Lifecycle, LifecycleConfig, LifecyclePorts};
 use lc_core::memory::{ManualClock, MemoryQueue, MemoryScheduler, MemoryStore};
 use lc_core::ports::{Clock, MemoryMetrics, Table};
@@ -102,10 +102,7 @@ impl World {
     }
 
     /// A deadline checker sharing this world's state (a second sender over the same store).
-    pub fn deadline(
-        &self,
-        client_timeout_ms: u64,
-    ) -> Deadline {
+    pub fn deadline(&self, client_timeout_ms: u64) -> Deadline {
         let graph = match GraphClient::new(GraphConfig {
             base_url: self.sim.base_url(),
             timeout: Duration::from_millis(client_timeout_ms),

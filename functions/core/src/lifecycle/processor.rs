@@ -500,7 +500,10 @@ impl Lifecycle {
                             "the opt-in's first-message job is not confirmed yet".into(),
                         ));
                     }
-                    if self.table.optins.take_job(&key, now, now + self.config.job_claim_ms)
+                    if self
+                        .table
+                        .optins
+                        .take_job(&key, now, now + self.config.job_claim_ms)
                         .await?
                     {
                         self.schedule(&existing, now).await?;
@@ -568,7 +571,10 @@ impl Lifecycle {
                 f.code
             )));
         }
-        self.table.optins.mark_job_enqueued(&optin.key(), now).await?;
+        self.table
+            .optins
+            .mark_job_enqueued(&optin.key(), now)
+            .await?;
         Ok(())
     }
 
@@ -624,9 +630,15 @@ impl Lifecycle {
             .and_then(|p| p.referral.as_ref())
         {
             let info = referral_info(referral, event.timestamp_ms);
-            self.table.people.record_referral(page, &who.id, &info).await?;
+            self.table
+                .people
+                .record_referral(page, &who.id, &info)
+                .await?;
         }
-        let window_moved = self.table.people.record_user_message(page, &who.id, event.timestamp_ms)
+        let window_moved = self
+            .table
+            .people
+            .record_user_message(page, &who.id, event.timestamp_ms)
             .await?;
         Ok(Processed::UserMessage {
             window_moved,
@@ -646,7 +658,10 @@ impl Lifecycle {
             return self.quarantine(event, "referral item does not parse").await;
         };
         let page = event.account_id.as_str();
-        let stored = self.table.people.record_referral(page, &who.id, &referral_info(&referral, event.timestamp_ms))
+        let stored = self
+            .table
+            .people
+            .record_referral(page, &who.id, &referral_info(&referral, event.timestamp_ms))
             .await?;
         // Following an m.me link or an ad into the thread is the person's own action.
         self.table
@@ -669,16 +684,19 @@ impl Lifecycle {
                     "policy_enforcement block: {}",
                     pe.reason.as_deref().unwrap_or("no reason given")
                 );
-                let applied = self.table.pages.set_paused(page, Some(&reason), event.timestamp_ms)
+                let applied = self
+                    .table
+                    .pages
+                    .set_paused(page, Some(&reason), event.timestamp_ms)
                     .await?;
-                tracing::error!(
-                    page,
-                    "Meta blocked the page; sending paused"
-                );
+                tracing::error!(page, "Meta blocked the page; sending paused");
                 Ok(Processed::PagePaused { applied })
             }
             Some(PolicyAction::Unblock) => {
-                let applied = self.table.pages.set_paused(page, None, event.timestamp_ms)
+                let applied = self
+                    .table
+                    .pages
+                    .set_paused(page, None, event.timestamp_ms)
                     .await?;
                 Ok(Processed::PageUnpaused { applied })
             }

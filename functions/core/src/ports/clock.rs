@@ -18,4 +18,3 @@ impl Clock for SystemClock {
             .unwrap_or(0)
     }
 }
-

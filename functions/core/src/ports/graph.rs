@@ -152,4 +152,3 @@ pub trait GraphApi: Send + Sync {
         input_token: &Secret,
     ) -> Result<TokenInfo, SendError>;
 }
-

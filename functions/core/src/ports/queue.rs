@@ -101,6 +101,12 @@ pub trait QueueReceiver: Send + Sync {
     async fn delete(&self, receipt_handle: &str) -> Result<(), PortError>;
 }
 
+/// A queue a consumer owns: it sends, receives and extends visibility (the local runner's
+/// pollers; Lambda's event source does the receiving when deployed).
+pub trait Queue: QueueSender + QueueReceiver + VisibilityControl {}
+
+impl<T: QueueSender + QueueReceiver + VisibilityControl + ?Sized> Queue for T {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,9 +132,3 @@ mod tests {
         assert!(batches(&[]).is_empty());
     }
 }
-
-/// A queue a consumer owns: it sends, receives and extends visibility (the local runner's
-/// pollers; Lambda's event source does the receiving when deployed).
-pub trait Queue: QueueSender + QueueReceiver + VisibilityControl {}
-
-impl<T: QueueSender + QueueReceiver + VisibilityControl + ?Sized> Queue for T {}

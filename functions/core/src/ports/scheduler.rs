@@ -40,4 +40,3 @@ pub fn parse_at_expression(expr: &str) -> Option<i64> {
     let inner = expr.strip_prefix("at(")?.strip_suffix(')')?;
     crate::support::time::parse_utc_seconds(inner)
 }
-

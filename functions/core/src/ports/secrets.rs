@@ -19,4 +19,3 @@ impl SecretSource for Arc<Secrets> {
         Ok(self.clone())
     }
 }
-

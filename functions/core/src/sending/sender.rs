@@ -9,12 +9,12 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use crate::consumer::Fate;
 use crate::lifecycle::optin::{FirstMessageJob, Optin, OptinState};
 use crate::ports::graph::{
     MessagingType, OutgoingMessage, PageAuth, Recipient, SendError, SendRequest,
 };
 use crate::ports::store::{Claim, Finish, PageConfig};
-use crate::consumer::Fate;
 use crate::ports::{Clock, GraphApi, Metric, Metrics, PortError, Scheduler, SecretSource, Table};
 use crate::sending::errors::{classify, classify_transport, ErrorClass};
 use crate::sending::first_message;
@@ -510,7 +510,10 @@ impl Sender {
     }
 
     async fn release(&self, key: &str, attempt: u32, error: &str) -> Result<bool, JobError> {
-        Ok(self.table.optins.finish(
+        Ok(self
+            .table
+            .optins
+            .finish(
                 key,
                 attempt,
                 &Finish::Release {
@@ -569,10 +572,15 @@ impl Sender {
                 error: format!("{name}: {reason}"),
             },
         };
-        if let Claim::Claimed(o) = self.table.optins.claim(&optin.key(), now, now + self.config.lease_ms)
+        if let Claim::Claimed(o) = self
+            .table
+            .optins
+            .claim(&optin.key(), now, now + self.config.lease_ms)
             .await?
         {
-            self.table.optins.finish(&o.key(), o.attempts, &finish, now)
+            self.table
+                .optins
+                .finish(&o.key(), o.attempts, &finish, now)
                 .await?;
             self.delete_schedule(&o).await;
         }
@@ -648,7 +656,9 @@ impl Sender {
                     .await
             }
             ErrorClass::BadRequest => {
-                self.table.optins.finish(
+                self.table
+                    .optins
+                    .finish(
                         &key,
                         attempt,
                         &Finish::Failed {
@@ -674,7 +684,9 @@ impl Sender {
         now: i64,
     ) -> Result<JobOutcome, JobError> {
         let key = optin.key();
-        self.table.optins.finish(
+        self.table
+            .optins
+            .finish(
                 &key,
                 attempt,
                 &Finish::OptedOut {
@@ -687,7 +699,9 @@ impl Sender {
             optin.recipient.kind,
             IdentityKind::Psid | IdentityKind::Igsid
         ) {
-            self.table.people.opt_out(&optin.page_id, &optin.recipient.id, rule, now)
+            self.table
+                .people
+                .opt_out(&optin.page_id, &optin.recipient.id, rule, now)
                 .await?;
         }
         self.delete_schedule(optin).await;
