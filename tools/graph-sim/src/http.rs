@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 use crate::config::Faults;
-use crate::state::{Fault, SendInput, SimResponse, State as SimState};
+use crate::state::{SendInput, SimResponse, State as SimState};
 use crate::types::{
     ClockUpdate, ConfigUpdate, LoginIdRegistration, NotificationTokenRegistration, OptOut,
     PageRegistration, PersonRegistration, UserRefRegistration, UserTokenRegistration,
@@ -42,6 +42,7 @@ pub(crate) fn router(shared: Shared) -> Router {
         .route("/_sim/clock", get(admin_get_clock).post(admin_clock))
         .route("/_sim/config", get(admin_get_config).post(admin_config))
         .route("/_sim/messages", get(admin_messages))
+        .route("/_sim/attempts", get(admin_attempts))
         .route("/_sim/stats", get(admin_stats))
         .route("/_sim/reset", post(admin_reset))
         .fallback(fallback)
@@ -108,41 +109,37 @@ async fn send(
     let Ok(Path((version, node))) = path else {
         return graph_error(StatusCode::BAD_REQUEST, 2500, "Unknown path components");
     };
-    let Some(query) = query_map(&uri) else {
-        return bad_query();
-    };
+    // A bad query string is still an attempt (it got past routing): the
+    // state answers it and logs it like any other refusal.
+    let query = query_map(&uri);
     let token = query
-        .get("access_token")
-        .cloned()
+        .as_ref()
+        .and_then(|q| q.get("access_token").cloned())
         .or_else(|| bearer(&headers));
     let input = SendInput {
         version: &version,
         node: &node,
         token: token.as_deref(),
-        appsecret_proof: query.get("appsecret_proof").map(String::as_str),
+        appsecret_proof: query
+            .as_ref()
+            .and_then(|q| q.get("appsecret_proof"))
+            .map(String::as_str),
+        query_ok: query.is_some(),
         body: &body,
     };
 
     add_latency(&shared).await;
-    let fault = lock(&shared).roll_fault();
-    match fault {
-        Some(Fault::Error5xx) => {
-            let mut st = lock(&shared);
-            let now = st.now_ms();
-            to_response(st.fault_response(now, &input, 500))
-        }
-        Some(Fault::Timeout { ms }) => {
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-            let mut st = lock(&shared);
-            let now = st.now_ms();
-            to_response(st.fault_response(now, &input, 504))
-        }
-        None => {
-            let mut st = lock(&shared);
-            let now = st.now_ms();
-            to_response(st.handle_send(now, &input))
-        }
+    // Decide and record under one lock, then hold the answer (if a timeout
+    // was injected) without the lock, so other sends keep flowing.
+    let plan = {
+        let mut st = lock(&shared);
+        let now = st.now_ms();
+        st.process_send(now, &input)
+    };
+    if plan.delay_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(plan.delay_ms)).await;
     }
+    to_response(plan.response)
 }
 
 async fn debug_token(
@@ -298,6 +295,10 @@ async fn admin_get_config(State(s): State<Shared>) -> Response {
 
 async fn admin_messages(State(s): State<Shared>) -> Response {
     Json(json!(lock(&s).messages())).into_response()
+}
+
+async fn admin_attempts(State(s): State<Shared>) -> Response {
+    Json(json!(lock(&s).attempts())).into_response()
 }
 
 async fn admin_stats(State(s): State<Shared>) -> Response {

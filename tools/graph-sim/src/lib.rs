@@ -29,9 +29,9 @@ use tokio::task::JoinHandle;
 
 pub use config::{Faults, SimConfig, DEFAULT_RATE_LIMIT_PER_SEC, DEFAULT_TIMEOUT_MS};
 pub use types::{
-    ClockUpdate, ConfigUpdate, LoginIdRegistration, NotificationTokenRegistration, OptOut,
-    PageRegistration, PersonRegistration, SentMessage, Stats, UserRefRegistration,
-    UserTokenRegistration,
+    Attempt, AttemptOutcome, ClockUpdate, ConfigUpdate, FaultKind, LoginIdRegistration,
+    NotificationTokenRegistration, OptOut, PageRegistration, PersonRegistration, SentMessage,
+    Stats, UserRefRegistration, UserTokenRegistration,
 };
 
 /// Milliseconds in 24 h (the standard and one-shot windows).
@@ -275,6 +275,17 @@ impl SimHandle {
     /// Accepted sends that carried a message, oldest first.
     pub fn messages(&self) -> Vec<SentMessage> {
         self.with(|s| s.messages())
+    }
+
+    /// Every Send API attempt (accepted, refused or faulted), oldest first.
+    pub fn attempts(&self) -> Vec<Attempt> {
+        self.with(|s| s.attempts())
+    }
+
+    /// How many attempts named `recipient_id` as their recipient value
+    /// (any recipient kind, any Page, any outcome).
+    pub fn attempts_for(&self, recipient_id: &str) -> usize {
+        self.with(|s| s.attempts_for(recipient_id))
     }
 
     /// Counters.

@@ -9,9 +9,9 @@ use serde_json::{json, Map, Value};
 use crate::config::{Faults, SimConfig};
 use crate::rng::SplitMix64;
 use crate::types::{
-    ClockUpdate, ConfigUpdate, LoginIdRegistration, NotificationTokenRegistration, OptOut,
-    PageRegistration, PersonRegistration, SentMessage, Stats, UserRefRegistration,
-    UserTokenRegistration,
+    Attempt, AttemptOutcome, ClockUpdate, ConfigUpdate, FaultKind, LoginIdRegistration,
+    NotificationTokenRegistration, OptOut, PageRegistration, PersonRegistration, SentMessage,
+    Stats, UserRefRegistration, UserTokenRegistration,
 };
 
 pub(crate) const DAY_MS: i64 = 86_400_000;
@@ -76,7 +76,19 @@ pub(crate) struct SendInput<'a> {
     pub node: &'a str,
     pub token: Option<&'a str>,
     pub appsecret_proof: Option<&'a str>,
+    /// False when the query string could not be parsed (answered 100, but
+    /// still an attempt: it got past routing).
+    pub query_ok: bool,
     pub body: &'a [u8],
+}
+
+/// What the HTTP layer does with one send: wait `delay_ms` (an injected
+/// timeout holds the connection), then answer `response`. Everything else,
+/// including recording the attempt, already happened under the lock.
+#[derive(Debug, Clone)]
+pub(crate) struct SendPlan {
+    pub delay_ms: u64,
+    pub response: SimResponse,
 }
 
 #[derive(Debug, Clone)]
@@ -173,6 +185,8 @@ pub(crate) struct State {
     notif_tokens: HashMap<String, NotifToken>,
     user_tokens: HashMap<String, UserTokenRegistration>,
     messages: Vec<SentMessage>,
+    /// Every send attempt, oldest first.
+    attempts: Vec<Attempt>,
     /// Accepted-send times per Page (sliding rate window).
     windows: HashMap<String, VecDeque<i64>>,
     stats: Stats,
@@ -217,6 +231,7 @@ impl State {
             notif_tokens: HashMap::new(),
             user_tokens: HashMap::new(),
             messages: Vec::new(),
+            attempts: Vec::new(),
             windows: HashMap::new(),
             stats: Stats::default(),
             next_message_id: 1,
@@ -394,7 +409,41 @@ impl State {
     }
 
     pub(crate) fn stats(&self) -> Stats {
-        self.stats.clone()
+        let mut stats = self.stats.clone();
+        stats.attempts = self.attempts.len() as u64;
+        // Derived from the attempt log rather than counted on the way, so
+        // the two can never disagree.
+        let mut tried: HashMap<(&str, &str, &str), u64> = HashMap::new();
+        let mut accepted: HashMap<(&str, &str, &str), u64> = HashMap::new();
+        for a in &self.attempts {
+            let (Some(kind), Some(id)) = (a.recipient_kind.as_deref(), a.recipient_id.as_deref())
+            else {
+                continue;
+            };
+            if kind != "login_id" && kind != "user_ref" {
+                continue;
+            }
+            let key = (a.page_id.as_deref().unwrap_or(""), kind, id);
+            *tried.entry(key).or_default() += 1;
+            if a.is_accepted() && a.sender_action.is_none() {
+                *accepted.entry(key).or_default() += 1;
+            }
+        }
+        stats.duplicate_attempts = tried.values().map(|n| n.saturating_sub(1)).sum();
+        stats.duplicate_accepted = accepted.values().map(|n| n.saturating_sub(1)).sum();
+        stats
+    }
+
+    pub(crate) fn attempts(&self) -> Vec<Attempt> {
+        self.attempts.clone()
+    }
+
+    /// Attempts whose recipient value is `recipient_id` (any kind, any Page).
+    pub(crate) fn attempts_for(&self, recipient_id: &str) -> usize {
+        self.attempts
+            .iter()
+            .filter(|a| a.recipient_id.as_deref() == Some(recipient_id))
+            .count()
     }
 
     // ----- faults ------------------------------------------------------
@@ -416,12 +465,64 @@ impl State {
         }
     }
 
-    pub(crate) fn fault_response(
+    /// One send, start to finish: rolls the fault, runs the rules, records
+    /// the attempt, and says how long the HTTP layer must hold the answer.
+    pub(crate) fn process_send(&mut self, now: i64, input: &SendInput<'_>) -> SendPlan {
+        let page = self.page_hint(input.node, input.token);
+        let peek = peek_send(input.body);
+        match self.roll_fault() {
+            Some(fault) => {
+                let (status, kind, delay_ms) = match fault {
+                    Fault::Error5xx => (500, FaultKind::Http5xx, 0),
+                    Fault::Timeout { ms } => (504, FaultKind::Timeout, ms),
+                };
+                self.record_attempt(
+                    now,
+                    page.clone(),
+                    peek,
+                    AttemptOutcome::Fault { fault: kind },
+                    None,
+                );
+                SendPlan {
+                    delay_ms,
+                    response: self.fault_response(now, page.as_deref(), status),
+                }
+            }
+            None => {
+                let (response, outcome) = self.handle_send(now, input, page.as_deref());
+                self.record_attempt(now, page, peek, outcome, None);
+                SendPlan {
+                    delay_ms: 0,
+                    response,
+                }
+            }
+        }
+    }
+
+    fn record_attempt(
         &mut self,
         now: i64,
-        input: &SendInput<'_>,
-        status: u16,
-    ) -> SimResponse {
+        page_id: Option<String>,
+        peek: Peek,
+        outcome: AttemptOutcome,
+        lost_answer: Option<FaultKind>,
+    ) {
+        let seq = self.attempts.len() as u64 + 1;
+        self.attempts.push(Attempt {
+            seq,
+            at_ms: now,
+            page_id,
+            recipient_kind: peek.recipient_kind,
+            recipient_id: peek.recipient_id,
+            messaging_type: peek.messaging_type,
+            tag: peek.tag,
+            sender_action: peek.sender_action,
+            outcome,
+            lost_answer,
+        });
+    }
+
+    fn fault_response(&mut self, now: i64, page: Option<&str>, status: u16) -> SimResponse {
         let message = if status == 500 {
             MSG_5XX.to_owned()
         } else {
@@ -435,30 +536,42 @@ impl State {
             transient: true,
         };
         let body = self.error_body(&err);
-        let page = self.page_hint(input.node, input.token);
         SimResponse {
             status,
             body,
-            headers: self.usage_headers(now, page.as_deref()),
+            headers: self.usage_headers(now, page),
         }
     }
 
-    // ----- send --------------------------------------------------------
-
-    pub(crate) fn handle_send(&mut self, now: i64, input: &SendInput<'_>) -> SimResponse {
-        let page = self.page_hint(input.node, input.token);
-        let (status, body) = match self.evaluate_send(now, input) {
-            Ok(body) => (200, body),
+    fn handle_send(
+        &mut self,
+        now: i64,
+        input: &SendInput<'_>,
+        page: Option<&str>,
+    ) -> (SimResponse, AttemptOutcome) {
+        let (status, body, outcome) = match self.evaluate_send(now, input) {
+            Ok(body) => {
+                let message_id = body
+                    .get("message_id")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+                (200, body, AttemptOutcome::Accepted { message_id })
+            }
             Err(e) => {
                 self.record_rejection(&e);
-                (e.status, self.error_body(&e))
+                let outcome = AttemptOutcome::Refused {
+                    code: e.code,
+                    subcode: e.subcode,
+                };
+                (e.status, self.error_body(&e), outcome)
             }
         };
-        SimResponse {
+        let response = SimResponse {
             status,
             body,
-            headers: self.usage_headers(now, page.as_deref()),
-        }
+            headers: self.usage_headers(now, page),
+        };
+        (response, outcome)
     }
 
     /// The Page the usage headers talk about: the token's Page if the token
@@ -480,6 +593,9 @@ impl State {
                     input.version, input.node
                 ),
             ));
+        }
+        if !input.query_ok {
+            return Err(GraphError::param("(#100) The query string is not valid"));
         }
         let token = input.token.filter(|t| !t.is_empty()).ok_or_else(|| {
             GraphError::new(
@@ -898,6 +1014,53 @@ pub(crate) fn real_now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// The request fields an [`Attempt`] records, read leniently: an attempt
+/// is logged even when its body is invalid or a fault answered first.
+#[derive(Debug, Default)]
+struct Peek {
+    recipient_kind: Option<String>,
+    recipient_id: Option<String>,
+    messaging_type: Option<String>,
+    tag: Option<String>,
+    sender_action: Option<String>,
+}
+
+fn peek_send(body: &[u8]) -> Peek {
+    let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(body) else {
+        return Peek::default();
+    };
+    let string = |key: &str| obj.get(key).and_then(Value::as_str).map(str::to_owned);
+    let recipient = match obj.get("recipient") {
+        // Form-style clients send the recipient as a JSON string.
+        Some(Value::String(s)) => serde_json::from_str::<Value>(s).ok(),
+        Some(v) => Some(v.clone()),
+        None => None,
+    };
+    let (recipient_kind, recipient_id) = recipient
+        .as_ref()
+        .and_then(Value::as_object)
+        .and_then(|r| {
+            r.iter()
+                .filter(|(k, _)| k.as_str() != "name")
+                .find_map(|(k, v)| {
+                    let id = match v {
+                        Value::String(s) => s.clone(),
+                        Value::Null => return None,
+                        other => other.to_string(),
+                    };
+                    Some((Some(k.clone()), Some(id)))
+                })
+        })
+        .unwrap_or((None, None));
+    Peek {
+        recipient_kind,
+        recipient_id,
+        messaging_type: string("messaging_type"),
+        tag: string("tag"),
+        sender_action: string("sender_action"),
+    }
+}
+
 // ----- body validation (state independent except the tag allow-list) ------
 
 const RECIPIENT_KINDS: [&str; 5] = [
@@ -1210,16 +1373,18 @@ mod tests {
 
     fn send(s: &mut State, now: i64, body: Value) -> SimResponse {
         let bytes = body.to_string().into_bytes();
-        s.handle_send(
+        s.process_send(
             now,
             &SendInput {
                 version: "v25.0",
                 node: "me",
                 token: Some("TOK1"),
                 appsecret_proof: None,
+                query_ok: true,
                 body: &bytes,
             },
         )
+        .response
     }
 
     fn code(r: &SimResponse) -> (i64, Option<i64>) {

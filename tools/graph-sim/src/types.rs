@@ -156,8 +156,75 @@ pub struct SentMessage {
     pub at_ms: i64,
 }
 
+/// Which injected fault an attempt met (see README "Faults").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum FaultKind {
+    /// HTTP 500, code 2.
+    #[serde(rename = "5xx")]
+    Http5xx,
+    /// A hold of `timeout_ms`, then HTTP 504, code 2.
+    #[serde(rename = "timeout")]
+    Timeout,
+}
+
+/// What the simulator decided for one Send API attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum AttemptOutcome {
+    /// The rules accepted it. `message_id` is `None` for a sender action.
+    Accepted { message_id: Option<String> },
+    /// The rules refused it with this Graph error.
+    Refused { code: i64, subcode: Option<i64> },
+    /// An injected fault answered before the rules ran (nothing recorded).
+    Fault { fault: FaultKind },
+}
+
+/// One Send API attempt: every POST to a messages endpoint that got past
+/// routing, whatever its outcome. Tests count these (not accepted messages)
+/// to prove that the client itself sent only once; the simulator's own
+/// one-message rule would otherwise hide a duplicate.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// 1, 2, 3 … in arrival order since start or the last reset.
+    pub seq: u64,
+    /// Sim clock when the attempt arrived, epoch ms.
+    pub at_ms: i64,
+    /// The sending account: the token's Page (or Instagram account), else
+    /// the Page in the path, else `None` (unknown token on `/me`).
+    pub page_id: Option<String>,
+    /// The recipient key as sent (`id`, `login_id`, `user_ref`,
+    /// `phone_number`, `notification_messages_token`, …); `None` when the
+    /// body has no readable recipient.
+    pub recipient_kind: Option<String>,
+    /// The recipient value as sent.
+    pub recipient_id: Option<String>,
+    pub messaging_type: Option<String>,
+    pub tag: Option<String>,
+    pub sender_action: Option<String>,
+    pub outcome: AttemptOutcome,
+    /// Set when the answer was lost after the rules ran (the outcome above
+    /// still holds: an accepted message *was* recorded).
+    pub lost_answer: Option<FaultKind>,
+}
+
+impl Attempt {
+    /// True when the rules accepted it (even if its answer was then lost).
+    pub fn is_accepted(&self) -> bool {
+        matches!(self.outcome, AttemptOutcome::Accepted { .. })
+    }
+
+    /// `(code, subcode)` when the rules refused it.
+    pub fn refusal(&self) -> Option<(i64, Option<i64>)> {
+        match self.outcome {
+            AttemptOutcome::Refused { code, subcode } => Some((code, subcode)),
+            _ => None,
+        }
+    }
+}
+
 /// Counters since start or the last reset.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Stats {
     /// Accepted sends that carried a message.
     pub accepted: u64,
@@ -176,4 +243,13 @@ pub struct Stats {
     pub faults_timeout: u64,
     /// `debug_token` calls answered.
     pub debug_token_calls: u64,
+    /// Send API attempts of any outcome (see [`Attempt`]).
+    pub attempts: u64,
+    /// Attempts beyond the first per (Page, `login_id`/`user_ref`): a
+    /// client that sends a one-shot recipient exactly once keeps this at 0.
+    /// Faulted and refused attempts count too.
+    pub duplicate_attempts: u64,
+    /// Accepted messages beyond the first per (Page, `login_id`/`user_ref`);
+    /// only non-zero with `allow_repeat_login_id_sends`.
+    pub duplicate_accepted: u64,
 }

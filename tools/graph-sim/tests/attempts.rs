@@ -1,0 +1,150 @@
+//! Attempt counting, the repeat-send mode, lost answers and per-Page rate
+//! counting: the tools that let a test prove *our* sender sent once.
+
+mod common;
+
+use common::*;
+use graph_sim::{AttemptOutcome, FaultKind, Faults};
+use serde_json::json;
+
+#[tokio::test]
+async fn every_attempt_is_recorded_whatever_its_outcome() {
+    let sim = sim().await;
+    sim.register_login_id("L1", None, sim.now_ms());
+    send(&sim, TOKEN_A, &login("L1")).await.assert_ok();
+    // The simulator refuses the second message itself; the attempt still counts.
+    send(&sim, TOKEN_A, &login("L1"))
+        .await
+        .assert_err(10, Some(2018278));
+    // A body the rules refuse early is an attempt too, with what could be read.
+    post_raw(
+        &sim,
+        &format!("/v25.0/me/messages?access_token={TOKEN_A}"),
+        "not json".into(),
+    )
+    .await
+    .assert_err(100, None);
+    // A faulted attempt: nothing recorded as a message, still an attempt.
+    sim.set_faults(Faults {
+        error_5xx_ratio: 1.0,
+        ..Faults::default()
+    })
+    .unwrap();
+    let r = send(&sim, TOKEN_A, &login("L1")).await;
+    assert_eq!(r.status, 500);
+
+    let a = sim.attempts();
+    assert_eq!(a.len(), 4);
+    assert_eq!(
+        a.iter().map(|a| a.seq).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4]
+    );
+    assert_eq!(a[0].page_id.as_deref(), Some(PAGE_A));
+    assert_eq!(a[0].recipient_kind.as_deref(), Some("login_id"));
+    assert_eq!(a[0].recipient_id.as_deref(), Some("L1"));
+    assert_eq!(a[0].messaging_type.as_deref(), Some("UPDATE"));
+    assert_eq!(a[0].tag, None);
+    assert!(a[0].is_accepted());
+    assert_eq!(
+        a[0].outcome,
+        AttemptOutcome::Accepted {
+            message_id: sim.messages()[0].message_id.clone().into()
+        }
+    );
+    assert_eq!(a[1].refusal(), Some((10, Some(2018278))));
+    assert_eq!(a[2].refusal(), Some((100, None)));
+    assert_eq!(a[2].recipient_kind, None);
+    assert_eq!(
+        a[3].outcome,
+        AttemptOutcome::Fault {
+            fault: FaultKind::Http5xx
+        }
+    );
+    assert_eq!(a[3].recipient_id.as_deref(), Some("L1"));
+    assert_eq!(sim.attempts_for("L1"), 3);
+    assert_eq!(sim.attempts_for("nobody"), 0);
+
+    let stats = sim.stats();
+    assert_eq!(stats.attempts, 4);
+    assert_eq!(stats.accepted, 1);
+    // Three attempts at (PAGE_A, L1): two beyond the first.
+    assert_eq!(stats.duplicate_attempts, 2);
+    assert_eq!(stats.duplicate_accepted, 0);
+}
+
+#[tokio::test]
+async fn attempts_over_http_and_cleared_by_reset() {
+    let sim = sim().await;
+    sim.register_person(PAGE_B, "P1", sim.now_ms());
+    sim.register_user_ref("R1", None, sim.now_ms());
+    post(
+        &sim,
+        &format!("/v25.0/{PAGE_B}/messages?access_token={TOKEN_B}"),
+        &tagged(json!({"id": "P1"}), "HUMAN_AGENT"),
+    )
+    .await;
+    send(&sim, TOKEN_A, &user_ref("R1")).await.assert_ok();
+    send(&sim, TOKEN_B, &user_ref("R1"))
+        .await
+        .assert_err(100, Some(2018001));
+    // An unknown token on /me: no Page to name.
+    send(&sim, "bogus", &user_ref("R1"))
+        .await
+        .assert_err(190, None);
+
+    let r = get(&sim, "/_sim/attempts").await;
+    assert_eq!(r.status, 200);
+    let list = r.body.as_array().unwrap();
+    assert_eq!(list.len(), 4);
+    assert_eq!(list[0]["page_id"], PAGE_B);
+    assert_eq!(list[0]["tag"], "HUMAN_AGENT");
+    assert_eq!(list[0]["messaging_type"], "MESSAGE_TAG");
+    assert_eq!(list[1]["recipient_kind"], "user_ref");
+    assert_eq!(list[1]["outcome"]["result"], "accepted");
+    assert!(list[1]["outcome"]["message_id"].is_string());
+    assert_eq!(
+        list[2]["outcome"],
+        json!({"result": "refused", "code": 100, "subcode": 2018001})
+    );
+    assert_eq!(list[3]["page_id"], serde_json::Value::Null);
+    let stats = get(&sim, "/_sim/stats").await.body;
+    assert_eq!(stats["attempts"], 4);
+    // One attempt per (Page, user_ref): PAGE_A, PAGE_B and "no Page".
+    assert_eq!(stats["duplicate_attempts"], 0);
+
+    sim.reset();
+    assert!(sim.attempts().is_empty());
+    assert_eq!(sim.stats().attempts, 0);
+}
+
+#[tokio::test]
+async fn timeout_faults_are_attempts_recorded_when_they_arrive() {
+    let sim = sim().await;
+    sim.register_login_id("L1", None, sim.now_ms());
+    sim.set_faults(Faults {
+        timeout_ratio: 1.0,
+        timeout_ms: 300,
+        ..Faults::default()
+    })
+    .unwrap();
+    let base = sim.base_url();
+    let c = sim.client.clone();
+    let pending = tokio::spawn(async move {
+        c.post(format!("{base}/v25.0/me/messages?access_token={TOKEN_A}"))
+            .json(&login("L1"))
+            .send()
+            .await
+            .map(|r| r.status().as_u16())
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // Visible while the connection is still held.
+    assert_eq!(sim.attempts_for("L1"), 1);
+    assert_eq!(pending.await.unwrap().unwrap(), 504);
+    assert_eq!(
+        sim.attempts()[0].outcome,
+        AttemptOutcome::Fault {
+            fault: FaultKind::Timeout
+        }
+    );
+    assert!(sim.messages().is_empty());
+}
