@@ -28,6 +28,12 @@ pub struct SimConfig {
     pub rate_limit_per_sec: u32,
     /// Message tags accepted for PSID recipients outside the standard window.
     pub allowed_tags: Vec<String>,
+    /// When true, a `login_id` or `user_ref` accepts more than one message
+    /// (within its 24 h window, from its bound Page). Off by default, as at
+    /// Meta. Exactly-once tests turn it on so that a second send is accepted
+    /// and shows up, proving the client's own claim instead of relying on
+    /// the simulator's refusal.
+    pub allow_repeat_login_id_sends: bool,
     /// Injected faults.
     pub faults: Faults,
     /// Sim clock = real clock + this offset (ms).
@@ -43,6 +49,7 @@ impl Default for SimConfig {
             require_appsecret_proof: false,
             rate_limit_per_sec: DEFAULT_RATE_LIMIT_PER_SEC,
             allowed_tags: vec!["HUMAN_AGENT".to_owned()],
+            allow_repeat_login_id_sends: false,
             faults: Faults::default(),
             clock_offset_ms: 0,
         }

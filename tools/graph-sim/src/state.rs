@@ -167,6 +167,7 @@ pub(crate) struct State {
     require_appsecret_proof: bool,
     rate_limit_per_sec: u32,
     allowed_tags: Vec<String>,
+    allow_repeat_login_id_sends: bool,
     faults: Faults,
     rng: SplitMix64,
     clock_offset_ms: i64,
@@ -216,6 +217,7 @@ impl State {
             require_appsecret_proof: config.require_appsecret_proof,
             rate_limit_per_sec: config.rate_limit_per_sec,
             allowed_tags: config.allowed_tags.clone(),
+            allow_repeat_login_id_sends: config.allow_repeat_login_id_sends,
             faults: config.faults.clone(),
             rng: SplitMix64::new(config.faults.seed),
             clock_offset_ms: config.clock_offset_ms,
@@ -391,6 +393,9 @@ impl State {
         if let Some(v) = &u.allowed_tags {
             self.allowed_tags = v.clone();
         }
+        if let Some(v) = u.allow_repeat_login_id_sends {
+            self.allow_repeat_login_id_sends = v;
+        }
     }
 
     pub(crate) fn effective_config(&self) -> Value {
@@ -399,6 +404,7 @@ impl State {
             "require_appsecret_proof": self.require_appsecret_proof,
             "rate_limit_per_sec": self.rate_limit_per_sec,
             "allowed_tags": self.allowed_tags,
+            "allow_repeat_login_id_sends": self.allow_repeat_login_id_sends,
             "faults": self.faults,
             "clock": self.clock_value(),
         })
@@ -664,15 +670,23 @@ impl State {
     ) -> Result<Option<String>, GraphError> {
         match &req.recipient {
             Recipient::LoginId(id) => {
-                check_one_shot(self.login_ids.get(id), page_id, now, || {
-                    self.opted_out_login_ids.contains(id)
-                })?;
+                check_one_shot(
+                    self.login_ids.get(id),
+                    page_id,
+                    now,
+                    self.allow_repeat_login_id_sends,
+                    || self.opted_out_login_ids.contains(id),
+                )?;
                 Ok(None)
             }
             Recipient::UserRef(r) => {
-                check_one_shot(self.user_refs.get(r), page_id, now, || {
-                    self.opted_out_user_refs.contains(r)
-                })?;
+                check_one_shot(
+                    self.user_refs.get(r),
+                    page_id,
+                    now,
+                    self.allow_repeat_login_id_sends,
+                    || self.opted_out_user_refs.contains(r),
+                )?;
                 Ok(None)
             }
             Recipient::Psid(psid) => {
@@ -976,11 +990,12 @@ impl State {
 }
 
 /// `login_id` / `user_ref` rules, in this order: registered, bound Page,
-/// opted out, already used, 24 h window.
+/// opted out, already used (unless `allow_repeat`), 24 h window.
 fn check_one_shot(
     entry: Option<&OneShot>,
     page_id: &str,
     now: i64,
+    allow_repeat: bool,
     opted_out: impl FnOnce() -> bool,
 ) -> Result<(), GraphError> {
     let entry = entry.ok_or_else(|| GraphError::new(100, Some(2018001), MSG_NO_MATCHING_USER))?;
@@ -990,7 +1005,8 @@ fn check_one_shot(
     if opted_out() {
         return Err(GraphError::new(551, Some(1545041), MSG_NOT_AVAILABLE));
     }
-    if entry.used || now >= entry.opted_in_at_ms.saturating_add(ONE_SHOT_WINDOW_MS) {
+    let used_up = entry.used && !allow_repeat;
+    if used_up || now >= entry.opted_in_at_ms.saturating_add(ONE_SHOT_WINDOW_MS) {
         return Err(GraphError::new(10, Some(2018278), MSG_OUTSIDE_WINDOW));
     }
     Ok(())

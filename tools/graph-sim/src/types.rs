@@ -137,6 +137,9 @@ pub struct ConfigUpdate {
     pub rate_limit_per_sec: Option<u32>,
     #[serde(default)]
     pub allowed_tags: Option<Vec<String>>,
+    /// See `SimConfig::allow_repeat_login_id_sends`.
+    #[serde(default)]
+    pub allow_repeat_login_id_sends: Option<bool>,
 }
 
 /// One accepted send that carried a message (sender actions are only

@@ -148,3 +148,81 @@ async fn timeout_faults_are_attempts_recorded_when_they_arrive() {
     );
     assert!(sim.messages().is_empty());
 }
+
+// ----- repeat mode ------------------------------------------------------------------
+
+#[tokio::test]
+async fn one_shot_recipients_take_one_message_by_default() {
+    let sim = sim().await;
+    sim.register_login_id("L1", None, sim.now_ms());
+    sim.register_user_ref("R1", None, sim.now_ms());
+    for body in [login("L1"), user_ref("R1")] {
+        send(&sim, TOKEN_A, &body).await.assert_ok();
+        send(&sim, TOKEN_A, &body)
+            .await
+            .assert_err(10, Some(2018278));
+    }
+    assert_eq!(sim.messages().len(), 2);
+}
+
+#[tokio::test]
+async fn repeat_mode_accepts_a_second_message_and_counts_it() {
+    let sim = sim_with(graph_sim::SimConfig {
+        allow_repeat_login_id_sends: true,
+        ..graph_sim::SimConfig::default()
+    })
+    .await;
+    let t0 = sim.now_ms();
+    sim.freeze_clock();
+    sim.register_login_id("L1", None, t0);
+    sim.register_user_ref("R1", None, t0);
+    for _ in 0..3 {
+        send(&sim, TOKEN_A, &login("L1")).await.assert_ok();
+    }
+    send(&sim, TOKEN_A, &user_ref("R1")).await.assert_ok();
+    send(&sim, TOKEN_A, &user_ref("R1")).await.assert_ok();
+    // The other rules still hold: the first Page binds, the window closes.
+    send(&sim, TOKEN_B, &login("L1"))
+        .await
+        .assert_err(100, Some(2018001));
+    sim.advance_clock(graph_sim::DAY_MS);
+    send(&sim, TOKEN_A, &login("L1"))
+        .await
+        .assert_err(10, Some(2018278));
+
+    assert_eq!(sim.messages().len(), 5);
+    let stats = sim.stats();
+    // L1: 3 accepted + 1 refused at PAGE_A (3 beyond the first), 1 at PAGE_B;
+    // R1: 2 at PAGE_A.
+    assert_eq!(stats.duplicate_attempts, 4);
+    assert_eq!(stats.duplicate_accepted, 3);
+    assert_eq!(sim.attempts_for("L1"), 5);
+}
+
+#[tokio::test]
+async fn repeat_mode_over_the_admin_api() {
+    let sim = sim().await;
+    sim.register_login_id("L1", None, sim.now_ms());
+    let r = post(
+        &sim,
+        "/_sim/config",
+        &json!({"allow_repeat_login_id_sends": true}),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["allow_repeat_login_id_sends"], true);
+    send(&sim, TOKEN_A, &login("L1")).await.assert_ok();
+    send(&sim, TOKEN_A, &login("L1")).await.assert_ok();
+    sim.update_config(graph_sim::ConfigUpdate {
+        allow_repeat_login_id_sends: Some(false),
+        ..Default::default()
+    });
+    send(&sim, TOKEN_A, &login("L1"))
+        .await
+        .assert_err(10, Some(2018278));
+    // The effective config shows the switch back off.
+    assert_eq!(
+        get(&sim, "/_sim/config").await.body["allow_repeat_login_id_sends"],
+        false
+    );
+}
