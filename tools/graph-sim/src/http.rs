@@ -14,11 +14,11 @@ use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
-use crate::config::Faults;
+use crate::config::{Faults, LostAnswerFaults};
 use crate::state::{SendInput, SimResponse, State as SimState};
 use crate::types::{
-    ClockUpdate, ConfigUpdate, LoginIdRegistration, NotificationTokenRegistration, OptOut,
-    PageRegistration, PersonRegistration, UserRefRegistration, UserTokenRegistration,
+    ClockUpdate, ConfigUpdate, LoginIdRegistration, LoseNextAnswers, NotificationTokenRegistration,
+    OptOut, PageRegistration, PersonRegistration, UserRefRegistration, UserTokenRegistration,
 };
 
 pub(crate) type Shared = Arc<Mutex<SimState>>;
@@ -39,6 +39,10 @@ pub(crate) fn router(shared: Shared) -> Router {
         .route("/_sim/tokens", post(admin_tokens))
         .route("/_sim/user_tokens", post(admin_user_tokens))
         .route("/_sim/faults", get(admin_get_faults).post(admin_faults))
+        .route(
+            "/_sim/lose_next",
+            get(admin_get_lose_next).post(admin_lose_next),
+        )
         .route("/_sim/clock", get(admin_get_clock).post(admin_clock))
         .route("/_sim/config", get(admin_get_config).post(admin_config))
         .route("/_sim/messages", get(admin_messages))
@@ -260,15 +264,65 @@ async fn admin_user_tokens(State(s): State<Shared>, body: Bytes) -> Response {
     })
 }
 
+/// `POST /_sim/faults` body: `Faults` and `LostAnswerFaults` in one flat
+/// object, every field optional (missing = default), so older bodies work.
+#[derive(serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FaultsBody {
+    error_5xx_ratio: f64,
+    timeout_ratio: f64,
+    timeout_ms: u64,
+    latency_ms: u64,
+    seed: u64,
+    lost_answer_5xx_ratio: f64,
+    lost_answer_timeout_ratio: f64,
+}
+
+impl Default for FaultsBody {
+    fn default() -> Self {
+        let (f, l) = (Faults::default(), LostAnswerFaults::default());
+        Self {
+            error_5xx_ratio: f.error_5xx_ratio,
+            timeout_ratio: f.timeout_ratio,
+            timeout_ms: f.timeout_ms,
+            latency_ms: f.latency_ms,
+            seed: f.seed,
+            lost_answer_5xx_ratio: l.lost_answer_5xx_ratio,
+            lost_answer_timeout_ratio: l.lost_answer_timeout_ratio,
+        }
+    }
+}
+
 async fn admin_faults(State(s): State<Shared>, body: Bytes) -> Response {
-    admin(&s, &body, |st, f: Faults| {
-        st.set_faults(f)?;
-        Ok(json!(st.faults()))
+    admin(&s, &body, |st, b: FaultsBody| {
+        let faults = Faults {
+            error_5xx_ratio: b.error_5xx_ratio,
+            timeout_ratio: b.timeout_ratio,
+            timeout_ms: b.timeout_ms,
+            latency_ms: b.latency_ms,
+            seed: b.seed,
+        };
+        let lost = LostAnswerFaults {
+            lost_answer_5xx_ratio: b.lost_answer_5xx_ratio,
+            lost_answer_timeout_ratio: b.lost_answer_timeout_ratio,
+        };
+        st.set_all_faults(faults, lost)?;
+        Ok(st.faults_value())
     })
 }
 
 async fn admin_get_faults(State(s): State<Shared>) -> Response {
-    Json(json!(lock(&s).faults())).into_response()
+    Json(lock(&s).faults_value()).into_response()
+}
+
+async fn admin_lose_next(State(s): State<Shared>, body: Bytes) -> Response {
+    admin(&s, &body, |st, r: LoseNextAnswers| {
+        Ok(json!({"pending": st.lose_next(r.count, r.kind)}))
+    })
+}
+
+async fn admin_get_lose_next(State(s): State<Shared>) -> Response {
+    Json(json!({"pending": lock(&s).pending_lost_answers()})).into_response()
 }
 
 async fn admin_clock(State(s): State<Shared>, body: Bytes) -> Response {

@@ -27,11 +27,13 @@ use sha2::Sha256;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub use config::{Faults, SimConfig, DEFAULT_RATE_LIMIT_PER_SEC, DEFAULT_TIMEOUT_MS};
+pub use config::{
+    Faults, LostAnswerFaults, SimConfig, DEFAULT_RATE_LIMIT_PER_SEC, DEFAULT_TIMEOUT_MS,
+};
 pub use types::{
     Attempt, AttemptOutcome, ClockUpdate, ConfigUpdate, FaultKind, LoginIdRegistration,
-    NotificationTokenRegistration, OptOut, PageRegistration, PersonRegistration, SentMessage,
-    Stats, UserRefRegistration, UserTokenRegistration,
+    LoseNextAnswers, NotificationTokenRegistration, OptOut, PageRegistration, PersonRegistration,
+    SentMessage, Stats, UserRefRegistration, UserTokenRegistration,
 };
 
 /// Milliseconds in 24 h (the standard and one-shot windows).
@@ -73,8 +75,8 @@ pub async fn start(config: SimConfig) -> std::io::Result<SimHandle> {
 /// Like [`start`] with an explicit port.
 pub async fn start_on(config: SimConfig, port: u16) -> std::io::Result<SimHandle> {
     config
-        .faults
-        .validate()
+        .lost_answers
+        .validate_with(&config.faults)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     let addr = listener.local_addr()?;
@@ -257,7 +259,8 @@ impl SimHandle {
         self.with(|s| s.register_user_token(&reg));
     }
 
-    /// Replaces the faults and re-seeds the PRNG.
+    /// Replaces the faults and re-seeds the PRNG. The lost-answer ratios
+    /// are kept (and must still fit in the shared 0..=1 budget).
     pub fn set_faults(&self, faults: Faults) -> Result<(), String> {
         self.with(|s| s.set_faults(faults))
     }
@@ -265,6 +268,29 @@ impl SimHandle {
     /// Current faults.
     pub fn faults(&self) -> Faults {
         self.with(|s| s.faults().clone())
+    }
+
+    /// Replaces the accepted-then-lost ratios and re-seeds the PRNG from
+    /// `faults().seed`.
+    pub fn set_lost_answers(&self, lost: LostAnswerFaults) -> Result<(), String> {
+        self.with(|s| s.set_lost_answers(lost))
+    }
+
+    /// Current accepted-then-lost ratios.
+    pub fn lost_answers(&self) -> LostAnswerFaults {
+        self.with(|s| s.lost_answers().clone())
+    }
+
+    /// The next `count` send attempts run the rules (an accepted message is
+    /// recorded) and then lose their answer as `kind`, whatever the ratios
+    /// say. Returns how many forced lost answers are pending.
+    pub fn lose_next_answers(&self, count: usize, kind: FaultKind) -> usize {
+        self.with(|s| s.lose_next(count, kind))
+    }
+
+    /// Forced lost answers not used yet.
+    pub fn pending_lost_answers(&self) -> usize {
+        self.with(|s| s.pending_lost_answers())
     }
 
     /// Changes send rules at runtime (proof requirement, rate limit, tags).

@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use serde_json::{json, Map, Value};
 
-use crate::config::{Faults, SimConfig};
+use crate::config::{Faults, LostAnswerFaults, SimConfig};
 use crate::rng::SplitMix64;
 use crate::types::{
     Attempt, AttemptOutcome, ClockUpdate, ConfigUpdate, FaultKind, LoginIdRegistration,
@@ -62,11 +62,14 @@ pub(crate) struct SimResponse {
     pub headers: Vec<(&'static str, String)>,
 }
 
-/// An injected fault chosen for one send.
+/// An injected fault chosen for one send. The `Lost*` kinds run the rules
+/// (and record an accepted message) before losing the answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Fault {
     Error5xx,
     Timeout { ms: u64 },
+    Lost5xx,
+    LostTimeout { ms: u64 },
 }
 
 /// One send request as received.
@@ -169,6 +172,9 @@ pub(crate) struct State {
     allowed_tags: Vec<String>,
     allow_repeat_login_id_sends: bool,
     faults: Faults,
+    lost_answers: LostAnswerFaults,
+    /// Lost answers forced on the next attempts (`lose_next`), oldest first.
+    forced_lost: VecDeque<FaultKind>,
     rng: SplitMix64,
     clock_offset_ms: i64,
     /// When set, the sim clock stands still at this value.
@@ -219,6 +225,8 @@ impl State {
             allowed_tags: config.allowed_tags.clone(),
             allow_repeat_login_id_sends: config.allow_repeat_login_id_sends,
             faults: config.faults.clone(),
+            lost_answers: config.lost_answers.clone(),
+            forced_lost: VecDeque::new(),
             rng: SplitMix64::new(config.faults.seed),
             clock_offset_ms: config.clock_offset_ms,
             frozen_at_ms: None,
@@ -372,15 +380,56 @@ impl State {
         self.user_tokens.insert(reg.token.clone(), reg.clone());
     }
 
+    /// Replaces `faults` only (the lost-answer ratios stay) and re-seeds.
     pub(crate) fn set_faults(&mut self, faults: Faults) -> Result<(), String> {
-        faults.validate()?;
+        let lost = self.lost_answers.clone();
+        self.set_all_faults(faults, lost)
+    }
+
+    /// Replaces the lost-answer ratios (the other faults stay) and re-seeds,
+    /// so the same settings always give the same sequence.
+    pub(crate) fn set_lost_answers(&mut self, lost: LostAnswerFaults) -> Result<(), String> {
+        let faults = self.faults.clone();
+        self.set_all_faults(faults, lost)
+    }
+
+    pub(crate) fn set_all_faults(
+        &mut self,
+        faults: Faults,
+        lost: LostAnswerFaults,
+    ) -> Result<(), String> {
+        lost.validate_with(&faults)?;
         self.rng = SplitMix64::new(faults.seed);
         self.faults = faults;
+        self.lost_answers = lost;
         Ok(())
     }
 
     pub(crate) fn faults(&self) -> &Faults {
         &self.faults
+    }
+
+    pub(crate) fn lost_answers(&self) -> &LostAnswerFaults {
+        &self.lost_answers
+    }
+
+    /// The next `count` attempts lose their answer as `kind`.
+    pub(crate) fn lose_next(&mut self, count: usize, kind: FaultKind) -> usize {
+        self.forced_lost.extend(std::iter::repeat_n(kind, count));
+        self.forced_lost.len()
+    }
+
+    pub(crate) fn pending_lost_answers(&self) -> usize {
+        self.forced_lost.len()
+    }
+
+    /// Both fault sets as one JSON object (`GET /_sim/faults`).
+    pub(crate) fn faults_value(&self) -> Value {
+        let mut v = json!(self.faults);
+        if let (Some(obj), Value::Object(lost)) = (v.as_object_mut(), json!(self.lost_answers)) {
+            obj.extend(lost);
+        }
+        v
     }
 
     pub(crate) fn update_config(&mut self, u: &ConfigUpdate) {
@@ -456,18 +505,47 @@ impl State {
 
     /// Draws exactly one PRNG value per send, so the fault sequence only
     /// depends on the seed and the number of sends.
+    /// A forced lost answer (`lose_next`) still draws, so it does not shift
+    /// the seeded sequence of the sends after it.
     pub(crate) fn roll_fault(&mut self) -> Option<Fault> {
         let r = self.rng.next_f64();
-        if r < self.faults.error_5xx_ratio {
-            self.stats.faults_5xx += 1;
-            Some(Fault::Error5xx)
-        } else if r < self.faults.error_5xx_ratio + self.faults.timeout_ratio {
-            self.stats.faults_timeout += 1;
-            Some(Fault::Timeout {
-                ms: self.faults.timeout_ms,
-            })
-        } else {
-            None
+        let ms = self.faults.timeout_ms;
+        if let Some(kind) = self.forced_lost.pop_front() {
+            return Some(match kind {
+                FaultKind::Http5xx => Fault::Lost5xx,
+                FaultKind::Timeout => Fault::LostTimeout { ms },
+            });
+        }
+        let f = &self.faults;
+        let l = &self.lost_answers;
+        let bounds = [
+            f.error_5xx_ratio,
+            f.timeout_ratio,
+            l.lost_answer_5xx_ratio,
+            l.lost_answer_timeout_ratio,
+        ];
+        // Consecutive intervals of [0,1): 5xx, timeout, lost 5xx, lost timeout.
+        let mut upper = 0.0;
+        let mut pick = None;
+        for (i, ratio) in bounds.into_iter().enumerate() {
+            upper += ratio;
+            if r < upper {
+                pick = Some(i);
+                break;
+            }
+        }
+        match pick {
+            Some(0) => {
+                self.stats.faults_5xx += 1;
+                Some(Fault::Error5xx)
+            }
+            Some(1) => {
+                self.stats.faults_timeout += 1;
+                Some(Fault::Timeout { ms })
+            }
+            Some(2) => Some(Fault::Lost5xx),
+            Some(_) => Some(Fault::LostTimeout { ms }),
+            None => None,
         }
     }
 
@@ -477,10 +555,30 @@ impl State {
         let page = self.page_hint(input.node, input.token);
         let peek = peek_send(input.body);
         match self.roll_fault() {
+            Some(lost @ (Fault::Lost5xx | Fault::LostTimeout { .. })) => {
+                // The rules run and an accepted message is recorded; only
+                // the answer is replaced.
+                let (_, outcome) = self.handle_send(now, input, page.as_deref());
+                let (status, kind, delay_ms) = match lost {
+                    Fault::LostTimeout { ms } => {
+                        self.stats.lost_answers_timeout += 1;
+                        (504, FaultKind::Timeout, ms)
+                    }
+                    _ => {
+                        self.stats.lost_answers_5xx += 1;
+                        (500, FaultKind::Http5xx, 0)
+                    }
+                };
+                self.record_attempt(now, page.clone(), peek, outcome, Some(kind));
+                SendPlan {
+                    delay_ms,
+                    response: self.fault_response(now, page.as_deref(), status),
+                }
+            }
             Some(fault) => {
                 let (status, kind, delay_ms) = match fault {
-                    Fault::Error5xx => (500, FaultKind::Http5xx, 0),
                     Fault::Timeout { ms } => (504, FaultKind::Timeout, ms),
+                    _ => (500, FaultKind::Http5xx, 0),
                 };
                 self.record_attempt(
                     now,

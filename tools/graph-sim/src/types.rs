@@ -170,6 +170,16 @@ pub enum FaultKind {
     Timeout,
 }
 
+/// `POST /_sim/lose_next`: the next `count` send attempts (whatever the
+/// rules answer) lose their answer this way. Deterministic, so a test can
+/// target one send; it overrides the ratio faults for those attempts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoseNextAnswers {
+    pub count: usize,
+    pub kind: FaultKind,
+}
+
 /// What the simulator decided for one Send API attempt.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
@@ -244,6 +254,10 @@ pub struct Stats {
     pub faults_5xx: u64,
     /// Injected timeouts (HTTP 504 after the sleep).
     pub faults_timeout: u64,
+    /// Answers lost as HTTP 500 after the rules ran (ratio or `lose_next`).
+    pub lost_answers_5xx: u64,
+    /// Answers lost as a held connection + HTTP 504 after the rules ran.
+    pub lost_answers_timeout: u64,
     /// `debug_token` calls answered.
     pub debug_token_calls: u64,
     /// Send API attempts of any outcome (see [`Attempt`]).

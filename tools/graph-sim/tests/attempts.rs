@@ -226,3 +226,198 @@ async fn repeat_mode_over_the_admin_api() {
         false
     );
 }
+
+// ----- accepted-then-lost answers ---------------------------------------------------
+
+#[tokio::test]
+async fn lose_next_5xx_records_the_message_then_answers_500() {
+    let sim = sim().await;
+    sim.register_login_id("L1", None, sim.now_ms());
+    assert_eq!(sim.lose_next_answers(1, FaultKind::Http5xx), 1);
+    let r = send(&sim, TOKEN_A, &login("L1")).await;
+    assert_eq!(r.status, 500, "{}", r.body);
+    assert_eq!(r.body["error"]["code"], 2);
+    assert_eq!(r.body["error"]["is_transient"], true);
+    // Delivered anyway: a naive retry is a duplicate, refused by Meta's rule.
+    assert_eq!(sim.messages().len(), 1);
+    assert_eq!(sim.pending_lost_answers(), 0);
+    send(&sim, TOKEN_A, &login("L1"))
+        .await
+        .assert_err(10, Some(2018278));
+    let a = sim.attempts();
+    assert!(a[0].is_accepted());
+    assert_eq!(a[0].lost_answer, Some(FaultKind::Http5xx));
+    assert_eq!(a[1].lost_answer, None);
+    let stats = sim.stats();
+    assert_eq!(stats.lost_answers_5xx, 1);
+    assert_eq!(stats.faults_5xx, 0);
+    assert_eq!(stats.accepted, 1);
+    assert_eq!(stats.duplicate_attempts, 1);
+}
+
+#[tokio::test]
+async fn lost_answer_in_repeat_mode_shows_the_duplicate_message() {
+    let sim = sim_with(graph_sim::SimConfig {
+        allow_repeat_login_id_sends: true,
+        ..graph_sim::SimConfig::default()
+    })
+    .await;
+    sim.register_login_id("L1", None, sim.now_ms());
+    sim.lose_next_answers(1, FaultKind::Http5xx);
+    assert_eq!(send(&sim, TOKEN_A, &login("L1")).await.status, 500);
+    send(&sim, TOKEN_A, &login("L1")).await.assert_ok();
+    assert_eq!(sim.messages().len(), 2);
+    assert_eq!(sim.stats().duplicate_accepted, 1);
+}
+
+#[tokio::test]
+async fn lose_next_timeout_holds_the_answer_after_recording() {
+    let sim = sim().await;
+    sim.register_login_id("L1", None, sim.now_ms());
+    sim.register_login_id("L2", None, sim.now_ms());
+    sim.set_faults(Faults {
+        timeout_ms: 300,
+        ..Faults::default()
+    })
+    .unwrap();
+    sim.lose_next_answers(2, FaultKind::Timeout);
+    let start = std::time::Instant::now();
+    let r = send(&sim, TOKEN_A, &login("L1")).await;
+    assert!(start.elapsed() >= std::time::Duration::from_millis(300));
+    assert_eq!(r.status, 504);
+    assert_eq!(r.body["error"]["code"], 2);
+    // A client that gives up first sees a timeout, but the message went out.
+    let err = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(std::time::Duration::from_millis(100))
+        .build()
+        .unwrap()
+        .post(format!(
+            "{}/v25.0/me/messages?access_token={TOKEN_A}",
+            sim.base_url()
+        ))
+        .json(&login("L2"))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(err.is_timeout(), "{err}");
+    assert_eq!(sim.messages().len(), 2);
+    assert_eq!(sim.stats().lost_answers_timeout, 2);
+    assert_eq!(sim.attempts()[1].lost_answer, Some(FaultKind::Timeout));
+}
+
+#[tokio::test]
+async fn a_lost_answer_hides_a_refusal_too() {
+    let sim = sim().await;
+    sim.lose_next_answers(1, FaultKind::Http5xx);
+    let r = send(&sim, TOKEN_A, &login("unknown")).await;
+    assert_eq!(r.status, 500);
+    let a = &sim.attempts()[0];
+    assert_eq!(a.refusal(), Some((100, Some(2018001))));
+    assert_eq!(a.lost_answer, Some(FaultKind::Http5xx));
+    assert_eq!(sim.stats().rejected_by_code_subcode["100/2018001"], 1);
+}
+
+async fn lost_run(seed: u64, force_first: bool) -> Vec<u16> {
+    let sim = sim().await;
+    sim.set_faults(Faults {
+        error_5xx_ratio: 0.2,
+        seed,
+        ..Faults::default()
+    })
+    .unwrap();
+    sim.set_lost_answers(graph_sim::LostAnswerFaults {
+        lost_answer_5xx_ratio: 0.3,
+        lost_answer_timeout_ratio: 0.0,
+    })
+    .unwrap();
+    if force_first {
+        sim.lose_next_answers(1, FaultKind::Http5xx);
+    }
+    let mut statuses = Vec::new();
+    for _ in 0..30 {
+        statuses.push(send(&sim, TOKEN_A, &phone()).await.status);
+    }
+    let stats = sim.stats();
+    let fives = statuses.iter().filter(|s| **s == 500).count() as u64;
+    assert_eq!(stats.faults_5xx + stats.lost_answers_5xx, fives);
+    // Lost answers were recorded, plain 5xx were not.
+    assert_eq!(sim.messages().len() as u64, 30 - stats.faults_5xx);
+    assert!(
+        stats.lost_answers_5xx > 0 && stats.faults_5xx > 0,
+        "{stats:?}"
+    );
+    statuses
+}
+
+#[tokio::test]
+async fn lost_answer_ratio_is_seeded_and_forcing_does_not_shift_it() {
+    let a = lost_run(42, false).await;
+    assert_eq!(a, lost_run(42, false).await);
+    assert_ne!(a, lost_run(43, false).await);
+    let forced = lost_run(42, true).await;
+    assert_eq!(forced[0], 500);
+    assert_eq!(forced[1..], a[1..]);
+}
+
+#[tokio::test]
+async fn lost_answers_over_the_admin_api() {
+    let sim = sim().await;
+    let r = post(
+        &sim,
+        "/_sim/faults",
+        &json!({"seed": 3, "lost_answer_timeout_ratio": 0.25}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.body["lost_answer_timeout_ratio"], 0.25);
+    assert_eq!(r.body["timeout_ms"], 30_000);
+    let g = get(&sim, "/_sim/faults").await.body;
+    assert_eq!(g["lost_answer_timeout_ratio"], 0.25);
+    assert_eq!(g["lost_answer_5xx_ratio"], 0.0);
+    assert_eq!(sim.lost_answers().lost_answer_timeout_ratio, 0.25);
+    // Over budget, with either API.
+    let r = post(
+        &sim,
+        "/_sim/faults",
+        &json!({"error_5xx_ratio": 0.5, "lost_answer_5xx_ratio": 0.6}),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert!(sim
+        .set_faults(Faults {
+            error_5xx_ratio: 0.9,
+            ..Faults::default()
+        })
+        .is_err());
+    // set_faults keeps the lost-answer ratios.
+    sim.set_faults(Faults::default()).unwrap();
+    assert_eq!(sim.lost_answers().lost_answer_timeout_ratio, 0.25);
+
+    let r = post(&sim, "/_sim/lose_next", &json!({"count": 2, "kind": "5xx"})).await;
+    assert_eq!(r.body, json!({"pending": 2}));
+    let r = post(
+        &sim,
+        "/_sim/lose_next",
+        &json!({"count": 1, "kind": "timeout"}),
+    )
+    .await;
+    assert_eq!(r.body, json!({"pending": 3}));
+    assert_eq!(
+        post(
+            &sim,
+            "/_sim/lose_next",
+            &json!({"count": 1, "kind": "boom"})
+        )
+        .await
+        .status,
+        400
+    );
+    assert_eq!(
+        get(&sim, "/_sim/lose_next").await.body,
+        json!({"pending": 3})
+    );
+    sim.reset();
+    assert_eq!(sim.pending_lost_answers(), 0);
+    assert_eq!(sim.lost_answers(), graph_sim::LostAnswerFaults::default());
+}
