@@ -194,7 +194,9 @@ pub(crate) struct State {
     messages: Vec<SentMessage>,
     /// Every send attempt, oldest first.
     attempts: Vec<Attempt>,
-    /// Accepted-send times per Page (sliding rate window).
+    /// Times of the attempts counted against each Page's limit (sliding
+    /// 1 s window): every attempt that passed the token checks and was not
+    /// itself refused with 613.
     windows: HashMap<String, VecDeque<i64>>,
     stats: Stats,
     /// Survive resets so ids stay unique for the process lifetime.
@@ -731,7 +733,16 @@ impl State {
                 "(#200) Permissions error: the access token does not belong to this Page",
             ));
         }
+        // Meta limits calls, not successes: a send the rules refuse still
+        // used the Page's quota, so it counts. A call refused with 613 does
+        // not, so a Page recovers once its window slides.
         if self.window_count(now, &page_id) >= self.rate_limit_per_sec as usize {
+            self.stats.rate_limited += 1;
+            *self
+                .stats
+                .rate_limited_by_page
+                .entry(page_id.clone())
+                .or_default() += 1;
             let mut e = GraphError::new(
                 613,
                 None,
@@ -740,6 +751,10 @@ impl State {
             e.transient = true;
             return Err(e);
         }
+        self.windows
+            .entry(page_id.clone())
+            .or_default()
+            .push_back(now);
         let req = parse_send_body(input.body, &self.allowed_tags)?;
         let recipient_id = self.check_recipient(now, &page_id, &req)?;
         Ok(self.accept(now, &page_id, req, recipient_id))
@@ -862,10 +877,6 @@ impl State {
             entry.used = true;
             entry.page_id = Some(page_id.to_owned());
         }
-        self.windows
-            .entry(page_id.to_owned())
-            .or_default()
-            .push_back(now);
 
         let mut body = Map::new();
         if let Some(id) = recipient_id {
@@ -1567,6 +1578,30 @@ mod tests {
         // The first send leaves the window at T0 + 1000.
         assert_eq!(send(&mut s, T0 + 1000, phone.clone()).status, 200);
         assert_eq!(code(&send(&mut s, T0 + 1001, phone)), (613, None));
+    }
+
+    #[test]
+    fn refused_attempts_count_in_the_rate_window() {
+        let mut s = state();
+        s.update_config(&ConfigUpdate {
+            rate_limit_per_sec: Some(2),
+            ..ConfigUpdate::default()
+        });
+        assert_eq!(
+            code(&send(&mut s, T0, login("nobody"))),
+            (100, Some(2018001))
+        );
+        assert_eq!(
+            code(&send(&mut s, T0 + 1, login("nobody"))),
+            (100, Some(2018001))
+        );
+        assert_eq!(code(&send(&mut s, T0 + 2, login("nobody"))), (613, None));
+        let stats = s.stats();
+        assert_eq!(stats.rate_limited, 1);
+        assert_eq!(stats.rate_limited_by_page.get("P1"), Some(&1));
+        // The 613 itself did not count: the window frees at T0 + 1000.
+        let phone = json!({"messaging_type": "UPDATE", "recipient": {"phone_number": "+1 555 0100"}, "message": {"text": "x"}});
+        assert_eq!(send(&mut s, T0 + 1_000, phone).status, 200);
     }
 
     #[test]

@@ -250,6 +250,12 @@ pub struct Stats {
     /// Rejections by `code/subcode` (or `code` when there is no subcode),
     /// e.g. `"10/2018278"`.
     pub rejected_by_code_subcode: BTreeMap<String, u64>,
+    /// 613 answers (Page rate limit) in total.
+    pub rate_limited: u64,
+    /// 613 answers per sending Page, e.g. `{"1001": 3}`; a Page without any
+    /// is absent. Lets a test assert that several sender instances sharing a
+    /// Page never hit the limit.
+    pub rate_limited_by_page: BTreeMap<String, u64>,
     /// Injected HTTP 500 answers.
     pub faults_5xx: u64,
     /// Injected timeouts (HTTP 504 after the sleep).

@@ -421,3 +421,77 @@ async fn lost_answers_over_the_admin_api() {
     assert_eq!(sim.pending_lost_answers(), 0);
     assert_eq!(sim.lost_answers(), graph_sim::LostAnswerFaults::default());
 }
+
+// ----- per-Page rate limit -------------------------------------------------------------
+
+#[tokio::test]
+async fn sender_instances_sharing_a_page_share_its_limit() {
+    let sim = sim_with(graph_sim::SimConfig {
+        rate_limit_per_sec: 5,
+        ..graph_sim::SimConfig::default()
+    })
+    .await;
+    // A second token for the same Page: another sender instance.
+    sim.register_page(PAGE_A, "PAGE_TOKEN_A2");
+    sim.freeze_clock();
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let token = if i % 2 == 0 { TOKEN_A } else { "PAGE_TOKEN_A2" };
+        let base = sim.base_url();
+        let c = sim.client.clone();
+        tasks.push(tokio::spawn(async move {
+            c.post(format!("{base}/v25.0/me/messages?access_token={token}"))
+                .json(&phone())
+                .send()
+                .await
+                .map(|r| r.status().as_u16())
+        }));
+    }
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap().unwrap());
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 5);
+    assert_eq!(statuses.iter().filter(|s| **s == 400).count(), 3);
+    // PAGE_B has its own window.
+    send(&sim, TOKEN_B, &phone()).await.assert_ok();
+    let stats = sim.stats();
+    assert_eq!(stats.rate_limited, 3);
+    assert_eq!(stats.rate_limited_by_page.get(PAGE_A), Some(&3));
+    assert_eq!(stats.rate_limited_by_page.get(PAGE_B), None);
+    assert_eq!(stats.rejected_by_code["613"], 3);
+    let over_http = get(&sim, "/_sim/stats").await.body;
+    assert_eq!(over_http["rate_limited_by_page"], json!({PAGE_A: 3}));
+    assert_eq!(
+        sim.attempts()
+            .iter()
+            .filter(|a| a.refusal() == Some((613, None)))
+            .count(),
+        3
+    );
+}
+
+#[tokio::test]
+async fn refused_sends_use_the_page_quota_and_613_does_not() {
+    let sim = sim_with(graph_sim::SimConfig {
+        rate_limit_per_sec: 2,
+        ..graph_sim::SimConfig::default()
+    })
+    .await;
+    sim.freeze_clock();
+    send(&sim, TOKEN_A, &login("nobody"))
+        .await
+        .assert_err(100, Some(2018001));
+    send(&sim, TOKEN_A, &psid("nobody", "RESPONSE"))
+        .await
+        .assert_err(100, Some(2018001));
+    let r = send(&sim, TOKEN_A, &phone()).await;
+    r.assert_err(613, None);
+    assert_eq!(r.body["error"]["is_transient"], true);
+    sim.advance_clock(999);
+    send(&sim, TOKEN_A, &phone()).await.assert_err(613, None);
+    sim.advance_clock(1);
+    // Only the two refused sends were in the window; 613s never are.
+    send(&sim, TOKEN_A, &phone()).await.assert_ok();
+    assert_eq!(sim.stats().rate_limited, 2);
+}
