@@ -4,6 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::types::PageFeatures;
+
 /// Default Send API limit per Page and second (Meta: 300 calls/s for text).
 pub const DEFAULT_RATE_LIMIT_PER_SEC: u32 = 300;
 /// Default sleep of an injected timeout.
@@ -20,6 +22,9 @@ pub struct SimConfig {
     pub app_secret: String,
     /// Page id -> Page access token, registered (and valid) from the start.
     pub pages: BTreeMap<String, String>,
+    /// Page id -> permissions/features/restrictions from the start; Pages
+    /// not listed get `PageFeatures::default()`.
+    pub page_features: BTreeMap<String, PageFeatures>,
     /// When true, every send needs `appsecret_proof` (a proof that is present
     /// is always checked).
     pub require_appsecret_proof: bool,
@@ -49,6 +54,7 @@ impl Default for SimConfig {
             app_id: "100000000000001".to_owned(),
             app_secret: "sim-app-secret".to_owned(),
             pages: BTreeMap::new(),
+            page_features: BTreeMap::new(),
             require_appsecret_proof: false,
             rate_limit_per_sec: DEFAULT_RATE_LIMIT_PER_SEC,
             allowed_tags: vec!["HUMAN_AGENT".to_owned()],
@@ -65,6 +71,17 @@ impl SimConfig {
     #[must_use]
     pub fn with_page(mut self, page_id: impl Into<String>, token: impl Into<String>) -> Self {
         self.pages.insert(page_id.into(), token.into());
+        self
+    }
+
+    /// Builder helper: sets a Page's permissions/features from the start.
+    #[must_use]
+    pub fn with_page_features(
+        mut self,
+        page_id: impl Into<String>,
+        features: PageFeatures,
+    ) -> Self {
+        self.page_features.insert(page_id.into(), features);
         self
     }
 

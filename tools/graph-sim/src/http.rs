@@ -17,8 +17,10 @@ use serde_json::{json, Value};
 use crate::config::{Faults, LostAnswerFaults};
 use crate::state::{SendInput, SimResponse, State as SimState};
 use crate::types::{
-    ClockUpdate, ConfigUpdate, LoginIdRegistration, LoseNextAnswers, NotificationTokenRegistration,
-    OptOut, PageRegistration, PersonRegistration, UserRefRegistration, UserTokenRegistration,
+    ClockUpdate, ConfigUpdate, InstagramPersonRegistration, InstagramTokenRegistration,
+    LoginIdRegistration, LoseNextAnswers, NotificationTokenRegistration, OptOut,
+    PageFeaturesUpdate, PageRegistration, PersonRegistration, UserRefRegistration,
+    UserTokenRegistration,
 };
 
 pub(crate) type Shared = Arc<Mutex<SimState>>;
@@ -38,6 +40,12 @@ pub(crate) fn router(shared: Shared) -> Router {
         .route("/_sim/opt_outs", post(admin_opt_outs))
         .route("/_sim/tokens", post(admin_tokens))
         .route("/_sim/user_tokens", post(admin_user_tokens))
+        .route(
+            "/_sim/page_features",
+            get(admin_get_page_features).post(admin_page_features),
+        )
+        .route("/_sim/instagram_tokens", post(admin_instagram_tokens))
+        .route("/_sim/instagram_people", post(admin_instagram_people))
         .route("/_sim/faults", get(admin_get_faults).post(admin_faults))
         .route(
             "/_sim/lose_next",
@@ -260,6 +268,30 @@ async fn admin_tokens(State(s): State<Shared>, body: Bytes) -> Response {
 async fn admin_user_tokens(State(s): State<Shared>, body: Bytes) -> Response {
     admin(&s, &body, |st, r: UserTokenRegistration| {
         st.register_user_token(&r);
+        ok_value()
+    })
+}
+
+async fn admin_page_features(State(s): State<Shared>, body: Bytes) -> Response {
+    admin(&s, &body, |st, u: PageFeaturesUpdate| {
+        Ok(json!(st.update_page_features(&u)))
+    })
+}
+
+async fn admin_get_page_features(State(s): State<Shared>) -> Response {
+    Json(json!(lock(&s).all_page_features())).into_response()
+}
+
+async fn admin_instagram_tokens(State(s): State<Shared>, body: Bytes) -> Response {
+    admin(&s, &body, |st, r: InstagramTokenRegistration| {
+        st.register_instagram_token(&r);
+        ok_value()
+    })
+}
+
+async fn admin_instagram_people(State(s): State<Shared>, body: Bytes) -> Response {
+    admin(&s, &body, |st, r: InstagramPersonRegistration| {
+        st.register_instagram_person(&r);
         ok_value()
     })
 }

@@ -31,9 +31,10 @@ pub use config::{
     Faults, LostAnswerFaults, SimConfig, DEFAULT_RATE_LIMIT_PER_SEC, DEFAULT_TIMEOUT_MS,
 };
 pub use types::{
-    Attempt, AttemptOutcome, ClockUpdate, ConfigUpdate, FaultKind, LoginIdRegistration,
-    LoseNextAnswers, NotificationTokenRegistration, OptOut, PageRegistration, PersonRegistration,
-    SentMessage, Stats, UserRefRegistration, UserTokenRegistration,
+    Attempt, AttemptOutcome, ClockUpdate, ConfigUpdate, FaultKind, InstagramPersonRegistration,
+    InstagramTokenRegistration, LoginIdRegistration, LoseNextAnswers,
+    NotificationTokenRegistration, OptOut, PageFeatures, PageFeaturesUpdate, PageRegistration,
+    PersonRegistration, SentMessage, Stats, UserRefRegistration, UserTokenRegistration,
 };
 
 /// Milliseconds in 24 h (the standard and one-shot windows).
@@ -257,6 +258,38 @@ impl SimHandle {
     /// Registers a user access token for `debug_token`.
     pub fn register_user_token(&self, reg: UserTokenRegistration) {
         self.with(|s| s.register_user_token(&reg));
+    }
+
+    /// Changes some permissions/features/restrictions of one Page (fields
+    /// left `None` keep their value). Returns the Page's flags after.
+    pub fn update_page_features(&self, update: PageFeaturesUpdate) -> PageFeatures {
+        self.with(|s| s.update_page_features(&update))
+    }
+
+    /// A Page's current flags (the defaults if never set).
+    pub fn page_features(&self, page_id: &str) -> PageFeatures {
+        self.with(|s| s.page_features(page_id))
+    }
+
+    /// Registers an Instagram user token for `POST /{version}/{ig_id}/messages`.
+    pub fn register_instagram_token(&self, reg: InstagramTokenRegistration) {
+        self.with(|s| s.register_instagram_token(&reg));
+    }
+
+    /// Registers an IGSID of an Instagram account with the time of the
+    /// person's last message.
+    pub fn register_instagram_person(
+        &self,
+        ig_account_id: &str,
+        igsid: &str,
+        last_user_message_at_ms: i64,
+    ) {
+        let reg = InstagramPersonRegistration {
+            ig_account_id: ig_account_id.to_owned(),
+            igsid: igsid.to_owned(),
+            last_user_message_at_ms,
+        };
+        self.with(|s| s.register_instagram_person(&reg));
     }
 
     /// Replaces the faults and re-seeds the PRNG. The lost-answer ratios

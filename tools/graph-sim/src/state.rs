@@ -2,16 +2,17 @@
 //! every function takes the sim clock (`now`, epoch ms) as an argument and
 //! never sleeps, so the HTTP layer only locks, calls and unlocks.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use serde_json::{json, Map, Value};
 
 use crate::config::{Faults, LostAnswerFaults, SimConfig};
 use crate::rng::SplitMix64;
 use crate::types::{
-    Attempt, AttemptOutcome, ClockUpdate, ConfigUpdate, FaultKind, LoginIdRegistration,
-    NotificationTokenRegistration, OptOut, PageRegistration, PersonRegistration, SentMessage,
-    Stats, UserRefRegistration, UserTokenRegistration,
+    Attempt, AttemptOutcome, ClockUpdate, ConfigUpdate, FaultKind, InstagramPersonRegistration,
+    InstagramTokenRegistration, LoginIdRegistration, NotificationTokenRegistration, OptOut,
+    PageFeatures, PageFeaturesUpdate, PageRegistration, PersonRegistration, SentMessage, Stats,
+    UserRefRegistration, UserTokenRegistration,
 };
 
 pub(crate) const DAY_MS: i64 = 86_400_000;
@@ -20,12 +21,23 @@ const HUMAN_AGENT_WINDOW_MS: i64 = 7 * DAY_MS;
 const ONE_SHOT_WINDOW_MS: i64 = DAY_MS;
 const RATE_WINDOW_MS: i64 = 1_000;
 const MAX_TEXT_CHARS: usize = 2_000;
+/// Instagram's text limit (meta-platform.md §0), in Unicode scalar values.
+const IG_MAX_TEXT_CHARS: usize = 1_000;
+const HUMAN_AGENT: &str = "HUMAN_AGENT";
+/// Retired on 2026-04-27: Meta answers "(#100) Invalid parameter".
+const RETIRED_TAGS: [&str; 3] = [
+    "CONFIRMED_EVENT_UPDATE",
+    "POST_PURCHASE_UPDATE",
+    "ACCOUNT_UPDATE",
+];
 const MAX_QUICK_REPLIES: usize = 13;
 const DATA_ACCESS_SECS: i64 = 90 * 86_400;
 
 const MSG_NO_MATCHING_USER: &str = "(#100) No matching user found";
 const MSG_OUTSIDE_WINDOW: &str = "(#10) This message is sent outside of allowed window. Learn more about the new policy here: https://developers.facebook.com/docs/messenger-platform/policy-overview";
 const MSG_NOT_AVAILABLE: &str = "(#551) This person isn't available right now.";
+const MSG_IG_OUTSIDE_WINDOW: &str =
+    "(#10) This message is sent outside of allowed window. (Instagram)";
 const MSG_5XX: &str = "An unexpected error has occurred. Please retry your request later.";
 
 /// A Graph error answer.
@@ -163,6 +175,46 @@ struct ParsedSend {
     sender_action: Option<String>,
 }
 
+impl ParsedSend {
+    fn is_human_agent(&self) -> bool {
+        self.messaging_type == Some(MessagingType::MessageTag)
+            && self.tag.as_deref() == Some(HUMAN_AGENT)
+    }
+}
+
+/// Who is sending: a Page (Page token) or an Instagram account (Instagram
+/// user token, Instagram-Login path).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum SenderAccount {
+    Page(String),
+    Instagram(String),
+}
+
+impl SenderAccount {
+    fn id(&self) -> &str {
+        match self {
+            Self::Page(id) | Self::Instagram(id) => id,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct IgToken {
+    ig_account_id: String,
+    expired: bool,
+}
+
+/// [assumption] Meta's code for a HUMAN_AGENT send without the approved
+/// feature is not confirmed; a plain permission error (10) is the closest
+/// documented one.
+fn human_agent_missing() -> GraphError {
+    GraphError::new(
+        10,
+        None,
+        "(#10) Application does not have permission for this action: the Human Agent feature is not enabled for this Page",
+    )
+}
+
 pub(crate) struct State {
     initial: SimConfig,
     app_id: String,
@@ -191,6 +243,12 @@ pub(crate) struct State {
     opted_out_notif_tokens: HashSet<String>,
     notif_tokens: HashMap<String, NotifToken>,
     user_tokens: HashMap<String, UserTokenRegistration>,
+    /// Page id -> flags; Pages without an entry use the defaults.
+    page_features: HashMap<String, PageFeatures>,
+    /// Instagram user tokens (Instagram-Login path).
+    ig_tokens: HashMap<String, IgToken>,
+    /// (ig_account_id, igsid) -> last user message, epoch ms.
+    ig_people: HashMap<(String, String), i64>,
     messages: Vec<SentMessage>,
     /// Every send attempt, oldest first.
     attempts: Vec<Attempt>,
@@ -242,6 +300,13 @@ impl State {
             opted_out_notif_tokens: HashSet::new(),
             notif_tokens: HashMap::new(),
             user_tokens: HashMap::new(),
+            page_features: config
+                .page_features
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            ig_tokens: HashMap::new(),
+            ig_people: HashMap::new(),
             messages: Vec::new(),
             attempts: Vec::new(),
             windows: HashMap::new(),
@@ -380,6 +445,64 @@ impl State {
 
     pub(crate) fn register_user_token(&mut self, reg: &UserTokenRegistration) {
         self.user_tokens.insert(reg.token.clone(), reg.clone());
+    }
+
+    /// Applies the fields that are set; answers the Page's flags after.
+    pub(crate) fn update_page_features(&mut self, u: &PageFeaturesUpdate) -> PageFeatures {
+        let f = self.page_features.entry(u.page_id.clone()).or_default();
+        let flags = [
+            (&mut f.pages_messaging, u.pages_messaging),
+            (
+                &mut f.pages_messaging_phone_number,
+                u.pages_messaging_phone_number,
+            ),
+            (&mut f.page_utility_messaging, u.page_utility_messaging),
+            (&mut f.human_agent, u.human_agent),
+            (&mut f.restricted, u.restricted),
+        ];
+        for (field, value) in flags {
+            if let Some(v) = value {
+                *field = v;
+            }
+        }
+        if let Some(ig) = &u.instagram_account_id {
+            f.instagram_account_id = Some(ig.clone());
+        }
+        f.clone()
+    }
+
+    pub(crate) fn page_features(&self, page_id: &str) -> PageFeatures {
+        self.features(page_id)
+    }
+
+    /// Every Page with a token or flags -> its effective flags.
+    pub(crate) fn all_page_features(&self) -> BTreeMap<String, PageFeatures> {
+        self.page_tokens
+            .values()
+            .map(|t| t.page_id.clone())
+            .chain(self.page_features.keys().cloned())
+            .map(|p| {
+                let f = self.features(&p);
+                (p, f)
+            })
+            .collect()
+    }
+
+    pub(crate) fn register_instagram_token(&mut self, reg: &InstagramTokenRegistration) {
+        self.ig_tokens.insert(
+            reg.token.clone(),
+            IgToken {
+                ig_account_id: reg.ig_account_id.clone(),
+                expired: reg.expired,
+            },
+        );
+    }
+
+    pub(crate) fn register_instagram_person(&mut self, reg: &InstagramPersonRegistration) {
+        self.ig_people.insert(
+            (reg.ig_account_id.clone(), reg.igsid.clone()),
+            reg.last_user_message_at_ms,
+        );
     }
 
     /// Replaces `faults` only (the lost-answer ratios stay) and re-seeds.
@@ -680,13 +803,56 @@ impl State {
         (response, outcome)
     }
 
-    /// The Page the usage headers talk about: the token's Page if the token
-    /// is registered, else the Page in the path, else none.
+    /// The account the usage headers and attempts talk about: the token's
+    /// Page (or Instagram account) if the token is registered, else the node
+    /// in the path, else none.
     fn page_hint(&self, node: &str, token: Option<&str>) -> Option<String> {
         token
-            .and_then(|t| self.page_tokens.get(t))
-            .map(|p| p.page_id.clone())
+            .and_then(|t| {
+                self.page_tokens
+                    .get(t)
+                    .map(|p| p.page_id.clone())
+                    .or_else(|| self.ig_tokens.get(t).map(|i| i.ig_account_id.clone()))
+            })
             .or_else(|| (node != "me").then(|| node.to_owned()))
+    }
+
+    /// A Page's flags (defaults for a Page without an entry).
+    fn features(&self, page_id: &str) -> PageFeatures {
+        self.page_features.get(page_id).cloned().unwrap_or_default()
+    }
+
+    /// Resolves the token to the sending account (rows 2-4).
+    fn resolve_sender<'t>(
+        &self,
+        token: Option<&'t str>,
+    ) -> Result<(SenderAccount, &'t str), GraphError> {
+        let token = token.filter(|t| !t.is_empty()).ok_or_else(|| {
+            GraphError::new(
+                104,
+                None,
+                "An access token is required to request this resource.",
+            )
+        })?;
+        let (sender, expired) = if let Some(p) = self.page_tokens.get(token) {
+            (SenderAccount::Page(p.page_id.clone()), p.expired)
+        } else if let Some(i) = self.ig_tokens.get(token) {
+            (SenderAccount::Instagram(i.ig_account_id.clone()), i.expired)
+        } else {
+            return Err(GraphError::new(
+                190,
+                None,
+                "Invalid OAuth access token - Cannot parse access token",
+            ));
+        };
+        if expired {
+            return Err(GraphError::new(
+                190,
+                Some(463),
+                "Error validating access token: Session has expired.",
+            ));
+        }
+        Ok((sender, token))
     }
 
     fn evaluate_send(&mut self, now: i64, input: &SendInput<'_>) -> Result<Value, GraphError> {
@@ -703,45 +869,34 @@ impl State {
         if !input.query_ok {
             return Err(GraphError::param("(#100) The query string is not valid"));
         }
-        let token = input.token.filter(|t| !t.is_empty()).ok_or_else(|| {
-            GraphError::new(
-                104,
-                None,
-                "An access token is required to request this resource.",
-            )
-        })?;
-        let page_token = self.page_tokens.get(token).cloned().ok_or_else(|| {
-            GraphError::new(
-                190,
-                None,
-                "Invalid OAuth access token - Cannot parse access token",
-            )
-        })?;
-        if page_token.expired {
-            return Err(GraphError::new(
-                190,
-                Some(463),
-                "Error validating access token: Session has expired.",
-            ));
-        }
+        let (sender, token) = self.resolve_sender(input.token)?;
         self.check_appsecret_proof(token, input.appsecret_proof)?;
-        let page_id = page_token.page_id;
-        if input.node != "me" && input.node != page_id {
+        let account_id = sender.id().to_owned();
+        if input.node != "me" && input.node != account_id {
             return Err(GraphError::new(
                 200,
                 None,
                 "(#200) Permissions error: the access token does not belong to this Page",
             ));
         }
+        if let SenderAccount::Page(page_id) = &sender {
+            if self.features(page_id).restricted {
+                return Err(GraphError::new(
+                    10,
+                    Some(1893063),
+                    "(#10) This Page is temporarily restricted from sending messages.",
+                ));
+            }
+        }
         // Meta limits calls, not successes: a send the rules refuse still
         // used the Page's quota, so it counts. A call refused with 613 does
         // not, so a Page recovers once its window slides.
-        if self.window_count(now, &page_id) >= self.rate_limit_per_sec as usize {
+        if self.window_count(now, &account_id) >= self.rate_limit_per_sec as usize {
             self.stats.rate_limited += 1;
             *self
                 .stats
                 .rate_limited_by_page
-                .entry(page_id.clone())
+                .entry(account_id.clone())
                 .or_default() += 1;
             let mut e = GraphError::new(
                 613,
@@ -752,12 +907,18 @@ impl State {
             return Err(e);
         }
         self.windows
-            .entry(page_id.clone())
+            .entry(account_id.clone())
             .or_default()
             .push_back(now);
         let req = parse_send_body(input.body, &self.allowed_tags)?;
-        let recipient_id = self.check_recipient(now, &page_id, &req)?;
-        Ok(self.accept(now, &page_id, req, recipient_id))
+        let recipient_id = match &sender {
+            SenderAccount::Page(page_id) => {
+                self.check_page_permissions(page_id, &req)?;
+                self.check_recipient(now, page_id, &req)?
+            }
+            SenderAccount::Instagram(ig) => self.check_instagram_login_send(now, ig, &req)?,
+        };
+        Ok(self.accept(now, &account_id, req, recipient_id))
     }
 
     fn check_appsecret_proof(&self, token: &str, proof: Option<&str>) -> Result<(), GraphError> {
@@ -773,8 +934,46 @@ impl State {
         }
     }
 
-    /// State-dependent recipient rules. Returns the `recipient_id` to answer
-    /// (PSID recipients only). Does not mutate.
+    /// Row 21: what the Page's app may send at all, before any recipient
+    /// lookup (a missing permission fails whoever the recipient is).
+    fn check_page_permissions(&self, page_id: &str, req: &ParsedSend) -> Result<(), GraphError> {
+        let f = self.features(page_id);
+        if !f.pages_messaging {
+            // LC-FAQ: this misleading parameter error is what a login_id
+            // send gets when the app lacks pages_messaging.
+            if matches!(req.recipient, Recipient::LoginId(_)) {
+                return Err(GraphError::param(
+                    "(#100) Param recipient[id] must be a valid ID string",
+                ));
+            }
+            return Err(GraphError::new(
+                10,
+                None,
+                "(#10) Application does not have permission for this action: pages_messaging",
+            ));
+        }
+        if matches!(req.recipient, Recipient::Phone(_)) && !f.pages_messaging_phone_number {
+            return Err(GraphError::new(
+                200,
+                Some(2018027),
+                "(#200) This Page cannot message phone numbers: the app lacks pages_messaging_phone_number",
+            ));
+        }
+        if req.messaging_type == Some(MessagingType::Utility) && !f.page_utility_messaging {
+            return Err(GraphError::new(
+                10,
+                None,
+                "(#10) Application does not have permission for this action: page_utility_messaging",
+            ));
+        }
+        if req.is_human_agent() && !f.human_agent {
+            return Err(human_agent_missing());
+        }
+        Ok(())
+    }
+
+    /// State-dependent recipient rules for a Page token. Returns the
+    /// `recipient_id` to answer (PSID/IGSID recipients only). Does not mutate.
     fn check_recipient(
         &self,
         now: i64,
@@ -803,11 +1002,24 @@ impl State {
                 Ok(None)
             }
             Recipient::Psid(psid) => {
-                let last = self
+                let Some(last) = self
                     .people
                     .get(&(page_id.to_owned(), psid.clone()))
                     .copied()
-                    .ok_or_else(|| GraphError::new(100, Some(2018001), MSG_NO_MATCHING_USER))?;
+                else {
+                    // Not a Messenger PSID of this Page: maybe an IGSID of
+                    // the Page's Instagram account (Messenger API for
+                    // Instagram, Facebook-Login variant).
+                    let ig_person = self.features(page_id).instagram_account_id.and_then(|ig| {
+                        self.ig_people
+                            .get(&(ig.clone(), psid.clone()))
+                            .map(|last| (ig, *last))
+                    });
+                    return match ig_person {
+                        Some((ig, last)) => self.check_igsid(now, &ig, psid, last, req),
+                        None => Err(GraphError::new(100, Some(2018001), MSG_NO_MATCHING_USER)),
+                    };
+                };
                 if self.psid_opted_out(page_id, psid) {
                     return Err(GraphError::new(551, Some(1545041), MSG_NOT_AVAILABLE));
                 }
@@ -817,9 +1029,11 @@ impl State {
                     (Some(MessagingType::Response | MessagingType::Update), _) => {
                         Some(STANDARD_WINDOW_MS)
                     }
-                    (Some(MessagingType::MessageTag), Some("HUMAN_AGENT")) => {
+                    (Some(MessagingType::MessageTag), Some(HUMAN_AGENT)) => {
                         Some(HUMAN_AGENT_WINDOW_MS)
                     }
+                    // UTILITY (a template, checked above) is the post-window
+                    // lane: no window.
                     _ => None,
                 };
                 if let Some(w) = window {
@@ -853,6 +1067,82 @@ impl State {
             }
             Recipient::Phone(_) => Ok(None),
         }
+    }
+
+    /// A send with an Instagram user token (`POST /{ig_id}/messages`): only
+    /// IGSIDs of that account. The Human Agent feature is the one of the
+    /// Page linked to the account, if any (an unlinked account has none).
+    fn check_instagram_login_send(
+        &self,
+        now: i64,
+        ig: &str,
+        req: &ParsedSend,
+    ) -> Result<Option<String>, GraphError> {
+        let Recipient::Psid(igsid) = &req.recipient else {
+            return Err(GraphError::param(
+                "(#100) Only recipient[id] (an Instagram-scoped ID) is supported on the Instagram API",
+            ));
+        };
+        if req.is_human_agent() {
+            let linked_has_feature = self
+                .page_features
+                .values()
+                .any(|f| f.instagram_account_id.as_deref() == Some(ig) && f.human_agent);
+            if !linked_has_feature {
+                return Err(human_agent_missing());
+            }
+        }
+        let last = self
+            .ig_people
+            .get(&(ig.to_owned(), igsid.clone()))
+            .copied()
+            .ok_or_else(|| GraphError::new(100, Some(2018001), MSG_NO_MATCHING_USER))?;
+        self.check_igsid(now, ig, igsid, last, req)
+    }
+
+    /// Instagram recipient rules, in this order: text limit 1000, no
+    /// UTILITY, no tag but HUMAN_AGENT, opted out, window (10/2534022).
+    fn check_igsid(
+        &self,
+        now: i64,
+        ig: &str,
+        igsid: &str,
+        last: i64,
+        req: &ParsedSend,
+    ) -> Result<Option<String>, GraphError> {
+        let text_chars = req
+            .message
+            .as_ref()
+            .and_then(|m| m.get("text"))
+            .and_then(Value::as_str)
+            .map_or(0, |t| t.chars().count());
+        if text_chars > IG_MAX_TEXT_CHARS {
+            return Err(GraphError::param(format!(
+                "(#100) Length of param message[text] must be less than or equal to {IG_MAX_TEXT_CHARS}"
+            )));
+        }
+        if req.messaging_type == Some(MessagingType::Utility) {
+            return Err(GraphError::param(
+                "(#100) messaging_type UTILITY is not supported for Instagram recipients",
+            ));
+        }
+        if req.tag.as_deref().is_some_and(|t| t != HUMAN_AGENT) {
+            return Err(GraphError::param(
+                "(#100) Only the HUMAN_AGENT tag is supported for Instagram recipients",
+            ));
+        }
+        if self.psid_opted_out(ig, igsid) {
+            return Err(GraphError::new(551, Some(1545041), MSG_NOT_AVAILABLE));
+        }
+        let window = if req.is_human_agent() {
+            HUMAN_AGENT_WINDOW_MS
+        } else {
+            STANDARD_WINDOW_MS
+        };
+        if now >= last.saturating_add(window) {
+            return Err(GraphError::new(10, Some(2534022), MSG_IG_OUTSIDE_WINDOW));
+        }
+        Ok(Some(igsid.to_owned()))
     }
 
     fn psid_opted_out(&self, page_id: &str, psid: &str) -> bool {
@@ -1303,6 +1593,18 @@ fn parse_send_body(body: &[u8], allowed_tags: &[String]) -> Result<ParsedSend, G
                 "Message tags are not allowed for user_ref recipients",
             ))
         }
+        // [assumption] Meta does not say whether UTILITY may target a
+        // login_id (or a user_ref); refusing is the strict choice.
+        Recipient::LoginId(_) if messaging_type == MessagingType::Utility => {
+            return Err(GraphError::param(
+                "(#100) messaging_type UTILITY is not supported for login_id recipients",
+            ))
+        }
+        Recipient::UserRef(_) if messaging_type == MessagingType::Utility => {
+            return Err(GraphError::param(
+                "(#100) messaging_type UTILITY is not supported for user_ref recipients",
+            ))
+        }
         _ => {}
     }
     match (&tag, messaging_type) {
@@ -1316,6 +1618,10 @@ fn parse_send_body(body: &[u8], allowed_tags: &[String]) -> Result<ParsedSend, G
                 "(#100) param tag is only allowed with messaging_type MESSAGE_TAG",
             ))
         }
+        // Retired tags fail even if the allow-list still names them.
+        (Some(t), _) if RETIRED_TAGS.contains(&t.as_str()) => {
+            return Err(GraphError::param("(#100) Invalid parameter"))
+        }
         (Some(t), _) if !allowed_tags.iter().any(|a| a == t) => {
             return Err(GraphError::param(format!(
                 "(#100) Tag {t} is not allowed for this app"
@@ -1324,6 +1630,16 @@ fn parse_send_body(body: &[u8], allowed_tags: &[String]) -> Result<ParsedSend, G
         _ => {}
     }
     validate_message(&message)?;
+    let is_template = message
+        .get("attachment")
+        .and_then(|a| a.get("type"))
+        .and_then(Value::as_str)
+        == Some("template");
+    if messaging_type == MessagingType::Utility && !is_template {
+        return Err(GraphError::param(
+            "(#100) messaging_type UTILITY requires a template message (message.attachment.type = template)",
+        ));
+    }
     Ok(ParsedSend {
         recipient,
         recipient_json,
@@ -1540,6 +1856,11 @@ mod tests {
     #[test]
     fn psid_windows_boundaries() {
         let mut s = state();
+        s.update_page_features(&PageFeaturesUpdate {
+            page_id: "P1".into(),
+            human_agent: Some(true),
+            ..PageFeaturesUpdate::default()
+        });
         s.register_person(&PersonRegistration {
             page_id: "P1".into(),
             psid: "U".into(),

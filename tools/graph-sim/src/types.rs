@@ -21,6 +21,88 @@ pub struct PageRegistration {
     pub expired: bool,
 }
 
+/// Per-Page permissions, features and restrictions (2026 rules; see
+/// README). A Page with no entry has these defaults. Kept apart from
+/// [`PageRegistration`] so code that builds that struct literally still
+/// compiles.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PageFeatures {
+    /// The app has `pages_messaging` for this Page (default true). Without
+    /// it a `login_id` send answers "(#100) Param recipient[id] must be a
+    /// valid ID string" (LC-FAQ) and other sends a 10 permission error.
+    pub pages_messaging: bool,
+    /// `pages_messaging_phone_number` for `phone_number` recipients.
+    /// Default **true**, so existing phone-number tests keep passing; set it
+    /// false to check that a sender without the permission is refused.
+    pub pages_messaging_phone_number: bool,
+    /// `page_utility_messaging` for `messaging_type: UTILITY` (default false).
+    pub page_utility_messaging: bool,
+    /// The approved Human Agent feature for the `HUMAN_AGENT` tag (default false).
+    pub human_agent: bool,
+    /// Page temporarily restricted from sending: every send answers
+    /// 10/1893063 (default false).
+    pub restricted: bool,
+    /// The Instagram professional account linked to the Page: its IGSIDs
+    /// can be messaged with the Page token.
+    pub instagram_account_id: Option<String>,
+}
+
+impl Default for PageFeatures {
+    fn default() -> Self {
+        Self {
+            pages_messaging: true,
+            pages_messaging_phone_number: true,
+            page_utility_messaging: false,
+            human_agent: false,
+            restricted: false,
+            instagram_account_id: None,
+        }
+    }
+}
+
+/// `POST /_sim/page_features`: changes some flags of one Page (fields left
+/// out keep their value).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageFeaturesUpdate {
+    pub page_id: String,
+    #[serde(default)]
+    pub pages_messaging: Option<bool>,
+    #[serde(default)]
+    pub pages_messaging_phone_number: Option<bool>,
+    #[serde(default)]
+    pub page_utility_messaging: Option<bool>,
+    #[serde(default)]
+    pub human_agent: Option<bool>,
+    #[serde(default)]
+    pub restricted: Option<bool>,
+    #[serde(default)]
+    pub instagram_account_id: Option<String>,
+}
+
+/// `POST /_sim/instagram_tokens`: an Instagram user token for the
+/// Instagram-Login path (`POST /{version}/{ig_id}/messages`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstagramTokenRegistration {
+    pub token: String,
+    pub ig_account_id: String,
+    /// An expired token answers 190/463.
+    #[serde(default)]
+    pub expired: bool,
+}
+
+/// `POST /_sim/instagram_people`: an IGSID known to an Instagram account,
+/// with the time of the person's last message (registering again updates it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InstagramPersonRegistration {
+    pub ig_account_id: String,
+    pub igsid: String,
+    pub last_user_message_at_ms: i64,
+}
+
 /// `POST /_sim/login_ids`: a Login Connect `login_id` and its opt-in time.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
