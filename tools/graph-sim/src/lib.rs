@@ -1,7 +1,9 @@
 //! `graph-sim`: a Graph API (Messenger Send API + `debug_token`) simulator
 //! over real HTTP on 127.0.0.1, enforcing Meta's rules for Login Connect
-//! (`login_id`), `user_ref`, PSID, `notification_messages_token` and
-//! `phone_number` recipients, with seeded fault injection. See README.md.
+//! (`login_id`), `user_ref`, PSID, Instagram (IGSID),
+//! `notification_messages_token` and `phone_number` recipients, including
+//! Meta's 2026 rules, with seeded faults (lost answers included) and a log
+//! of every send attempt. See README.md.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
