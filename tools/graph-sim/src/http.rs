@@ -14,11 +14,13 @@ use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
-use crate::config::Faults;
-use crate::state::{Fault, SendInput, SimResponse, State as SimState};
+use crate::config::{Faults, LostAnswerFaults};
+use crate::state::{SendInput, SimResponse, State as SimState};
 use crate::types::{
-    ClockUpdate, ConfigUpdate, LoginIdRegistration, NotificationTokenRegistration, OptOut,
-    PageRegistration, PersonRegistration, UserRefRegistration, UserTokenRegistration,
+    ClockUpdate, ConfigUpdate, InstagramPersonRegistration, InstagramTokenRegistration,
+    LoginIdRegistration, LoseNextAnswers, NotificationTokenRegistration, OptOut,
+    PageFeaturesUpdate, PageRegistration, PersonRegistration, UserRefRegistration,
+    UserTokenRegistration,
 };
 
 pub(crate) type Shared = Arc<Mutex<SimState>>;
@@ -38,10 +40,21 @@ pub(crate) fn router(shared: Shared) -> Router {
         .route("/_sim/opt_outs", post(admin_opt_outs))
         .route("/_sim/tokens", post(admin_tokens))
         .route("/_sim/user_tokens", post(admin_user_tokens))
+        .route(
+            "/_sim/page_features",
+            get(admin_get_page_features).post(admin_page_features),
+        )
+        .route("/_sim/instagram_tokens", post(admin_instagram_tokens))
+        .route("/_sim/instagram_people", post(admin_instagram_people))
         .route("/_sim/faults", get(admin_get_faults).post(admin_faults))
+        .route(
+            "/_sim/lose_next",
+            get(admin_get_lose_next).post(admin_lose_next),
+        )
         .route("/_sim/clock", get(admin_get_clock).post(admin_clock))
         .route("/_sim/config", get(admin_get_config).post(admin_config))
         .route("/_sim/messages", get(admin_messages))
+        .route("/_sim/attempts", get(admin_attempts))
         .route("/_sim/stats", get(admin_stats))
         .route("/_sim/reset", post(admin_reset))
         .fallback(fallback)
@@ -108,41 +121,37 @@ async fn send(
     let Ok(Path((version, node))) = path else {
         return graph_error(StatusCode::BAD_REQUEST, 2500, "Unknown path components");
     };
-    let Some(query) = query_map(&uri) else {
-        return bad_query();
-    };
+    // A bad query string is still an attempt (it got past routing): the
+    // state answers it and logs it like any other refusal.
+    let query = query_map(&uri);
     let token = query
-        .get("access_token")
-        .cloned()
+        .as_ref()
+        .and_then(|q| q.get("access_token").cloned())
         .or_else(|| bearer(&headers));
     let input = SendInput {
         version: &version,
         node: &node,
         token: token.as_deref(),
-        appsecret_proof: query.get("appsecret_proof").map(String::as_str),
+        appsecret_proof: query
+            .as_ref()
+            .and_then(|q| q.get("appsecret_proof"))
+            .map(String::as_str),
+        query_ok: query.is_some(),
         body: &body,
     };
 
     add_latency(&shared).await;
-    let fault = lock(&shared).roll_fault();
-    match fault {
-        Some(Fault::Error5xx) => {
-            let mut st = lock(&shared);
-            let now = st.now_ms();
-            to_response(st.fault_response(now, &input, 500))
-        }
-        Some(Fault::Timeout { ms }) => {
-            tokio::time::sleep(Duration::from_millis(ms)).await;
-            let mut st = lock(&shared);
-            let now = st.now_ms();
-            to_response(st.fault_response(now, &input, 504))
-        }
-        None => {
-            let mut st = lock(&shared);
-            let now = st.now_ms();
-            to_response(st.handle_send(now, &input))
-        }
+    // Decide and record under one lock, then hold the answer (if a timeout
+    // was injected) without the lock, so other sends keep flowing.
+    let plan = {
+        let mut st = lock(&shared);
+        let now = st.now_ms();
+        st.process_send(now, &input)
+    };
+    if plan.delay_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(plan.delay_ms)).await;
     }
+    to_response(plan.response)
 }
 
 async fn debug_token(
@@ -263,15 +272,89 @@ async fn admin_user_tokens(State(s): State<Shared>, body: Bytes) -> Response {
     })
 }
 
+async fn admin_page_features(State(s): State<Shared>, body: Bytes) -> Response {
+    admin(&s, &body, |st, u: PageFeaturesUpdate| {
+        Ok(json!(st.update_page_features(&u)))
+    })
+}
+
+async fn admin_get_page_features(State(s): State<Shared>) -> Response {
+    Json(json!(lock(&s).all_page_features())).into_response()
+}
+
+async fn admin_instagram_tokens(State(s): State<Shared>, body: Bytes) -> Response {
+    admin(&s, &body, |st, r: InstagramTokenRegistration| {
+        st.register_instagram_token(&r);
+        ok_value()
+    })
+}
+
+async fn admin_instagram_people(State(s): State<Shared>, body: Bytes) -> Response {
+    admin(&s, &body, |st, r: InstagramPersonRegistration| {
+        st.register_instagram_person(&r);
+        ok_value()
+    })
+}
+
+/// `POST /_sim/faults` body: `Faults` and `LostAnswerFaults` in one flat
+/// object, every field optional (missing = default), so older bodies work.
+#[derive(serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct FaultsBody {
+    error_5xx_ratio: f64,
+    timeout_ratio: f64,
+    timeout_ms: u64,
+    latency_ms: u64,
+    seed: u64,
+    lost_answer_5xx_ratio: f64,
+    lost_answer_timeout_ratio: f64,
+}
+
+impl Default for FaultsBody {
+    fn default() -> Self {
+        let (f, l) = (Faults::default(), LostAnswerFaults::default());
+        Self {
+            error_5xx_ratio: f.error_5xx_ratio,
+            timeout_ratio: f.timeout_ratio,
+            timeout_ms: f.timeout_ms,
+            latency_ms: f.latency_ms,
+            seed: f.seed,
+            lost_answer_5xx_ratio: l.lost_answer_5xx_ratio,
+            lost_answer_timeout_ratio: l.lost_answer_timeout_ratio,
+        }
+    }
+}
+
 async fn admin_faults(State(s): State<Shared>, body: Bytes) -> Response {
-    admin(&s, &body, |st, f: Faults| {
-        st.set_faults(f)?;
-        Ok(json!(st.faults()))
+    admin(&s, &body, |st, b: FaultsBody| {
+        let faults = Faults {
+            error_5xx_ratio: b.error_5xx_ratio,
+            timeout_ratio: b.timeout_ratio,
+            timeout_ms: b.timeout_ms,
+            latency_ms: b.latency_ms,
+            seed: b.seed,
+        };
+        let lost = LostAnswerFaults {
+            lost_answer_5xx_ratio: b.lost_answer_5xx_ratio,
+            lost_answer_timeout_ratio: b.lost_answer_timeout_ratio,
+        };
+        st.set_all_faults(faults, lost)?;
+        Ok(st.faults_value())
     })
 }
 
 async fn admin_get_faults(State(s): State<Shared>) -> Response {
-    Json(json!(lock(&s).faults())).into_response()
+    Json(lock(&s).faults_value()).into_response()
+}
+
+async fn admin_lose_next(State(s): State<Shared>, body: Bytes) -> Response {
+    admin(&s, &body, |st, r: LoseNextAnswers| {
+        Ok(json!({"pending": st.lose_next(r.count, r.kind)}))
+    })
+}
+
+async fn admin_get_lose_next(State(s): State<Shared>) -> Response {
+    Json(json!({"pending": lock(&s).pending_lost_answers()})).into_response()
 }
 
 async fn admin_clock(State(s): State<Shared>, body: Bytes) -> Response {
@@ -298,6 +381,10 @@ async fn admin_get_config(State(s): State<Shared>) -> Response {
 
 async fn admin_messages(State(s): State<Shared>) -> Response {
     Json(json!(lock(&s).messages())).into_response()
+}
+
+async fn admin_attempts(State(s): State<Shared>) -> Response {
+    Json(json!(lock(&s).attempts())).into_response()
 }
 
 async fn admin_stats(State(s): State<Shared>) -> Response {

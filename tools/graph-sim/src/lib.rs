@@ -1,7 +1,9 @@
 //! `graph-sim`: a Graph API (Messenger Send API + `debug_token`) simulator
 //! over real HTTP on 127.0.0.1, enforcing Meta's rules for Login Connect
-//! (`login_id`), `user_ref`, PSID, `notification_messages_token` and
-//! `phone_number` recipients, with seeded fault injection. See README.md.
+//! (`login_id`), `user_ref`, PSID, Instagram (IGSID),
+//! `notification_messages_token` and `phone_number` recipients, including
+//! Meta's 2026 rules, with seeded faults (lost answers included) and a log
+//! of every send attempt. See README.md.
 //!
 //! ```no_run
 //! # async fn demo() -> std::io::Result<()> {
@@ -27,11 +29,14 @@ use sha2::Sha256;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub use config::{Faults, SimConfig, DEFAULT_RATE_LIMIT_PER_SEC, DEFAULT_TIMEOUT_MS};
+pub use config::{
+    Faults, LostAnswerFaults, SimConfig, DEFAULT_RATE_LIMIT_PER_SEC, DEFAULT_TIMEOUT_MS,
+};
 pub use types::{
-    ClockUpdate, ConfigUpdate, LoginIdRegistration, NotificationTokenRegistration, OptOut,
-    PageRegistration, PersonRegistration, SentMessage, Stats, UserRefRegistration,
-    UserTokenRegistration,
+    Attempt, AttemptOutcome, ClockUpdate, ConfigUpdate, FaultKind, InstagramPersonRegistration,
+    InstagramTokenRegistration, LoginIdRegistration, LoseNextAnswers,
+    NotificationTokenRegistration, OptOut, PageFeatures, PageFeaturesUpdate, PageRegistration,
+    PersonRegistration, SentMessage, Stats, UserRefRegistration, UserTokenRegistration,
 };
 
 /// Milliseconds in 24 h (the standard and one-shot windows).
@@ -73,8 +78,8 @@ pub async fn start(config: SimConfig) -> std::io::Result<SimHandle> {
 /// Like [`start`] with an explicit port.
 pub async fn start_on(config: SimConfig, port: u16) -> std::io::Result<SimHandle> {
     config
-        .faults
-        .validate()
+        .lost_answers
+        .validate_with(&config.faults)
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     let addr = listener.local_addr()?;
@@ -257,7 +262,40 @@ impl SimHandle {
         self.with(|s| s.register_user_token(&reg));
     }
 
-    /// Replaces the faults and re-seeds the PRNG.
+    /// Changes some permissions/features/restrictions of one Page (fields
+    /// left `None` keep their value). Returns the Page's flags after.
+    pub fn update_page_features(&self, update: PageFeaturesUpdate) -> PageFeatures {
+        self.with(|s| s.update_page_features(&update))
+    }
+
+    /// A Page's current flags (the defaults if never set).
+    pub fn page_features(&self, page_id: &str) -> PageFeatures {
+        self.with(|s| s.page_features(page_id))
+    }
+
+    /// Registers an Instagram user token for `POST /{version}/{ig_id}/messages`.
+    pub fn register_instagram_token(&self, reg: InstagramTokenRegistration) {
+        self.with(|s| s.register_instagram_token(&reg));
+    }
+
+    /// Registers an IGSID of an Instagram account with the time of the
+    /// person's last message.
+    pub fn register_instagram_person(
+        &self,
+        ig_account_id: &str,
+        igsid: &str,
+        last_user_message_at_ms: i64,
+    ) {
+        let reg = InstagramPersonRegistration {
+            ig_account_id: ig_account_id.to_owned(),
+            igsid: igsid.to_owned(),
+            last_user_message_at_ms,
+        };
+        self.with(|s| s.register_instagram_person(&reg));
+    }
+
+    /// Replaces the faults and re-seeds the PRNG. The lost-answer ratios
+    /// are kept (and must still fit in the shared 0..=1 budget).
     pub fn set_faults(&self, faults: Faults) -> Result<(), String> {
         self.with(|s| s.set_faults(faults))
     }
@@ -265,6 +303,29 @@ impl SimHandle {
     /// Current faults.
     pub fn faults(&self) -> Faults {
         self.with(|s| s.faults().clone())
+    }
+
+    /// Replaces the accepted-then-lost ratios and re-seeds the PRNG from
+    /// `faults().seed`.
+    pub fn set_lost_answers(&self, lost: LostAnswerFaults) -> Result<(), String> {
+        self.with(|s| s.set_lost_answers(lost))
+    }
+
+    /// Current accepted-then-lost ratios.
+    pub fn lost_answers(&self) -> LostAnswerFaults {
+        self.with(|s| s.lost_answers().clone())
+    }
+
+    /// The next `count` send attempts run the rules (an accepted message is
+    /// recorded) and then lose their answer as `kind`, whatever the ratios
+    /// say. Returns how many forced lost answers are pending.
+    pub fn lose_next_answers(&self, count: usize, kind: FaultKind) -> usize {
+        self.with(|s| s.lose_next(count, kind))
+    }
+
+    /// Forced lost answers not used yet.
+    pub fn pending_lost_answers(&self) -> usize {
+        self.with(|s| s.pending_lost_answers())
     }
 
     /// Changes send rules at runtime (proof requirement, rate limit, tags).
@@ -275,6 +336,17 @@ impl SimHandle {
     /// Accepted sends that carried a message, oldest first.
     pub fn messages(&self) -> Vec<SentMessage> {
         self.with(|s| s.messages())
+    }
+
+    /// Every Send API attempt (accepted, refused or faulted), oldest first.
+    pub fn attempts(&self) -> Vec<Attempt> {
+        self.with(|s| s.attempts())
+    }
+
+    /// How many attempts named `recipient_id` as their recipient value
+    /// (any recipient kind, any Page, any outcome).
+    pub fn attempts_for(&self, recipient_id: &str) -> usize {
+        self.with(|s| s.attempts_for(recipient_id))
     }
 
     /// Counters.

@@ -2,16 +2,17 @@
 //! every function takes the sim clock (`now`, epoch ms) as an argument and
 //! never sleeps, so the HTTP layer only locks, calls and unlocks.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use serde_json::{json, Map, Value};
 
-use crate::config::{Faults, SimConfig};
+use crate::config::{Faults, LostAnswerFaults, SimConfig};
 use crate::rng::SplitMix64;
 use crate::types::{
-    ClockUpdate, ConfigUpdate, LoginIdRegistration, NotificationTokenRegistration, OptOut,
-    PageRegistration, PersonRegistration, SentMessage, Stats, UserRefRegistration,
-    UserTokenRegistration,
+    Attempt, AttemptOutcome, ClockUpdate, ConfigUpdate, FaultKind, InstagramPersonRegistration,
+    InstagramTokenRegistration, LoginIdRegistration, NotificationTokenRegistration, OptOut,
+    PageFeatures, PageFeaturesUpdate, PageRegistration, PersonRegistration, SentMessage, Stats,
+    UserRefRegistration, UserTokenRegistration,
 };
 
 pub(crate) const DAY_MS: i64 = 86_400_000;
@@ -20,12 +21,23 @@ const HUMAN_AGENT_WINDOW_MS: i64 = 7 * DAY_MS;
 const ONE_SHOT_WINDOW_MS: i64 = DAY_MS;
 const RATE_WINDOW_MS: i64 = 1_000;
 const MAX_TEXT_CHARS: usize = 2_000;
+/// Instagram's text limit (meta-platform.md §0), in Unicode scalar values.
+const IG_MAX_TEXT_CHARS: usize = 1_000;
+const HUMAN_AGENT: &str = "HUMAN_AGENT";
+/// Retired on 2026-04-27: Meta answers "(#100) Invalid parameter".
+const RETIRED_TAGS: [&str; 3] = [
+    "CONFIRMED_EVENT_UPDATE",
+    "POST_PURCHASE_UPDATE",
+    "ACCOUNT_UPDATE",
+];
 const MAX_QUICK_REPLIES: usize = 13;
 const DATA_ACCESS_SECS: i64 = 90 * 86_400;
 
 const MSG_NO_MATCHING_USER: &str = "(#100) No matching user found";
 const MSG_OUTSIDE_WINDOW: &str = "(#10) This message is sent outside of allowed window. Learn more about the new policy here: https://developers.facebook.com/docs/messenger-platform/policy-overview";
 const MSG_NOT_AVAILABLE: &str = "(#551) This person isn't available right now.";
+const MSG_IG_OUTSIDE_WINDOW: &str =
+    "(#10) This message is sent outside of allowed window. (Instagram)";
 const MSG_5XX: &str = "An unexpected error has occurred. Please retry your request later.";
 
 /// A Graph error answer.
@@ -62,11 +74,14 @@ pub(crate) struct SimResponse {
     pub headers: Vec<(&'static str, String)>,
 }
 
-/// An injected fault chosen for one send.
+/// An injected fault chosen for one send. The `Lost*` kinds run the rules
+/// (and record an accepted message) before losing the answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Fault {
     Error5xx,
     Timeout { ms: u64 },
+    Lost5xx,
+    LostTimeout { ms: u64 },
 }
 
 /// One send request as received.
@@ -76,7 +91,19 @@ pub(crate) struct SendInput<'a> {
     pub node: &'a str,
     pub token: Option<&'a str>,
     pub appsecret_proof: Option<&'a str>,
+    /// False when the query string could not be parsed (answered 100, but
+    /// still an attempt: it got past routing).
+    pub query_ok: bool,
     pub body: &'a [u8],
+}
+
+/// What the HTTP layer does with one send: wait `delay_ms` (an injected
+/// timeout holds the connection), then answer `response`. Everything else,
+/// including recording the attempt, already happened under the lock.
+#[derive(Debug, Clone)]
+pub(crate) struct SendPlan {
+    pub delay_ms: u64,
+    pub response: SimResponse,
 }
 
 #[derive(Debug, Clone)]
@@ -148,6 +175,46 @@ struct ParsedSend {
     sender_action: Option<String>,
 }
 
+impl ParsedSend {
+    fn is_human_agent(&self) -> bool {
+        self.messaging_type == Some(MessagingType::MessageTag)
+            && self.tag.as_deref() == Some(HUMAN_AGENT)
+    }
+}
+
+/// Who is sending: a Page (Page token) or an Instagram account (Instagram
+/// user token, Instagram-Login path).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum SenderAccount {
+    Page(String),
+    Instagram(String),
+}
+
+impl SenderAccount {
+    fn id(&self) -> &str {
+        match self {
+            Self::Page(id) | Self::Instagram(id) => id,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct IgToken {
+    ig_account_id: String,
+    expired: bool,
+}
+
+/// [assumption] Meta's code for a HUMAN_AGENT send without the approved
+/// feature is not confirmed; a plain permission error (10) is the closest
+/// documented one.
+fn human_agent_missing() -> GraphError {
+    GraphError::new(
+        10,
+        None,
+        "(#10) Application does not have permission for this action: the Human Agent feature is not enabled for this Page",
+    )
+}
+
 pub(crate) struct State {
     initial: SimConfig,
     app_id: String,
@@ -155,7 +222,11 @@ pub(crate) struct State {
     require_appsecret_proof: bool,
     rate_limit_per_sec: u32,
     allowed_tags: Vec<String>,
+    allow_repeat_login_id_sends: bool,
     faults: Faults,
+    lost_answers: LostAnswerFaults,
+    /// Lost answers forced on the next attempts (`lose_next`), oldest first.
+    forced_lost: VecDeque<FaultKind>,
     rng: SplitMix64,
     clock_offset_ms: i64,
     /// When set, the sim clock stands still at this value.
@@ -172,8 +243,18 @@ pub(crate) struct State {
     opted_out_notif_tokens: HashSet<String>,
     notif_tokens: HashMap<String, NotifToken>,
     user_tokens: HashMap<String, UserTokenRegistration>,
+    /// Page id -> flags; Pages without an entry use the defaults.
+    page_features: HashMap<String, PageFeatures>,
+    /// Instagram user tokens (Instagram-Login path).
+    ig_tokens: HashMap<String, IgToken>,
+    /// (ig_account_id, igsid) -> last user message, epoch ms.
+    ig_people: HashMap<(String, String), i64>,
     messages: Vec<SentMessage>,
-    /// Accepted-send times per Page (sliding rate window).
+    /// Every send attempt, oldest first.
+    attempts: Vec<Attempt>,
+    /// Times of the attempts counted against each Page's limit (sliding
+    /// 1 s window): every attempt that passed the token checks and was not
+    /// itself refused with 613.
     windows: HashMap<String, VecDeque<i64>>,
     stats: Stats,
     /// Survive resets so ids stay unique for the process lifetime.
@@ -202,7 +283,10 @@ impl State {
             require_appsecret_proof: config.require_appsecret_proof,
             rate_limit_per_sec: config.rate_limit_per_sec,
             allowed_tags: config.allowed_tags.clone(),
+            allow_repeat_login_id_sends: config.allow_repeat_login_id_sends,
             faults: config.faults.clone(),
+            lost_answers: config.lost_answers.clone(),
+            forced_lost: VecDeque::new(),
             rng: SplitMix64::new(config.faults.seed),
             clock_offset_ms: config.clock_offset_ms,
             frozen_at_ms: None,
@@ -216,7 +300,15 @@ impl State {
             opted_out_notif_tokens: HashSet::new(),
             notif_tokens: HashMap::new(),
             user_tokens: HashMap::new(),
+            page_features: config
+                .page_features
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            ig_tokens: HashMap::new(),
+            ig_people: HashMap::new(),
             messages: Vec::new(),
+            attempts: Vec::new(),
             windows: HashMap::new(),
             stats: Stats::default(),
             next_message_id: 1,
@@ -355,15 +447,114 @@ impl State {
         self.user_tokens.insert(reg.token.clone(), reg.clone());
     }
 
+    /// Applies the fields that are set; answers the Page's flags after.
+    pub(crate) fn update_page_features(&mut self, u: &PageFeaturesUpdate) -> PageFeatures {
+        let f = self.page_features.entry(u.page_id.clone()).or_default();
+        let flags = [
+            (&mut f.pages_messaging, u.pages_messaging),
+            (
+                &mut f.pages_messaging_phone_number,
+                u.pages_messaging_phone_number,
+            ),
+            (&mut f.page_utility_messaging, u.page_utility_messaging),
+            (&mut f.human_agent, u.human_agent),
+            (&mut f.restricted, u.restricted),
+        ];
+        for (field, value) in flags {
+            if let Some(v) = value {
+                *field = v;
+            }
+        }
+        if let Some(ig) = &u.instagram_account_id {
+            f.instagram_account_id = Some(ig.clone());
+        }
+        f.clone()
+    }
+
+    pub(crate) fn page_features(&self, page_id: &str) -> PageFeatures {
+        self.features(page_id)
+    }
+
+    /// Every Page with a token or flags -> its effective flags.
+    pub(crate) fn all_page_features(&self) -> BTreeMap<String, PageFeatures> {
+        self.page_tokens
+            .values()
+            .map(|t| t.page_id.clone())
+            .chain(self.page_features.keys().cloned())
+            .map(|p| {
+                let f = self.features(&p);
+                (p, f)
+            })
+            .collect()
+    }
+
+    pub(crate) fn register_instagram_token(&mut self, reg: &InstagramTokenRegistration) {
+        self.ig_tokens.insert(
+            reg.token.clone(),
+            IgToken {
+                ig_account_id: reg.ig_account_id.clone(),
+                expired: reg.expired,
+            },
+        );
+    }
+
+    pub(crate) fn register_instagram_person(&mut self, reg: &InstagramPersonRegistration) {
+        self.ig_people.insert(
+            (reg.ig_account_id.clone(), reg.igsid.clone()),
+            reg.last_user_message_at_ms,
+        );
+    }
+
+    /// Replaces `faults` only (the lost-answer ratios stay) and re-seeds.
     pub(crate) fn set_faults(&mut self, faults: Faults) -> Result<(), String> {
-        faults.validate()?;
+        let lost = self.lost_answers.clone();
+        self.set_all_faults(faults, lost)
+    }
+
+    /// Replaces the lost-answer ratios (the other faults stay) and re-seeds,
+    /// so the same settings always give the same sequence.
+    pub(crate) fn set_lost_answers(&mut self, lost: LostAnswerFaults) -> Result<(), String> {
+        let faults = self.faults.clone();
+        self.set_all_faults(faults, lost)
+    }
+
+    pub(crate) fn set_all_faults(
+        &mut self,
+        faults: Faults,
+        lost: LostAnswerFaults,
+    ) -> Result<(), String> {
+        lost.validate_with(&faults)?;
         self.rng = SplitMix64::new(faults.seed);
         self.faults = faults;
+        self.lost_answers = lost;
         Ok(())
     }
 
     pub(crate) fn faults(&self) -> &Faults {
         &self.faults
+    }
+
+    pub(crate) fn lost_answers(&self) -> &LostAnswerFaults {
+        &self.lost_answers
+    }
+
+    /// The next `count` attempts lose their answer as `kind`.
+    pub(crate) fn lose_next(&mut self, count: usize, kind: FaultKind) -> usize {
+        self.forced_lost.extend(std::iter::repeat_n(kind, count));
+        self.forced_lost.len()
+    }
+
+    pub(crate) fn pending_lost_answers(&self) -> usize {
+        self.forced_lost.len()
+    }
+
+    /// Both fault sets as one JSON object (`GET /_sim/faults`).
+    pub(crate) fn faults_value(&self) -> Value {
+        let mut v = json!(self.faults);
+        if let (Some(obj), Value::Object(lost)) = (v.as_object_mut(), json!(self.lost_answers)) {
+            obj.extend(lost);
+        }
+        v
     }
 
     pub(crate) fn update_config(&mut self, u: &ConfigUpdate) {
@@ -376,6 +567,9 @@ impl State {
         if let Some(v) = &u.allowed_tags {
             self.allowed_tags = v.clone();
         }
+        if let Some(v) = u.allow_repeat_login_id_sends {
+            self.allow_repeat_login_id_sends = v;
+        }
     }
 
     pub(crate) fn effective_config(&self) -> Value {
@@ -384,6 +578,7 @@ impl State {
             "require_appsecret_proof": self.require_appsecret_proof,
             "rate_limit_per_sec": self.rate_limit_per_sec,
             "allowed_tags": self.allowed_tags,
+            "allow_repeat_login_id_sends": self.allow_repeat_login_id_sends,
             "faults": self.faults,
             "clock": self.clock_value(),
         })
@@ -394,34 +589,169 @@ impl State {
     }
 
     pub(crate) fn stats(&self) -> Stats {
-        self.stats.clone()
+        let mut stats = self.stats.clone();
+        stats.attempts = self.attempts.len() as u64;
+        // Derived from the attempt log rather than counted on the way, so
+        // the two can never disagree.
+        let mut tried: HashMap<(&str, &str, &str), u64> = HashMap::new();
+        let mut accepted: HashMap<(&str, &str, &str), u64> = HashMap::new();
+        for a in &self.attempts {
+            let (Some(kind), Some(id)) = (a.recipient_kind.as_deref(), a.recipient_id.as_deref())
+            else {
+                continue;
+            };
+            if kind != "login_id" && kind != "user_ref" {
+                continue;
+            }
+            let key = (a.page_id.as_deref().unwrap_or(""), kind, id);
+            *tried.entry(key).or_default() += 1;
+            if a.is_accepted() && a.sender_action.is_none() {
+                *accepted.entry(key).or_default() += 1;
+            }
+        }
+        stats.duplicate_attempts = tried.values().map(|n| n.saturating_sub(1)).sum();
+        stats.duplicate_accepted = accepted.values().map(|n| n.saturating_sub(1)).sum();
+        stats
+    }
+
+    pub(crate) fn attempts(&self) -> Vec<Attempt> {
+        self.attempts.clone()
+    }
+
+    /// Attempts whose recipient value is `recipient_id` (any kind, any Page).
+    pub(crate) fn attempts_for(&self, recipient_id: &str) -> usize {
+        self.attempts
+            .iter()
+            .filter(|a| a.recipient_id.as_deref() == Some(recipient_id))
+            .count()
     }
 
     // ----- faults ------------------------------------------------------
 
     /// Draws exactly one PRNG value per send, so the fault sequence only
     /// depends on the seed and the number of sends.
+    /// A forced lost answer (`lose_next`) still draws, so it does not shift
+    /// the seeded sequence of the sends after it.
     pub(crate) fn roll_fault(&mut self) -> Option<Fault> {
         let r = self.rng.next_f64();
-        if r < self.faults.error_5xx_ratio {
-            self.stats.faults_5xx += 1;
-            Some(Fault::Error5xx)
-        } else if r < self.faults.error_5xx_ratio + self.faults.timeout_ratio {
-            self.stats.faults_timeout += 1;
-            Some(Fault::Timeout {
-                ms: self.faults.timeout_ms,
-            })
-        } else {
-            None
+        let ms = self.faults.timeout_ms;
+        if let Some(kind) = self.forced_lost.pop_front() {
+            return Some(match kind {
+                FaultKind::Http5xx => Fault::Lost5xx,
+                FaultKind::Timeout => Fault::LostTimeout { ms },
+            });
+        }
+        let f = &self.faults;
+        let l = &self.lost_answers;
+        let bounds = [
+            f.error_5xx_ratio,
+            f.timeout_ratio,
+            l.lost_answer_5xx_ratio,
+            l.lost_answer_timeout_ratio,
+        ];
+        // Consecutive intervals of [0,1): 5xx, timeout, lost 5xx, lost timeout.
+        let mut upper = 0.0;
+        let mut pick = None;
+        for (i, ratio) in bounds.into_iter().enumerate() {
+            upper += ratio;
+            if r < upper {
+                pick = Some(i);
+                break;
+            }
+        }
+        match pick {
+            Some(0) => {
+                self.stats.faults_5xx += 1;
+                Some(Fault::Error5xx)
+            }
+            Some(1) => {
+                self.stats.faults_timeout += 1;
+                Some(Fault::Timeout { ms })
+            }
+            Some(2) => Some(Fault::Lost5xx),
+            Some(_) => Some(Fault::LostTimeout { ms }),
+            None => None,
         }
     }
 
-    pub(crate) fn fault_response(
+    /// One send, start to finish: rolls the fault, runs the rules, records
+    /// the attempt, and says how long the HTTP layer must hold the answer.
+    pub(crate) fn process_send(&mut self, now: i64, input: &SendInput<'_>) -> SendPlan {
+        let page = self.page_hint(input.node, input.token);
+        let peek = peek_send(input.body);
+        match self.roll_fault() {
+            Some(lost @ (Fault::Lost5xx | Fault::LostTimeout { .. })) => {
+                // The rules run and an accepted message is recorded; only
+                // the answer is replaced.
+                let (_, outcome) = self.handle_send(now, input, page.as_deref());
+                let (status, kind, delay_ms) = match lost {
+                    Fault::LostTimeout { ms } => {
+                        self.stats.lost_answers_timeout += 1;
+                        (504, FaultKind::Timeout, ms)
+                    }
+                    _ => {
+                        self.stats.lost_answers_5xx += 1;
+                        (500, FaultKind::Http5xx, 0)
+                    }
+                };
+                self.record_attempt(now, page.clone(), peek, outcome, Some(kind));
+                SendPlan {
+                    delay_ms,
+                    response: self.fault_response(now, page.as_deref(), status),
+                }
+            }
+            Some(fault) => {
+                let (status, kind, delay_ms) = match fault {
+                    Fault::Timeout { ms } => (504, FaultKind::Timeout, ms),
+                    _ => (500, FaultKind::Http5xx, 0),
+                };
+                self.record_attempt(
+                    now,
+                    page.clone(),
+                    peek,
+                    AttemptOutcome::Fault { fault: kind },
+                    None,
+                );
+                SendPlan {
+                    delay_ms,
+                    response: self.fault_response(now, page.as_deref(), status),
+                }
+            }
+            None => {
+                let (response, outcome) = self.handle_send(now, input, page.as_deref());
+                self.record_attempt(now, page, peek, outcome, None);
+                SendPlan {
+                    delay_ms: 0,
+                    response,
+                }
+            }
+        }
+    }
+
+    fn record_attempt(
         &mut self,
         now: i64,
-        input: &SendInput<'_>,
-        status: u16,
-    ) -> SimResponse {
+        page_id: Option<String>,
+        peek: Peek,
+        outcome: AttemptOutcome,
+        lost_answer: Option<FaultKind>,
+    ) {
+        let seq = self.attempts.len() as u64 + 1;
+        self.attempts.push(Attempt {
+            seq,
+            at_ms: now,
+            page_id,
+            recipient_kind: peek.recipient_kind,
+            recipient_id: peek.recipient_id,
+            messaging_type: peek.messaging_type,
+            tag: peek.tag,
+            sender_action: peek.sender_action,
+            outcome,
+            lost_answer,
+        });
+    }
+
+    fn fault_response(&mut self, now: i64, page: Option<&str>, status: u16) -> SimResponse {
         let message = if status == 500 {
             MSG_5XX.to_owned()
         } else {
@@ -435,39 +765,94 @@ impl State {
             transient: true,
         };
         let body = self.error_body(&err);
-        let page = self.page_hint(input.node, input.token);
         SimResponse {
             status,
             body,
-            headers: self.usage_headers(now, page.as_deref()),
+            headers: self.usage_headers(now, page),
         }
     }
 
-    // ----- send --------------------------------------------------------
-
-    pub(crate) fn handle_send(&mut self, now: i64, input: &SendInput<'_>) -> SimResponse {
-        let page = self.page_hint(input.node, input.token);
-        let (status, body) = match self.evaluate_send(now, input) {
-            Ok(body) => (200, body),
+    fn handle_send(
+        &mut self,
+        now: i64,
+        input: &SendInput<'_>,
+        page: Option<&str>,
+    ) -> (SimResponse, AttemptOutcome) {
+        let (status, body, outcome) = match self.evaluate_send(now, input) {
+            Ok(body) => {
+                let message_id = body
+                    .get("message_id")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned);
+                (200, body, AttemptOutcome::Accepted { message_id })
+            }
             Err(e) => {
                 self.record_rejection(&e);
-                (e.status, self.error_body(&e))
+                let outcome = AttemptOutcome::Refused {
+                    code: e.code,
+                    subcode: e.subcode,
+                };
+                (e.status, self.error_body(&e), outcome)
             }
         };
-        SimResponse {
+        let response = SimResponse {
             status,
             body,
-            headers: self.usage_headers(now, page.as_deref()),
-        }
+            headers: self.usage_headers(now, page),
+        };
+        (response, outcome)
     }
 
-    /// The Page the usage headers talk about: the token's Page if the token
-    /// is registered, else the Page in the path, else none.
+    /// The account the usage headers and attempts talk about: the token's
+    /// Page (or Instagram account) if the token is registered, else the node
+    /// in the path, else none.
     fn page_hint(&self, node: &str, token: Option<&str>) -> Option<String> {
         token
-            .and_then(|t| self.page_tokens.get(t))
-            .map(|p| p.page_id.clone())
+            .and_then(|t| {
+                self.page_tokens
+                    .get(t)
+                    .map(|p| p.page_id.clone())
+                    .or_else(|| self.ig_tokens.get(t).map(|i| i.ig_account_id.clone()))
+            })
             .or_else(|| (node != "me").then(|| node.to_owned()))
+    }
+
+    /// A Page's flags (defaults for a Page without an entry).
+    fn features(&self, page_id: &str) -> PageFeatures {
+        self.page_features.get(page_id).cloned().unwrap_or_default()
+    }
+
+    /// Resolves the token to the sending account (rows 2-4).
+    fn resolve_sender<'t>(
+        &self,
+        token: Option<&'t str>,
+    ) -> Result<(SenderAccount, &'t str), GraphError> {
+        let token = token.filter(|t| !t.is_empty()).ok_or_else(|| {
+            GraphError::new(
+                104,
+                None,
+                "An access token is required to request this resource.",
+            )
+        })?;
+        let (sender, expired) = if let Some(p) = self.page_tokens.get(token) {
+            (SenderAccount::Page(p.page_id.clone()), p.expired)
+        } else if let Some(i) = self.ig_tokens.get(token) {
+            (SenderAccount::Instagram(i.ig_account_id.clone()), i.expired)
+        } else {
+            return Err(GraphError::new(
+                190,
+                None,
+                "Invalid OAuth access token - Cannot parse access token",
+            ));
+        };
+        if expired {
+            return Err(GraphError::new(
+                190,
+                Some(463),
+                "Error validating access token: Session has expired.",
+            ));
+        }
+        Ok((sender, token))
     }
 
     fn evaluate_send(&mut self, now: i64, input: &SendInput<'_>) -> Result<Value, GraphError> {
@@ -481,37 +866,38 @@ impl State {
                 ),
             ));
         }
-        let token = input.token.filter(|t| !t.is_empty()).ok_or_else(|| {
-            GraphError::new(
-                104,
-                None,
-                "An access token is required to request this resource.",
-            )
-        })?;
-        let page_token = self.page_tokens.get(token).cloned().ok_or_else(|| {
-            GraphError::new(
-                190,
-                None,
-                "Invalid OAuth access token - Cannot parse access token",
-            )
-        })?;
-        if page_token.expired {
-            return Err(GraphError::new(
-                190,
-                Some(463),
-                "Error validating access token: Session has expired.",
-            ));
+        if !input.query_ok {
+            return Err(GraphError::param("(#100) The query string is not valid"));
         }
+        let (sender, token) = self.resolve_sender(input.token)?;
         self.check_appsecret_proof(token, input.appsecret_proof)?;
-        let page_id = page_token.page_id;
-        if input.node != "me" && input.node != page_id {
+        let account_id = sender.id().to_owned();
+        if input.node != "me" && input.node != account_id {
             return Err(GraphError::new(
                 200,
                 None,
                 "(#200) Permissions error: the access token does not belong to this Page",
             ));
         }
-        if self.window_count(now, &page_id) >= self.rate_limit_per_sec as usize {
+        if let SenderAccount::Page(page_id) = &sender {
+            if self.features(page_id).restricted {
+                return Err(GraphError::new(
+                    10,
+                    Some(1893063),
+                    "(#10) This Page is temporarily restricted from sending messages.",
+                ));
+            }
+        }
+        // Meta limits calls, not successes: a send the rules refuse still
+        // used the Page's quota, so it counts. A call refused with 613 does
+        // not, so a Page recovers once its window slides.
+        if self.window_count(now, &account_id) >= self.rate_limit_per_sec as usize {
+            self.stats.rate_limited += 1;
+            *self
+                .stats
+                .rate_limited_by_page
+                .entry(account_id.clone())
+                .or_default() += 1;
             let mut e = GraphError::new(
                 613,
                 None,
@@ -520,9 +906,19 @@ impl State {
             e.transient = true;
             return Err(e);
         }
+        self.windows
+            .entry(account_id.clone())
+            .or_default()
+            .push_back(now);
         let req = parse_send_body(input.body, &self.allowed_tags)?;
-        let recipient_id = self.check_recipient(now, &page_id, &req)?;
-        Ok(self.accept(now, &page_id, req, recipient_id))
+        let recipient_id = match &sender {
+            SenderAccount::Page(page_id) => {
+                self.check_page_permissions(page_id, &req)?;
+                self.check_recipient(now, page_id, &req)?
+            }
+            SenderAccount::Instagram(ig) => self.check_instagram_login_send(now, ig, &req)?,
+        };
+        Ok(self.accept(now, &account_id, req, recipient_id))
     }
 
     fn check_appsecret_proof(&self, token: &str, proof: Option<&str>) -> Result<(), GraphError> {
@@ -538,8 +934,46 @@ impl State {
         }
     }
 
-    /// State-dependent recipient rules. Returns the `recipient_id` to answer
-    /// (PSID recipients only). Does not mutate.
+    /// Row 21: what the Page's app may send at all, before any recipient
+    /// lookup (a missing permission fails whoever the recipient is).
+    fn check_page_permissions(&self, page_id: &str, req: &ParsedSend) -> Result<(), GraphError> {
+        let f = self.features(page_id);
+        if !f.pages_messaging {
+            // LC-FAQ: this misleading parameter error is what a login_id
+            // send gets when the app lacks pages_messaging.
+            if matches!(req.recipient, Recipient::LoginId(_)) {
+                return Err(GraphError::param(
+                    "(#100) Param recipient[id] must be a valid ID string",
+                ));
+            }
+            return Err(GraphError::new(
+                10,
+                None,
+                "(#10) Application does not have permission for this action: pages_messaging",
+            ));
+        }
+        if matches!(req.recipient, Recipient::Phone(_)) && !f.pages_messaging_phone_number {
+            return Err(GraphError::new(
+                200,
+                Some(2018027),
+                "(#200) This Page cannot message phone numbers: the app lacks pages_messaging_phone_number",
+            ));
+        }
+        if req.messaging_type == Some(MessagingType::Utility) && !f.page_utility_messaging {
+            return Err(GraphError::new(
+                10,
+                None,
+                "(#10) Application does not have permission for this action: page_utility_messaging",
+            ));
+        }
+        if req.is_human_agent() && !f.human_agent {
+            return Err(human_agent_missing());
+        }
+        Ok(())
+    }
+
+    /// State-dependent recipient rules for a Page token. Returns the
+    /// `recipient_id` to answer (PSID/IGSID recipients only). Does not mutate.
     fn check_recipient(
         &self,
         now: i64,
@@ -548,23 +982,44 @@ impl State {
     ) -> Result<Option<String>, GraphError> {
         match &req.recipient {
             Recipient::LoginId(id) => {
-                check_one_shot(self.login_ids.get(id), page_id, now, || {
-                    self.opted_out_login_ids.contains(id)
-                })?;
+                check_one_shot(
+                    self.login_ids.get(id),
+                    page_id,
+                    now,
+                    self.allow_repeat_login_id_sends,
+                    || self.opted_out_login_ids.contains(id),
+                )?;
                 Ok(None)
             }
             Recipient::UserRef(r) => {
-                check_one_shot(self.user_refs.get(r), page_id, now, || {
-                    self.opted_out_user_refs.contains(r)
-                })?;
+                check_one_shot(
+                    self.user_refs.get(r),
+                    page_id,
+                    now,
+                    self.allow_repeat_login_id_sends,
+                    || self.opted_out_user_refs.contains(r),
+                )?;
                 Ok(None)
             }
             Recipient::Psid(psid) => {
-                let last = self
+                let Some(last) = self
                     .people
                     .get(&(page_id.to_owned(), psid.clone()))
                     .copied()
-                    .ok_or_else(|| GraphError::new(100, Some(2018001), MSG_NO_MATCHING_USER))?;
+                else {
+                    // Not a Messenger PSID of this Page: maybe an IGSID of
+                    // the Page's Instagram account (Messenger API for
+                    // Instagram, Facebook-Login variant).
+                    let ig_person = self.features(page_id).instagram_account_id.and_then(|ig| {
+                        self.ig_people
+                            .get(&(ig.clone(), psid.clone()))
+                            .map(|last| (ig, *last))
+                    });
+                    return match ig_person {
+                        Some((ig, last)) => self.check_igsid(now, &ig, psid, last, req),
+                        None => Err(GraphError::new(100, Some(2018001), MSG_NO_MATCHING_USER)),
+                    };
+                };
                 if self.psid_opted_out(page_id, psid) {
                     return Err(GraphError::new(551, Some(1545041), MSG_NOT_AVAILABLE));
                 }
@@ -574,9 +1029,11 @@ impl State {
                     (Some(MessagingType::Response | MessagingType::Update), _) => {
                         Some(STANDARD_WINDOW_MS)
                     }
-                    (Some(MessagingType::MessageTag), Some("HUMAN_AGENT")) => {
+                    (Some(MessagingType::MessageTag), Some(HUMAN_AGENT)) => {
                         Some(HUMAN_AGENT_WINDOW_MS)
                     }
+                    // UTILITY (a template, checked above) is the post-window
+                    // lane: no window.
                     _ => None,
                 };
                 if let Some(w) = window {
@@ -612,6 +1069,82 @@ impl State {
         }
     }
 
+    /// A send with an Instagram user token (`POST /{ig_id}/messages`): only
+    /// IGSIDs of that account. The Human Agent feature is the one of the
+    /// Page linked to the account, if any (an unlinked account has none).
+    fn check_instagram_login_send(
+        &self,
+        now: i64,
+        ig: &str,
+        req: &ParsedSend,
+    ) -> Result<Option<String>, GraphError> {
+        let Recipient::Psid(igsid) = &req.recipient else {
+            return Err(GraphError::param(
+                "(#100) Only recipient[id] (an Instagram-scoped ID) is supported on the Instagram API",
+            ));
+        };
+        if req.is_human_agent() {
+            let linked_has_feature = self
+                .page_features
+                .values()
+                .any(|f| f.instagram_account_id.as_deref() == Some(ig) && f.human_agent);
+            if !linked_has_feature {
+                return Err(human_agent_missing());
+            }
+        }
+        let last = self
+            .ig_people
+            .get(&(ig.to_owned(), igsid.clone()))
+            .copied()
+            .ok_or_else(|| GraphError::new(100, Some(2018001), MSG_NO_MATCHING_USER))?;
+        self.check_igsid(now, ig, igsid, last, req)
+    }
+
+    /// Instagram recipient rules, in this order: text limit 1000, no
+    /// UTILITY, no tag but HUMAN_AGENT, opted out, window (10/2534022).
+    fn check_igsid(
+        &self,
+        now: i64,
+        ig: &str,
+        igsid: &str,
+        last: i64,
+        req: &ParsedSend,
+    ) -> Result<Option<String>, GraphError> {
+        let text_chars = req
+            .message
+            .as_ref()
+            .and_then(|m| m.get("text"))
+            .and_then(Value::as_str)
+            .map_or(0, |t| t.chars().count());
+        if text_chars > IG_MAX_TEXT_CHARS {
+            return Err(GraphError::param(format!(
+                "(#100) Length of param message[text] must be less than or equal to {IG_MAX_TEXT_CHARS}"
+            )));
+        }
+        if req.messaging_type == Some(MessagingType::Utility) {
+            return Err(GraphError::param(
+                "(#100) messaging_type UTILITY is not supported for Instagram recipients",
+            ));
+        }
+        if req.tag.as_deref().is_some_and(|t| t != HUMAN_AGENT) {
+            return Err(GraphError::param(
+                "(#100) Only the HUMAN_AGENT tag is supported for Instagram recipients",
+            ));
+        }
+        if self.psid_opted_out(ig, igsid) {
+            return Err(GraphError::new(551, Some(1545041), MSG_NOT_AVAILABLE));
+        }
+        let window = if req.is_human_agent() {
+            HUMAN_AGENT_WINDOW_MS
+        } else {
+            STANDARD_WINDOW_MS
+        };
+        if now >= last.saturating_add(window) {
+            return Err(GraphError::new(10, Some(2534022), MSG_IG_OUTSIDE_WINDOW));
+        }
+        Ok(Some(igsid.to_owned()))
+    }
+
     fn psid_opted_out(&self, page_id: &str, psid: &str) -> bool {
         self.opted_out_psids
             .contains(&(Some(page_id.to_owned()), psid.to_owned()))
@@ -634,10 +1167,6 @@ impl State {
             entry.used = true;
             entry.page_id = Some(page_id.to_owned());
         }
-        self.windows
-            .entry(page_id.to_owned())
-            .or_default()
-            .push_back(now);
 
         let mut body = Map::new();
         if let Some(id) = recipient_id {
@@ -860,11 +1389,12 @@ impl State {
 }
 
 /// `login_id` / `user_ref` rules, in this order: registered, bound Page,
-/// opted out, already used, 24 h window.
+/// opted out, already used (unless `allow_repeat`), 24 h window.
 fn check_one_shot(
     entry: Option<&OneShot>,
     page_id: &str,
     now: i64,
+    allow_repeat: bool,
     opted_out: impl FnOnce() -> bool,
 ) -> Result<(), GraphError> {
     let entry = entry.ok_or_else(|| GraphError::new(100, Some(2018001), MSG_NO_MATCHING_USER))?;
@@ -874,7 +1404,8 @@ fn check_one_shot(
     if opted_out() {
         return Err(GraphError::new(551, Some(1545041), MSG_NOT_AVAILABLE));
     }
-    if entry.used || now >= entry.opted_in_at_ms.saturating_add(ONE_SHOT_WINDOW_MS) {
+    let used_up = entry.used && !allow_repeat;
+    if used_up || now >= entry.opted_in_at_ms.saturating_add(ONE_SHOT_WINDOW_MS) {
         return Err(GraphError::new(10, Some(2018278), MSG_OUTSIDE_WINDOW));
     }
     Ok(())
@@ -896,6 +1427,53 @@ pub(crate) fn real_now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The request fields an [`Attempt`] records, read leniently: an attempt
+/// is logged even when its body is invalid or a fault answered first.
+#[derive(Debug, Default)]
+struct Peek {
+    recipient_kind: Option<String>,
+    recipient_id: Option<String>,
+    messaging_type: Option<String>,
+    tag: Option<String>,
+    sender_action: Option<String>,
+}
+
+fn peek_send(body: &[u8]) -> Peek {
+    let Ok(Value::Object(obj)) = serde_json::from_slice::<Value>(body) else {
+        return Peek::default();
+    };
+    let string = |key: &str| obj.get(key).and_then(Value::as_str).map(str::to_owned);
+    let recipient = match obj.get("recipient") {
+        // Form-style clients send the recipient as a JSON string.
+        Some(Value::String(s)) => serde_json::from_str::<Value>(s).ok(),
+        Some(v) => Some(v.clone()),
+        None => None,
+    };
+    let (recipient_kind, recipient_id) = recipient
+        .as_ref()
+        .and_then(Value::as_object)
+        .and_then(|r| {
+            r.iter()
+                .filter(|(k, _)| k.as_str() != "name")
+                .find_map(|(k, v)| {
+                    let id = match v {
+                        Value::String(s) => s.clone(),
+                        Value::Null => return None,
+                        other => other.to_string(),
+                    };
+                    Some((Some(k.clone()), Some(id)))
+                })
+        })
+        .unwrap_or((None, None));
+    Peek {
+        recipient_kind,
+        recipient_id,
+        messaging_type: string("messaging_type"),
+        tag: string("tag"),
+        sender_action: string("sender_action"),
+    }
 }
 
 // ----- body validation (state independent except the tag allow-list) ------
@@ -1015,6 +1593,18 @@ fn parse_send_body(body: &[u8], allowed_tags: &[String]) -> Result<ParsedSend, G
                 "Message tags are not allowed for user_ref recipients",
             ))
         }
+        // [assumption] Meta does not say whether UTILITY may target a
+        // login_id (or a user_ref); refusing is the strict choice.
+        Recipient::LoginId(_) if messaging_type == MessagingType::Utility => {
+            return Err(GraphError::param(
+                "(#100) messaging_type UTILITY is not supported for login_id recipients",
+            ))
+        }
+        Recipient::UserRef(_) if messaging_type == MessagingType::Utility => {
+            return Err(GraphError::param(
+                "(#100) messaging_type UTILITY is not supported for user_ref recipients",
+            ))
+        }
         _ => {}
     }
     match (&tag, messaging_type) {
@@ -1028,6 +1618,10 @@ fn parse_send_body(body: &[u8], allowed_tags: &[String]) -> Result<ParsedSend, G
                 "(#100) param tag is only allowed with messaging_type MESSAGE_TAG",
             ))
         }
+        // Retired tags fail even if the allow-list still names them.
+        (Some(t), _) if RETIRED_TAGS.contains(&t.as_str()) => {
+            return Err(GraphError::param("(#100) Invalid parameter"))
+        }
         (Some(t), _) if !allowed_tags.iter().any(|a| a == t) => {
             return Err(GraphError::param(format!(
                 "(#100) Tag {t} is not allowed for this app"
@@ -1036,6 +1630,16 @@ fn parse_send_body(body: &[u8], allowed_tags: &[String]) -> Result<ParsedSend, G
         _ => {}
     }
     validate_message(&message)?;
+    let is_template = message
+        .get("attachment")
+        .and_then(|a| a.get("type"))
+        .and_then(Value::as_str)
+        == Some("template");
+    if messaging_type == MessagingType::Utility && !is_template {
+        return Err(GraphError::param(
+            "(#100) messaging_type UTILITY requires a template message (message.attachment.type = template)",
+        ));
+    }
     Ok(ParsedSend {
         recipient,
         recipient_json,
@@ -1210,16 +1814,18 @@ mod tests {
 
     fn send(s: &mut State, now: i64, body: Value) -> SimResponse {
         let bytes = body.to_string().into_bytes();
-        s.handle_send(
+        s.process_send(
             now,
             &SendInput {
                 version: "v25.0",
                 node: "me",
                 token: Some("TOK1"),
                 appsecret_proof: None,
+                query_ok: true,
                 body: &bytes,
             },
         )
+        .response
     }
 
     fn code(r: &SimResponse) -> (i64, Option<i64>) {
@@ -1250,6 +1856,11 @@ mod tests {
     #[test]
     fn psid_windows_boundaries() {
         let mut s = state();
+        s.update_page_features(&PageFeaturesUpdate {
+            page_id: "P1".into(),
+            human_agent: Some(true),
+            ..PageFeaturesUpdate::default()
+        });
         s.register_person(&PersonRegistration {
             page_id: "P1".into(),
             psid: "U".into(),
@@ -1288,6 +1899,30 @@ mod tests {
         // The first send leaves the window at T0 + 1000.
         assert_eq!(send(&mut s, T0 + 1000, phone.clone()).status, 200);
         assert_eq!(code(&send(&mut s, T0 + 1001, phone)), (613, None));
+    }
+
+    #[test]
+    fn refused_attempts_count_in_the_rate_window() {
+        let mut s = state();
+        s.update_config(&ConfigUpdate {
+            rate_limit_per_sec: Some(2),
+            ..ConfigUpdate::default()
+        });
+        assert_eq!(
+            code(&send(&mut s, T0, login("nobody"))),
+            (100, Some(2018001))
+        );
+        assert_eq!(
+            code(&send(&mut s, T0 + 1, login("nobody"))),
+            (100, Some(2018001))
+        );
+        assert_eq!(code(&send(&mut s, T0 + 2, login("nobody"))), (613, None));
+        let stats = s.stats();
+        assert_eq!(stats.rate_limited, 1);
+        assert_eq!(stats.rate_limited_by_page.get("P1"), Some(&1));
+        // The 613 itself did not count: the window frees at T0 + 1000.
+        let phone = json!({"messaging_type": "UPDATE", "recipient": {"phone_number": "+1 555 0100"}, "message": {"text": "x"}});
+        assert_eq!(send(&mut s, T0 + 1_000, phone).status, 200);
     }
 
     #[test]

@@ -380,6 +380,13 @@ async fn psid_outside_24h_is_2018278() {
 #[tokio::test]
 async fn psid_human_agent_within_7_days() {
     let sim = sim().await;
+    // HUMAN_AGENT needs the Page's Human Agent feature (off by default; see
+    // tests/rules_2026.rs).
+    sim.update_page_features(graph_sim::PageFeaturesUpdate {
+        page_id: PAGE_A.into(),
+        human_agent: Some(true),
+        ..Default::default()
+    });
     let now = sim.now_ms();
     sim.register_person(PAGE_A, "P3D", now - 3 * DAY_MS);
     sim.register_person(PAGE_A, "P8D", now - 8 * DAY_MS);
@@ -395,36 +402,35 @@ async fn psid_human_agent_within_7_days() {
 
 #[tokio::test]
 async fn psid_other_tags_need_the_allow_list() {
+    // The update tags are retired (tests/rules_2026.rs); a hypothetical
+    // future tag shows the allow-list.
     let sim = sim().await;
     sim.register_person(PAGE_A, "P1", sim.now_ms() - 30 * DAY_MS);
-    send(
-        &sim,
-        TOKEN_A,
-        &tagged(json!({"id": "P1"}), "ACCOUNT_UPDATE"),
-    )
-    .await
-    .assert_err(100, None);
+    send(&sim, TOKEN_A, &tagged(json!({"id": "P1"}), "FUTURE_TAG"))
+        .await
+        .assert_err(100, None);
     sim.update_config(ConfigUpdate {
-        allowed_tags: Some(vec!["HUMAN_AGENT".into(), "ACCOUNT_UPDATE".into()]),
+        allowed_tags: Some(vec!["HUMAN_AGENT".into(), "FUTURE_TAG".into()]),
         ..ConfigUpdate::default()
     });
     // Allowed tags other than HUMAN_AGENT have no window.
-    send(
-        &sim,
-        TOKEN_A,
-        &tagged(json!({"id": "P1"}), "ACCOUNT_UPDATE"),
-    )
-    .await
-    .assert_ok();
+    send(&sim, TOKEN_A, &tagged(json!({"id": "P1"}), "FUTURE_TAG"))
+        .await
+        .assert_ok();
 }
 
 #[tokio::test]
 async fn psid_utility_has_no_window() {
     let sim = sim().await;
+    sim.update_page_features(graph_sim::PageFeaturesUpdate {
+        page_id: PAGE_A.into(),
+        page_utility_messaging: Some(true),
+        ..Default::default()
+    });
     sim.register_person(PAGE_A, "P1", sim.now_ms() - 30 * DAY_MS);
-    send(&sim, TOKEN_A, &psid("P1", "UTILITY"))
-        .await
-        .assert_ok();
+    let body = json!({"messaging_type": "UTILITY", "recipient": {"id": "P1"},
+        "message": {"attachment": {"type": "template", "payload": {"template_type": "utility"}}}});
+    send(&sim, TOKEN_A, &body).await.assert_ok();
 }
 
 #[tokio::test]
