@@ -187,6 +187,12 @@ async fn psid_with_human_agent_tag_outside_the_standard_window() {
     let sim = sim().await;
     let c = client(&sim);
     sim.register_person(PAGE, "psid-2", sim.now_ms() - 2 * DAY_MS);
+    // Meta only accepts HUMAN_AGENT from a Page with the approved Human Agent feature.
+    sim.update_page_features(graph_sim::PageFeaturesUpdate {
+        page_id: PAGE.into(),
+        human_agent: Some(true),
+        ..Default::default()
+    });
     let mut req = request(
         Recipient::Id("psid-2".into()),
         MessagingType::MessageTag,
