@@ -14,7 +14,7 @@
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use lc_core::ports::graph::{
     GraphApi, OutgoingMessage, PageAuth, Recipient, SendError, SendOk, SendRequest, TokenInfo,
 };

@@ -24,7 +24,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -52,7 +52,7 @@ pub fn appsecret_proof(app_secret: &str, access_token: &str) -> String {
 
 /// HMAC takes keys of any length, so this is always `Some`.
 fn proof_mac(app_secret: &str, access_token: &str) -> Option<Hmac<Sha256>> {
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(app_secret.as_bytes()).ok()?;
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(app_secret.as_bytes()).ok()?;
     mac.update(access_token.as_bytes());
     Some(mac)
 }

@@ -5,7 +5,7 @@
 //! and that is the point. Several app secrets may be configured (one deployment serving several
 //! apps); a body valid under any of them passes. The legacy SHA-1 header alone is refused.
 
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 use subtle::{Choice, ConstantTimeEq};
 
