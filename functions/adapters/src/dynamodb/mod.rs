@@ -269,3 +269,79 @@ pub async fn create_table(client: &Client, name: &str) -> Result<(), PortError> 
         .map_err(|e| port_error("UpdateTimeToLive", &e))?;
     Ok(())
 }
+
+/// The adapter against canned DynamoDB answers: what the SDK makes of the wire, without moto.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_dynamodb::config::retry::RetryConfig;
+    use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+    use aws_smithy_runtime_api::client::http::{
+        http_client_fn, HttpConnector, HttpConnectorFuture, SharedHttpConnector,
+    };
+    use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
+    use aws_smithy_runtime_api::http::StatusCode;
+    use aws_smithy_types::body::SdkBody;
+    use lc_core::ports::OptinStore;
+
+    /// Answers every request with one status and JSON body.
+    #[derive(Debug, Clone)]
+    struct Canned(u16, &'static str);
+
+    impl HttpConnector for Canned {
+        fn call(&self, _: HttpRequest) -> HttpConnectorFuture {
+            let status = StatusCode::try_from(self.0).expect("valid status");
+            HttpConnectorFuture::ready(Ok(HttpResponse::new(status, SdkBody::from(self.1))))
+        }
+    }
+
+    fn store(status: u16, body: &'static str) -> DynamoStore {
+        let canned = Canned(status, body);
+        let config = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("id", "secret", None, None, "test"))
+            // The SDK's own retries would only repeat the canned answer.
+            .retry_config(RetryConfig::disabled())
+            .http_client(http_client_fn(move |_, _| {
+                SharedHttpConnector::new(canned.clone())
+            }))
+            .build();
+        DynamoStore::new(Client::from_conf(config), "t")
+    }
+
+    fn error_body(code: &'static str) -> &'static str {
+        match code {
+            "TransactionInProgressException" => {
+                r#"{"__type":"com.amazonaws.dynamodb.v20120810#TransactionInProgressException","message":"busy"}"#
+            }
+            "ProvisionedThroughputExceededException" => {
+                r#"{"__type":"com.amazonaws.dynamodb.v20120810#ProvisionedThroughputExceededException","message":"slow"}"#
+            }
+            "InternalServerError" => {
+                r#"{"__type":"com.amazonaws.dynamodb.v20120810#InternalServerError","message":"oops"}"#
+            }
+            "ValidationException" => {
+                r#"{"__type":"com.amazon.coral.validate#ValidationException","message":"bad"}"#
+            }
+            _ => r#"{}"#,
+        }
+    }
+
+    #[tokio::test]
+    async fn wire_errors_are_classified_by_the_sdk() {
+        for (status, code, retryable) in [
+            (400, "TransactionInProgressException", true),
+            (400, "ProvisionedThroughputExceededException", true),
+            (500, "InternalServerError", true),
+            (400, "ValidationException", false),
+        ] {
+            let err = store(status, error_body(code))
+                .get_optin("OPTIN#login_id#L1")
+                .await
+                .unwrap_err();
+            assert_eq!(err.is_retryable(), retryable, "{code}: {err:?}");
+            assert!(err.to_string().contains(code), "{err}");
+        }
+    }
+}

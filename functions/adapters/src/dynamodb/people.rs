@@ -239,3 +239,88 @@ impl PersonStore for DynamoStore {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dynamodb::errors::tests::{meta, response};
+    use aws_sdk_dynamodb::types::error::TransactionCanceledException;
+    use aws_sdk_dynamodb::types::CancellationReason;
+
+    fn cancelled(codes: &[&str]) -> SdkError<TransactWriteItemsError> {
+        let reasons = codes
+            .iter()
+            .map(|c| CancellationReason::builder().code(*c).build())
+            .collect();
+        SdkError::service_error(
+            TransactWriteItemsError::TransactionCanceledException(
+                TransactionCanceledException::builder()
+                    .set_cancellation_reasons(Some(reasons))
+                    .meta(meta("TransactionCanceledException"))
+                    .build(),
+            ),
+            response(400),
+        )
+    }
+
+    #[test]
+    fn a_live_send_cancels_the_link_as_in_flight() {
+        assert_eq!(
+            link_failed(&cancelled(&["None", "ConditionalCheckFailed"])),
+            Ok(LinkResult::SendInFlight)
+        );
+    }
+
+    #[test]
+    fn other_cancellations_are_retried_with_their_reasons() {
+        for (codes, text) in [
+            (
+                &["TransactionConflict", "None"][..],
+                "[TransactionConflict,None]",
+            ),
+            (&["None", "ThrottlingError"][..], "[None,ThrottlingError]"),
+            (
+                &["ConditionalCheckFailed", "None"][..],
+                "[ConditionalCheckFailed,None]",
+            ),
+            (&[][..], "[]"),
+        ] {
+            assert_eq!(
+                link_failed(&cancelled(codes)),
+                Err(PortError::Unavailable(format!(
+                    "TransactWriteItems: transaction cancelled {text}"
+                )))
+            );
+        }
+    }
+
+    #[test]
+    fn other_transaction_errors_are_classified_like_any_request() {
+        let busy = SdkError::service_error(
+            TransactWriteItemsError::generic(meta("TransactionInProgressException")),
+            response(400),
+        );
+        assert!(matches!(link_failed(&busy), Err(PortError::Unavailable(_))));
+        let invalid = SdkError::service_error(
+            TransactWriteItemsError::generic(meta("ValidationException")),
+            response(400),
+        );
+        assert!(matches!(link_failed(&invalid), Err(PortError::Rejected(_))));
+    }
+
+    #[test]
+    fn only_login_ids_and_user_refs_link() {
+        assert_eq!(
+            link_target(IdentityKind::LoginId),
+            Ok(("login_id", EntryPoint::LoginConnect))
+        );
+        assert_eq!(
+            link_target(IdentityKind::UserRef),
+            Ok(("user_ref", EntryPoint::Checkbox))
+        );
+        assert!(matches!(
+            link_target(IdentityKind::Psid),
+            Err(PortError::Rejected(_))
+        ));
+    }
+}
