@@ -1,5 +1,4 @@
-//! Items <-> domain records. A malformed item is `Rejected`, naming its key and attribute,
-//! never a panic.
+//! Items <-> domain records, through `serde_dynamo`: one flat struct per stored shape.
 //!
 //! # Item shapes
 //!
@@ -33,6 +32,9 @@
 //!
 //! To pause a Page by hand: create or edit `pk = PAGE#<page_id>`, `sk = CONFIG`, set `paused`
 //! to `true` and `paused_reason` to a note.
+//!
+//! Enumerations are stored as the domain types' own snake_case names (their `as_str`); a test
+//! pins each one, so a rename in the domain cannot silently change what is stored.
 
 use std::collections::HashMap;
 
@@ -43,300 +45,327 @@ use lc_core::ports::store::{
 };
 use lc_core::ports::PortError;
 use lc_core::webhook::{Identity, IdentityKind};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 
-use super::expr::{b, n, s};
-use super::keys::{page_key, OPTIN_SK, QUARANTINE_PK, TOKEN_SK_PREFIX, TTL};
+use super::keys::{page_key, OPTIN_SK, PK, QUARANTINE_PK, SK, TOKEN_SK_PREFIX};
 
 pub(super) type Item = HashMap<String, AttributeValue>;
 
 /// How long a quarantined event is kept (TTL), in seconds.
 const QUARANTINE_TTL_SECS: i64 = 90 * 24 * 60 * 60;
 
-struct Reader<'a> {
-    item: &'a Item,
+/// The keys are written with every whole item but never read back from it: the caller already
+/// knows them, and an item without them could not have been fetched.
+#[derive(Debug, Serialize, Deserialize)]
+struct OptinItem {
+    #[serde(skip_deserializing)]
+    pk: String,
+    #[serde(skip_deserializing)]
+    sk: String,
+    recipient_kind: IdentityKind,
+    recipient_id: String,
+    page_id: String,
+    object: String,
+    entry_point: EntryPoint,
+    source: OptinSource,
+    opted_in_at_ms: i64,
+    deadline_at_ms: i64,
+    state: OptinState,
+    attempts: u32,
+    lease_until_ms: i64,
+    job_enqueued: bool,
+    job_claim_until_ms: i64,
+    schedule_name: String,
+    created_by: String,
+    updated_at_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    last_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    message_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sent_at_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    psid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    answered_at_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reference_raw: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reference_status: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reference_payload: Option<String>,
 }
 
-impl<'a> Reader<'a> {
-    fn new(item: &'a Item) -> Self {
-        Reader { item }
-    }
-
-    fn key(&self) -> String {
-        let part = |k: &str| match self.item.get(k) {
-            Some(AttributeValue::S(v)) => v.clone(),
-            _ => "?".to_string(),
-        };
-        format!("{}/{}", part("pk"), part("sk"))
-    }
-
-    fn bad(&self, attr: &str, why: &str) -> PortError {
-        PortError::Rejected(format!(
-            "malformed item {} in DynamoDB: attribute {attr}: {why}",
-            self.key()
-        ))
-    }
-
-    /// The attribute, unless absent or `NULL`.
-    fn get(&self, attr: &str) -> Option<&'a AttributeValue> {
-        match self.item.get(attr) {
-            None | Some(AttributeValue::Null(_)) => None,
-            Some(v) => Some(v),
-        }
-    }
-
-    fn opt_s(&self, attr: &str) -> Result<Option<String>, PortError> {
-        match self.get(attr) {
-            None => Ok(None),
-            Some(AttributeValue::S(v)) => Ok(Some(v.clone())),
-            Some(_) => Err(self.bad(attr, "not a string (S)")),
-        }
-    }
-
-    fn s(&self, attr: &str) -> Result<String, PortError> {
-        self.opt_s(attr)?.ok_or_else(|| self.bad(attr, "missing"))
-    }
-
-    fn opt_i64(&self, attr: &str) -> Result<Option<i64>, PortError> {
-        match self.get(attr) {
-            None => Ok(None),
-            Some(AttributeValue::N(v)) => v
-                .parse::<i64>()
-                .map(Some)
-                .map_err(|_| self.bad(attr, "not an integer")),
-            Some(_) => Err(self.bad(attr, "not a number (N)")),
-        }
-    }
-
-    fn i64(&self, attr: &str) -> Result<i64, PortError> {
-        self.opt_i64(attr)?.ok_or_else(|| self.bad(attr, "missing"))
-    }
-
-    fn u32(&self, attr: &str) -> Result<u32, PortError> {
-        u32::try_from(self.i64(attr)?).map_err(|_| self.bad(attr, "out of range"))
-    }
-
-    fn opt_bool(&self, attr: &str) -> Result<Option<bool>, PortError> {
-        match self.get(attr) {
-            None => Ok(None),
-            Some(AttributeValue::Bool(v)) => Ok(Some(*v)),
-            Some(_) => Err(self.bad(attr, "not a boolean (BOOL)")),
-        }
-    }
-
-    fn bool(&self, attr: &str) -> Result<bool, PortError> {
-        self.opt_bool(attr)?
-            .ok_or_else(|| self.bad(attr, "missing"))
-    }
-
-    fn parsed<T>(&self, attr: &str, parse: impl Fn(&str) -> Option<T>) -> Result<T, PortError> {
-        let v = self.s(attr)?;
-        parse(&v).ok_or_else(|| self.bad(attr, "unknown value"))
-    }
+/// Every attribute is optional: the item is created piecemeal by updates (a message, a link, a
+/// referral or an opt-out may come first), and `page_id` / `psid` are also in the key.
+#[derive(Debug, Deserialize)]
+struct PersonItem {
+    page_id: Option<String>,
+    psid: Option<String>,
+    login_id: Option<String>,
+    user_ref: Option<String>,
+    linked_at_ms: Option<i64>,
+    last_user_message_at_ms: Option<i64>,
+    opted_out_at_ms: Option<i64>,
+    opted_out_reason: Option<String>,
+    referral_at_ms: Option<i64>,
+    referral_reference: Option<String>,
+    referral_source: Option<String>,
+    referral_ad_id: Option<String>,
 }
 
-fn identity_kind(s: &str) -> Option<IdentityKind> {
-    Some(match s {
-        "psid" => IdentityKind::Psid,
-        "igsid" => IdentityKind::Igsid,
-        "user_ref" => IdentityKind::UserRef,
-        "login_id" => IdentityKind::LoginId,
-        _ => return None,
+#[derive(Debug, Deserialize)]
+struct TokenItem {
+    /// Only consulted when `topic` is absent.
+    sk: Option<String>,
+    topic: Option<String>,
+    token: Option<String>,
+    status: TokenStatus,
+    token_expires_at_ms: Option<i64>,
+    status_at_ms: i64,
+}
+
+/// Operators write these by hand: everything but the key may be missing.
+#[derive(Debug, Serialize, Deserialize)]
+struct PageItem {
+    #[serde(skip_deserializing)]
+    pk: String,
+    #[serde(skip_deserializing)]
+    sk: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    page_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    paused: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    paused_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    paused_at_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pause_event_at_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    first_message: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct QuarantineItem {
+    #[serde(skip_deserializing)]
+    pk: String,
+    /// The record's id.
+    sk: String,
+    reason: String,
+    received_at_ms: i64,
+    event_json: String,
+    /// Written for DynamoDB's TTL sweep (the table's TTL attribute, `keys::TTL`); nothing
+    /// reads it.
+    #[serde(skip_deserializing)]
+    expires_at: i64,
+}
+
+pub(super) fn optin_item(o: &Optin) -> Result<Item, PortError> {
+    let reference = o.reference.as_ref();
+    to_item(OptinItem {
+        pk: o.key(),
+        sk: OPTIN_SK.to_string(),
+        recipient_kind: o.recipient.kind,
+        recipient_id: o.recipient.id.clone(),
+        page_id: o.page_id.clone(),
+        object: o.object.clone(),
+        entry_point: o.entry_point,
+        source: o.source,
+        opted_in_at_ms: o.opted_in_at_ms,
+        deadline_at_ms: o.deadline_at_ms,
+        state: o.state,
+        attempts: o.attempts,
+        lease_until_ms: o.lease_until_ms,
+        job_enqueued: o.job_enqueued,
+        job_claim_until_ms: o.job_claim_until_ms,
+        schedule_name: o.schedule_name.clone(),
+        created_by: o.created_by.clone(),
+        updated_at_ms: o.updated_at_ms,
+        last_error: o.last_error.clone(),
+        message_id: o.message_id.clone(),
+        sent_at_ms: o.sent_at_ms,
+        psid: o.psid.clone(),
+        answered_at_ms: o.answered_at_ms,
+        reference_raw: reference.map(|r| r.raw.clone()),
+        reference_status: reference.map(|r| r.status.clone()),
+        reference_payload: reference.and_then(|r| r.payload.clone()),
     })
 }
 
-fn token_status(s: &str) -> Option<TokenStatus> {
-    match s {
-        "active" => Some(TokenStatus::Active),
-        "stopped" => Some(TokenStatus::Stopped),
-        _ => None,
-    }
-}
-
 pub(super) fn optin_from(item: Item) -> Result<Optin, PortError> {
-    let r = Reader::new(&item);
-    let reference = match r.opt_s("reference_raw")? {
+    let key = item_key(&item);
+    let i: OptinItem = from_item(item, &key)?;
+    let reference = match i.reference_raw {
         None => None,
         Some(raw) => Some(RefInfo {
             raw,
-            status: r.s("reference_status")?,
-            payload: r.opt_s("reference_payload")?,
+            status: i
+                .reference_status
+                .ok_or_else(|| malformed(&key, "attribute reference_status: missing"))?,
+            payload: i.reference_payload,
         }),
     };
     Ok(Optin {
-        recipient: Identity::new(
-            r.parsed("recipient_kind", identity_kind)?,
-            r.s("recipient_id")?,
-        ),
-        page_id: r.s("page_id")?,
-        object: r.s("object")?,
-        entry_point: r.parsed("entry_point", EntryPoint::parse)?,
-        source: r.parsed("source", OptinSource::parse)?,
-        opted_in_at_ms: r.i64("opted_in_at_ms")?,
-        deadline_at_ms: r.i64("deadline_at_ms")?,
-        state: r.parsed("state", OptinState::parse)?,
-        attempts: r.u32("attempts")?,
-        lease_until_ms: r.i64("lease_until_ms")?,
-        job_enqueued: r.bool("job_enqueued")?,
-        job_claim_until_ms: r.i64("job_claim_until_ms")?,
-        schedule_name: r.s("schedule_name")?,
-        last_error: r.opt_s("last_error")?,
-        message_id: r.opt_s("message_id")?,
-        sent_at_ms: r.opt_i64("sent_at_ms")?,
-        psid: r.opt_s("psid")?,
-        answered_at_ms: r.opt_i64("answered_at_ms")?,
+        recipient: Identity::new(i.recipient_kind, i.recipient_id),
+        page_id: i.page_id,
+        object: i.object,
+        entry_point: i.entry_point,
+        source: i.source,
+        opted_in_at_ms: i.opted_in_at_ms,
+        deadline_at_ms: i.deadline_at_ms,
+        state: i.state,
+        attempts: i.attempts,
+        lease_until_ms: i.lease_until_ms,
+        job_enqueued: i.job_enqueued,
+        job_claim_until_ms: i.job_claim_until_ms,
+        schedule_name: i.schedule_name,
+        last_error: i.last_error,
+        message_id: i.message_id,
+        sent_at_ms: i.sent_at_ms,
+        psid: i.psid,
+        answered_at_ms: i.answered_at_ms,
         reference,
-        created_by: r.s("created_by")?,
-        updated_at_ms: r.i64("updated_at_ms")?,
+        created_by: i.created_by,
+        updated_at_ms: i.updated_at_ms,
     })
 }
 
 pub(super) fn person_from(item: Item, page_id: &str, psid: &str) -> Result<Person, PortError> {
-    let r = Reader::new(&item);
-    let referral = match r.opt_i64("referral_at_ms")? {
-        None => None,
-        Some(at_ms) => Some(ReferralInfo {
-            reference: r.opt_s("referral_reference")?,
-            source: r.opt_s("referral_source")?,
-            ad_id: r.opt_s("referral_ad_id")?,
+    let key = item_key(&item);
+    let i: PersonItem = from_item(item, &key)?;
+    Ok(Person {
+        page_id: i.page_id.unwrap_or_else(|| page_id.to_string()),
+        psid: i.psid.unwrap_or_else(|| psid.to_string()),
+        login_id: i.login_id,
+        user_ref: i.user_ref,
+        linked_at_ms: i.linked_at_ms,
+        last_user_message_at_ms: i.last_user_message_at_ms,
+        opted_out_at_ms: i.opted_out_at_ms,
+        opted_out_reason: i.opted_out_reason,
+        referral: i.referral_at_ms.map(|at_ms| ReferralInfo {
+            reference: i.referral_reference,
+            source: i.referral_source,
+            ad_id: i.referral_ad_id,
             at_ms,
         }),
-    };
-    Ok(Person {
-        page_id: r.opt_s("page_id")?.unwrap_or_else(|| page_id.to_string()),
-        psid: r.opt_s("psid")?.unwrap_or_else(|| psid.to_string()),
-        login_id: r.opt_s("login_id")?,
-        user_ref: r.opt_s("user_ref")?,
-        linked_at_ms: r.opt_i64("linked_at_ms")?,
-        last_user_message_at_ms: r.opt_i64("last_user_message_at_ms")?,
-        opted_out_at_ms: r.opt_i64("opted_out_at_ms")?,
-        opted_out_reason: r.opt_s("opted_out_reason")?,
-        referral,
     })
 }
 
 pub(super) fn token_from(item: Item) -> Result<MarketingToken, PortError> {
-    let r = Reader::new(&item);
-    let topic = match r.opt_s("topic")? {
-        Some(t) => t,
-        None => r
-            .s("sk")?
+    let key = item_key(&item);
+    let i: TokenItem = from_item(item, &key)?;
+    let topic = match (i.topic, i.sk) {
+        (Some(t), _) => t,
+        (None, None) => return Err(malformed(&key, "attribute sk: missing")),
+        (None, Some(sk)) => sk
             .strip_prefix(TOKEN_SK_PREFIX)
             .map(str::to_string)
-            .ok_or_else(|| r.bad("sk", "not a token sort key"))?,
+            .ok_or_else(|| malformed(&key, "attribute sk: not a token sort key"))?,
     };
     Ok(MarketingToken {
         topic,
-        token: r.opt_s("token")?,
-        status: r.parsed("status", token_status)?,
-        expires_at_ms: r.opt_i64("token_expires_at_ms")?,
-        status_at_ms: r.i64("status_at_ms")?,
+        token: i.token,
+        status: i.status,
+        expires_at_ms: i.token_expires_at_ms,
+        status_at_ms: i.status_at_ms,
+    })
+}
+
+pub(super) fn page_item(p: &PageConfig) -> Result<Item, PortError> {
+    let (pk, sk) = page_key(&p.page_id);
+    to_item(PageItem {
+        pk,
+        sk,
+        page_id: Some(p.page_id.clone()),
+        paused: Some(p.paused),
+        paused_reason: p.paused_reason.clone(),
+        paused_at_ms: p.paused_at_ms,
+        pause_event_at_ms: p.pause_event_at_ms,
+        first_message: p.first_message.clone(),
     })
 }
 
 pub(super) fn page_from(item: Item, page_id: &str) -> Result<PageConfig, PortError> {
-    let r = Reader::new(&item);
+    let key = item_key(&item);
+    let i: PageItem = from_item(item, &key)?;
     Ok(PageConfig {
-        page_id: r.opt_s("page_id")?.unwrap_or_else(|| page_id.to_string()),
-        paused: r.opt_bool("paused")?.unwrap_or(false),
-        paused_reason: r.opt_s("paused_reason")?,
-        paused_at_ms: r.opt_i64("paused_at_ms")?,
-        pause_event_at_ms: r.opt_i64("pause_event_at_ms")?,
-        first_message: r.opt_s("first_message")?,
+        page_id: i.page_id.unwrap_or_else(|| page_id.to_string()),
+        paused: i.paused.unwrap_or(false),
+        paused_reason: i.paused_reason,
+        paused_at_ms: i.paused_at_ms,
+        pause_event_at_ms: i.pause_event_at_ms,
+        first_message: i.first_message,
+    })
+}
+
+pub(super) fn quarantined_item(r: &QuarantinedRecord) -> Result<Item, PortError> {
+    to_item(QuarantineItem {
+        pk: QUARANTINE_PK.to_string(),
+        sk: r.id.clone(),
+        reason: r.reason.clone(),
+        received_at_ms: r.received_at_ms,
+        event_json: r.event_json.clone(),
+        expires_at: r.received_at_ms.div_euclid(1000) + QUARANTINE_TTL_SECS,
     })
 }
 
 pub(super) fn quarantined_from(item: Item) -> Result<QuarantinedRecord, PortError> {
-    let r = Reader::new(&item);
+    let key = item_key(&item);
+    let i: QuarantineItem = from_item(item, &key)?;
     Ok(QuarantinedRecord {
-        id: r.s("sk")?,
-        reason: r.s("reason")?,
-        received_at_ms: r.i64("received_at_ms")?,
-        event_json: r.s("event_json")?,
+        id: i.sk,
+        reason: i.reason,
+        received_at_ms: i.received_at_ms,
+        event_json: i.event_json,
     })
 }
 
-pub(super) fn optin_item(o: &Optin) -> Item {
-    let mut i = Item::new();
-    let mut put = |k: &str, v: AttributeValue| {
-        i.insert(k.to_string(), v);
-    };
-    put("pk", s(o.key()));
-    put("sk", s(OPTIN_SK));
-    put("recipient_kind", s(o.recipient.kind.as_str()));
-    put("recipient_id", s(&o.recipient.id));
-    put("page_id", s(&o.page_id));
-    put("object", s(&o.object));
-    put("entry_point", s(o.entry_point.as_str()));
-    put("source", s(o.source.as_str()));
-    put("opted_in_at_ms", n(o.opted_in_at_ms));
-    put("deadline_at_ms", n(o.deadline_at_ms));
-    put("state", s(o.state.as_str()));
-    put("attempts", n(i64::from(o.attempts)));
-    put("lease_until_ms", n(o.lease_until_ms));
-    put("job_enqueued", b(o.job_enqueued));
-    put("job_claim_until_ms", n(o.job_claim_until_ms));
-    put("schedule_name", s(&o.schedule_name));
-    put("created_by", s(&o.created_by));
-    put("updated_at_ms", n(o.updated_at_ms));
-    if let Some(v) = &o.last_error {
-        put("last_error", s(v));
-    }
-    if let Some(v) = &o.message_id {
-        put("message_id", s(v));
-    }
-    if let Some(v) = o.sent_at_ms {
-        put("sent_at_ms", n(v));
-    }
-    if let Some(v) = &o.psid {
-        put("psid", s(v));
-    }
-    if let Some(v) = o.answered_at_ms {
-        put("answered_at_ms", n(v));
-    }
-    if let Some(r) = &o.reference {
-        put("reference_raw", s(&r.raw));
-        put("reference_status", s(&r.status));
-        if let Some(p) = &r.payload {
-            put("reference_payload", s(p));
+fn to_item<T: Serialize>(record: T) -> Result<Item, PortError> {
+    // Flat structs of strings, integers and flags always serialize; an error here is a bug in
+    // a record type, reported rather than panicking.
+    serde_dynamo::aws_sdk_dynamodb_1::to_item(record)
+        .map_err(|e| PortError::Rejected(format!("item could not be built for DynamoDB: {e}")))
+}
+
+/// A malformed item is `Rejected`, naming its key and attribute, never a panic.
+fn from_item<T: DeserializeOwned>(mut item: Item, key: &str) -> Result<T, PortError> {
+    // serde_dynamo panics converting a value type the SDK did not recognise (`Unknown`, only
+    // possible with a newer DynamoDB type). Such an attribute is dropped: if the record needs
+    // it, it reads as missing.
+    item.retain(|_, v| known(v));
+    let value = serde_dynamo::AttributeValue::from(AttributeValue::M(item));
+    let de = serde_dynamo::Deserializer::from_attribute_value(value);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        if path == "." {
+            malformed(key, &inner.to_string())
+        } else {
+            malformed(key, &format!("attribute {path}: {inner}"))
         }
-    }
-    i
+    })
 }
 
-pub(super) fn page_item(p: &PageConfig) -> Item {
-    let (pk, sk) = page_key(&p.page_id);
-    let mut i = Item::new();
-    i.insert("pk".into(), s(pk));
-    i.insert("sk".into(), s(sk));
-    i.insert("page_id".into(), s(&p.page_id));
-    i.insert("paused".into(), b(p.paused));
-    if let Some(v) = &p.paused_reason {
-        i.insert("paused_reason".into(), s(v));
+fn known(v: &AttributeValue) -> bool {
+    match v {
+        AttributeValue::M(m) => m.values().all(known),
+        AttributeValue::L(l) => l.iter().all(known),
+        other => !other.is_unknown(),
     }
-    if let Some(v) = p.paused_at_ms {
-        i.insert("paused_at_ms".into(), n(v));
-    }
-    if let Some(v) = p.pause_event_at_ms {
-        i.insert("pause_event_at_ms".into(), n(v));
-    }
-    if let Some(v) = &p.first_message {
-        i.insert("first_message".into(), s(v));
-    }
-    i
 }
 
-pub(super) fn quarantined_item(r: &QuarantinedRecord) -> Item {
-    let mut i = Item::new();
-    i.insert("pk".into(), s(QUARANTINE_PK));
-    i.insert("sk".into(), s(&r.id));
-    i.insert("reason".into(), s(&r.reason));
-    i.insert("received_at_ms".into(), n(r.received_at_ms));
-    i.insert("event_json".into(), s(&r.event_json));
-    i.insert(
-        TTL.into(),
-        n(r.received_at_ms.div_euclid(1000) + QUARANTINE_TTL_SECS),
-    );
-    i
+fn item_key(item: &Item) -> String {
+    let part = |k: &str| match item.get(k) {
+        Some(AttributeValue::S(v)) => v.as_str(),
+        _ => "?",
+    };
+    format!("{}/{}", part(PK), part(SK))
+}
+
+fn malformed(key: &str, why: &str) -> PortError {
+    PortError::Rejected(format!("malformed item {key} in DynamoDB: {why}"))
 }
 
 #[cfg(test)]
@@ -365,44 +394,228 @@ mod tests {
         o
     }
 
+    fn optin_sample_item() -> Item {
+        optin_item(&sample()).expect("item")
+    }
+
     #[test]
     fn optin_round_trips_through_an_item() {
         let o = sample();
-        let item = optin_item(&o);
+        let item = optin_item(&o).unwrap();
         assert_eq!(item.get("pk"), Some(&s("OPTIN#login_id#L1")));
+        assert_eq!(item.get("sk"), Some(&s("OPTIN")));
         assert_eq!(item.get("job_enqueued"), Some(&b(false)));
+        assert_eq!(item.get("attempts"), Some(&n(0)));
+        assert_eq!(item.get("deadline_at_ms"), Some(&n(1_000 + 86_400_000)));
+        assert_eq!(item.get("reference_raw"), Some(&s("r")));
         assert!(!item.contains_key("psid"), "absent, not NULL");
         assert!(!item.contains_key("reference_payload"));
+        assert!(!item.contains_key("reference"), "flat, not a map");
+        assert!(!item.contains_key("recipient"), "flat, not a map");
         assert_eq!(optin_from(item), Ok(o));
+    }
+
+    /// The stored shape of an opt-in, attribute by attribute, as tables hold it today.
+    #[test]
+    fn optin_item_has_exactly_the_stored_attributes() {
+        let mut o = sample();
+        o.state = OptinState::OptedOut;
+        o.entry_point = EntryPoint::SendToMessenger;
+        o.recipient = Identity::new(IdentityKind::UserRef, "U1");
+        o.last_error = Some("e".into());
+        o.sent_at_ms = Some(7);
+        o.psid = Some("P".into());
+        o.answered_at_ms = Some(8);
+        o.reference = Some(RefInfo {
+            raw: "r".into(),
+            status: "valid".into(),
+            payload: Some("p".into()),
+        });
+        let item = optin_item(&o).unwrap();
+        let expected = Item::from([
+            ("pk".into(), s("OPTIN#user_ref#U1")),
+            ("sk".into(), s("OPTIN")),
+            ("recipient_kind".into(), s("user_ref")),
+            ("recipient_id".into(), s("U1")),
+            ("page_id".into(), s("100")),
+            ("object".into(), s("page")),
+            ("entry_point".into(), s("send_to_messenger")),
+            ("source".into(), s("webhook")),
+            ("opted_in_at_ms".into(), n(1_000)),
+            ("deadline_at_ms".into(), n(86_401_000)),
+            ("state".into(), s("opted_out")),
+            ("attempts".into(), n(0)),
+            ("lease_until_ms".into(), n(0)),
+            ("job_enqueued".into(), b(false)),
+            ("job_claim_until_ms".into(), n(0)),
+            ("schedule_name".into(), s(&o.schedule_name)),
+            ("created_by".into(), s("optin:h1")),
+            ("updated_at_ms".into(), n(1_500)),
+            ("last_error".into(), s("e")),
+            ("message_id".into(), s("m_1")),
+            ("sent_at_ms".into(), n(7)),
+            ("psid".into(), s("P")),
+            ("answered_at_ms".into(), n(8)),
+            ("reference_raw".into(), s("r")),
+            ("reference_status".into(), s("valid")),
+            ("reference_payload".into(), s("p")),
+        ]);
+        assert_eq!(item, expected);
+        assert_eq!(optin_from(item), Ok(o));
+    }
+
+    /// The stored names are the domain's `as_str` for every variant.
+    #[test]
+    fn enumerations_are_stored_by_their_domain_names() {
+        fn stored<T: Serialize>(v: T) -> AttributeValue {
+            serde_dynamo::aws_sdk_dynamodb_1::to_attribute_value(v).unwrap()
+        }
+        for k in [
+            IdentityKind::Psid,
+            IdentityKind::Igsid,
+            IdentityKind::UserRef,
+            IdentityKind::LoginId,
+        ] {
+            assert_eq!(stored(k), s(k.as_str()));
+        }
+        for e in [
+            EntryPoint::LoginConnect,
+            EntryPoint::SendToMessenger,
+            EntryPoint::Checkbox,
+        ] {
+            assert_eq!(stored(e), s(e.as_str()));
+        }
+        for src in [OptinSource::Webhook, OptinSource::Login, OptinSource::Reply] {
+            assert_eq!(stored(src), s(src.as_str()));
+        }
+        for st in [
+            OptinState::Pending,
+            OptinState::Sending,
+            OptinState::Sent,
+            OptinState::Answered,
+            OptinState::Failed,
+            OptinState::Expired,
+            OptinState::OptedOut,
+        ] {
+            assert_eq!(stored(st), s(st.as_str()));
+        }
+        assert_eq!(stored(TokenStatus::Active), s("active"));
+        assert_eq!(stored(TokenStatus::Stopped), s("stopped"));
     }
 
     #[test]
     fn malformed_items_are_rejected_naming_the_key() {
-        let mut item = optin_item(&sample());
+        let mut item = optin_sample_item();
         item.insert("state".into(), s("flying"));
         let err = optin_from(item).unwrap_err();
         assert!(
             matches!(&err, PortError::Rejected(m) if m.contains("OPTIN#login_id#L1/OPTIN") && m.contains("state")),
             "{err}"
         );
-        let mut item = optin_item(&sample());
+        let mut item = optin_sample_item();
         item.insert("attempts".into(), s("1"));
-        assert!(matches!(optin_from(item), Err(PortError::Rejected(_))));
-        let mut item = optin_item(&sample());
+        let err = optin_from(item).unwrap_err();
+        assert!(
+            matches!(&err, PortError::Rejected(m) if m.contains("attempts")),
+            "{err}"
+        );
+        let mut item = optin_sample_item();
         item.insert("attempts".into(), n(-1));
         assert!(matches!(optin_from(item), Err(PortError::Rejected(_))));
-        let mut item = optin_item(&sample());
+        let mut item = optin_sample_item();
+        item.insert("lease_until_ms".into(), AttributeValue::N("1.5".into()));
+        assert!(
+            matches!(optin_from(item), Err(PortError::Rejected(m)) if m.contains("lease_until_ms"))
+        );
+        let mut item = optin_sample_item();
         item.remove("deadline_at_ms");
         assert!(
             matches!(optin_from(item), Err(PortError::Rejected(m)) if m.contains("deadline_at_ms"))
         );
-        let mut item = optin_item(&sample());
+        let mut item = optin_sample_item();
+        item.remove("reference_status");
+        assert!(
+            matches!(optin_from(item), Err(PortError::Rejected(m)) if m.contains("reference_status"))
+        );
+        let mut item = optin_sample_item();
         item.insert("psid".into(), AttributeValue::Null(true));
         assert_eq!(
             optin_from(item).map(|o| o.psid),
             Ok(None),
             "NULL reads as absent"
         );
+    }
+
+    #[test]
+    fn attributes_the_record_does_not_know_are_ignored() {
+        let mut item = optin_sample_item();
+        item.insert("operator_note".into(), s("checked"));
+        item.insert("priority".into(), AttributeValue::N("1.5".into()));
+        item.insert(
+            "tags".into(),
+            AttributeValue::L(vec![s("a"), AttributeValue::Null(true)]),
+        );
+        item.insert("expires_at".into(), n(1));
+        assert_eq!(optin_from(item), Ok(sample()));
+    }
+
+    #[test]
+    fn person_is_read_from_a_partial_item() {
+        let item = Item::from([
+            ("pk".into(), s("PSID#100#P1")),
+            ("sk".into(), s("PERSON")),
+            ("last_user_message_at_ms".into(), n(5)),
+            ("referral_at_ms".into(), n(6)),
+            ("referral_source".into(), s("ADS")),
+        ]);
+        let p = person_from(item, "100", "P1").unwrap();
+        assert_eq!(
+            p,
+            Person {
+                page_id: "100".into(),
+                psid: "P1".into(),
+                last_user_message_at_ms: Some(5),
+                referral: Some(ReferralInfo {
+                    reference: None,
+                    source: Some("ADS".into()),
+                    ad_id: None,
+                    at_ms: 6,
+                }),
+                ..Person::default()
+            }
+        );
+        let bad = Item::from([("opted_out_at_ms".into(), s("yesterday"))]);
+        assert!(
+            matches!(person_from(bad, "100", "P1"), Err(PortError::Rejected(m)) if m.contains("opted_out_at_ms"))
+        );
+    }
+
+    #[test]
+    fn token_topic_falls_back_to_the_sort_key() {
+        let item = Item::from([
+            ("pk".into(), s("PSID#100#P1")),
+            ("sk".into(), s("TOKEN#deals")),
+            ("status".into(), s("stopped")),
+            ("status_at_ms".into(), n(9)),
+            ("token_expires_at_ms".into(), n(10)),
+        ]);
+        let t = token_from(item.clone()).unwrap();
+        assert_eq!(
+            t,
+            MarketingToken {
+                topic: "deals".into(),
+                token: None,
+                status: TokenStatus::Stopped,
+                expires_at_ms: Some(10),
+                status_at_ms: 9,
+            }
+        );
+        let mut odd = item.clone();
+        odd.insert("sk".into(), s("PERSON"));
+        assert!(matches!(token_from(odd), Err(PortError::Rejected(m)) if m.contains("sk")));
+        let mut bad = item;
+        bad.insert("status".into(), s("paused"));
+        assert!(matches!(token_from(bad), Err(PortError::Rejected(m)) if m.contains("status")));
     }
 
     #[test]
@@ -417,7 +630,7 @@ mod tests {
         assert_eq!(p.first_message.as_deref(), Some(r#"{"text":"hi"}"#));
         item.insert("paused".into(), s("yes"));
         assert!(
-            matches!(page_from(item.clone(), "100"), Err(PortError::Rejected(m)) if m.contains("PAGE#100/CONFIG"))
+            matches!(page_from(item, "100"), Err(PortError::Rejected(m)) if m.contains("PAGE#100/CONFIG") && m.contains("paused"))
         );
         let full = PageConfig {
             page_id: "100".into(),
@@ -427,7 +640,11 @@ mod tests {
             pause_event_at_ms: Some(5),
             first_message: Some("{}".into()),
         };
-        assert_eq!(page_from(page_item(&full), "100"), Ok(full));
+        let item = page_item(&full).unwrap();
+        assert_eq!(item.get("pk"), Some(&s("PAGE#100")));
+        assert_eq!(item.get("paused"), Some(&b(true)));
+        assert_eq!(item.len(), 8);
+        assert_eq!(page_from(item, "100"), Ok(full));
     }
 
     #[test]
@@ -438,11 +655,14 @@ mod tests {
             received_at_ms: 1_700_000_000_123,
             event_json: "{}".into(),
         };
-        let item = quarantined_item(&r);
+        let item = quarantined_item(&r).unwrap();
         assert_eq!(
-            item.get("expires_at"),
+            item.get(crate::dynamodb::keys::TTL),
             Some(&n(1_700_000_000 + 90 * 86_400))
         );
+        assert_eq!(item.get("pk"), Some(&s("QUARANTINE")));
+        assert_eq!(item.get("sk"), Some(&s("0000000001000#k")));
+        assert_eq!(item.len(), 6);
         assert_eq!(quarantined_from(item), Ok(r));
     }
 }

@@ -88,11 +88,12 @@ impl DynamoStore {
     /// Writes a whole page config item (seeding for tests and the local runner; operators use
     /// the console). Replaces what is there.
     pub async fn put_page(&self, page: &PageConfig) -> Result<(), PortError> {
+        let item = page_item(page)?;
         self.count("PutItem");
         self.client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(page_item(page)))
+            .set_item(Some(item))
             .send()
             .await
             .map_err(|e| port_error("PutItem", &e))?;
@@ -282,7 +283,7 @@ mod tests {
     use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
     use aws_smithy_runtime_api::http::StatusCode;
     use aws_smithy_types::body::SdkBody;
-    use lc_core::ports::OptinStore;
+    use lc_core::ports::{OptinStore, PageStore};
 
     /// Answers every request with one status and JSON body.
     #[derive(Debug, Clone)]
@@ -343,5 +344,29 @@ mod tests {
             assert_eq!(err.is_retryable(), retryable, "{code}: {err:?}");
             assert!(err.to_string().contains(code), "{err}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_value_type_newer_than_the_sdk_is_refused_not_a_panic() {
+        // `ZZ` is no DynamoDB type today: the SDK reads it as `AttributeValue::Unknown`.
+        let page = store(
+            200,
+            r#"{"Item":{"pk":{"S":"PAGE#100"},"sk":{"S":"CONFIG"},"note":{"ZZ":"x"},"paused":{"BOOL":true}}}"#,
+        );
+        let config = page
+            .get_page("100")
+            .await
+            .expect("an unknown extra attribute is ignored");
+        assert!(config.is_some_and(|c| c.paused));
+
+        let optin = store(
+            200,
+            r#"{"Item":{"pk":{"S":"OPTIN#login_id#L1"},"sk":{"S":"OPTIN"},"state":{"ZZ":"x"}}}"#,
+        );
+        let err = optin.get_optin("OPTIN#login_id#L1").await.unwrap_err();
+        assert!(
+            matches!(&err, PortError::Rejected(m) if m.contains("OPTIN#login_id#L1/OPTIN")),
+            "{err}"
+        );
     }
 }

@@ -26,12 +26,13 @@ fn free_condition(e: &mut Expr, now_ms: i64) -> String {
 #[async_trait]
 impl OptinStore for DynamoStore {
     async fn create_optin(&self, optin: &Optin) -> Result<Created, PortError> {
+        let item = optin_item(optin)?;
         self.count("PutItem");
         let res = self
             .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(optin_item(optin)))
+            .set_item(Some(item))
             .condition_expression("attribute_not_exists(#pk)")
             .expression_attribute_names("#pk", PK)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)

@@ -309,6 +309,16 @@ mod tests {
     }
 
     #[test]
+    fn token_status_is_written_as_it_is_read() {
+        for st in [TokenStatus::Active, TokenStatus::Stopped] {
+            assert_eq!(
+                serde_dynamo::aws_sdk_dynamodb_1::to_attribute_value(st),
+                Ok(s(token_status_str(st)))
+            );
+        }
+    }
+
+    #[test]
     fn only_login_ids_and_user_refs_link() {
         assert_eq!(
             link_target(IdentityKind::LoginId),

@@ -13,12 +13,13 @@ use super::DynamoStore;
 #[async_trait]
 impl QuarantineStore for DynamoStore {
     async fn put_quarantined(&self, record: &QuarantinedRecord) -> Result<(), PortError> {
+        let item = quarantined_item(record)?;
         self.count("PutItem");
         let res = self
             .client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(quarantined_item(record)))
+            .set_item(Some(item))
             .condition_expression("attribute_not_exists(#pk)")
             .expression_attribute_names("#pk", PK)
             .send()
