@@ -1,0 +1,212 @@
+//! [`OptinStore`]: the opt-in state machine, one conditional write per transition.
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
+use lc_core::lifecycle::optin::{Optin, OptinState};
+use lc_core::ports::store::{Claim, Created, Finish};
+use lc_core::ports::{OptinStore, PortError};
+
+use super::errors::{condition_failed_put, port_error};
+use super::expr::{b, n, s, Expr, Updates};
+use super::items::{optin_from, optin_item};
+use super::keys::{optin_key, PK};
+use super::{Conditional, DynamoStore};
+
+/// `state = pending OR (state = sending AND lease_until_ms <= now)`: free to be claimed or
+/// expired.
+fn free_condition(e: &mut Expr, now_ms: i64) -> String {
+    let state = e.name("state");
+    let lease = e.name("lease_until_ms");
+    let pending = e.value(s(OptinState::Pending.as_str()));
+    let sending = e.value(s(OptinState::Sending.as_str()));
+    let now = e.value(n(now_ms));
+    format!("({state} = {pending} OR ({state} = {sending} AND {lease} <= {now}))")
+}
+
+#[async_trait]
+impl OptinStore for DynamoStore {
+    async fn create_optin(&self, optin: &Optin) -> Result<Created, PortError> {
+        let item = optin_item(optin)?;
+        self.count("PutItem");
+        let res = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", PK)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        let err = match res {
+            Ok(_) => return Ok(Created::Created),
+            Err(err) => err,
+        };
+        let old = match condition_failed_put(&err) {
+            None => return Err(port_error("PutItem", &err)),
+            Some(Some(old)) => old,
+            // A backend without ALL_OLD on failure: read what holds the key.
+            Some(None) => self
+                .get_item(optin_key(&optin.key()))
+                .await?
+                .ok_or_else(|| {
+                    PortError::Unavailable(
+                        "PutItem: opt-in key taken, then gone before it could be read".into(),
+                    )
+                })?,
+        };
+        Ok(Created::Exists(Box::new(optin_from(old)?)))
+    }
+
+    async fn get_optin(&self, key: &str) -> Result<Option<Optin>, PortError> {
+        self.get_item(optin_key(key))
+            .await?
+            .map(optin_from)
+            .transpose()
+    }
+
+    async fn mark_job_enqueued(&self, key: &str, now_ms: i64) -> Result<(), PortError> {
+        let mut u = Updates::default();
+        u.set("job_enqueued", b(true))
+            .set("job_claim_until_ms", n(0))
+            .set("updated_at_ms", n(now_ms));
+        let cond = u.condition(|e| format!("attribute_exists({})", e.name(PK)));
+        // A missing opt-in has nothing to mark (the update must not create a partial item):
+        // a failed condition is not an error.
+        let _applied = self.update(optin_key(key), u, cond, false, false).await?;
+        Ok(())
+    }
+
+    async fn take_job(
+        &self,
+        key: &str,
+        now_ms: i64,
+        claim_until_ms: i64,
+    ) -> Result<bool, PortError> {
+        let mut u = Updates::default();
+        u.set("job_claim_until_ms", n(claim_until_ms))
+            .set("updated_at_ms", n(now_ms));
+        let cond = u.condition(|e| {
+            format!(
+                "attribute_exists({pk}) AND {enq} = {f} AND {state} = {pending} AND {claim} <= {now}",
+                pk = e.name(PK),
+                enq = e.name("job_enqueued"),
+                f = e.value(b(false)),
+                state = e.name("state"),
+                pending = e.value(s(OptinState::Pending.as_str())),
+                claim = e.name("job_claim_until_ms"),
+                now = e.value(n(now_ms)),
+            )
+        });
+        Ok(self
+            .update(optin_key(key), u, cond, false, false)
+            .await?
+            .applied())
+    }
+
+    async fn claim(&self, key: &str, now_ms: i64, lease_until_ms: i64) -> Result<Claim, PortError> {
+        let mut u = Updates::default();
+        u.set("state", s(OptinState::Sending.as_str()))
+            .set("lease_until_ms", n(lease_until_ms))
+            .set("updated_at_ms", n(now_ms))
+            .add("attempts", 1);
+        let cond = u.condition(|e| {
+            let free = free_condition(e, now_ms);
+            format!(
+                "attribute_exists({pk}) AND {deadline} > {now} AND {free}",
+                pk = e.name(PK),
+                deadline = e.name("deadline_at_ms"),
+                now = e.value(n(now_ms)),
+            )
+        });
+        match self.update(optin_key(key), u, cond, true, true).await? {
+            Conditional::Applied(Some(new)) => Ok(Claim::Claimed(Box::new(optin_from(new)?))),
+            Conditional::Applied(None) => Err(PortError::Unavailable(
+                "UpdateItem: claim applied but no attributes returned".into(),
+            )),
+            Conditional::Failed(Some(old)) => Ok(Claim::NotClaimable(Box::new(optin_from(old)?))),
+            // No item with the failure: it is missing (or the backend does not return it).
+            Conditional::Failed(None) => match self.get_optin(key).await? {
+                Some(o) => Ok(Claim::NotClaimable(Box::new(o))),
+                None => Ok(Claim::Missing),
+            },
+        }
+    }
+
+    async fn finish(
+        &self,
+        key: &str,
+        attempt: u32,
+        finish: &Finish,
+        now_ms: i64,
+    ) -> Result<bool, PortError> {
+        let mut u = Updates::default();
+        match finish {
+            Finish::Sent {
+                message_id,
+                sent_at_ms,
+            } => {
+                u.set("state", s(OptinState::Sent.as_str()))
+                    .set("sent_at_ms", n(*sent_at_ms));
+                if let Some(m) = message_id {
+                    u.set("message_id", s(m));
+                }
+            }
+            Finish::Release { error } => {
+                u.set("state", s(OptinState::Pending.as_str()))
+                    .set("lease_until_ms", n(0))
+                    .set("last_error", s(error));
+            }
+            Finish::Failed { error } => {
+                u.set("state", s(OptinState::Failed.as_str()))
+                    .set("last_error", s(error));
+            }
+            Finish::OptedOut { error } => {
+                u.set("state", s(OptinState::OptedOut.as_str()))
+                    .set("last_error", s(error));
+            }
+        }
+        u.set("updated_at_ms", n(now_ms));
+        let cond = u.condition(|e| {
+            format!(
+                "{state} = {sending} AND {attempts} = {attempt}",
+                state = e.name("state"),
+                sending = e.value(s(OptinState::Sending.as_str())),
+                attempts = e.name("attempts"),
+                attempt = e.value(n(i64::from(attempt))),
+            )
+        });
+        Ok(self
+            .update(optin_key(key), u, cond, false, false)
+            .await?
+            .applied())
+    }
+
+    async fn expire(
+        &self,
+        key: &str,
+        now_ms: i64,
+        reason: &str,
+    ) -> Result<Option<Optin>, PortError> {
+        let mut u = Updates::default();
+        u.set("state", s(OptinState::Expired.as_str()))
+            .set("last_error", s(reason))
+            .set("updated_at_ms", n(now_ms));
+        let cond = u.condition(|e| {
+            let free = free_condition(e, now_ms);
+            format!(
+                "attribute_exists({pk}) AND {deadline} <= {now} AND {free}",
+                pk = e.name(PK),
+                deadline = e.name("deadline_at_ms"),
+                now = e.value(n(now_ms)),
+            )
+        });
+        match self.update(optin_key(key), u, cond, true, false).await? {
+            Conditional::Applied(Some(new)) => Ok(Some(optin_from(new)?)),
+            Conditional::Applied(None) => Err(PortError::Unavailable(
+                "UpdateItem: expiry applied but no attributes returned".into(),
+            )),
+            Conditional::Failed(_) => Ok(None),
+        }
+    }
+}
