@@ -257,14 +257,8 @@ pub fn from_core_event(metric: &str, class: Option<&str>) -> Option<Point> {
 
 /// Bounds the `class` dimension to `lc-core`'s classes.
 fn known_class(class: Option<&str>) -> &'static str {
-    const CLASSES: [ErrorClass; 4] = [
-        ErrorClass::Retry,
-        ErrorClass::RecipientUnreachable,
-        ErrorClass::OperatorAction,
-        ErrorClass::BadRequest,
-    ];
     class
-        .and_then(|c| CLASSES.iter().find(|k| k.as_str() == c))
+        .and_then(|c| ErrorClass::ALL.iter().find(|k| k.as_str() == c))
         .map_or("other", |k| k.as_str())
 }
 
