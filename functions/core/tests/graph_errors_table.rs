@@ -336,14 +336,23 @@ fn fallbacks() {
 }
 
 #[test]
-fn transport_failures_retry() {
+fn transport_failures_retry_until_the_deadline() {
     for (kind, rule) in [
         (TransportFailure::Timeout, "transport_timeout"),
         (TransportFailure::Connect, "transport_connect"),
         (TransportFailure::Other, "transport_other"),
     ] {
-        let c = classify_transport(kind);
-        assert_eq!((c.class, c.rule), (Retry, rule));
+        // No attempt bound: the sender turns an exhausted bound into a closed opt-in, and a
+        // flaky network must not close one before its deadline.
+        assert_eq!(
+            classify_transport(kind),
+            Classification {
+                class: Retry,
+                rule,
+                max_attempts: None,
+                wait_hint_secs: None
+            }
+        );
     }
 }
 

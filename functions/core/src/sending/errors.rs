@@ -512,18 +512,19 @@ pub enum TransportFailure {
     Other,
 }
 
-/// Classifies a transport failure: always `Retry`; `Other` is bounded more tightly because its
-/// cause is unknown.
+/// Classifies a transport failure: always `Retry`, bounded only by the deadline. A network that
+/// keeps failing says nothing about the person or the request, so no attempt count may end
+/// the opt-in early; the deadline check reports it if the network never recovers.
 pub fn classify_transport(kind: TransportFailure) -> Classification {
-    let (rule, max_attempts) = match kind {
-        TransportFailure::Timeout => ("transport_timeout", None),
-        TransportFailure::Connect => ("transport_connect", None),
-        TransportFailure::Other => ("transport_other", Some(3)),
+    let rule = match kind {
+        TransportFailure::Timeout => "transport_timeout",
+        TransportFailure::Connect => "transport_connect",
+        TransportFailure::Other => "transport_other",
     };
     Classification {
         class: Retry,
         rule,
-        max_attempts,
+        max_attempts: None,
         wait_hint_secs: None,
     }
 }
