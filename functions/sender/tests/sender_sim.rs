@@ -172,8 +172,14 @@ async fn an_opt_out_processed_before_the_job_means_zero_sends() {
 async fn error_classes_from_the_simulator() {
     let w = world(2_000).await;
     let now = w.now();
-    // Unknown to Meta (never registered at the sim): 100/2018001 -> unreachable, closed.
+    // Unknown to Meta (never registered at the sim): 100/2018001 -> this opt-in failed.
     opt_in(&w, &optin_item(r#"{"login_id":"GHOST"}"#, None, now)).await;
+    // Meta's 24 h for this login_id ran out before ours: 10/2018278 -> failed, not opted out.
+    w.sim.register_login_id("LATE", None, now - 2 * DAY_MS);
+    opt_in(&w, &optin_item(r#"{"login_id":"LATE"}"#, None, now)).await;
+    // A PSID whose window Meta considers closed: 10/2018278 -> failed, the person not marked.
+    w.sim.register_person(PAGE, "P7", now - 2 * DAY_MS);
+    opt_in(&w, &optin_item(r#"{"ref":"r"}"#, Some("P7"), now)).await;
     // Opted out at Meta: 551/1545041 -> unreachable, person stopped.
     w.sim.register_person(PAGE, "P9", now);
     w.sim
@@ -185,20 +191,58 @@ async fn error_classes_from_the_simulator() {
         .unwrap();
     opt_in(&w, &optin_item(r#"{"ref":"r"}"#, Some("P9"), now)).await;
     let (outcomes, _) = drain(&w, 20).await;
-    assert!(
-        outcomes
-            .iter()
-            .all(|o| matches!(o, JobOutcome::Unreachable { .. })),
+    let mut rules: Vec<&str> = outcomes
+        .iter()
+        .map(|o| match o {
+            JobOutcome::Refused { rule, .. } | JobOutcome::Unreachable { rule } => *rule,
+            other => other.name(),
+        })
+        .collect();
+    rules.sort_unstable();
+    assert_eq!(
+        rules,
+        [
+            "no_matching_user",
+            "outside_window",
+            "outside_window",
+            "person_unavailable"
+        ],
         "{outcomes:?}"
     );
     assert_eq!(
-        w.store
-            .get_optin("OPTIN#login_id#GHOST")
-            .await
-            .unwrap()
-            .unwrap()
-            .state,
-        OptinState::OptedOut
+        outcomes
+            .iter()
+            .filter(|o| matches!(o, JobOutcome::Unreachable { .. }))
+            .count(),
+        1,
+        "only 551 stops a person: {outcomes:?}"
+    );
+    for (key, want) in [
+        ("OPTIN#login_id#GHOST", OptinState::Failed),
+        ("OPTIN#login_id#LATE", OptinState::Failed),
+        (&format!("OPTIN#psid#{PAGE}#P7"), OptinState::Failed),
+        (&format!("OPTIN#psid#{PAGE}#P9"), OptinState::OptedOut),
+    ] {
+        let o = w.store.get_optin(key).await.unwrap().unwrap();
+        assert_eq!(o.state, want, "{key}: {:?}", o.last_error);
+    }
+    let late = w
+        .store
+        .get_optin("OPTIN#login_id#LATE")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        late.last_error
+            .as_deref()
+            .is_some_and(|e| e.contains("the one message window is used or late")),
+        "{:?}",
+        late.last_error
+    );
+    let p7 = w.store.get_person(PAGE, "P7").await.unwrap();
+    assert!(
+        p7.is_none_or(|p| p.opted_out_at_ms.is_none()),
+        "a closed window is not an opt-out"
     );
     assert!(w
         .store

@@ -5,16 +5,22 @@
 //! static data table, [`table`], built from the platform facts (meta-platform.md §5).
 //!
 //! # Lookup order
-//! 1. A table row whose code matches and whose subcode is specific ([`SubcodeMatch::Exact`] equal
-//!    to the error's subcode, or [`SubcodeMatch::Absent`] when the error has none).
-//! 2. A table row for the code with [`SubcodeMatch::Any`].
-//! 3. Fallbacks for codes the table does not know (or a known code with a subcode the table does
+//! 1. Among the table rows whose code matches and whose conditions all hold, the most specific
+//!    one wins: a specific subcode ([`SubcodeMatch::Exact`] equal to the error's subcode, or
+//!    [`SubcodeMatch::Absent`] when the error has none) beats [`SubcodeMatch::Any`]; then a row
+//!    with more conditions (a `message` text, a [`RequestMatch`] on the failed request) beats one
+//!    with fewer. Conditions exist because some of Meta's answers differ only in their text (the
+//!    appsecret_proof errors, `Param recipient[id]`) or in what we sent (a retired tag).
+//! 2. Fallbacks for codes the table does not know (or a known code with a subcode the table does
 //!    not cover, e.g. code 10 with an unlisted subcode):
 //!    - `is_transient: true` in the body → `Retry`, rule `transient_flag`;
-//!    - HTTP 5xx without a code → `Retry`, rule `http_5xx`; with an unknown code → `Retry`
-//!      (bounded), rule `unknown_5xx`;
+//!    - HTTP 5xx without a code → `Retry`, rule `http_5xx`; with an unknown code → `Retry`,
+//!      rule `unknown_5xx`;
 //!    - HTTP 429 → `Retry`, rule `http_429`;
 //!    - anything else (typically 4xx) → `BadRequest`, rule `unknown`.
+//!
+//! Only the rows for 551 and 200/1545041 say [`ErrorClass::RecipientUnreachable`]: it is the one
+//! class that marks a person as not wanting messages, so nothing weaker may reach it.
 //!
 //! A listed code always wins over `is_transient`.
 //!
@@ -159,8 +165,20 @@ fn excerpt(body: &[u8], http_status: u16) -> String {
 pub enum ErrorClass {
     /// Transient: retry the same send later with backoff (bounded).
     Retry,
-    /// The recipient cannot or will not receive messages now: stop for this user, don't retry.
+    /// The person blocked the Page, turned messages off or is gone (551, 200/1545041 only):
+    /// stop, and record that this person does not want messages.
     RecipientUnreachable,
+    /// Outside the allowed window. For a `login_id` or `user_ref` the one message is used or
+    /// late, so that obligation is over; for a PSID the window is closed until the person
+    /// writes. Says nothing about whether the person wants messages.
+    WindowClosed,
+    /// Meta knows no such recipient for this Page (100/2018001): this opt-in fails with the
+    /// reason. Not a statement about the person, nor a fault in our request.
+    UnknownRecipient,
+    /// Meta will not deliver this one message to this recipient for a reason of its own
+    /// (permissions of this user, a private reply already made): this send fails with the
+    /// reason; the person is not marked.
+    Undeliverable,
     /// Credentials, permissions or Page state: alert the operator and pause sending.
     OperatorAction,
     /// The request itself is wrong: fix the code, don't retry.
@@ -168,11 +186,25 @@ pub enum ErrorClass {
 }
 
 impl ErrorClass {
+    /// Every class, for metric dimensions that must be bounded to the known set.
+    pub const ALL: [ErrorClass; 7] = [
+        ErrorClass::Retry,
+        ErrorClass::RecipientUnreachable,
+        ErrorClass::WindowClosed,
+        ErrorClass::UnknownRecipient,
+        ErrorClass::Undeliverable,
+        ErrorClass::OperatorAction,
+        ErrorClass::BadRequest,
+    ];
+
     /// Stable lowercase name, for logs and metrics.
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorClass::Retry => "retry",
             ErrorClass::RecipientUnreachable => "recipient_unreachable",
+            ErrorClass::WindowClosed => "window_closed",
+            ErrorClass::UnknownRecipient => "unknown_recipient",
+            ErrorClass::Undeliverable => "undeliverable",
             ErrorClass::OperatorAction => "operator_action",
             ErrorClass::BadRequest => "bad_request",
         }
@@ -208,11 +240,53 @@ pub enum SubcodeMatch {
     Exact(i64),
 }
 
+/// A condition on the request that failed, for answers whose meaning depends on what we sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RequestMatch {
+    /// Whatever was sent.
+    Any,
+    /// Only when the request carried one of [`RETIRED_TAGS`].
+    RetiredTag,
+}
+
+/// Message tags Meta stopped accepting on 2026-04-27 (meta-platform.md §0): a send carrying
+/// one is refused with a bare `100 "Invalid parameter"`, for every recipient alike.
+pub const RETIRED_TAGS: &[&str] = &[
+    "CONFIRMED_EVENT_UPDATE",
+    "POST_PURCHASE_UPDATE",
+    "ACCOUNT_UPDATE",
+];
+
+/// What the classifier may know about the request that failed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RequestContext<'a> {
+    /// The `tag` the request carried (`messaging_type: MESSAGE_TAG`), if any.
+    pub tag: Option<&'a str>,
+}
+
+impl RequestContext<'_> {
+    fn matches(&self, want: RequestMatch) -> bool {
+        match want {
+            RequestMatch::Any => true,
+            RequestMatch::RetiredTag => self.tag.is_some_and(|t| {
+                RETIRED_TAGS
+                    .iter()
+                    .any(|r| r.eq_ignore_ascii_case(t.trim()))
+            }),
+        }
+    }
+}
+
 /// One row of the taxonomy table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Row {
     pub code: i64,
     pub subcode: SubcodeMatch,
+    /// Lowercase text that `message` must contain (compared case-insensitively), for answers
+    /// Meta distinguishes only by text.
+    pub message: Option<&'static str>,
+    /// A condition on the failed request.
+    pub request: RequestMatch,
     pub class: ErrorClass,
     /// Short stable name, unique in the table.
     pub rule: &'static str,
@@ -223,6 +297,14 @@ pub struct Row {
 }
 
 impl Row {
+    /// More specific rows win: a specific subcode first, then more conditions.
+    fn specificity(&self) -> (u8, u8) {
+        let subcode = u8::from(!matches!(self.subcode, SubcodeMatch::Any));
+        let conditions =
+            u8::from(self.message.is_some()) + u8::from(self.request != RequestMatch::Any);
+        (subcode, conditions)
+    }
+
     fn classification(&self) -> Classification {
         Classification {
             class: self.class,
@@ -248,6 +330,8 @@ const fn row(
     Row {
         code,
         subcode,
+        message: None,
+        request: RequestMatch::Any,
         class,
         rule,
         max_attempts: None,
@@ -256,7 +340,23 @@ const fn row(
     }
 }
 
-use ErrorClass::{BadRequest, OperatorAction, RecipientUnreachable, Retry};
+/// A code-100 row told apart by its text (these answers carry no subcode).
+const fn text_row(
+    text: &'static str,
+    class: ErrorClass,
+    rule: &'static str,
+    meaning: &'static str,
+) -> Row {
+    Row {
+        message: Some(text),
+        ..row(100, Any, class, rule, meaning)
+    }
+}
+
+use ErrorClass::{
+    BadRequest, OperatorAction, RecipientUnreachable, Retry, Undeliverable, UnknownRecipient,
+    WindowClosed,
+};
 use SubcodeMatch::{Absent, Any, Exact};
 
 #[rustfmt::skip]
@@ -285,17 +385,20 @@ static TABLE: &[Row] = &[
         max_attempts: Some(3),
         ..row(9, Exact(2018352), Retry, "marketing_user_too_many_actions", "Marketing Messages: user is performing too many actions")
     },
-    // Recipient unreachable / opted out: stop for this user.
+    // The person does not want messages: stop, and remember it. Only these two rows.
     row(551, Any, RecipientUnreachable, "person_unavailable", "This person isn't available right now"),
     row(200, Exact(1545041), RecipientUnreachable, "not_receiving_from_you", "Person isn't receiving messages from you"),
-    row(10, Exact(2018108), RecipientUnreachable, "cannot_receive_messages", "This person cannot receive messages"),
-    row(10, Exact(2018278), RecipientUnreachable, "outside_window", "Message sent outside of allowed window"),
-    row(10, Exact(2534022), RecipientUnreachable, "outside_window_2534022", "Message sent outside of allowed window"),
-    row(10, Exact(2018065), RecipientUnreachable, "outside_window_legacy", "Outside window (old wording: needs subscription/news permission)"),
-    row(100, Exact(2018001), RecipientUnreachable, "no_matching_user", "No matching user found"),
-    row(230, Any, RecipientUnreachable, "user_disallowed", "Permissions disallow message to user"),
-    row(10903, Any, RecipientUnreachable, "cannot_reply_to_activity", "Can't reply to this activity (private replies)"),
-    row(10900, Any, RecipientUnreachable, "already_replied", "Activity already replied to (private replies)"),
+    // Outside the window: the obligation or the window is over; the person is not marked.
+    row(10, Exact(2018278), WindowClosed, "outside_window", "Message sent outside of allowed window"),
+    row(10, Exact(2534022), WindowClosed, "outside_window_2534022", "Message sent outside of allowed window (Instagram)"),
+    row(10, Exact(2018065), WindowClosed, "outside_window_legacy", "Outside window (old wording: needs subscription/news permission)"),
+    // Meta does not know the recipient: this opt-in fails with the reason.
+    row(100, Exact(2018001), UnknownRecipient, "no_matching_user", "No matching user found"),
+    // This message cannot go to this recipient; says nothing about what the person wants.
+    row(10, Exact(2018108), Undeliverable, "cannot_receive_messages", "This person cannot receive messages"),
+    row(230, Any, Undeliverable, "user_disallowed", "Permissions disallow message to user"),
+    row(10903, Any, Undeliverable, "cannot_reply_to_activity", "Can't reply to this activity (private replies)"),
+    row(10900, Any, Undeliverable, "already_replied", "Activity already replied to (private replies)"),
     // Configuration / credentials: alert the operator, pause sending.
     row(190, Any, OperatorAction, "invalid_token", "Invalid or expired access token"),
     row(190, Exact(458), OperatorAction, "token_app_not_authorized", "Access token: app not authorized"),
@@ -313,6 +416,16 @@ static TABLE: &[Row] = &[
     row(10904, Any, OperatorAction, "page_messaging_disabled", "Page has messages disabled"),
     row(2022, Any, OperatorAction, "commerce_disabled", "Commerce messages temporarily disabled"),
     row(2, Exact(2018344), OperatorAction, "privacy_tos_not_accepted", "Page admin must accept the Privacy ToS (labels)"),
+    row(10, Exact(1893063), OperatorAction, "page_restricted", "Page temporarily restricted from sending messages"),
+    // Meta's Login Connect FAQ: on a login_id send this means the app lacks pages_messaging.
+    text_row("param recipient[id] must be a valid id string", OperatorAction, "missing_pages_messaging", "Param recipient[id] must be a valid ID string (app lacks pages_messaging)"),
+    text_row("require an appsecret_proof", OperatorAction, "appsecret_proof_required", "API calls from the server require an appsecret_proof argument"),
+    text_row("invalid appsecret_proof", OperatorAction, "appsecret_proof_invalid", "Invalid appsecret_proof provided in the API argument"),
+    // Every send with a retired tag fails alike: a setting to fix once, not one opt-in to reset.
+    Row {
+        request: RequestMatch::RetiredTag,
+        ..text_row("invalid parameter", OperatorAction, "retired_message_tag", "Invalid parameter: the request carried a message tag Meta retired")
+    },
     // Bad request: fix the code, don't retry.
     row(100, Any, BadRequest, "invalid_parameter", "Invalid parameter"),
     row(100, Exact(2018109), BadRequest, "attachment_too_large", "Attachment size exceeds allowable limit"),
@@ -329,9 +442,15 @@ pub fn table() -> &'static [Row] {
     TABLE
 }
 
-/// Maps a Graph error to what the sender should do. See the module doc for the lookup order.
+/// Maps a Graph error to what the sender should do, for a request without a message tag. See
+/// the module doc for the lookup order.
 pub fn classify(err: &GraphError) -> Classification {
-    if let Some(row) = lookup(err.code, err.subcode) {
+    classify_request(err, &RequestContext::default())
+}
+
+/// [`classify`], knowing what the failed request carried.
+pub fn classify_request(err: &GraphError, request: &RequestContext<'_>) -> Classification {
+    if let Some(row) = lookup(err, request) {
         let mut c = row.classification();
         // A bounded code (2 also means "blocked") answered with HTTP 5xx is a server fault:
         // retry it until the deadline like any other 5xx. The bound is for 4xx answers.
@@ -361,18 +480,25 @@ pub fn classify(err: &GraphError) -> Classification {
     fallback(BadRequest, "unknown", None)
 }
 
-fn lookup(code: Option<i64>, subcode: Option<i64>) -> Option<&'static Row> {
-    let code = code?;
-    let mut any = None;
+fn lookup(err: &GraphError, request: &RequestContext<'_>) -> Option<&'static Row> {
+    let code = err.code?;
+    let message = err.message.to_ascii_lowercase();
+    let mut best: Option<&'static Row> = None;
     for row in TABLE.iter().filter(|r| r.code == code) {
-        match (row.subcode, subcode) {
-            (Exact(want), Some(got)) if want == got => return Some(row),
-            (Absent, None) => return Some(row),
-            (Any, _) => any = any.or(Some(row)),
-            _ => {}
+        let subcode_holds = match (row.subcode, err.subcode) {
+            (Exact(want), Some(got)) => want == got,
+            (Absent, None) | (Any, _) => true,
+            _ => false,
+        };
+        let holds = subcode_holds
+            && row.message.is_none_or(|text| message.contains(text))
+            && request.matches(row.request);
+        // On a tie the earlier row in the table wins.
+        if holds && best.is_none_or(|b| row.specificity() > b.specificity()) {
+            best = Some(row);
         }
     }
-    any
+    best
 }
 
 /// A send that failed below HTTP: no Graph answer was read.
@@ -386,18 +512,19 @@ pub enum TransportFailure {
     Other,
 }
 
-/// Classifies a transport failure: always `Retry`; `Other` is bounded more tightly because its
-/// cause is unknown.
+/// Classifies a transport failure: always `Retry`, bounded only by the deadline. A network that
+/// keeps failing says nothing about the person or the request, so no attempt count may end
+/// the opt-in early; the deadline check reports it if the network never recovers.
 pub fn classify_transport(kind: TransportFailure) -> Classification {
-    let (rule, max_attempts) = match kind {
-        TransportFailure::Timeout => ("transport_timeout", None),
-        TransportFailure::Connect => ("transport_connect", None),
-        TransportFailure::Other => ("transport_other", Some(3)),
+    let rule = match kind {
+        TransportFailure::Timeout => "transport_timeout",
+        TransportFailure::Connect => "transport_connect",
+        TransportFailure::Other => "transport_other",
     };
     Classification {
         class: Retry,
         rule,
-        max_attempts,
+        max_attempts: None,
         wait_hint_secs: None,
     }
 }

@@ -640,6 +640,8 @@ impl Sender {
             ErrorClass::Retry => {
                 if max_attempts.is_some_and(|bound| attempt >= bound) {
                     // Bounded codes (2) also mean "blocked": stop after the bound.
+                    // TODO(issue-11): only 551 and 200/1545041 may mark a person opted out;
+                    // an exhausted code 2 should fail the opt-in with its reason instead.
                     return self.unreachable(optin, attempt, rule, &detail, now).await;
                 }
                 // Otherwise the deadline is the bound: retries stop when none can land in time.
@@ -649,6 +651,33 @@ impl Sender {
             }
             ErrorClass::RecipientUnreachable => {
                 self.unreachable(optin, attempt, rule, &detail, now).await
+            }
+            // TODO(issue-11): minimal arm so the new classes compile; the sender's owner decides
+            // the final shape. Each closes this opt-in as failed with its reason and leaves the
+            // person alone; retrying cannot help (a PSID's window reopens only when they write).
+            ErrorClass::WindowClosed | ErrorClass::UnknownRecipient | ErrorClass::Undeliverable => {
+                let why = match (class, optin.recipient.kind) {
+                    (ErrorClass::WindowClosed, IdentityKind::LoginId | IdentityKind::UserRef) => {
+                        "the one message window is used or late"
+                    }
+                    (ErrorClass::WindowClosed, _) => "window closed until the person writes",
+                    (ErrorClass::UnknownRecipient, _) => "Meta knows no such recipient",
+                    _ => "Meta will not deliver to this recipient",
+                };
+                let reason = format!("{rule}: {why}: {detail}");
+                self.table
+                    .optins
+                    .finish(
+                        &key,
+                        attempt,
+                        &Finish::Failed {
+                            error: reason.clone(),
+                        },
+                        now,
+                    )
+                    .await?;
+                self.delete_schedule(optin).await;
+                Ok(JobOutcome::Refused { rule, reason })
             }
             ErrorClass::OperatorAction => {
                 self.release(&key, attempt, &detail).await?;

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use subtle::ConstantTimeEq;
 
 /// A secret string. `Debug` and `Display` print a fixed placeholder, never the value.
@@ -70,9 +71,18 @@ pub struct Secrets {
 }
 
 impl Secrets {
+    /// Parses and validates the document. Errors name a field path and the expected type, never
+    /// a value: serde's own messages quote what they found (`invalid type: string "..."`), and
+    /// the secrets source logs a failed refresh every time it retries.
     pub fn from_json(text: &str) -> Result<Self, SecretsError> {
-        let s: Secrets =
-            serde_json::from_str(text).map_err(|e| SecretsError::Invalid(e.to_string()))?;
+        let value: Value =
+            serde_json::from_str(text).map_err(|e| SecretsError::Invalid(syntax_error(&e)))?;
+        check_object(&value, "", DOCUMENT).map_err(SecretsError::Invalid)?;
+        // The shape was checked above, so this should not fail; if the struct and DOCUMENT ever
+        // drift apart, say so without serde's message, which could quote a value.
+        let s: Secrets = serde_json::from_value(value).map_err(|_| {
+            SecretsError::Invalid("the document does not match the expected shape".into())
+        })?;
         s.validate()?;
         Ok(s)
     }
@@ -95,9 +105,139 @@ impl Secrets {
     }
 }
 
+/// The expected shape of the secret document, as data: [`Secrets`] and [`AppCredentials`] field
+/// by field. Unknown fields are ignored, as serde does.
+const DOCUMENT: &[Field] = &[
+    Field::required("apps", Shape::ObjectList(APP)),
+    Field::required("verify_token", Shape::Str),
+    Field::optional("page_tokens", Shape::StrMap),
+    Field::optional("ref_keys", Shape::StrMap),
+];
+
+const APP: &[Field] = &[
+    Field::required("app_id", Shape::Str),
+    Field::required("app_secret", Shape::Str),
+    Field::optional("client_token", Shape::Str),
+];
+
+struct Field {
+    name: &'static str,
+    shape: Shape,
+    required: bool,
+}
+
+impl Field {
+    const fn required(name: &'static str, shape: Shape) -> Field {
+        Field {
+            name,
+            shape,
+            required: true,
+        }
+    }
+
+    const fn optional(name: &'static str, shape: Shape) -> Field {
+        Field {
+            name,
+            shape,
+            required: false,
+        }
+    }
+}
+
+enum Shape {
+    Str,
+    /// An object whose values are all strings (keys are ids, values secrets).
+    StrMap,
+    /// An array of objects with these fields.
+    ObjectList(&'static [Field]),
+}
+
+impl Shape {
+    fn expected(&self) -> &'static str {
+        match self {
+            Shape::Str => "a string",
+            Shape::StrMap => "an object of strings",
+            Shape::ObjectList(_) => "an array of objects",
+        }
+    }
+}
+
+/// What a JSON value is, without what it holds.
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn wrong(path: &str, expected: &str, found: &Value) -> String {
+    let path = if path.is_empty() { "document" } else { path };
+    format!("{path}: expected {expected}, found {}", kind_of(found))
+}
+
+fn check_object(v: &Value, path: &str, fields: &[Field]) -> Result<(), String> {
+    let Value::Object(map) = v else {
+        return Err(wrong(path, "an object", v));
+    };
+    for field in fields {
+        let at = if path.is_empty() {
+            field.name.to_string()
+        } else {
+            format!("{path}.{}", field.name)
+        };
+        match map.get(field.name) {
+            Some(value) => check(value, &at, &field.shape)?,
+            None if field.required => {
+                return Err(format!(
+                    "{at}: missing, expected {}",
+                    field.shape.expected()
+                ))
+            }
+            None => {}
+        }
+    }
+    Ok(())
+}
+
+fn check(v: &Value, path: &str, shape: &Shape) -> Result<(), String> {
+    match (shape, v) {
+        (Shape::Str, Value::String(_)) => Ok(()),
+        (Shape::StrMap, Value::Object(map)) => match map.values().find(|v| !v.is_string()) {
+            // Keys are not named: a misplaced secret may sit in a key as well as a value.
+            Some(bad) => Err(format!(
+                "{path}: every value must be a string, one is {}",
+                kind_of(bad)
+            )),
+            None => Ok(()),
+        },
+        (Shape::ObjectList(fields), Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .try_for_each(|(i, item)| check_object(item, &format!("{path}[{i}]"), fields)),
+        _ => Err(wrong(path, shape.expected(), v)),
+    }
+}
+
+/// serde_json's syntax messages are fixed texts today, but this error is logged on every
+/// refresh, so only the category and position leave: never a message that could quote input.
+fn syntax_error(e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let what = match e.classify() {
+        Category::Eof => "the document ends early",
+        Category::Syntax => "the document is not valid JSON",
+        Category::Io | Category::Data => "the document could not be read as JSON",
+    };
+    format!("{what} (line {}, column {})", e.line(), e.column())
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum SecretsError {
-    /// The message never contains secret values: serde reports positions and field names only.
+    /// The message never contains secret values: only field paths, expected types and
+    /// positions (see [`Secrets::from_json`]).
     #[error("secrets document invalid: {0}")]
     Invalid(String),
     #[error("secrets unavailable: {0}")]
@@ -135,6 +275,180 @@ mod tests {
             !Secret::new("").matches(""),
             "an empty secret matches nothing"
         );
+    }
+
+    const MARKER: &str = "MARKER-9f2c";
+    /// For number positions: a numeric secret (a verify token can be digits only).
+    const NUMBER_MARKER: &str = "918273645";
+
+    /// A valid document with the marker in every string value it has.
+    fn marked() -> Value {
+        serde_json::json!({
+            "apps": [{"app_id": format!("{MARKER}-id"), "app_secret": format!("{MARKER}-secret"),
+                      "client_token": format!("{MARKER}-ct")}],
+            "verify_token": format!("{MARKER}-vt"),
+            "page_tokens": {"10": format!("{MARKER}-pt")},
+            "ref_keys": {"k1": format!("{MARKER}-rk")}
+        })
+    }
+
+    /// Every place a secret value can sit, as a JSON pointer into [`marked`].
+    const POSITIONS: &[&str] = &[
+        "/apps/0/app_id",
+        "/apps/0/app_secret",
+        "/apps/0/client_token",
+        "/verify_token",
+        "/page_tokens/10",
+        "/ref_keys/k1",
+    ];
+
+    /// Values of the wrong type, each carrying the marker somewhere serde would quote it.
+    fn wrong_values() -> Vec<Value> {
+        let number: u64 = NUMBER_MARKER.parse().expect("digits");
+        vec![
+            serde_json::json!(number),
+            serde_json::json!([MARKER]),
+            serde_json::json!({ "value": MARKER }),
+            serde_json::json!({ MARKER: MARKER }),
+            serde_json::json!([[{ "deeper": MARKER }]]),
+            serde_json::json!(true),
+            Value::Null,
+        ]
+    }
+
+    fn assert_no_marker(doc: &str, err: &SecretsError) {
+        for shown in [err.to_string(), format!("{err:?}")] {
+            assert!(
+                !shown.contains(MARKER) && !shown.contains(NUMBER_MARKER),
+                "{shown:?} echoes a value of {doc}"
+            );
+        }
+    }
+
+    fn malformed_documents() -> Vec<String> {
+        let mut docs = Vec::new();
+        // A wrong type in every field position.
+        for pos in POSITIONS {
+            for bad in wrong_values() {
+                let mut doc = marked();
+                *doc.pointer_mut(pos).expect("position") = bad;
+                docs.push(doc.to_string());
+            }
+        }
+        // A marker string where a container belongs.
+        for pos in ["/apps", "/apps/0", "/page_tokens", "/ref_keys"] {
+            let mut doc = marked();
+            *doc.pointer_mut(pos).expect("position") = serde_json::json!(MARKER);
+            docs.push(doc.to_string());
+        }
+        // Missing required fields, the marker everywhere else.
+        for pos in [
+            "/apps/0/app_id",
+            "/apps/0/app_secret",
+            "/verify_token",
+            "/apps",
+        ] {
+            let mut doc = marked();
+            let (parent, name) = pos.rsplit_once('/').expect("pointer");
+            let parent = if parent.is_empty() { "" } else { parent };
+            doc.pointer_mut(parent)
+                .and_then(Value::as_object_mut)
+                .expect("object")
+                .remove(name);
+            docs.push(doc.to_string());
+        }
+        // Extra nesting: the whole document one level down, or apps as an object.
+        docs.push(serde_json::json!({ "secrets": marked() }).to_string());
+        docs.push(serde_json::json!([marked()]).to_string());
+        let mut doc = marked();
+        doc["apps"] = serde_json::json!({ "0": marked()["apps"][0].clone() });
+        docs.push(doc.to_string());
+        // Not a document at all.
+        docs.push(serde_json::json!(MARKER).to_string());
+        // Invalid JSON with the marker inside a string, at and around the fault.
+        let text = marked().to_string();
+        docs.push(text[..text.len() / 2].to_string());
+        docs.push(text.replace(&format!("\"{MARKER}-vt\""), &format!("\"{MARKER}-vt")));
+        docs.push(text.replace(&format!("{MARKER}-vt"), &format!("{MARKER}\\q-vt")));
+        docs.push(text.replace(&format!("{MARKER}-vt"), &format!("{MARKER}\u{1}-vt")));
+        docs.push(text.replace(&format!("\"{MARKER}-vt\""), &format!("{MARKER}-vt")));
+        docs.push(format!("{text} {MARKER}"));
+        docs.push(text.replacen(':', &format!(":{MARKER}"), 1));
+        // Valid shape, empty secrets: refused by validation.
+        let mut doc = marked();
+        doc["apps"][0]["app_secret"] = serde_json::json!("");
+        docs.push(doc.to_string());
+        docs
+    }
+
+    #[test]
+    fn a_malformed_document_never_echoes_its_values() {
+        let valid = marked().to_string();
+        Secrets::from_json(&valid).expect("the marked document itself is valid");
+        let docs = malformed_documents();
+        assert!(docs.len() > 50, "{}", docs.len());
+        for doc in &docs {
+            let err = Secrets::from_json(doc).expect_err(doc);
+            assert_no_marker(doc, &err);
+        }
+    }
+
+    #[test]
+    fn errors_name_the_path_and_the_expected_type() {
+        let cases: &[(&str, &str)] = &[
+            (r#""x""#, "document: expected an object, found a string"),
+            (
+                r#"{"verify_token":"v"}"#,
+                "apps: missing, expected an array of objects",
+            ),
+            (
+                r#"{"apps":{},"verify_token":"v"}"#,
+                "apps: expected an array of objects, found an object",
+            ),
+            (
+                r#"{"apps":["s"],"verify_token":"v"}"#,
+                "apps[0]: expected an object, found a string",
+            ),
+            (
+                r#"{"apps":[{"app_id":"1","app_secret":"s"},{"app_id":"2","app_secret":7}],"verify_token":"v"}"#,
+                "apps[1].app_secret: expected a string, found a number",
+            ),
+            (
+                r#"{"apps":[{"app_secret":"s"}],"verify_token":"v"}"#,
+                "apps[0].app_id: missing, expected a string",
+            ),
+            (
+                r#"{"apps":[{"app_id":"1","app_secret":"s","client_token":null}],"verify_token":"v"}"#,
+                "apps[0].client_token: expected a string, found null",
+            ),
+            (
+                r#"{"apps":[{"app_id":"1","app_secret":"s"}]}"#,
+                "verify_token: missing, expected a string",
+            ),
+            (
+                r#"{"apps":[{"app_id":"1","app_secret":"s"}],"verify_token":"v","page_tokens":{"1":"t","2":[]}}"#,
+                "page_tokens: every value must be a string, one is an array",
+            ),
+            (
+                r#"{"apps":[{"app_id":"1","app_secret":"s"}],"verify_token":"v","ref_keys":"k"}"#,
+                "ref_keys: expected an object of strings, found a string",
+            ),
+            (
+                r#"{"apps":[{"app_id":"1","#,
+                "the document ends early (line 1, column 23)",
+            ),
+            (
+                r#"{"apps" "x"}"#,
+                "the document is not valid JSON (line 1, column 9)",
+            ),
+        ];
+        for (doc, want) in cases {
+            let got = Secrets::from_json(doc).expect_err(doc).to_string();
+            assert_eq!(got, format!("secrets document invalid: {want}"), "{doc}");
+        }
+        // Unknown fields stay ignored, as before.
+        let ok = r#"{"apps":[{"app_id":"1","app_secret":"s","note":1}],"verify_token":"v","x":[]}"#;
+        assert!(Secrets::from_json(ok).is_ok());
     }
 
     #[test]

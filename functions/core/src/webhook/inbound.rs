@@ -206,6 +206,40 @@ pub fn idempotency_key(
     timestamp_ms: i64,
     item_bytes: &[u8],
 ) -> String {
+    key(
+        kind,
+        mid,
+        object,
+        account_id,
+        sender,
+        Some(timestamp_ms),
+        item_bytes,
+    )
+}
+
+/// [`idempotency_key`] for an event with no time of its own (no item `timestamp`, no
+/// `entry.time`). Its receive time differs on every redelivery of the same body, so it must not
+/// enter the key: the item's bytes stand in for it, and Meta's retries of one body converge.
+pub fn idempotency_key_untimed(
+    kind: EventKind,
+    mid: Option<&str>,
+    object: &str,
+    account_id: &str,
+    sender: Option<&Identity>,
+    item_bytes: &[u8],
+) -> String {
+    key(kind, mid, object, account_id, sender, None, item_bytes)
+}
+
+fn key(
+    kind: EventKind,
+    mid: Option<&str>,
+    object: &str,
+    account_id: &str,
+    sender: Option<&Identity>,
+    timestamp_ms: Option<i64>,
+    item_bytes: &[u8],
+) -> String {
     if let Some(mid) = mid.filter(|m| !m.is_empty()) {
         return format!("{}:{}", kind.as_str(), mid);
     }
@@ -220,13 +254,20 @@ pub fn idempotency_key(
         h.update(s.id.as_bytes());
     }
     h.update([0]);
-    h.update(timestamp_ms.to_string().as_bytes());
+    // Timed keys hash the decimal time, which never reads "untimed": the two never collide, and
+    // timed keys stay what they were before untimed ones existed.
+    match timestamp_ms {
+        Some(t) => h.update(t.to_string().as_bytes()),
+        None => h.update(b"untimed"),
+    }
     h.update([0]);
     h.update(kind.as_str().as_bytes());
-    if matches!(
-        kind,
-        EventKind::Change | EventKind::Unknown | EventKind::Malformed
-    ) {
+    if timestamp_ms.is_none()
+        || matches!(
+            kind,
+            EventKind::Change | EventKind::Unknown | EventKind::Malformed
+        )
+    {
         h.update([0]);
         h.update(item_bytes);
     }
@@ -261,6 +302,24 @@ mod tests {
         let c1 = idempotency_key(EventKind::Change, None, "page", "1", None, 5, b"x");
         let c2 = idempotency_key(EventKind::Change, None, "page", "1", None, 5, b"y");
         assert_ne!(c1, c2);
+    }
+
+    #[test]
+    fn untimed_key_hashes_the_item_not_a_time() {
+        let who = Identity::new(IdentityKind::LoginId, "abc");
+        let u1 = idempotency_key_untimed(EventKind::Optin, None, "page", "1", Some(&who), b"x");
+        let u2 = idempotency_key_untimed(EventKind::Optin, None, "page", "1", Some(&who), b"x");
+        let u3 = idempotency_key_untimed(EventKind::Optin, None, "page", "1", Some(&who), b"y");
+        assert_eq!(u1, u2);
+        assert_ne!(u1, u3, "two different untimed items never collide");
+        assert!(u1.starts_with("optin:h"));
+        let timed = idempotency_key(EventKind::Optin, None, "page", "1", Some(&who), 5, b"x");
+        assert_ne!(u1, timed);
+        assert_eq!(
+            idempotency_key_untimed(EventKind::Message, Some("m_1"), "page", "1", None, b"x"),
+            "message:m_1",
+            "a mid still decides"
+        );
     }
 
     #[test]

@@ -6,8 +6,9 @@
 //!
 //! Parsing is lenient by design: unknown fields are ignored everywhere, every event field is
 //! optional, ids are accepted as strings or numbers ([`Id`]) and timestamps as numbers or numeric
-//! strings. Only a known event key holding a value of the wrong shape (e.g. `"message": 5`) fails
-//! an item, which the normalizer then flags as malformed.
+//! strings, in epoch seconds or milliseconds (always held as milliseconds). Only a known event
+//! key holding a value of the wrong shape (e.g. `"message": 5`) fails an item, which the
+//! normalizer then flags as malformed.
 
 use std::fmt;
 
@@ -142,9 +143,21 @@ impl<'de> Deserialize<'de> for Id {
 // Small lenient deserializers
 // ---------------------------------------------------------------------------------------------
 
-/// Epoch-millisecond fields: a number or a numeric string; `null` or absent is `None`.
+/// Epoch fields, held as milliseconds. Meta sends milliseconds on most payloads but seconds on
+/// some (the postbacks reference shows `"timestamp":"1527459824"`), as numbers or as strings, so
+/// a value below [`SECONDS_CUTOFF`] is read as seconds. Zero or negative is no time at all (it
+/// would date the event 1970): `None`, so the caller's fallback applies.
 mod millis {
     use super::*;
+
+    /// An integer epoch value as sent -> epoch milliseconds.
+    pub(super) fn from_i64(v: i64) -> Option<i64> {
+        match v {
+            ..=0 => None,
+            1..SECONDS_CUTOFF => Some(v * 1000),
+            _ => Some(v),
+        }
+    }
 
     struct MillisVisitor;
 
@@ -164,46 +177,55 @@ mod millis {
         }
 
         fn visit_i64<E: de::Error>(self, v: i64) -> Result<Option<i64>, E> {
-            Ok(Some(v))
+            Ok(from_i64(v))
         }
 
         fn visit_u64<E: de::Error>(self, v: u64) -> Result<Option<i64>, E> {
             i64::try_from(v)
-                .map(Some)
+                .map(from_i64)
                 .map_err(|_| E::custom("timestamp out of range"))
         }
 
         fn visit_f64<E: de::Error>(self, v: f64) -> Result<Option<i64>, E> {
-            from_f64(v)
-                .map(Some)
-                .ok_or_else(|| E::custom("timestamp is not an integer"))
+            from_f64(v).ok_or_else(|| E::custom("timestamp is not an integer"))
         }
 
         fn visit_str<E: de::Error>(self, v: &str) -> Result<Option<i64>, E> {
-            from_str(v)
-                .map(Some)
-                .ok_or_else(|| E::custom("timestamp string is not numeric"))
+            from_str(v).ok_or_else(|| E::custom("timestamp string is not numeric"))
         }
     }
 
-    pub(super) fn from_f64(v: f64) -> Option<i64> {
-        (v.is_finite() && v.fract() == 0.0 && v.abs() <= F64_EXACT_INT).then_some(v as i64)
+    /// `Some(None)` for zero or negative; `None` when the value cannot be a timestamp at all.
+    /// Seconds may carry a fraction (`1527459824.5`); milliseconds must be whole.
+    pub(super) fn from_f64(v: f64) -> Option<Option<i64>> {
+        if !v.is_finite() {
+            return None;
+        }
+        if v <= 0.0 {
+            return Some(None);
+        }
+        if v < SECONDS_CUTOFF as f64 {
+            return Some(Some((v * 1000.0).round() as i64));
+        }
+        (v.fract() == 0.0 && v <= F64_EXACT_INT).then_some(Some(v as i64))
     }
 
-    pub(super) fn from_str(v: &str) -> Option<i64> {
+    pub(super) fn from_str(v: &str) -> Option<Option<i64>> {
         let v = v.trim();
-        v.parse::<i64>()
-            .ok()
-            .or_else(|| v.parse::<f64>().ok().and_then(from_f64))
+        match v.parse::<i64>() {
+            Ok(i) => Some(from_i64(i)),
+            Err(_) => v.parse::<f64>().ok().and_then(from_f64),
+        }
     }
 
     pub(super) fn from_value(v: &Value) -> Option<i64> {
         match v {
-            Value::Number(n) => n
-                .as_i64()
-                .or_else(|| n.as_u64().and_then(|u| i64::try_from(u).ok()))
-                .or_else(|| n.as_f64().and_then(from_f64)),
-            Value::String(s) => from_str(s),
+            Value::Number(n) => match (n.as_i64(), n.as_u64()) {
+                (Some(i), _) => from_i64(i),
+                (None, Some(u)) => i64::try_from(u).ok().and_then(from_i64),
+                _ => n.as_f64().and_then(from_f64).flatten(),
+            },
+            Value::String(s) => from_str(s).flatten(),
             _ => None,
         }
     }
@@ -293,8 +315,7 @@ impl Envelope {
 pub struct Entry {
     /// Page id, or Instagram professional account id.
     pub id: Id,
-    /// As sent: epoch milliseconds for messaging, but seconds on some feed payloads; use
-    /// [`Entry::time_ms`].
+    /// Epoch milliseconds (Graph feed webhooks send seconds; those are scaled on reading).
     #[serde(default, deserialize_with = "millis::opt")]
     pub time: Option<i64>,
     /// Raw items: parsed one by one so one bad item never fails the body, and kept verbatim.
@@ -308,20 +329,14 @@ pub struct Entry {
     pub changes: Vec<Box<RawValue>>,
 }
 
-/// Below this an epoch value must be seconds: as milliseconds it would be before March 1973.
+/// Below this an epoch value must be seconds: as milliseconds it would be before March 1973,
+/// and as seconds it reaches the year 5138.
 const SECONDS_CUTOFF: i64 = 100_000_000_000;
 
 impl Entry {
-    /// `time` in epoch milliseconds. Graph feed webhooks send `time` in seconds while Messenger
-    /// sends milliseconds; values too small to be milliseconds of this era are scaled.
+    /// `time` in epoch milliseconds.
     pub fn time_ms(&self) -> Option<i64> {
-        self.time.map(|t| {
-            if t > 0 && t < SECONDS_CUTOFF {
-                t.saturating_mul(1000)
-            } else {
-                t
-            }
-        })
+        self.time
     }
 }
 
@@ -369,7 +384,7 @@ pub struct MessagingItem {
     pub sender: Option<Party>,
     #[serde(default)]
     pub recipient: Option<Party>,
-    /// Epoch milliseconds.
+    /// Epoch milliseconds (sent as seconds or milliseconds, number or string).
     #[serde(default, deserialize_with = "millis::opt")]
     pub timestamp: Option<i64>,
 
@@ -997,6 +1012,14 @@ impl ChangeItem {
         self.from_id()
             .map(|id| Identity::new(identity_kind_for(object), id))
     }
+
+    /// The change's own time in epoch milliseconds: `value.timestamp`, else `value.created_time`
+    /// (feed changes send seconds). Unreadable values (an ISO date) are `None`.
+    pub fn timestamp_ms(&self) -> Option<i64> {
+        ["timestamp", "created_time"]
+            .iter()
+            .find_map(|k| self.value.get(*k).and_then(millis::from_value))
+    }
 }
 
 /// Reads `timestamp` out of a generic item (for items the typed model rejected).
@@ -1044,16 +1067,39 @@ mod tests {
             (r#"{"timestamp":1458692752478.0}"#, Some(1458692752478)),
             (r#"{"timestamp":null}"#, None),
             (r#"{}"#, None),
+            // Seconds (Meta's postbacks reference sends a string of seconds).
+            (r#"{"timestamp":"1527459824"}"#, Some(1_527_459_824_000)),
+            (r#"{"timestamp":1527459824}"#, Some(1_527_459_824_000)),
+            (r#"{"timestamp":" 1527459824 "}"#, Some(1_527_459_824_000)),
+            (r#"{"timestamp":1527459824.25}"#, Some(1_527_459_824_250)),
+            (r#"{"timestamp":"1527459824.25"}"#, Some(1_527_459_824_250)),
+            (r#"{"timestamp":1527459824.0}"#, Some(1_527_459_824_000)),
+            // The boundary: 1e11 - 1 is seconds, 1e11 is milliseconds (March 1973).
+            (r#"{"timestamp":99999999999}"#, Some(99_999_999_999_000)),
+            (r#"{"timestamp":100000000000}"#, Some(100_000_000_000)),
+            // Zero or negative would date the event 1970: no time, the fallback applies.
+            (r#"{"timestamp":0}"#, None),
+            (r#"{"timestamp":"0"}"#, None),
+            (r#"{"timestamp":-5}"#, None),
         ];
         for (json, want) in cases {
             assert_eq!(item(json).timestamp, *want, "{json}");
         }
-        for bad in [r#"{"timestamp":"soon"}"#, r#"{"timestamp":{}}"#] {
+        for bad in [
+            r#"{"timestamp":"soon"}"#,
+            r#"{"timestamp":{}}"#,
+            r#"{"timestamp":1458692752478.5}"#,
+        ] {
             assert!(serde_json::from_str::<MessagingItem>(bad).is_err(), "{bad}");
         }
         let lenient: Optin =
             serde_json::from_str(r#"{"token_expiry_timestamp":"next year"}"#).unwrap();
         assert_eq!(lenient.token_expiry_timestamp, None);
+        let lenient: Optin =
+            serde_json::from_str(r#"{"token_expiry_timestamp":"1767225600"}"#).unwrap();
+        assert_eq!(lenient.token_expiry_timestamp, Some(1_767_225_600_000));
+        let watermark: Read = serde_json::from_str(r#"{"watermark":"1458668856"}"#).unwrap();
+        assert_eq!(watermark.watermark, Some(1_458_668_856_000));
     }
 
     #[test]
@@ -1259,6 +1305,10 @@ mod tests {
         let e: Entry = serde_json::from_str(r#"{"id":1,"time":1520383571}"#).unwrap();
         assert_eq!(e.id, "1");
         assert_eq!(e.time_ms(), Some(1_520_383_571_000));
+        for time in [r#""1520383571""#, r#""1520383571000""#, "1520383571000"] {
+            let e: Entry = serde_json::from_str(&format!(r#"{{"id":"1","time":{time}}}"#)).unwrap();
+            assert_eq!(e.time_ms(), Some(1_520_383_571_000), "{time}");
+        }
         let e: Entry = serde_json::from_str(r#"{"id":"1","time":1458692752478}"#).unwrap();
         assert_eq!(e.time_ms(), Some(1_458_692_752_478));
         let e: Entry = serde_json::from_str(r#"{"id":"1","messaging":null}"#).unwrap();
@@ -1295,5 +1345,25 @@ mod tests {
             c.subject("instagram"),
             Some(Identity::new(IdentityKind::Igsid, "42"))
         );
+        assert_eq!(c.timestamp_ms(), None);
+        let times: &[(&str, Option<i64>)] = &[
+            (r#"{"created_time":1700000004}"#, Some(1_700_000_004_000)),
+            (r#"{"created_time":"1700000004"}"#, Some(1_700_000_004_000)),
+            (r#"{"timestamp":1700000004123}"#, Some(1_700_000_004_123)),
+            (
+                r#"{"timestamp":"1700000004","created_time":1}"#,
+                Some(1_700_000_004_000),
+            ),
+            (
+                r#"{"timestamp":"2026-12-06T10:00:00+0000","created_time":1700000004}"#,
+                Some(1_700_000_004_000),
+            ),
+            (r#"{"created_time":"yesterday"}"#, None),
+        ];
+        for (value, want) in times {
+            let c: ChangeItem =
+                serde_json::from_str(&format!(r#"{{"field":"feed","value":{value}}}"#)).unwrap();
+            assert_eq!(c.timestamp_ms(), *want, "{value}");
+        }
     }
 }

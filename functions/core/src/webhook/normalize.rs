@@ -11,7 +11,8 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::inbound::{
-    idempotency_key, Channel, EventKind, Identity, IdentityKind, InboundEvent, Quarantine,
+    idempotency_key, idempotency_key_untimed, Channel, EventKind, Identity, IdentityKind,
+    InboundEvent, Quarantine,
 };
 use super::model::{self, ChangeItem, Envelope, MessagingItem, OBJECT_INSTAGRAM};
 
@@ -135,7 +136,7 @@ impl EntryContext<'_> {
                 EventKind::Change,
                 None,
                 change.subject(self.object),
-                self.entry_time_ms,
+                change.timestamp_ms().or(self.entry_time_ms),
                 raw,
             ),
             Err(_) => self.malformed(Channel::Changes, raw),
@@ -173,16 +174,18 @@ impl EntryContext<'_> {
         timestamp_ms: Option<i64>,
         raw: &RawValue,
     ) -> InboundEvent {
-        let timestamp_ms = timestamp_ms.unwrap_or(self.received_at_ms);
-        let key = idempotency_key(
-            kind,
-            mid,
+        let (object, account, who, bytes) = (
             self.object,
             self.account_id,
             sender.as_ref(),
-            timestamp_ms,
             raw.get().as_bytes(),
         );
+        let key = match timestamp_ms {
+            Some(t) => idempotency_key(kind, mid, object, account, who, t, bytes),
+            None => idempotency_key_untimed(kind, mid, object, account, who, bytes),
+        };
+        // The event still needs a time; the key above does not depend on this one.
+        let timestamp_ms = timestamp_ms.unwrap_or(self.received_at_ms);
         InboundEvent {
             v: InboundEvent::SCHEMA_VERSION,
             key,
@@ -350,7 +353,7 @@ mod tests {
         let body = r#"{"object":"page","entry":[{"id":1,"time":1458692752000,"messaging":[
             {"sender":{"id":"7"},"recipient":{"id":"1"},"timestamp":1458692752478,"message":{"mid":"m_1","text":"hi"}},
             {"recipient":{"id":"1"},"optin":{"login_id":"L1"}},
-            {"sender":{"id":"7"},"recipient":{"id":"1"},"timestamp":1,"message":5},
+            {"sender":{"id":"7"},"recipient":{"id":"1"},"timestamp":"1458692753","message":5},
             "oops"
         ],"changes":[{"field":"feed","value":{"from":{"id":"9"}}}]}]}"#;
         let ev = events(body);
@@ -376,7 +379,10 @@ mod tests {
             "falls back to entry.time"
         );
         assert_eq!(ev[2].sender, Some(Identity::new(IdentityKind::Psid, "7")));
-        assert_eq!(ev[2].timestamp_ms, 1);
+        assert_eq!(
+            ev[2].timestamp_ms, 1_458_692_753_000,
+            "seconds as a string, even in a malformed item"
+        );
         assert_eq!(ev[3].sender, None);
         assert_eq!(ev[3].item.get(), r#""oops""#);
         assert_eq!(ev[4].channel, Channel::Changes);
@@ -389,6 +395,68 @@ mod tests {
         let ev = events(r#"{"object":"page","entry":[{"id":"1","messaging":[{"read":{}}]}]}"#);
         assert_eq!(ev[0].timestamp_ms, AT);
         assert_eq!(ev[0].received_at_ms, AT);
+    }
+
+    fn split_at(body: &str, received_at_ms: i64) -> Vec<InboundEvent> {
+        match split_body(body.as_bytes(), received_at_ms) {
+            SplitOutcome::Events(e) => e,
+            SplitOutcome::Quarantined { reason, .. } => panic!("quarantined: {reason}"),
+        }
+    }
+
+    /// Meta redelivers the same body minutes or hours later: whatever times it carries (or not),
+    /// every event must keep its key, and its time whenever the body has one.
+    #[test]
+    fn redeliveries_of_one_body_keep_keys_and_times() {
+        let bodies = [
+            // No time anywhere: only the receipt time, which must not reach the key.
+            r#"{"object":"page","entry":[{"id":"1","messaging":[
+                {"recipient":{"id":"1"},"optin":{"login_id":"L1"}},
+                {"recipient":{"id":"1"},"optin":{"login_id":"L2"}},
+                {"sender":{"id":"7"},"read":{"watermark":1}}
+            ],"standby":[{"sender":{"id":"7"},"delivery":{}}],
+              "changes":[{"field":"feed","value":{"from":{"id":"9"}}}]}]}"#,
+            // entry.time only, as a string of seconds.
+            r#"{"object":"page","entry":[{"id":"1","time":"1700000005","messaging":[
+                {"recipient":{"id":"1"},"optin":{"login_id":"L1"}}]}]}"#,
+        ];
+        for body in bodies {
+            let first = split_at(body, AT);
+            let later = split_at(body, AT + 3_600_000);
+            let keys = |ev: &[InboundEvent]| ev.iter().map(|e| e.key.clone()).collect::<Vec<_>>();
+            assert_eq!(keys(&first), keys(&later), "{body}");
+            let unique: std::collections::HashSet<_> = keys(&first).into_iter().collect();
+            assert_eq!(
+                unique.len(),
+                first.len(),
+                "distinct items keep distinct keys"
+            );
+        }
+        let with_entry_time = split_at(bodies[1], AT + 3_600_000);
+        assert_eq!(with_entry_time[0].timestamp_ms, 1_700_000_005_000);
+    }
+
+    #[test]
+    fn item_times_in_seconds_or_strings_are_milliseconds() {
+        let body = r#"{"object":"page","entry":[{"id":"1","time":1700000009000,"messaging":[
+            {"sender":{"id":"7"},"recipient":{"id":"1"},"timestamp":"1527459824","postback":{"payload":"P"}},
+            {"sender":{"id":"7"},"recipient":{"id":"1"},"timestamp":"1700000001000","read":{}},
+            {"sender":{"id":"7"},"recipient":{"id":"1"},"timestamp":1700000002,"read":{}},
+            {"sender":{"id":"7"},"recipient":{"id":"1"},"timestamp":0,"read":{}}
+        ],"standby":[{"sender":{"id":"7"},"recipient":{"id":"1"},"timestamp":1700000003,"read":{}}],
+          "changes":[{"field":"feed","value":{"from":{"id":"9"},"created_time":1700000004}}]}]}"#;
+        let times: Vec<i64> = events(body).iter().map(|e| e.timestamp_ms).collect();
+        assert_eq!(
+            times,
+            [
+                1_527_459_824_000,
+                1_700_000_001_000,
+                1_700_000_002_000,
+                1_700_000_009_000,
+                1_700_000_003_000,
+                1_700_000_004_000
+            ]
+        );
     }
 
     #[test]
