@@ -230,6 +230,8 @@ impl MemoryQueue {
 #[async_trait]
 impl QueueSender for MemoryQueue {
     async fn send_batch(&self, messages: &[OutMessage]) -> Result<Vec<EntryFailure>, PortError> {
+        // Like a request over the network, each call lets other tasks run before and after it.
+        tokio::task::yield_now().await;
         let mut failures = Vec::new();
         let mut accepted = Vec::new();
         {
@@ -259,6 +261,7 @@ impl QueueSender for MemoryQueue {
         for m in accepted {
             self.push(m.body.clone(), m.attributes.clone(), m.delay_secs);
         }
+        tokio::task::yield_now().await;
         Ok(failures)
     }
 }
@@ -270,7 +273,10 @@ impl VisibilityControl for MemoryQueue {
         receipt_handle: &str,
         delay_secs: u32,
     ) -> Result<(), PortError> {
-        if MemoryQueue::change_visibility(self, receipt_handle, delay_secs) {
+        tokio::task::yield_now().await;
+        let changed = MemoryQueue::change_visibility(self, receipt_handle, delay_secs);
+        tokio::task::yield_now().await;
+        if changed {
             Ok(())
         } else {
             Err(PortError::Rejected(
@@ -285,9 +291,11 @@ impl QueueReceiver for MemoryQueue {
     async fn receive(&self, max: usize, wait_ms: u64) -> Result<Vec<Received>, PortError> {
         // Long polling, in small steps so a message that appears is picked up quickly.
         let deadline = std::time::Instant::now() + std::time::Duration::from_millis(wait_ms);
+        tokio::task::yield_now().await;
         loop {
             let got = MemoryQueue::receive(self, max);
             if !got.is_empty() || std::time::Instant::now() >= deadline {
+                tokio::task::yield_now().await;
                 return Ok(got);
             }
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
@@ -295,7 +303,9 @@ impl QueueReceiver for MemoryQueue {
     }
 
     async fn delete(&self, receipt_handle: &str) -> Result<(), PortError> {
+        tokio::task::yield_now().await;
         MemoryQueue::delete(self, receipt_handle);
+        tokio::task::yield_now().await;
         Ok(())
     }
 }

@@ -182,31 +182,43 @@ impl Scheduler for MemoryScheduler {
     async fn create_schedule(&self, s: &OneTimeSchedule) -> Result<ScheduleCreated, PortError> {
         validate_schedule(s)?;
         self.counter.incr(SERVICE, "CreateSchedule");
-        let mut map = self.lock();
-        if map.contains_key(&s.name) {
-            return Ok(ScheduleCreated::AlreadyExists);
-        }
-        map.insert(
-            s.name.clone(),
-            OneTimeSchedule {
-                name: s.name.clone(),
-                at_ms: truncate_to_second(s.at_ms),
-                input: s.input.clone(),
-            },
-        );
-        Ok(ScheduleCreated::Created)
+        tokio::task::yield_now().await;
+        let created = {
+            let mut map = self.lock();
+            if map.contains_key(&s.name) {
+                ScheduleCreated::AlreadyExists
+            } else {
+                map.insert(
+                    s.name.clone(),
+                    OneTimeSchedule {
+                        name: s.name.clone(),
+                        at_ms: truncate_to_second(s.at_ms),
+                        input: s.input.clone(),
+                    },
+                );
+                ScheduleCreated::Created
+            }
+        };
+        tokio::task::yield_now().await;
+        Ok(created)
     }
 
     async fn delete_schedule(&self, name: &str) -> Result<bool, PortError> {
         validate_schedule_name(name)?;
         self.counter.incr(SERVICE, "DeleteSchedule");
-        Ok(self.lock().remove(name).is_some())
+        tokio::task::yield_now().await;
+        let removed = self.lock().remove(name).is_some();
+        tokio::task::yield_now().await;
+        Ok(removed)
     }
 
     async fn get_schedule(&self, name: &str) -> Result<Option<OneTimeSchedule>, PortError> {
         validate_schedule_name(name)?;
         self.counter.incr(SERVICE, "GetSchedule");
-        Ok(self.lock().get(name).cloned())
+        tokio::task::yield_now().await;
+        let found = self.lock().get(name).cloned();
+        tokio::task::yield_now().await;
+        Ok(found)
     }
 }
 

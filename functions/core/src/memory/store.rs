@@ -2,7 +2,10 @@
 //! with the same conditional semantics as the DynamoDB adapter (`lc_adapters::dynamodb`).
 //!
 //! Every trait method takes the one lock, checks its condition and applies its change, so each
-//! call is atomic exactly like the single conditional request it stands for. Calls are counted
+//! call is atomic exactly like the single conditional request it stands for. Like a request, it
+//! also yields to the scheduler before it takes the lock and after it releases it (see
+//! [`MemoryStore::request`]), so a caller's read-then-write really interleaves with other tasks
+//! in tests instead of running to completion unobserved. Calls are counted
 //! in a [`RequestCounter`] as service `dynamodb` under the operation the DynamoDB adapter uses
 //! for them (`PutItem`, `GetItem`, `UpdateItem`, `TransactWriteItems`, `Query`, `DeleteItem`),
 //! so the local runner and the tests measure requests per opt-in without AWS.
@@ -84,6 +87,18 @@ impl MemoryStore {
     fn count(&self, operation: &str) {
         self.counter.incr(SERVICE, operation);
     }
+
+    /// One request to the table: counted as `operation`, then `apply` runs under the lock, with
+    /// a yield to the scheduler before the lock is taken and after it is released. The change
+    /// itself stays atomic (one request), but whatever the caller does between two requests can
+    /// be interleaved with other tasks, as it would be over the network.
+    async fn request<R>(&self, operation: &str, apply: impl FnOnce(&mut Tables) -> R) -> R {
+        self.count(operation);
+        tokio::task::yield_now().await;
+        let r = apply(&mut self.lock());
+        tokio::task::yield_now().await;
+        r
+    }
 }
 
 fn person_key(page_id: &str, psid: &str) -> (String, String) {
@@ -142,29 +157,32 @@ fn entry_point_of(kind: IdentityKind) -> Result<EntryPoint, PortError> {
 #[async_trait]
 impl OptinStore for MemoryStore {
     async fn create_optin(&self, optin: &Optin) -> Result<Created, PortError> {
-        self.count("PutItem");
-        let mut t = self.lock();
-        let key = optin.key();
-        if let Some(existing) = t.optins.get(&key) {
-            return Ok(Created::Exists(Box::new(existing.clone())));
-        }
-        t.optins.insert(key, optin.clone());
-        Ok(Created::Created)
+        self.request("PutItem", |t| {
+            let key = optin.key();
+            if let Some(existing) = t.optins.get(&key) {
+                return Ok(Created::Exists(Box::new(existing.clone())));
+            }
+            t.optins.insert(key, optin.clone());
+            Ok(Created::Created)
+        })
+        .await
     }
 
     async fn get_optin(&self, key: &str) -> Result<Option<Optin>, PortError> {
-        self.count("GetItem");
-        Ok(self.lock().optins.get(key).cloned())
+        self.request("GetItem", |t| Ok(t.optins.get(key).cloned()))
+            .await
     }
 
     async fn mark_job_enqueued(&self, key: &str, now_ms: i64) -> Result<(), PortError> {
-        self.count("UpdateItem");
-        if let Some(o) = self.lock().optins.get_mut(key) {
-            o.job_enqueued = true;
-            o.job_claim_until_ms = 0;
-            o.updated_at_ms = now_ms;
-        }
-        Ok(())
+        self.request("UpdateItem", |t| {
+            if let Some(o) = t.optins.get_mut(key) {
+                o.job_enqueued = true;
+                o.job_claim_until_ms = 0;
+                o.updated_at_ms = now_ms;
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn take_job(
@@ -173,35 +191,37 @@ impl OptinStore for MemoryStore {
         now_ms: i64,
         claim_until_ms: i64,
     ) -> Result<bool, PortError> {
-        self.count("UpdateItem");
-        let mut t = self.lock();
-        let Some(o) = t.optins.get_mut(key) else {
-            return Ok(false);
-        };
-        if o.job_enqueued || o.state != OptinState::Pending || o.job_claim_until_ms > now_ms {
-            return Ok(false);
-        }
-        o.job_claim_until_ms = claim_until_ms;
-        o.updated_at_ms = now_ms;
-        Ok(true)
+        self.request("UpdateItem", |t| {
+            let Some(o) = t.optins.get_mut(key) else {
+                return Ok(false);
+            };
+            if o.job_enqueued || o.state != OptinState::Pending || o.job_claim_until_ms > now_ms {
+                return Ok(false);
+            }
+            o.job_claim_until_ms = claim_until_ms;
+            o.updated_at_ms = now_ms;
+            Ok(true)
+        })
+        .await
     }
 
     async fn claim(&self, key: &str, now_ms: i64, lease_until_ms: i64) -> Result<Claim, PortError> {
-        self.count("UpdateItem");
-        let mut t = self.lock();
-        let Some(o) = t.optins.get_mut(key) else {
-            // The adapter learns "missing" from a follow-up consistent read.
-            self.count("GetItem");
-            return Ok(Claim::Missing);
-        };
-        if !o.claimable(now_ms) {
-            return Ok(Claim::NotClaimable(Box::new(o.clone())));
-        }
-        o.state = OptinState::Sending;
-        o.attempts += 1;
-        o.lease_until_ms = lease_until_ms;
-        o.updated_at_ms = now_ms;
-        Ok(Claim::Claimed(Box::new(o.clone())))
+        self.request("UpdateItem", |t| {
+            let Some(o) = t.optins.get_mut(key) else {
+                // The adapter learns "missing" from a follow-up consistent read.
+                self.count("GetItem");
+                return Ok(Claim::Missing);
+            };
+            if !o.claimable(now_ms) {
+                return Ok(Claim::NotClaimable(Box::new(o.clone())));
+            }
+            o.state = OptinState::Sending;
+            o.attempts += 1;
+            o.lease_until_ms = lease_until_ms;
+            o.updated_at_ms = now_ms;
+            Ok(Claim::Claimed(Box::new(o.clone())))
+        })
+        .await
     }
 
     async fn finish(
@@ -211,41 +231,42 @@ impl OptinStore for MemoryStore {
         finish: &Finish,
         now_ms: i64,
     ) -> Result<bool, PortError> {
-        self.count("UpdateItem");
-        let mut t = self.lock();
-        let Some(o) = t.optins.get_mut(key) else {
-            return Ok(false);
-        };
-        if o.state != OptinState::Sending || o.attempts != attempt {
-            return Ok(false);
-        }
-        match finish {
-            Finish::Sent {
-                message_id,
-                sent_at_ms,
-            } => {
-                o.state = OptinState::Sent;
-                if message_id.is_some() {
-                    o.message_id = message_id.clone();
+        self.request("UpdateItem", |t| {
+            let Some(o) = t.optins.get_mut(key) else {
+                return Ok(false);
+            };
+            if o.state != OptinState::Sending || o.attempts != attempt {
+                return Ok(false);
+            }
+            match finish {
+                Finish::Sent {
+                    message_id,
+                    sent_at_ms,
+                } => {
+                    o.state = OptinState::Sent;
+                    if message_id.is_some() {
+                        o.message_id = message_id.clone();
+                    }
+                    o.sent_at_ms = Some(*sent_at_ms);
                 }
-                o.sent_at_ms = Some(*sent_at_ms);
+                Finish::Release { error } => {
+                    o.state = OptinState::Pending;
+                    o.lease_until_ms = 0;
+                    o.last_error = Some(error.clone());
+                }
+                Finish::Failed { error } => {
+                    o.state = OptinState::Failed;
+                    o.last_error = Some(error.clone());
+                }
+                Finish::OptedOut { error } => {
+                    o.state = OptinState::OptedOut;
+                    o.last_error = Some(error.clone());
+                }
             }
-            Finish::Release { error } => {
-                o.state = OptinState::Pending;
-                o.lease_until_ms = 0;
-                o.last_error = Some(error.clone());
-            }
-            Finish::Failed { error } => {
-                o.state = OptinState::Failed;
-                o.last_error = Some(error.clone());
-            }
-            Finish::OptedOut { error } => {
-                o.state = OptinState::OptedOut;
-                o.last_error = Some(error.clone());
-            }
-        }
-        o.updated_at_ms = now_ms;
-        Ok(true)
+            o.updated_at_ms = now_ms;
+            Ok(true)
+        })
+        .await
     }
 
     async fn expire(
@@ -254,26 +275,29 @@ impl OptinStore for MemoryStore {
         now_ms: i64,
         reason: &str,
     ) -> Result<Option<Optin>, PortError> {
-        self.count("UpdateItem");
-        let mut t = self.lock();
-        let Some(o) = t.optins.get_mut(key) else {
-            return Ok(None);
-        };
-        if !o.expirable(now_ms) {
-            return Ok(None);
-        }
-        o.state = OptinState::Expired;
-        o.last_error = Some(reason.to_string());
-        o.updated_at_ms = now_ms;
-        Ok(Some(o.clone()))
+        self.request("UpdateItem", |t| {
+            let Some(o) = t.optins.get_mut(key) else {
+                return Ok(None);
+            };
+            if !o.expirable(now_ms) {
+                return Ok(None);
+            }
+            o.state = OptinState::Expired;
+            o.last_error = Some(reason.to_string());
+            o.updated_at_ms = now_ms;
+            Ok(Some(o.clone()))
+        })
+        .await
     }
 }
 
 #[async_trait]
 impl PersonStore for MemoryStore {
     async fn get_person(&self, page_id: &str, psid: &str) -> Result<Option<Person>, PortError> {
-        self.count("GetItem");
-        Ok(self.lock().people.get(&person_key(page_id, psid)).cloned())
+        self.request("GetItem", |t| {
+            Ok(t.people.get(&person_key(page_id, psid)).cloned())
+        })
+        .await
     }
 
     async fn record_user_message(
@@ -282,50 +306,52 @@ impl PersonStore for MemoryStore {
         psid: &str,
         at_ms: i64,
     ) -> Result<bool, PortError> {
-        self.count("UpdateItem");
-        let mut t = self.lock();
-        let p = t
-            .people
-            .entry(person_key(page_id, psid))
-            .or_insert_with(|| new_person(page_id, psid));
-        if p.last_user_message_at_ms.is_some_and(|t| t >= at_ms) {
-            return Ok(false);
-        }
-        p.last_user_message_at_ms = Some(at_ms);
-        Ok(true)
+        self.request("UpdateItem", |t| {
+            let p = t
+                .people
+                .entry(person_key(page_id, psid))
+                .or_insert_with(|| new_person(page_id, psid));
+            if p.last_user_message_at_ms.is_some_and(|t| t >= at_ms) {
+                return Ok(false);
+            }
+            p.last_user_message_at_ms = Some(at_ms);
+            Ok(true)
+        })
+        .await
     }
 
     async fn link(&self, link: &Link, now_ms: i64) -> Result<LinkResult, PortError> {
-        self.count("TransactWriteItems");
-        // Validated before anything is written, like a request the adapter cannot build.
-        let created = reply_optin(link, now_ms)?;
-        let mut t = self.lock();
-        if let Some(o) = t.optins.get(&link.optin_key) {
-            if o.state == OptinState::Sending && o.lease_until_ms > now_ms {
-                return Ok(LinkResult::SendInFlight);
+        self.request("TransactWriteItems", |t| {
+            // Validated before anything is written, like a request the adapter cannot build.
+            let created = reply_optin(link, now_ms)?;
+            if let Some(o) = t.optins.get(&link.optin_key) {
+                if o.state == OptinState::Sending && o.lease_until_ms > now_ms {
+                    return Ok(LinkResult::SendInFlight);
+                }
             }
-        }
-        let p = t
-            .people
-            .entry(person_key(&link.page_id, &link.psid))
-            .or_insert_with(|| new_person(&link.page_id, &link.psid));
-        match link.identifier.kind {
-            IdentityKind::LoginId => p.login_id = Some(link.identifier.id.clone()),
-            _ => p.user_ref = Some(link.identifier.id.clone()),
-        }
-        p.linked_at_ms.get_or_insert(link.at_ms);
-        match t.optins.get_mut(&link.optin_key) {
-            Some(o) => {
-                o.psid = Some(link.psid.clone());
-                o.answered_at_ms.get_or_insert(link.at_ms);
-                o.state = OptinState::Answered;
-                o.updated_at_ms = now_ms;
+            let p = t
+                .people
+                .entry(person_key(&link.page_id, &link.psid))
+                .or_insert_with(|| new_person(&link.page_id, &link.psid));
+            match link.identifier.kind {
+                IdentityKind::LoginId => p.login_id = Some(link.identifier.id.clone()),
+                _ => p.user_ref = Some(link.identifier.id.clone()),
             }
-            None => {
-                t.optins.insert(link.optin_key.clone(), created);
+            p.linked_at_ms.get_or_insert(link.at_ms);
+            match t.optins.get_mut(&link.optin_key) {
+                Some(o) => {
+                    o.psid = Some(link.psid.clone());
+                    o.answered_at_ms.get_or_insert(link.at_ms);
+                    o.state = OptinState::Answered;
+                    o.updated_at_ms = now_ms;
+                }
+                None => {
+                    t.optins.insert(link.optin_key.clone(), created);
+                }
             }
-        }
-        Ok(LinkResult::Linked)
+            Ok(LinkResult::Linked)
+        })
+        .await
     }
 
     async fn record_referral(
@@ -334,20 +360,21 @@ impl PersonStore for MemoryStore {
         psid: &str,
         referral: &ReferralInfo,
     ) -> Result<bool, PortError> {
-        self.count("UpdateItem");
-        let mut t = self.lock();
-        let p = t
-            .people
-            .entry(person_key(page_id, psid))
-            .or_insert_with(|| new_person(page_id, psid));
-        if p.referral
-            .as_ref()
-            .is_some_and(|r| r.at_ms >= referral.at_ms)
-        {
-            return Ok(false);
-        }
-        p.referral = Some(referral.clone());
-        Ok(true)
+        self.request("UpdateItem", |t| {
+            let p = t
+                .people
+                .entry(person_key(page_id, psid))
+                .or_insert_with(|| new_person(page_id, psid));
+            if p.referral
+                .as_ref()
+                .is_some_and(|r| r.at_ms >= referral.at_ms)
+            {
+                return Ok(false);
+            }
+            p.referral = Some(referral.clone());
+            Ok(true)
+        })
+        .await
     }
 
     async fn set_token(
@@ -356,33 +383,34 @@ impl PersonStore for MemoryStore {
         psid: &str,
         token: &MarketingToken,
     ) -> Result<bool, PortError> {
-        self.count("UpdateItem");
-        let mut t = self.lock();
-        let key = (page_id.to_string(), psid.to_string(), token.topic.clone());
-        let stored = t.tokens.get(&key);
-        if stored.is_some_and(|s| s.status_at_ms >= token.status_at_ms) {
-            return Ok(false);
-        }
-        // A change that names a token replaces token and expiry; one that does not (STOP /
-        // RESUME) keeps the stored token, and its expiry unless it brings one.
-        let (value, expires_at_ms) = match &token.token {
-            Some(v) => (Some(v.clone()), token.expires_at_ms),
-            None => (
-                stored.and_then(|s| s.token.clone()),
-                token
-                    .expires_at_ms
-                    .or_else(|| stored.and_then(|s| s.expires_at_ms)),
-            ),
-        };
-        let merged = MarketingToken {
-            topic: token.topic.clone(),
-            token: value,
-            status: token.status,
-            expires_at_ms,
-            status_at_ms: token.status_at_ms,
-        };
-        t.tokens.insert(key, merged);
-        Ok(true)
+        self.request("UpdateItem", |t| {
+            let key = (page_id.to_string(), psid.to_string(), token.topic.clone());
+            let stored = t.tokens.get(&key);
+            if stored.is_some_and(|s| s.status_at_ms >= token.status_at_ms) {
+                return Ok(false);
+            }
+            // A change that names a token replaces token and expiry; one that does not (STOP /
+            // RESUME) keeps the stored token, and its expiry unless it brings one.
+            let (value, expires_at_ms) = match &token.token {
+                Some(v) => (Some(v.clone()), token.expires_at_ms),
+                None => (
+                    stored.and_then(|s| s.token.clone()),
+                    token
+                        .expires_at_ms
+                        .or_else(|| stored.and_then(|s| s.expires_at_ms)),
+                ),
+            };
+            let merged = MarketingToken {
+                topic: token.topic.clone(),
+                token: value,
+                status: token.status,
+                expires_at_ms,
+                status_at_ms: token.status_at_ms,
+            };
+            t.tokens.insert(key, merged);
+            Ok(true)
+        })
+        .await
     }
 
     async fn get_tokens(
@@ -390,13 +418,14 @@ impl PersonStore for MemoryStore {
         page_id: &str,
         psid: &str,
     ) -> Result<Vec<MarketingToken>, PortError> {
-        self.count("Query");
-        let t = self.lock();
-        Ok(t.tokens
-            .iter()
-            .filter(|((p, s, _), _)| p == page_id && s == psid)
-            .map(|(_, v)| v.clone())
-            .collect())
+        self.request("Query", |t| {
+            Ok(t.tokens
+                .iter()
+                .filter(|((p, s, _), _)| p == page_id && s == psid)
+                .map(|(_, v)| v.clone())
+                .collect())
+        })
+        .await
     }
 
     async fn opt_out(
@@ -406,26 +435,27 @@ impl PersonStore for MemoryStore {
         reason: &str,
         at_ms: i64,
     ) -> Result<(), PortError> {
-        self.count("UpdateItem");
-        let mut t = self.lock();
-        let p = t
-            .people
-            .entry(person_key(page_id, psid))
-            .or_insert_with(|| new_person(page_id, psid));
-        // The earliest opt-out (by event time) is kept, with its reason.
-        if p.opted_out_at_ms.is_none_or(|t| t > at_ms) {
-            p.opted_out_at_ms = Some(at_ms);
-            p.opted_out_reason = Some(reason.to_string());
-        }
-        Ok(())
+        self.request("UpdateItem", |t| {
+            let p = t
+                .people
+                .entry(person_key(page_id, psid))
+                .or_insert_with(|| new_person(page_id, psid));
+            // The earliest opt-out (by event time) is kept, with its reason.
+            if p.opted_out_at_ms.is_none_or(|t| t > at_ms) {
+                p.opted_out_at_ms = Some(at_ms);
+                p.opted_out_reason = Some(reason.to_string());
+            }
+            Ok(())
+        })
+        .await
     }
 }
 
 #[async_trait]
 impl PageStore for MemoryStore {
     async fn get_page(&self, page_id: &str) -> Result<Option<PageConfig>, PortError> {
-        self.count("GetItem");
-        Ok(self.lock().pages.get(page_id).cloned())
+        self.request("GetItem", |t| Ok(t.pages.get(page_id).cloned()))
+            .await
     }
 
     async fn set_paused(
@@ -434,54 +464,54 @@ impl PageStore for MemoryStore {
         reason: Option<&str>,
         event_at_ms: i64,
     ) -> Result<bool, PortError> {
-        self.count("UpdateItem");
-        let mut t = self.lock();
-        let page = t
-            .pages
-            .entry(page_id.to_string())
-            .or_insert_with(|| PageConfig {
-                page_id: page_id.to_string(),
-                ..PageConfig::default()
-            });
-        if page.pause_event_at_ms.is_some_and(|t| t >= event_at_ms) {
-            return Ok(false);
-        }
-        page.paused = reason.is_some();
-        page.paused_reason = reason.map(str::to_string);
-        page.paused_at_ms = reason.map(|_| event_at_ms);
-        page.pause_event_at_ms = Some(event_at_ms);
-        Ok(true)
+        self.request("UpdateItem", |t| {
+            let page = t
+                .pages
+                .entry(page_id.to_string())
+                .or_insert_with(|| PageConfig {
+                    page_id: page_id.to_string(),
+                    ..PageConfig::default()
+                });
+            if page.pause_event_at_ms.is_some_and(|t| t >= event_at_ms) {
+                return Ok(false);
+            }
+            page.paused = reason.is_some();
+            page.paused_reason = reason.map(str::to_string);
+            page.paused_at_ms = reason.map(|_| event_at_ms);
+            page.pause_event_at_ms = Some(event_at_ms);
+            Ok(true)
+        })
+        .await
     }
 }
 
 #[async_trait]
 impl QuarantineStore for MemoryStore {
     async fn put_quarantined(&self, record: &QuarantinedRecord) -> Result<(), PortError> {
-        self.count("PutItem");
-        self.lock()
-            .quarantine
-            .entry(record.id.clone())
-            .or_insert_with(|| record.clone());
-        Ok(())
+        self.request("PutItem", |t| {
+            t.quarantine
+                .entry(record.id.clone())
+                .or_insert_with(|| record.clone());
+            Ok(())
+        })
+        .await
     }
 
     async fn list_quarantined(&self, limit: usize) -> Result<Vec<QuarantinedRecord>, PortError> {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        self.count("Query");
-        Ok(self
-            .lock()
-            .quarantine
-            .values()
-            .take(limit)
-            .cloned()
-            .collect())
+        self.request("Query", |t| {
+            Ok(t.quarantine.values().take(limit).cloned().collect())
+        })
+        .await
     }
 
     async fn delete_quarantined(&self, id: &str) -> Result<(), PortError> {
-        self.count("DeleteItem");
-        self.lock().quarantine.remove(id);
-        Ok(())
+        self.request("DeleteItem", |t| {
+            t.quarantine.remove(id);
+            Ok(())
+        })
+        .await
     }
 }
