@@ -17,8 +17,8 @@ use aws_sdk_scheduler::types::{
     RetryPolicy, Target,
 };
 use aws_sdk_scheduler::Client;
-use lc_core::memory::scheduler::{validate_schedule, validate_schedule_name};
 use lc_core::ports::scheduler::{at_expression, parse_at_expression};
+use lc_core::ports::scheduler::{validate_schedule, validate_schedule_name};
 use lc_core::ports::{OneTimeSchedule, PortError, RequestCounter, ScheduleCreated, Scheduler};
 
 use crate::aws::{error_code, port_error};

@@ -109,7 +109,7 @@ impl OptinStore for OneAtATime {
     }
     async fn claim(&self, key: &str, now_ms: i64, lease: i64) -> Result<Claim, PortError> {
         let _g = self.gate.lock().await;
-        self.inner.claim(key, now_ms, lease).await
+        self.inner.claim(key, 1, now_ms, lease).await
     }
     async fn finish(&self, key: &str, a: u32, f: &Finish, now: i64) -> Result<bool, PortError> {
         let _g = self.gate.lock().await;
@@ -246,7 +246,7 @@ async fn request_counts_per_call() {
 
     counter.reset();
     let now = T0 + 1_000;
-    let Claim::Claimed(c) = store.claim(&o.key(), now, now + 60_000).await.unwrap() else {
+    let Claim::Claimed(c) = store.claim(&o.key(), 1, now, now + 60_000).await.unwrap() else {
         panic!("claim")
     };
     assert_eq!(c.attempts, 1);
@@ -254,7 +254,10 @@ async fn request_counts_per_call() {
     assert_eq!(counter.total("dynamodb"), 1);
 
     counter.reset();
-    let refused = store.claim(&o.key(), now + 1, now + 60_000).await.unwrap();
+    let refused = store
+        .claim(&o.key(), 1, now + 1, now + 60_000)
+        .await
+        .unwrap();
     assert!(matches!(refused, Claim::NotClaimable(_)));
     println!("refused claim: {:?}", counter.snapshot());
     assert_eq!(
@@ -271,6 +274,7 @@ async fn request_counts_per_call() {
         identifier: o.recipient.clone(),
         optin_key: o.key(),
         at_ms: now + 70_000,
+        create_missing: true,
     };
     assert_eq!(
         store.link(&link, now + 70_000).await.unwrap(),
@@ -285,7 +289,7 @@ async fn request_counts_per_call() {
     counter.reset();
     let missing = optin(&p, "missing").key();
     assert_eq!(
-        store.claim(&missing, now, now + 1).await.unwrap(),
+        store.claim(&missing, 1, now, now + 1).await.unwrap(),
         Claim::Missing
     );
     println!("claim of a missing opt-in: {:?}", counter.snapshot());
@@ -438,7 +442,7 @@ async fn malformed_optin_is_rejected_not_a_panic() {
     let err = store.create_optin(&o).await.unwrap_err();
     assert!(matches!(err, PortError::Rejected(_)), "{err}");
     // The claim's condition fails (no deadline), and the returned item is malformed.
-    let err = store.claim(&o.key(), T0, T0 + 1).await.unwrap_err();
+    let err = store.claim(&o.key(), 1, T0, T0 + 1).await.unwrap_err();
     assert!(matches!(err, PortError::Rejected(_)), "{err}");
     assert!(store
         .get_person("no-page", "no-psid")

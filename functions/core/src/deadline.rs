@@ -2,7 +2,7 @@
 //! 24-hour deadline. It keeps the promise (a last-chance send through the sender's own code
 //! path) or reports loudly that it was broken. It never sends at or after the deadline.
 
-use crate::lifecycle::optin::{DeadlineCheck, FirstMessageJob, OptinState};
+use crate::lifecycle::optin::{DeadlineCheck, FirstMessageJob, Optin, OptinState};
 use crate::ports::{Metric, OneTimeSchedule};
 use crate::sending::sender::{JobError, JobOutcome, Sender};
 use crate::support::privacy::hash_id;
@@ -77,7 +77,9 @@ impl Deadline {
             tracing::warn!(optin = %hash_id(key), "deadline check for an unknown opt-in");
             return Ok(DeadlineOutcome::Unknown);
         };
-        if optin.state.is_closed() {
+        let stale = input.generation.is_some_and(|g| g != optin.generation);
+        if optin.state.is_closed() || stale {
+            // A check of an earlier generation finds a later one: not its business.
             metrics.record(Metric::DeadlineCheckNoop);
             tracing::info!(
                 state = optin.state.as_str(),
@@ -108,7 +110,7 @@ impl Deadline {
                     Some(o) if o.state == OptinState::Sending => {
                         metrics.record(Metric::FirstMessageAtRisk);
                         DeadlineOutcome::InFlight {
-                            rearmed: self.rearm(&o.schedule_name, key, o.lease_until_ms).await,
+                            rearmed: self.rearm(&o, o.lease_until_ms).await,
                         }
                     }
                     Some(o) => DeadlineOutcome::NothingToDo { state: o.state },
@@ -126,14 +128,13 @@ impl Deadline {
             "first message at risk: last-chance send"
         );
         if optin.state == OptinState::Sending && optin.lease_until_ms > now {
-            let rearmed = self
-                .rearm(&optin.schedule_name, key, optin.deadline_at_ms)
-                .await;
+            let rearmed = self.rearm(&optin, optin.deadline_at_ms).await;
             return Ok(DeadlineOutcome::InFlight { rearmed });
         }
         let job = FirstMessageJob {
             v: 1,
             optin_key: key.to_string(),
+            generation: Some(optin.generation),
             recipient: optin.recipient.clone(),
             page_id: optin.page_id.clone(),
             deadline_at_ms: optin.deadline_at_ms,
@@ -152,19 +153,21 @@ impl Deadline {
         let rearmed = if settled {
             false
         } else {
-            self.rearm(&optin.schedule_name, key, optin.deadline_at_ms)
-                .await
+            self.rearm(&optin, optin.deadline_at_ms).await
         };
         Ok(DeadlineOutcome::LastChance { outcome, rearmed })
     }
 
     /// Arms the final check at `at_ms`. A failure is logged: the outbound job keeps retrying
     /// until the deadline anyway, and the sender expires it when it sees the deadline pass.
-    async fn rearm(&self, schedule_name: &str, key: &str, at_ms: i64) -> bool {
-        let name = format!("{schedule_name}{FINAL_SUFFIX}");
+    async fn rearm(&self, optin: &Optin, at_ms: i64) -> bool {
+        let key = optin.key();
+        let key = key.as_str();
+        let name = format!("{}{FINAL_SUFFIX}", optin.schedule_name);
         let input = match serde_json::to_string(&DeadlineCheck {
             v: 1,
             optin_key: key.to_string(),
+            generation: Some(optin.generation),
             check: "final".into(),
         }) {
             Ok(i) => i,

@@ -13,7 +13,7 @@ use lc_core::lifecycle::processor::{
 };
 use lc_core::lifecycle::refs::{self, Keyring};
 use lc_core::memory::{ManualClock, MemoryQueue, MemoryScheduler, MemoryStore, QueueFault};
-use lc_core::ports::store::TokenStatus;
+use lc_core::ports::store::{Claim, Finish, TokenStatus};
 use lc_core::ports::{
     NoMetrics, OptinStore, PageStore, PersonStore, QuarantineStore, RequestCounter, Scheduler,
     Table,
@@ -315,29 +315,47 @@ async fn a_reply_links_login_id_and_psid_both_ways() {
     assert_eq!(p.last_user_message_at_ms, Some(T + HOUR));
 }
 
+fn checkbox_optin(user_ref: &str, ts: i64) -> InboundEvent {
+    one(&format!(
+        r#"{{"recipient":{{"id":"{PAGE}"}},"timestamp":{ts},"optin":{{"ref":"cart-1","user_ref":"{user_ref}"}}}}"#
+    ))
+}
+
 #[tokio::test]
 async fn a_reply_before_its_optin_converges_to_the_same_state() {
+    // The checkbox plugin's prior_message source is documented: a reply that overtakes its
+    // opt-in may create the obligation, already answered.
     let in_order = world();
     in_order
         .events
-        .process(&login_optin("L1", T))
+        .process(&checkbox_optin("U1", T))
         .await
         .unwrap();
     in_order
         .events
-        .process(&reply("P1", T + HOUR, "m_1", Some(("login_connect", "L1"))))
+        .process(&reply(
+            "P1",
+            T + HOUR,
+            "m_1",
+            Some(("checkbox_plugin", "U1")),
+        ))
         .await
         .unwrap();
 
     let reversed = world();
     reversed
         .events
-        .process(&reply("P1", T + HOUR, "m_1", Some(("login_connect", "L1"))))
+        .process(&reply(
+            "P1",
+            T + HOUR,
+            "m_1",
+            Some(("checkbox_plugin", "U1")),
+        ))
         .await
         .unwrap();
     let out = reversed
         .events
-        .process(&login_optin("L1", T))
+        .process(&checkbox_optin("U1", T))
         .await
         .unwrap();
     assert_eq!(
@@ -350,7 +368,7 @@ async fn a_reply_before_its_optin_converges_to_the_same_state() {
     for w in [&in_order, &reversed] {
         let o = w
             .store
-            .get_optin("OPTIN#login_id#L1")
+            .get_optin("OPTIN#user_ref#U1")
             .await
             .unwrap()
             .unwrap();
@@ -359,11 +377,86 @@ async fn a_reply_before_its_optin_converges_to_the_same_state() {
             (OptinState::Answered, Some("P1"))
         );
         let p = w.store.get_person(PAGE, "P1").await.unwrap().unwrap();
-        assert_eq!(p.login_id.as_deref(), Some("L1"));
+        assert_eq!(p.user_ref.as_deref(), Some("U1"));
     }
     assert!(
         jobs(&reversed).is_empty(),
         "the person already wrote: no first message is owed"
+    );
+}
+
+#[tokio::test]
+async fn an_unknown_source_naming_an_unknown_identifier_creates_no_optin() {
+    let w = world();
+    w.events
+        .process(&reply("P1", T + HOUR, "m_1", Some(("something_new", "L9"))))
+        .await
+        .unwrap();
+    assert_eq!(
+        w.store.get_optin("OPTIN#login_id#L9").await.unwrap(),
+        None,
+        "no obligation invented from an undocumented source"
+    );
+    // The person still remembers what the reply named.
+    let p = w.store.get_person(PAGE, "P1").await.unwrap().unwrap();
+    assert_eq!(p.linked, vec!["login_id:L9".to_string()]);
+}
+
+#[tokio::test]
+async fn links_never_rewrite_history() {
+    let w = world();
+    w.events.process(&login_optin("L1", T)).await.unwrap();
+    // The first message failed for good (Meta knew no such login_id, say).
+    let now = T + 5_000;
+    let Claim::Claimed(c) = w
+        .store
+        .claim("OPTIN#login_id#L1", 1, now, now + 30_000)
+        .await
+        .unwrap()
+    else {
+        panic!("claimable");
+    };
+    assert!(w
+        .store
+        .finish(
+            &c.key(),
+            c.attempts,
+            &Finish::Failed {
+                error: "no_matching_user".into()
+            },
+            now
+        )
+        .await
+        .unwrap());
+    // A reply naming it links the PSID but does not turn `failed` into `answered`.
+    w.events
+        .process(&reply("P1", T + HOUR, "m_1", Some(("login_connect", "L1"))))
+        .await
+        .unwrap();
+    let o = w
+        .store
+        .get_optin("OPTIN#login_id#L1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(o.state, OptinState::Failed);
+    assert_eq!(o.psid.as_deref(), Some("P1"));
+    // A second, different identifier on the same PSID is kept beside the first.
+    w.events.process(&login_optin("L2", T + 1)).await.unwrap();
+    w.events
+        .process(&reply(
+            "P1",
+            T + 2 * HOUR,
+            "m_2",
+            Some(("login_connect", "L2")),
+        ))
+        .await
+        .unwrap();
+    let p = w.store.get_person(PAGE, "P1").await.unwrap().unwrap();
+    assert_eq!(p.login_id.as_deref(), Some("L1"), "the first link stays");
+    assert_eq!(
+        p.linked,
+        vec!["login_id:L1".to_string(), "login_id:L2".to_string()]
     );
 }
 
@@ -373,7 +466,7 @@ async fn a_reply_during_a_live_send_is_retried_later() {
     w.events.process(&login_optin("L1", T)).await.unwrap();
     let now = T + 5_000;
     w.store
-        .claim("OPTIN#login_id#L1", now, now + 30_000)
+        .claim("OPTIN#login_id#L1", 1, now, now + 30_000)
         .await
         .unwrap();
     let r = w

@@ -42,7 +42,7 @@ async fn request_counts_per_call() {
     counter.reset();
     let now = o.opted_in_at_ms + 1;
     assert!(matches!(
-        store.claim(&o.key(), now, now + 1).await.unwrap(),
+        store.claim(&o.key(), 1, now, now + 1).await.unwrap(),
         Claim::Claimed(_)
     ));
     assert_eq!(counter.snapshot().get("dynamodb.UpdateItem"), Some(&1));
@@ -55,6 +55,7 @@ async fn request_counts_per_call() {
         identifier: o.recipient.clone(),
         optin_key: o.key(),
         at_ms: now + 10,
+        create_missing: true,
     };
     assert_eq!(
         store.link(&link, now + 10).await.unwrap(),

@@ -96,7 +96,7 @@ async fn a_stuck_sending_optin_is_completed_by_the_last_chance_path() {
     pending_without_job(&w).await;
     // An attempt claimed it and crashed: `sending` with a lease that lapses.
     let now = w.now();
-    w.store.claim(KEY, now, now + 30_000).await.unwrap();
+    w.store.claim(KEY, 1, now, now + 30_000).await.unwrap();
     w.advance(23 * HOUR);
     let out = check(&w).await;
     assert!(
@@ -120,7 +120,7 @@ async fn a_live_send_gets_a_final_check_instead_of_a_second_send() {
     pending_without_job(&w).await;
     w.advance(23 * HOUR);
     let now = w.now();
-    w.store.claim(KEY, now, now + 30_000).await.unwrap();
+    w.store.claim(KEY, 1, now, now + 30_000).await.unwrap();
     let out = check(&w).await;
     assert_eq!(out, DeadlineOutcome::InFlight { rearmed: true });
     assert!(w.sim.messages().is_empty());

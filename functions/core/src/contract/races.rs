@@ -105,7 +105,7 @@ async fn get<S: Store>(s: &S, key: &str) -> Optin {
 }
 
 async fn claim_ok<S: Store>(s: &S, key: &str, now: i64, lease_until: i64) -> Optin {
-    match s.claim(key, now, lease_until).await.expect("claim") {
+    match s.claim(key, 1, now, lease_until).await.expect("claim") {
         Claim::Claimed(o) => *o,
         other => panic!("claim of {key} at {now} should succeed, got {other:?}"),
     }
@@ -162,7 +162,7 @@ pub async fn concurrent_claims<S: Store + 'static>(s: &Arc<S>, p: &str) {
     let results = race(RACERS, |i| {
         let (s, key) = (s.clone(), key.clone());
         async move {
-            s.claim(&key, now, now + LEASE + i as i64)
+            s.claim(&key, 1, now, now + LEASE + i as i64)
                 .await
                 .expect("claim")
         }
@@ -289,7 +289,7 @@ pub async fn late_finish_vs_takeover<S: Store + 'static>(s: &Arc<S>, p: &str) {
                         .expect("finish");
                     (f, false, false)
                 } else {
-                    match s.claim(&key, t2, t2 + LEASE).await.expect("claim") {
+                    match s.claim(&key, 1, t2, t2 + LEASE).await.expect("claim") {
                         Claim::Claimed(c) => {
                             let f = s
                                 .finish(&key, c.attempts, &sent("m_takeover", t2 + 1), t2 + 1)
@@ -383,7 +383,7 @@ pub async fn expire_vs_claim_at_deadline<S: Store + 'static>(s: &Arc<S>, p: &str
                 // Which kind is spawned first alternates, so both orders happen.
                 if (i + round) % 2 == 0 {
                     let c = s
-                        .claim(&key, deadline - 1, deadline - 1 + LEASE)
+                        .claim(&key, 1, deadline - 1, deadline - 1 + LEASE)
                         .await
                         .expect("claim");
                     (matches!(c, Claim::Claimed(_)), false)
@@ -440,6 +440,7 @@ pub async fn link_vs_claim<S: Store + 'static>(s: &Arc<S>, p: &str) {
             identifier: o.recipient.clone(),
             optin_key: optin_key(&o.recipient, &o.page_id),
             at_ms: now,
+            create_missing: true,
         };
         // (claimed, linked). Which racer is spawned first alternates, so both orders happen.
         let claimer = round % 2;
@@ -447,7 +448,7 @@ pub async fn link_vs_claim<S: Store + 'static>(s: &Arc<S>, p: &str) {
             let (s, key, link) = (s.clone(), key.clone(), link.clone());
             async move {
                 if i == claimer {
-                    let c = s.claim(&key, now, now + LEASE).await.expect("claim");
+                    let c = s.claim(&key, 1, now, now + LEASE).await.expect("claim");
                     (matches!(c, Claim::Claimed(_)), false)
                 } else {
                     let l = s.link(&link, now).await.expect("link");

@@ -99,14 +99,14 @@ async fn get<S: Store>(s: &S, key: &str) -> Optin {
 }
 
 async fn claimed<S: Store>(s: &S, key: &str, now: i64) -> Optin {
-    match s.claim(key, now, now + LEASE).await.expect("claim") {
+    match s.claim(key, 1, now, now + LEASE).await.expect("claim") {
         Claim::Claimed(o) => *o,
         other => panic!("claim of {key} at {now} should succeed, got {other:?}"),
     }
 }
 
 async fn not_claimable<S: Store>(s: &S, key: &str, now: i64) -> Optin {
-    match s.claim(key, now, now + LEASE).await.expect("claim") {
+    match s.claim(key, 1, now, now + LEASE).await.expect("claim") {
         Claim::NotClaimable(o) => *o,
         other => panic!("claim of {key} at {now} should be refused, got {other:?}"),
     }
@@ -120,6 +120,7 @@ fn link_of(p: &str, identifier: Identity, psid: &str, at_ms: i64) -> Link {
         psid: psid.to_string(),
         identifier,
         at_ms,
+        create_missing: true,
     }
 }
 
@@ -240,7 +241,7 @@ pub async fn claim_deadline<S: Store>(s: &S, p: &str) {
 
 pub async fn claim_missing<S: Store>(s: &S, p: &str) {
     let key = optin(p, "claim-missing").key();
-    let r = s.claim(&key, T0, T0 + LEASE).await.expect("claim");
+    let r = s.claim(&key, 1, T0, T0 + LEASE).await.expect("claim");
     assert_eq!(r, Claim::Missing);
     assert_eq!(
         s.get_optin(&key).await.expect("get_optin"),
@@ -549,7 +550,7 @@ pub async fn concurrent_claims<S: Store>(s: &S, p: &str) {
     let o = created(s, p, "race-claim").await;
     let key = o.key();
     let now = T0 + 1_000;
-    let results = join_all((0..20).map(|_| s.claim(&key, now, now + LEASE))).await;
+    let results = join_all((0..20).map(|_| s.claim(&key, 1, now, now + LEASE))).await;
     let mut claimed = 0;
     for r in results {
         match r.expect("claim") {

@@ -8,12 +8,21 @@
 //!                       |   v                  |  unreachable / bad request
 //!                       |  expired             +---------------> opted_out / failed
 //!                       |                      lease lapsed: claimable again
-//!   reply with prior_message (any state but a live `sending`) -> answered
+//!   reply with prior_message (pending, or sent) -> answered
 //! ```
 //!
 //! Every transition is a conditional write on this one item, so duplicates (Meta retries,
 //! several apps on one Page, the login callback and the webhook for the same person) converge
 //! on one record and at most one first message.
+//!
+//! # Generations
+//! A person can opt in again on the same key: after `reset_messenger_state=1` (Meta's re-test
+//! flow), after revoking and granting again, or with a second Send-to-Messenger click; Meta's
+//! `login_id` derivation is deterministic per person, app and Page, so the key comes back. Each
+//! opt-in is a *generation* of the obligation: a later opt-in event on a closed generation opens
+//! generation `n + 1` with its own deadline, schedule and exactly one first message
+//! ([`Optin::next_generation`]), and the closed one's outcome moves to [`Optin::history`]. A
+//! redelivery of the event that opened the current generation is a duplicate, as before.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -175,6 +184,41 @@ pub struct Optin {
     /// Idempotency key of the event that created it.
     pub created_by: String,
     pub updated_at_ms: i64,
+    /// Which opt-in of this person on this key (1 for the first).
+    #[serde(default = "first_generation")]
+    pub generation: u32,
+    /// The outcomes of earlier generations, oldest first (at most [`MAX_HISTORY`]).
+    #[serde(default)]
+    pub history: Vec<GenerationOutcome>,
+}
+
+/// Earlier generations kept on one item: a person re-opting in this many times is far beyond
+/// any real flow; the oldest are dropped first so the item stays small.
+pub const MAX_HISTORY: usize = 50;
+
+fn first_generation() -> u32 {
+    1
+}
+
+/// How one closed generation ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GenerationOutcome {
+    pub generation: u32,
+    pub source: OptinSource,
+    pub opted_in_at_ms: i64,
+    pub state: OptinState,
+    pub attempts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_at_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answered_at_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<RefInfo>,
+    pub closed_at_ms: i64,
 }
 
 impl Optin {
@@ -213,11 +257,64 @@ impl Optin {
             reference: None,
             created_by: created_by.to_string(),
             updated_at_ms: now_ms,
+            generation: 1,
+            history: Vec::new(),
         }
     }
 
     pub fn key(&self) -> String {
         optin_key(&self.recipient, &self.page_id)
+    }
+
+    /// The outcome of this generation, as its history entry.
+    pub fn outcome(&self) -> GenerationOutcome {
+        GenerationOutcome {
+            generation: self.generation,
+            source: self.source,
+            opted_in_at_ms: self.opted_in_at_ms,
+            state: self.state,
+            attempts: self.attempts,
+            sent_at_ms: self.sent_at_ms,
+            message_id: self.message_id.clone(),
+            answered_at_ms: self.answered_at_ms,
+            last_error: self.last_error.clone(),
+            reference: self.reference.clone(),
+            closed_at_ms: self.updated_at_ms,
+        }
+    }
+
+    /// Whether `event_at_ms`, from the event `event_key`, is a new opt-in on this (closed)
+    /// generation rather than a repeat of one already counted.
+    ///
+    /// Distinct webhook events are ordered by time: only a later one opens a generation. A
+    /// generation the login callback started is confirmed, not repeated, by the webhook for the
+    /// same grant, which Meta stamps with about the same time: within [`SAME_GRANT_MS`] it is
+    /// the same opt-in.
+    pub fn opens_generation(&self, event_at_ms: i64, event_key: &str, source: OptinSource) -> bool {
+        if !self.state.is_closed() || event_key == self.created_by {
+            return false;
+        }
+        let after = match (self.source, source) {
+            (OptinSource::Login, OptinSource::Webhook)
+            | (OptinSource::Webhook, OptinSource::Login) => self.opted_in_at_ms + SAME_GRANT_MS,
+            _ => self.opted_in_at_ms,
+        };
+        event_at_ms > after
+    }
+
+    /// Generation `n + 1` on this key, from a new opt-in (`next`, built like a first one):
+    /// the binding to the Page stays, this generation's outcome joins the history.
+    pub fn next_generation(&self, mut next: Optin) -> Optin {
+        next.page_id = self.page_id.clone();
+        next.generation = self.generation + 1;
+        next.schedule_name = schedule_name_for(&self.key(), next.generation);
+        let mut history = self.history.clone();
+        history.push(self.outcome());
+        if history.len() > MAX_HISTORY {
+            history.drain(..history.len() - MAX_HISTORY);
+        }
+        next.history = history;
+        next
     }
 
     /// Could a send be claimed now?
@@ -259,11 +356,26 @@ pub fn optin_key(recipient: &Identity, page_id: &str) -> String {
     }
 }
 
+/// The webhook opt-in and the login callback for the same grant are stamped within this of
+/// each other (both come from the one login); a later event on a login-started generation is
+/// a new opt-in only past it.
+pub const SAME_GRANT_MS: i64 = 15 * 60 * 1000;
+
 /// Deterministic schedule name for an opt-in key: `lc-` + 40 hex chars (Scheduler allows 64
 /// of `[0-9A-Za-z-_.]`), so a retry names the same schedule and gets `ConflictException`.
 pub fn schedule_name(optin_key: &str) -> String {
     let digest = Sha256::digest(optin_key.as_bytes());
     format!("lc-{}", hex::encode(&digest[..20]))
+}
+
+/// The schedule name of generation `generation` (the first keeps the plain key's name, so
+/// schedules written before generations existed still match).
+pub fn schedule_name_for(optin_key: &str, generation: u32) -> String {
+    if generation <= 1 {
+        schedule_name(optin_key)
+    } else {
+        schedule_name(&format!("{optin_key}#g{generation}"))
+    }
 }
 
 /// The job the events function puts on the outbound queue. Self-contained, so a message
@@ -272,6 +384,10 @@ pub fn schedule_name(optin_key: &str) -> String {
 pub struct FirstMessageJob {
     pub v: u32,
     pub optin_key: String,
+    /// The generation the job is for; absent in jobs written before generations (the current
+    /// one then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u32>,
     pub recipient: Identity,
     pub page_id: String,
     pub deadline_at_ms: i64,
@@ -283,6 +399,9 @@ pub struct FirstMessageJob {
 pub struct DeadlineCheck {
     pub v: u32,
     pub optin_key: String,
+    /// The generation the check guards; absent in checks written before generations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generation: Option<u32>,
     /// `at_risk` (before the deadline, by the margin) or `final` (at the deadline).
     pub check: String,
 }

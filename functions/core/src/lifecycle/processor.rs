@@ -15,7 +15,8 @@ use crate::lifecycle::optin::{
 };
 use crate::lifecycle::refs::{self, Keyring, RefCheck};
 use crate::ports::store::{
-    Created, Link, LinkResult, MarketingToken, QuarantinedRecord, ReferralInfo, TokenStatus,
+    Created, Link, LinkResult, MarketingToken, QuarantinedRecord, ReferralInfo, Reopened,
+    TokenStatus,
 };
 use std::sync::Arc;
 
@@ -453,69 +454,112 @@ impl Lifecycle {
             now,
         );
         optin.reference = reference;
-        let key = optin.key();
-
         if now >= optin.deadline_at_ms {
             optin.state = OptinState::Expired;
             optin.last_error = Some("opt-in processed after its deadline".into());
-            return Ok(match self.table.optins.create_optin(&optin).await? {
-                Created::Created => {
-                    tracing::error!(
-                        optin = %hash_id(&key),
-                        reason = "opt-in processed after its deadline",
-                        "first message missed"
-                    );
-                    Processed::OptinMissedOnArrival { entry_point }
-                }
-                Created::Exists(existing) => Processed::OptinDuplicate {
-                    state: existing.state,
-                },
-            });
+        } else {
+            optin.job_claim_until_ms = now + self.config.job_claim_ms;
         }
 
-        optin.job_claim_until_ms = now + self.config.job_claim_ms;
-        match self.table.optins.create_optin(&optin).await? {
-            Created::Created => {
-                let schedule_created = self.schedule(&optin, now).await?;
-                self.enqueue_job(&optin, now).await?;
-                Ok(Processed::OptinCreated {
-                    entry_point,
-                    source,
-                    schedule_created,
-                })
+        let mut existing = match self.table.optins.create_optin(&optin).await? {
+            Created::Created => return self.opened(&optin, now).await,
+            Created::Exists(existing) => *existing,
+        };
+        // A later opt-in on a closed generation opens the next one. Copies racing to open it
+        // converge on one: the reopen is conditional on the record being exactly as read.
+        for _ in 0..3 {
+            if !existing.opens_generation(event.timestamp_ms, &event.key, source) {
+                return self.repeated(&optin, existing, now).await;
             }
-            Created::Exists(existing) => {
-                if existing.page_id != optin.page_id {
-                    tracing::warn!(
-                        optin = %hash_id(&key),
-                        "opt-in seen for a second page; the first page keeps it"
+            let next = existing.next_generation(optin.clone());
+            match self.table.optins.reopen(&existing, &next).await? {
+                Reopened::Reopened => {
+                    tracing::info!(
+                        optin = %hash_id(&next.key()),
+                        generation = next.generation,
+                        "opt-in again: a new generation"
                     );
+                    return self.opened(&next, now).await;
                 }
-                if existing.state == OptinState::Pending && !existing.job_enqueued {
-                    if existing.job_claim_until_ms >= now {
-                        // Its creator is enqueueing the job right now, or crashed doing so.
-                        // Dropping this copy could lose the job (if the creator crashed and
-                        // this is its own redelivery), so look again after the claim lapses.
-                        return Err(ProcessError::Retry(
-                            "the opt-in's first-message job is not confirmed yet".into(),
-                        ));
-                    }
-                    if self
-                        .table
-                        .optins
-                        .take_job(&key, now, now + self.config.job_claim_ms)
-                        .await?
-                    {
-                        self.schedule(&existing, now).await?;
-                        self.enqueue_job(&existing, now).await?;
-                        return Ok(Processed::OptinJobTakenOver);
-                    }
+                Reopened::Changed(now_stored) => existing = *now_stored,
+                Reopened::Missing => {
+                    return Err(ProcessError::Retry(
+                        "opt-in vanished while opening a new generation".into(),
+                    ))
                 }
-                Ok(Processed::OptinDuplicate {
-                    state: existing.state,
-                })
             }
         }
+        Err(ProcessError::Retry(
+            "opt-in kept changing while opening a new generation".into(),
+        ))
+    }
+
+    /// A generation this call created: its first-message job goes first, then its deadline
+    /// check, so a Scheduler outage never holds back a first message.
+    async fn opened(&self, optin: &Optin, now: i64) -> Result<Processed, ProcessError> {
+        if optin.state == OptinState::Expired {
+            tracing::error!(
+                optin = %hash_id(&optin.key()),
+                reason = "opt-in processed after its deadline",
+                "first message missed"
+            );
+            return Ok(Processed::OptinMissedOnArrival {
+                entry_point: optin.entry_point,
+            });
+        }
+        self.send_job(optin, now).await?;
+        let schedule_created = self.schedule(optin, now).await?;
+        self.table
+            .optins
+            .mark_job_enqueued(&optin.key(), now)
+            .await?;
+        Ok(Processed::OptinCreated {
+            entry_point: optin.entry_point,
+            source: optin.source,
+            schedule_created,
+        })
+    }
+
+    /// A copy of an opt-in already counted (Meta retry, another app, login callback +
+    /// webhook). If its creator crashed before the job and the deadline check were confirmed,
+    /// this copy takes over once the creator's claim lapsed.
+    async fn repeated(
+        &self,
+        optin: &Optin,
+        existing: Optin,
+        now: i64,
+    ) -> Result<Processed, ProcessError> {
+        let key = existing.key();
+        if existing.page_id != optin.page_id {
+            tracing::warn!(
+                optin = %hash_id(&key),
+                "opt-in seen for a second page; the first page keeps it"
+            );
+        }
+        if existing.state == OptinState::Pending && !existing.job_enqueued {
+            if existing.job_claim_until_ms >= now {
+                // Its creator is enqueueing the job right now, or crashed doing so. Dropping
+                // this copy could lose the job (if the creator crashed and this is its own
+                // redelivery), so look again after the claim lapses.
+                return Err(ProcessError::Retry(
+                    "the opt-in's first-message job is not confirmed yet".into(),
+                ));
+            }
+            if self
+                .table
+                .optins
+                .take_job(&key, now, now + self.config.job_claim_ms)
+                .await?
+            {
+                self.send_job(&existing, now).await?;
+                self.schedule(&existing, now).await?;
+                self.table.optins.mark_job_enqueued(&key, now).await?;
+                return Ok(Processed::OptinJobTakenOver);
+            }
+        }
+        Ok(Processed::OptinDuplicate {
+            state: existing.state,
+        })
     }
 
     /// Creates the deadline check. `true` if this call created it (false: it existed).
@@ -529,6 +573,7 @@ impl Lifecycle {
         let input = serde_json::to_string(&DeadlineCheck {
             v: 1,
             optin_key: optin.key(),
+            generation: Some(optin.generation),
             check: check.into(),
         })
         .map_err(|e| ProcessError::Retry(e.to_string()))?;
@@ -543,10 +588,11 @@ impl Lifecycle {
         Ok(created == crate::ports::ScheduleCreated::Created)
     }
 
-    async fn enqueue_job(&self, optin: &Optin, now: i64) -> Result<(), ProcessError> {
+    async fn send_job(&self, optin: &Optin, now: i64) -> Result<(), ProcessError> {
         let job = FirstMessageJob {
             v: 1,
             optin_key: optin.key(),
+            generation: Some(optin.generation),
             recipient: optin.recipient.clone(),
             page_id: optin.page_id.clone(),
             deadline_at_ms: optin.deadline_at_ms,
@@ -571,10 +617,6 @@ impl Lifecycle {
                 f.code
             )));
         }
-        self.table
-            .optins
-            .mark_job_enqueued(&optin.key(), now)
-            .await?;
         Ok(())
     }
 
@@ -595,9 +637,13 @@ impl Lifecycle {
             if let Some(identifier) = prior.identifier() {
                 // The checkbox plugin's source is documented; Login Connect's is not, so any
                 // other source is taken as a login_id (and logged, to learn the real value).
-                let kind = match prior.source.as_deref() {
-                    Some("checkbox_plugin") | Some("customer_chat_plugin") => IdentityKind::UserRef,
-                    _ => IdentityKind::LoginId,
+                // Only a documented source may create a missing opt-in: an unknown source
+                // naming an unknown identifier is no evidence of an obligation.
+                let (kind, documented) = match prior.source.as_deref() {
+                    Some("checkbox_plugin") | Some("customer_chat_plugin") => {
+                        (IdentityKind::UserRef, true)
+                    }
+                    _ => (IdentityKind::LoginId, false),
                 };
                 tracing::info!(
                     prior_source = prior.source.as_deref().unwrap_or("(none)"),
@@ -613,7 +659,19 @@ impl Lifecycle {
                     optin_key: optin_key(&identity, page),
                     identifier: identity,
                     at_ms: event.timestamp_ms,
+                    create_missing: documented,
                 };
+                let tag = link.tag();
+                if let Some(person) = self.table.people.get_person(page, &who.id).await? {
+                    if !person.linked.is_empty() && !person.linked.contains(&tag) {
+                        tracing::warn!(
+                            psid = %hash_id(&who.id),
+                            identifier = %hash_id(identifier),
+                            already = person.linked.len(),
+                            "person already linked to another identifier; keeping both"
+                        );
+                    }
+                }
                 match self.table.people.link(&link, self.clock.now_ms()).await? {
                     LinkResult::Linked => linked = true,
                     LinkResult::SendInFlight => {

@@ -19,47 +19,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::future::BoxFuture;
 
-use crate::ports::scheduler::{at_expression, parse_at_expression};
+use crate::ports::scheduler::{validate_schedule, validate_schedule_name};
 use crate::ports::{Clock, OneTimeSchedule, PortError, RequestCounter, ScheduleCreated, Scheduler};
 
 const SERVICE: &str = "scheduler";
-
-/// Checks a schedule (or schedule group) name as the service does:
-/// `^[0-9a-zA-Z-_.]{1,64}$`.
-pub fn validate_schedule_name(name: &str) -> Result<(), PortError> {
-    let ok = (1..=64).contains(&name.len())
-        && name
-            .bytes()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'));
-    if ok {
-        Ok(())
-    } else {
-        // The name is ours (derived from ids), not personal data, but keep the message short.
-        Err(PortError::Rejected(format!(
-            "schedule name must match ^[0-9a-zA-Z-_.]{{1,64}}$ ({} bytes given)",
-            name.len()
-        )))
-    }
-}
-
-/// Everything the service would refuse about a one-time schedule, checked before any request:
-/// the name, an `at()` expression that renders and parses back (years 0000..=9999), and an
-/// input that is well-formed JSON (required for a templated Lambda target).
-pub fn validate_schedule(s: &OneTimeSchedule) -> Result<(), PortError> {
-    validate_schedule_name(&s.name)?;
-    if parse_at_expression(&at_expression(s.at_ms)).is_none() {
-        return Err(PortError::Rejected(format!(
-            "schedule time {} ms is outside the at() expression range",
-            s.at_ms
-        )));
-    }
-    if serde_json::from_str::<serde::de::IgnoredAny>(&s.input).is_err() {
-        return Err(PortError::Rejected(
-            "schedule input must be well-formed JSON".into(),
-        ));
-    }
-    Ok(())
-}
 
 /// The instant the service keeps: `at()` has second precision.
 fn truncate_to_second(ms: i64) -> i64 {
@@ -69,6 +32,8 @@ fn truncate_to_second(ms: i64) -> i64 {
 pub struct MemoryScheduler {
     schedules: Mutex<BTreeMap<String, OneTimeSchedule>>,
     counter: Arc<RequestCounter>,
+    /// The next this-many create calls fail as unavailable (a Scheduler outage, in tests).
+    failing_creates: std::sync::atomic::AtomicU32,
 }
 
 impl std::fmt::Debug for MemoryScheduler {
@@ -96,7 +61,14 @@ impl MemoryScheduler {
         MemoryScheduler {
             schedules: Mutex::new(BTreeMap::new()),
             counter,
+            failing_creates: std::sync::atomic::AtomicU32::new(0),
         }
+    }
+
+    /// Makes the next `n` `create_schedule` calls fail with [`PortError::Unavailable`].
+    pub fn fail_next_creates(&self, n: u32) {
+        self.failing_creates
+            .store(n, std::sync::atomic::Ordering::SeqCst);
     }
 
     pub fn counter(&self) -> &Arc<RequestCounter> {
@@ -183,6 +155,16 @@ impl Scheduler for MemoryScheduler {
         validate_schedule(s)?;
         self.counter.incr(SERVICE, "CreateSchedule");
         tokio::task::yield_now().await;
+        let failing = self.failing_creates.fetch_update(
+            std::sync::atomic::Ordering::SeqCst,
+            std::sync::atomic::Ordering::SeqCst,
+            |n| n.checked_sub(1),
+        );
+        if failing.is_ok() {
+            return Err(PortError::Unavailable(
+                "scheduler unavailable (injected)".into(),
+            ));
+        }
         let created = {
             let mut map = self.lock();
             if map.contains_key(&s.name) {

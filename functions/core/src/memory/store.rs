@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use crate::lifecycle::optin::{schedule_name, EntryPoint, Optin, OptinSource, OptinState, DAY_MS};
 use crate::ports::store::{
     Claim, Created, Finish, Link, LinkResult, MarketingToken, PageConfig, Person,
-    QuarantinedRecord, ReferralInfo,
+    QuarantinedRecord, ReferralInfo, Reopened,
 };
 use crate::ports::{
     OptinStore, PageStore, PersonStore, PortError, QuarantineStore, RequestCounter,
@@ -139,6 +139,8 @@ fn reply_optin(link: &Link, now_ms: i64) -> Result<Optin, PortError> {
         reference: None,
         created_by: OptinSource::Reply.as_str().to_string(),
         updated_at_ms: now_ms,
+        generation: 1,
+        history: Vec::new(),
     })
 }
 
@@ -205,14 +207,38 @@ impl OptinStore for MemoryStore {
         .await
     }
 
-    async fn claim(&self, key: &str, now_ms: i64, lease_until_ms: i64) -> Result<Claim, PortError> {
+    async fn reopen(&self, seen: &Optin, next: &Optin) -> Result<Reopened, PortError> {
+        self.request("PutItem", |t| {
+            let Some(o) = t.optins.get_mut(&seen.key()) else {
+                return Ok(Reopened::Missing);
+            };
+            let unchanged = o.generation == seen.generation
+                && o.state == seen.state
+                && o.updated_at_ms == seen.updated_at_ms
+                && o.state.is_closed();
+            if !unchanged || next.generation != seen.generation + 1 {
+                return Ok(Reopened::Changed(Box::new(o.clone())));
+            }
+            *o = next.clone();
+            Ok(Reopened::Reopened)
+        })
+        .await
+    }
+
+    async fn claim(
+        &self,
+        key: &str,
+        generation: u32,
+        now_ms: i64,
+        lease_until_ms: i64,
+    ) -> Result<Claim, PortError> {
         self.request("UpdateItem", |t| {
             let Some(o) = t.optins.get_mut(key) else {
                 // The adapter learns "missing" from a follow-up consistent read.
                 self.count("GetItem");
                 return Ok(Claim::Missing);
             };
-            if !o.claimable(now_ms) {
+            if o.generation != generation || !o.claimable(now_ms) {
                 return Ok(Claim::NotClaimable(Box::new(o.clone())));
             }
             o.state = OptinState::Sending;
@@ -333,21 +359,33 @@ impl PersonStore for MemoryStore {
                 .people
                 .entry(person_key(&link.page_id, &link.psid))
                 .or_insert_with(|| new_person(&link.page_id, &link.psid));
-            match link.identifier.kind {
-                IdentityKind::LoginId => p.login_id = Some(link.identifier.id.clone()),
-                _ => p.user_ref = Some(link.identifier.id.clone()),
+            let slot = match link.identifier.kind {
+                IdentityKind::LoginId => &mut p.login_id,
+                _ => &mut p.user_ref,
+            };
+            slot.get_or_insert_with(|| link.identifier.id.clone());
+            let tag = link.tag();
+            if !p.linked.contains(&tag) {
+                p.linked.push(tag);
             }
             p.linked_at_ms.get_or_insert(link.at_ms);
             match t.optins.get_mut(&link.optin_key) {
                 Some(o) => {
-                    o.psid = Some(link.psid.clone());
-                    o.answered_at_ms.get_or_insert(link.at_ms);
-                    o.state = OptinState::Answered;
+                    o.psid.get_or_insert_with(|| link.psid.clone());
+                    // A live send was refused above, so `sending` here is a lapsed attempt.
+                    if matches!(
+                        o.state,
+                        OptinState::Pending | OptinState::Sending | OptinState::Sent
+                    ) {
+                        o.state = OptinState::Answered;
+                        o.answered_at_ms.get_or_insert(link.at_ms);
+                    }
                     o.updated_at_ms = now_ms;
                 }
-                None => {
+                None if link.create_missing => {
                     t.optins.insert(link.optin_key.clone(), created);
                 }
+                None => {}
             }
             Ok(LinkResult::Linked)
         })

@@ -40,3 +40,40 @@ pub fn parse_at_expression(expr: &str) -> Option<i64> {
     let inner = expr.strip_prefix("at(")?.strip_suffix(')')?;
     crate::support::time::parse_utc_seconds(inner)
 }
+
+/// Checks a schedule (or schedule group) name as the service does:
+/// `^[0-9a-zA-Z-_.]{1,64}$`.
+pub fn validate_schedule_name(name: &str) -> Result<(), PortError> {
+    let ok = (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        // The name is ours (derived from ids), not personal data, but keep the message short.
+        Err(PortError::Rejected(format!(
+            "schedule name must match ^[0-9a-zA-Z-_.]{{1,64}}$ ({} bytes given)",
+            name.len()
+        )))
+    }
+}
+
+/// Everything the service would refuse about a one-time schedule, checked before any request:
+/// the name, an `at()` expression that renders and parses back (years 0000..=9999), and an
+/// input that is well-formed JSON (required for a templated Lambda target).
+pub fn validate_schedule(s: &OneTimeSchedule) -> Result<(), PortError> {
+    validate_schedule_name(&s.name)?;
+    if parse_at_expression(&at_expression(s.at_ms)).is_none() {
+        return Err(PortError::Rejected(format!(
+            "schedule time {} ms is outside the at() expression range",
+            s.at_ms
+        )));
+    }
+    if serde_json::from_str::<serde::de::IgnoredAny>(&s.input).is_err() {
+        return Err(PortError::Rejected(
+            "schedule input must be well-formed JSON".into(),
+        ));
+    }
+    Ok(())
+}

@@ -21,6 +21,16 @@ pub enum Created {
     Exists(Box<Optin>),
 }
 
+/// Result of opening a new generation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reopened {
+    Reopened,
+    /// The record changed since it was read (another copy reopened it, a link, ...): here it
+    /// is now; decide again.
+    Changed(Box<Optin>),
+    Missing,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
     /// This caller now holds the send; `attempts` of the returned record is its claim token.
@@ -65,9 +75,19 @@ pub trait OptinStore: Send + Sync {
         now_ms: i64,
         claim_until_ms: i64,
     ) -> Result<bool, PortError>;
-    /// `pending`, or `sending` with a lapsed lease, and before the deadline and not answered
-    /// -> `sending` with a new lease; `attempts` + 1.
-    async fn claim(&self, key: &str, now_ms: i64, lease_until_ms: i64) -> Result<Claim, PortError>;
+    /// Replaces the closed generation `seen` with `next` (its successor, history included),
+    /// only if the stored record is still exactly `seen` (same generation, state and
+    /// `updated_at_ms`): concurrent copies of one new opt-in open one generation.
+    async fn reopen(&self, seen: &Optin, next: &Optin) -> Result<Reopened, PortError>;
+    /// Generation `generation`, `pending` or `sending` with a lapsed lease, and before the
+    /// deadline -> `sending` with a new lease; `attempts` + 1.
+    async fn claim(
+        &self,
+        key: &str,
+        generation: u32,
+        now_ms: i64,
+        lease_until_ms: i64,
+    ) -> Result<Claim, PortError>;
     /// Ends the attempt `attempt` (only if it still holds the claim). `false`: it did not.
     async fn finish(
         &self,
@@ -130,6 +150,10 @@ pub struct Person {
     pub user_ref: Option<String>,
     #[serde(default)]
     pub linked_at_ms: Option<i64>,
+    /// Every identifier ever linked to this PSID (`login_id:<id>`, `user_ref:<id>`): a second,
+    /// different link is kept beside the first, never over it.
+    #[serde(default)]
+    pub linked: Vec<String>,
     #[serde(default)]
     pub last_user_message_at_ms: Option<i64>,
     #[serde(default)]
@@ -150,6 +174,17 @@ pub struct Link {
     /// The opt-in key of the identifier.
     pub optin_key: String,
     pub at_ms: i64,
+    /// Create the opt-in as `answered` when none exists (a reply that overtook its opt-in).
+    /// Only for a `prior_message.source` we know: an unknown source naming an unknown
+    /// identifier must not invent an obligation.
+    pub create_missing: bool,
+}
+
+impl Link {
+    /// How the link is listed on the person: `login_id:<id>` or `user_ref:<id>`.
+    pub fn tag(&self) -> String {
+        format!("{}:{}", self.identifier.kind.as_str(), self.identifier.id)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,8 +204,11 @@ pub trait PersonStore: Send + Sync {
         psid: &str,
         at_ms: i64,
     ) -> Result<bool, PortError>;
-    /// Writes both directions in one transaction: the person gets the identifier, the opt-in
-    /// gets the PSID and state `answered` (created as `answered` if the reply came first).
+    /// Writes both directions in one transaction: the person gets the identifier (the first
+    /// one stays in `login_id` / `user_ref`; every one joins `linked`), the opt-in gets the PSID
+    /// and, from `pending`, `sent` or a lapsed `sending`, state `answered`. A closed outcome (`opted_out`, `failed`,
+    /// `expired`) is history and stays. With `create_missing`, a missing opt-in is created as
+    /// `answered` (the reply came first).
     async fn link(&self, link: &Link, now_ms: i64) -> Result<LinkResult, PortError>;
     /// Stores the newest referral. `true` if it was newer than the stored one.
     async fn record_referral(

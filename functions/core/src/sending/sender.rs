@@ -260,7 +260,7 @@ impl Sender {
 
     async fn attempt(&self, job: &FirstMessageJob) -> Result<JobOutcome, Stop> {
         let now = self.clock.now_ms();
-        let optin = self.load(&job.optin_key, now).await?;
+        let optin = self.load(&job.optin_key, job.generation, now).await?;
         let gate = self.gate(&optin, now).await?;
         let claimed = self.claim(&optin, now).await?;
         let auth = self.credentials(&claimed, now).await?;
@@ -268,11 +268,18 @@ impl Sender {
     }
 
     /// The opt-in, if a send is still owed and possible now.
-    async fn load(&self, key: &str, now: i64) -> Result<Optin, Stop> {
+    async fn load(&self, key: &str, generation: Option<u32>, now: i64) -> Result<Optin, Stop> {
         let Some(optin) = self.table.optins.get_optin(key).await? else {
             tracing::warn!(optin = %hash_id(key), "job for an unknown opt-in");
             return Err(Stop::Done(JobOutcome::AlreadyDone { state: None }));
         };
+        if generation.is_some_and(|g| g != optin.generation) {
+            // A job of an earlier generation: that one is closed (a new generation opens only
+            // on a closed one); the current generation has its own job.
+            return Err(Stop::Done(JobOutcome::AlreadyDone {
+                state: optin.history.last().map(|h| h.state),
+            }));
+        }
         if optin.state.is_closed() {
             return Err(Stop::Done(JobOutcome::AlreadyDone {
                 state: Some(optin.state),
@@ -352,7 +359,7 @@ impl Sender {
         match self
             .table
             .optins
-            .claim(&key, now, now + self.config.lease_ms)
+            .claim(&key, optin.generation, now, now + self.config.lease_ms)
             .await?
         {
             Claim::Claimed(o) => Ok(*o),
@@ -575,7 +582,12 @@ impl Sender {
         if let Claim::Claimed(o) = self
             .table
             .optins
-            .claim(&optin.key(), now, now + self.config.lease_ms)
+            .claim(
+                &optin.key(),
+                optin.generation,
+                now,
+                now + self.config.lease_ms,
+            )
             .await?
         {
             self.table
