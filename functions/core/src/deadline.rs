@@ -133,6 +133,7 @@ impl Deadline {
         }
         let job = FirstMessageJob {
             v: 1,
+            sent: None,
             optin_key: key.to_string(),
             generation: Some(optin.generation),
             recipient: optin.recipient.clone(),
@@ -145,6 +146,8 @@ impl Deadline {
             outcome,
             JobOutcome::Sent { .. }
                 | JobOutcome::AlreadyDone { .. }
+                | JobOutcome::Recorded
+                | JobOutcome::Declined
                 | JobOutcome::Refused { .. }
                 | JobOutcome::Unreachable { .. }
                 | JobOutcome::BadRequest { .. }

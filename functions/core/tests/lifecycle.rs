@@ -15,8 +15,8 @@ use lc_core::lifecycle::refs::{self, Keyring};
 use lc_core::memory::{ManualClock, MemoryQueue, MemoryScheduler, MemoryStore, QueueFault};
 use lc_core::ports::store::{Claim, Finish, TokenStatus};
 use lc_core::ports::{
-    NoMetrics, OptinStore, PageStore, PersonStore, QuarantineStore, RequestCounter, Scheduler,
-    Table,
+    Clock, NoMetrics, OptinStore, PageStore, PersonStore, QuarantineStore, RequestCounter,
+    Scheduler, Table,
 };
 use lc_core::webhook::{split_body, InboundEvent, SplitOutcome};
 
@@ -801,4 +801,153 @@ async fn an_operator_replay_processes_what_parses_now_and_keeps_the_rest() {
     let left = w.store.list_quarantined(10).await.unwrap();
     assert_eq!(left.len(), 1);
     assert!(left[0].event_json.contains("{not json"));
+}
+
+/// Marks generation `generation` of `key` sent, as the sender would.
+async fn mark_sent(w: &World, key: &str, generation: u32) {
+    let now = w.clock.now_ms();
+    let Claim::Claimed(c) = w
+        .store
+        .claim(key, generation, now, now + 30_000)
+        .await
+        .unwrap()
+    else {
+        panic!("claimable");
+    };
+    assert!(w
+        .store
+        .finish(
+            key,
+            c.attempts,
+            &Finish::Sent {
+                message_id: Some(format!("m-{generation}")),
+                sent_at_ms: now
+            },
+            now
+        )
+        .await
+        .unwrap());
+}
+
+#[tokio::test]
+async fn a_later_optin_on_a_closed_obligation_opens_a_new_generation() {
+    let w = world();
+    let first = login_optin("L1", T);
+    w.events.process(&first).await.unwrap();
+    mark_sent(&w, "OPTIN#login_id#L1", 1).await;
+
+    // reset_messenger_state, then the same login_id opts in again two hours later.
+    w.clock.set(T + 2 * HOUR + 5_000);
+    let again = login_optin("L1", T + 2 * HOUR);
+    let out = w.events.process(&again).await.unwrap();
+    assert!(matches!(out, Processed::OptinCreated { .. }), "{out:?}");
+
+    let o = w
+        .store
+        .get_optin("OPTIN#login_id#L1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((o.generation, o.state), (2, OptinState::Pending));
+    assert_eq!(o.opted_in_at_ms, T + 2 * HOUR);
+    assert_eq!(o.deadline_at_ms, T + 2 * HOUR + DAY_MS, "its own deadline");
+    assert_eq!(o.history.len(), 1, "the first generation's outcome is kept");
+    assert_eq!(o.history[0].state, OptinState::Sent);
+    assert_eq!(o.history[0].message_id.as_deref(), Some("m-1"));
+
+    // Its own first-message job and its own deadline check.
+    let js = jobs(&w);
+    assert_eq!(js.len(), 2);
+    assert_eq!(js[1].generation, Some(2));
+    let names = w.scheduler.names();
+    assert!(names.contains(&o.schedule_name), "{names:?}");
+    assert_ne!(o.schedule_name, schedule_name("OPTIN#login_id#L1"));
+
+    // Redeliveries of either event converge: no third generation, no third job.
+    for ev in [&again, &first, &again] {
+        let out = w.events.process(ev).await.unwrap();
+        assert!(matches!(out, Processed::OptinDuplicate { .. }), "{out:?}");
+    }
+    assert_eq!(jobs(&w).len(), 2);
+    let o = w
+        .store
+        .get_optin("OPTIN#login_id#L1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(o.generation, 2);
+}
+
+#[tokio::test]
+async fn an_optin_on_an_open_obligation_is_a_duplicate() {
+    let w = world();
+    w.events.process(&login_optin("L1", T)).await.unwrap();
+    // Still pending: a second opt-in event is the same obligation.
+    let out = w
+        .events
+        .process(&login_optin("L1", T + HOUR))
+        .await
+        .unwrap();
+    assert!(matches!(out, Processed::OptinDuplicate { .. }), "{out:?}");
+    let o = w
+        .store
+        .get_optin("OPTIN#login_id#L1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(o.generation, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_copies_of_a_new_optin_open_one_generation() {
+    let w = Arc::new(world());
+    w.events.process(&login_optin("L1", T)).await.unwrap();
+    mark_sent(&w, "OPTIN#login_id#L1", 1).await;
+    w.clock.set(T + 2 * HOUR + 5_000);
+    let again = login_optin("L1", T + 2 * HOUR);
+    let runs = (0..20).map(|_| {
+        let (w, ev) = (w.clone(), again.clone());
+        tokio::spawn(async move { w.events.process(&ev).await })
+    });
+    let outs: Vec<Processed> = join_all(runs)
+        .await
+        .into_iter()
+        .filter_map(|r| r.ok().and_then(|r| r.ok()))
+        .collect();
+    let opened = outs
+        .iter()
+        .filter(|o| matches!(o, Processed::OptinCreated { .. }))
+        .count();
+    assert_eq!(opened, 1, "{outs:?}");
+    let o = w
+        .store
+        .get_optin("OPTIN#login_id#L1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((o.generation, o.history.len()), (2, 1));
+    let gen2_jobs = jobs(&w).iter().filter(|j| j.generation == Some(2)).count();
+    assert!(gen2_jobs >= 1);
+}
+
+#[tokio::test]
+async fn a_scheduler_outage_does_not_hold_back_the_first_message() {
+    let w = world();
+    w.scheduler.fail_next_creates(1);
+    let ev = login_optin("L1", T);
+    let r = w.events.process(&ev).await;
+    assert!(matches!(r, Err(ProcessError::Retry(_))), "{r:?}");
+    assert_eq!(
+        jobs(&w).len(),
+        1,
+        "the job went out before the schedule failed"
+    );
+    // The redelivery, once the creator's claim lapsed, sets the deadline check.
+    w.clock.advance(61_000);
+    let out = w.events.process(&ev).await.unwrap();
+    assert_eq!(out, Processed::OptinJobTakenOver);
+    assert_eq!(
+        w.scheduler.names(),
+        vec![schedule_name("OPTIN#login_id#L1")]
+    );
 }

@@ -42,6 +42,9 @@ pub enum OptinState {
     Failed,
     Expired,
     OptedOut,
+    /// The Page is set not to answer opt-ins from this deployment (another app on the Page
+    /// answers them): nothing is sent.
+    Declined,
 }
 
 impl OptinState {
@@ -54,6 +57,7 @@ impl OptinState {
             OptinState::Failed => "failed",
             OptinState::Expired => "expired",
             OptinState::OptedOut => "opted_out",
+            OptinState::Declined => "declined",
         }
     }
 
@@ -66,6 +70,7 @@ impl OptinState {
             "failed" => OptinState::Failed,
             "expired" => OptinState::Expired,
             "opted_out" => OptinState::OptedOut,
+            "declined" => OptinState::Declined,
             _ => return None,
         })
     }
@@ -383,6 +388,10 @@ pub fn schedule_name_for(optin_key: &str, generation: u32) -> String {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FirstMessageJob {
     pub v: u32,
+    /// Set on a record-only job: Meta already accepted this attempt's message, only the
+    /// record is missing. Never calls Graph again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent: Option<SentRecord>,
     pub optin_key: String,
     /// The generation the job is for; absent in jobs written before generations (the current
     /// one then).
@@ -392,6 +401,15 @@ pub struct FirstMessageJob {
     pub page_id: String,
     pub deadline_at_ms: i64,
     pub enqueued_at_ms: i64,
+}
+
+/// What Meta answered to an attempt whose record could not be written at once.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SentRecord {
+    pub attempt: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<String>,
+    pub sent_at_ms: i64,
 }
 
 /// The JSON input of a deadline schedule.
@@ -463,6 +481,7 @@ mod tests {
             OptinState::Failed,
             OptinState::Expired,
             OptinState::OptedOut,
+            OptinState::Declined,
         ] {
             assert_eq!(OptinState::parse(s.as_str()), Some(s));
         }

@@ -591,6 +591,7 @@ impl Lifecycle {
     async fn send_job(&self, optin: &Optin, now: i64) -> Result<(), ProcessError> {
         let job = FirstMessageJob {
             v: 1,
+            sent: None,
             optin_key: optin.key(),
             generation: Some(optin.generation),
             recipient: optin.recipient.clone(),

@@ -288,6 +288,10 @@ impl OptinStore for MemoryStore {
                     o.state = OptinState::OptedOut;
                     o.last_error = Some(error.clone());
                 }
+                Finish::Declined { reason } => {
+                    o.state = OptinState::Declined;
+                    o.last_error = Some(reason.clone());
+                }
             }
             o.updated_at_ms = now_ms;
             Ok(true)

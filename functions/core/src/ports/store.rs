@@ -57,6 +57,10 @@ pub enum Finish {
     OptedOut {
         error: String,
     },
+    /// The Page does not answer opt-ins from this deployment.
+    Declined {
+        reason: String,
+    },
 }
 
 #[async_trait]
@@ -236,11 +240,21 @@ pub trait PersonStore: Send + Sync {
     ) -> Result<(), PortError>;
 }
 
+fn answers_by_default() -> bool {
+    true
+}
+
 /// First-message content and the pause switch of one Page (editable in the console).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PageConfig {
     pub page_id: String,
     pub paused: bool,
+    /// Whether this deployment sends the first message for this Page's opt-ins. Meta hands
+    /// every `login_id` to every app subscribed to the Page, so when two apps (two
+    /// deployments, or this one and a CRM) both answer, the person gets two "first" messages.
+    /// Set it to false on the Pages another app answers.
+    #[serde(default = "answers_by_default")]
+    pub answers_optins: bool,
     #[serde(default)]
     pub paused_reason: Option<String>,
     #[serde(default)]
@@ -251,6 +265,20 @@ pub struct PageConfig {
     /// JSON of the first message (`{"text": ..., "quick_replies": [...]}`); validated on use.
     #[serde(default)]
     pub first_message: Option<String>,
+}
+
+impl Default for PageConfig {
+    fn default() -> Self {
+        PageConfig {
+            page_id: String::new(),
+            paused: false,
+            answers_optins: true,
+            paused_reason: None,
+            paused_at_ms: None,
+            pause_event_at_ms: None,
+            first_message: None,
+        }
+    }
 }
 
 #[async_trait]

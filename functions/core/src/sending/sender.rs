@@ -10,12 +10,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use crate::consumer::Fate;
-use crate::lifecycle::optin::{FirstMessageJob, Optin, OptinState};
+use crate::lifecycle::optin::{FirstMessageJob, Optin, OptinState, SentRecord};
 use crate::ports::graph::{
     MessagingType, OutgoingMessage, PageAuth, Recipient, SendError, SendRequest,
 };
 use crate::ports::store::{Claim, Finish, PageConfig};
-use crate::ports::{Clock, GraphApi, Metric, Metrics, PortError, Scheduler, SecretSource, Table};
+use crate::ports::{
+    Clock, GraphApi, Metric, Metrics, OutMessage, PortError, QueueSender, Scheduler, SecretSource,
+    Table,
+};
 use crate::sending::errors::{classify, classify_transport, ErrorClass};
 use crate::sending::first_message;
 use crate::sending::policy::{self, Attempt, Decision, PolicyConfig, Rule};
@@ -24,8 +27,15 @@ use crate::webhook::IdentityKind;
 
 #[derive(Debug, Clone)]
 pub struct SenderConfig {
-    /// How long a claim is ours. Longer than the Graph timeout, short enough to recover fast.
+    /// How long a claim is ours: longer than any one attempt can run (the function's timeout),
+    /// so no other attempt takes over a send that may still be in flight. See
+    /// [`SenderConfig::with_timeouts`].
     pub lease_ms: i64,
+    /// Recording `sent` after Meta accepted is retried this many times within the lease before
+    /// the outcome travels as a record-only job instead.
+    pub record_attempts: u32,
+    /// First wait between record attempts; doubles each time.
+    pub record_backoff_ms: i64,
     /// First retry delay; doubles per attempt, with jitter.
     pub backoff_base_ms: i64,
     pub backoff_cap_ms: i64,
@@ -45,7 +55,9 @@ pub struct SenderConfig {
 impl Default for SenderConfig {
     fn default() -> Self {
         SenderConfig {
-            lease_ms: 30_000,
+            lease_ms: 35_000,
+            record_attempts: 4,
+            record_backoff_ms: 100,
             backoff_base_ms: 2_000,
             backoff_cap_ms: 15 * 60 * 1000,
             deadline_guard_ms: 60_000,
@@ -63,6 +75,36 @@ impl Default for SenderConfig {
     }
 }
 
+/// Slack between the function's timeout and the lease (clock skew between instances).
+const LEASE_MARGIN_MS: i64 = 5_000;
+/// Time one store call may take, for the attempt budget.
+const STORE_CALL_MS: i64 = 1_000;
+
+impl SenderConfig {
+    /// Derives the lease from the Graph timeout and the function timeout, and refuses
+    /// settings where one attempt (claim, send, record with its retries) cannot finish inside
+    /// the function's timeout: a killed attempt would leave a send unrecorded.
+    pub fn with_timeouts(
+        mut self,
+        graph_timeout_ms: i64,
+        function_timeout_ms: i64,
+    ) -> Result<SenderConfig, String> {
+        let record_budget: i64 = (0..self.record_attempts)
+            .map(|i| STORE_CALL_MS + (self.record_backoff_ms << i.min(20)))
+            .sum();
+        let attempt_ms = 2 * STORE_CALL_MS + graph_timeout_ms + record_budget;
+        if attempt_ms >= function_timeout_ms {
+            return Err(format!(
+                "one attempt needs up to {attempt_ms} ms (Graph timeout {graph_timeout_ms} ms + \
+                 claim + record retries), more than the function timeout \
+                 {function_timeout_ms} ms: raise the timeout or lower the Graph timeout"
+            ));
+        }
+        self.lease_ms = function_timeout_ms + LEASE_MARGIN_MS;
+        Ok(self)
+    }
+}
+
 /// How a job ended, and what the queue should do with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum JobOutcome {
@@ -74,6 +116,10 @@ pub enum JobOutcome {
     },
     /// Nothing to do (already sent, answered, closed, unknown): delete the job.
     AlreadyDone { state: Option<OptinState> },
+    /// A record-only job wrote the `sent` an earlier attempt could not.
+    Recorded,
+    /// The Page does not answer opt-ins from this deployment: closed, nothing sent.
+    Declined,
     /// The policy refused and the opt-in is closed accordingly: delete the job.
     Refused { rule: &'static str, reason: String },
     /// Try again after `delay_ms` (keep the job; change its visibility).
@@ -93,6 +139,8 @@ impl JobOutcome {
         match self {
             JobOutcome::Sent { .. } => "sent",
             JobOutcome::AlreadyDone { .. } => "already_done",
+            JobOutcome::Recorded => "recorded",
+            JobOutcome::Declined => "declined",
             JobOutcome::Refused { .. } => "refused",
             JobOutcome::RetryLater { .. } => "retry_later",
             JobOutcome::Unreachable { .. } => "unreachable",
@@ -170,6 +218,8 @@ impl From<JobError> for Stop {
 #[derive(Clone)]
 pub struct SenderPorts {
     pub table: Table,
+    /// The outbound queue: a record-only job goes here when `sent` cannot be written at once.
+    pub outbound: Arc<dyn QueueSender>,
     pub graph: Arc<dyn GraphApi>,
     pub scheduler: Arc<dyn Scheduler>,
     pub secrets: Arc<dyn SecretSource>,
@@ -179,6 +229,7 @@ pub struct SenderPorts {
 
 pub struct Sender {
     table: Table,
+    outbound: Arc<dyn QueueSender>,
     graph: Arc<dyn GraphApi>,
     scheduler: Arc<dyn Scheduler>,
     secrets: Arc<dyn SecretSource>,
@@ -194,6 +245,7 @@ impl Sender {
     pub fn new(ports: SenderPorts, config: SenderConfig) -> Self {
         Sender {
             table: ports.table,
+            outbound: ports.outbound,
             graph: ports.graph,
             scheduler: ports.scheduler,
             secrets: ports.secrets,
@@ -260,6 +312,9 @@ impl Sender {
 
     async fn attempt(&self, job: &FirstMessageJob) -> Result<JobOutcome, Stop> {
         let now = self.clock.now_ms();
+        if let Some(sent) = &job.sent {
+            return Ok(self.record_only(job, sent, now).await?);
+        }
         let optin = self.load(&job.optin_key, job.generation, now).await?;
         let gate = self.gate(&optin, now).await?;
         let claimed = self.claim(&optin, now).await?;
@@ -305,6 +360,9 @@ impl Sender {
     /// its first-message config and the policy.
     async fn gate(&self, optin: &Optin, now: i64) -> Result<Gate, Stop> {
         let page = self.table.pages.get_page(&optin.page_id).await?;
+        if page.as_ref().is_some_and(|p| !p.answers_optins) {
+            return Err(Stop::Done(self.declined(optin, now).await?));
+        }
         if let Some(p) = page.as_ref().filter(|p| p.paused) {
             return Err(Stop::Done(
                 self.paused(p.paused_reason.clone().unwrap_or_default()),
@@ -431,18 +489,9 @@ impl Sender {
             ok.usage.pace(self.config.pace_threshold_percent),
             after,
         );
+        // Meta said yes: from here nothing may lead to a second send of this generation.
         let recorded = self
-            .table
-            .optins
-            .finish(
-                &key,
-                attempt,
-                &Finish::Sent {
-                    message_id: Some(ok.message_id.clone()),
-                    sent_at_ms: after,
-                },
-                after,
-            )
+            .record_sent(claimed, Some(ok.message_id.clone()), after)
             .await?;
         if !recorded {
             // Our lease lapsed mid-send and someone else took over: the message went out,
@@ -462,6 +511,147 @@ impl Sender {
             optin_to_sent_ms: after - claimed.opted_in_at_ms,
             schedule_deleted,
         })
+    }
+
+    /// Writes `sent` for the claimed attempt, retrying within the lease. When the table stays
+    /// unavailable, the outcome is put on the outbound queue as a record-only job (another
+    /// backend) before this job is let go, so a redelivered job never calls Graph again.
+    /// `Ok(false)`: the claim was lost meanwhile (logged by the caller).
+    async fn record_sent(
+        &self,
+        claimed: &Optin,
+        message_id: Option<String>,
+        sent_at_ms: i64,
+    ) -> Result<bool, JobError> {
+        let key = claimed.key();
+        let finish = Finish::Sent {
+            message_id: message_id.clone(),
+            sent_at_ms,
+        };
+        let mut wait_ms = self.config.record_backoff_ms;
+        let mut last_error = None;
+        for round in 0..self.config.record_attempts.max(1) {
+            if round > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(wait_ms.max(0) as u64)).await;
+                wait_ms = wait_ms.saturating_mul(2);
+            }
+            let now = self.clock.now_ms();
+            match self
+                .table
+                .optins
+                .finish(&key, claimed.attempts, &finish, now)
+                .await
+            {
+                Ok(applied) => return Ok(applied),
+                Err(e) => {
+                    tracing::warn!(optin = %hash_id(&key), round, error = %e, "sent not recorded yet");
+                    last_error = Some(e);
+                }
+            }
+        }
+        let job = FirstMessageJob {
+            v: 1,
+            sent: Some(SentRecord {
+                attempt: claimed.attempts,
+                message_id,
+                sent_at_ms,
+            }),
+            optin_key: key.clone(),
+            generation: Some(claimed.generation),
+            recipient: claimed.recipient.clone(),
+            page_id: claimed.page_id.clone(),
+            deadline_at_ms: claimed.deadline_at_ms,
+            enqueued_at_ms: self.clock.now_ms(),
+        };
+        let body = serde_json::to_string(&job)
+            .map_err(|e| JobError::Backend(PortError::Rejected(e.to_string())))?;
+        let queued = self
+            .outbound
+            .send_batch(&[OutMessage {
+                id: "record".into(),
+                body,
+                attributes: vec![("page_id".into(), claimed.page_id.clone())],
+                delay_secs: 0,
+            }])
+            .await;
+        match queued {
+            Ok(failed) if failed.is_empty() => {
+                tracing::warn!(optin = %hash_id(&key), "sent recorded later by a record-only job");
+                Ok(true)
+            }
+            _ => {
+                // Both the table and the queue are down for the whole retry budget: the one
+                // way left to a second send. Said loudly; the job stays for a retry.
+                tracing::error!(optin = %hash_id(&key), "message sent but its record could not be kept anywhere");
+                Err(JobError::Backend(last_error.unwrap_or_else(|| {
+                    PortError::Unavailable("record not written".into())
+                })))
+            }
+        }
+    }
+
+    /// A record-only job: write the `sent` an earlier attempt could not, never call Graph.
+    async fn record_only(
+        &self,
+        job: &FirstMessageJob,
+        sent: &SentRecord,
+        now: i64,
+    ) -> Result<JobOutcome, JobError> {
+        let applied = self
+            .table
+            .optins
+            .finish(
+                &job.optin_key,
+                sent.attempt,
+                &Finish::Sent {
+                    message_id: sent.message_id.clone(),
+                    sent_at_ms: sent.sent_at_ms,
+                },
+                now,
+            )
+            .await?;
+        if !applied {
+            let state = self
+                .table
+                .optins
+                .get_optin(&job.optin_key)
+                .await?
+                .map(|o| o.state);
+            if state != Some(OptinState::Sent) {
+                tracing::error!(optin = %hash_id(&job.optin_key), ?state, "record-only job found the attempt superseded");
+            }
+            return Ok(JobOutcome::AlreadyDone { state });
+        }
+        if let Some(optin) = self.table.optins.get_optin(&job.optin_key).await? {
+            self.delete_schedule(&optin).await;
+        }
+        Ok(JobOutcome::Recorded)
+    }
+
+    /// Closes the opt-in without a message: the Page answers its opt-ins through another app.
+    async fn declined(&self, optin: &Optin, now: i64) -> Result<JobOutcome, JobError> {
+        let reason = format!(
+            "page {} is set not to answer opt-ins from this deployment (answers_optins = false)",
+            optin.page_id
+        );
+        if let Claim::Claimed(o) = self
+            .table
+            .optins
+            .claim(
+                &optin.key(),
+                optin.generation,
+                now,
+                now + self.config.lease_ms,
+            )
+            .await?
+        {
+            self.table
+                .optins
+                .finish(&o.key(), o.attempts, &Finish::Declined { reason }, now)
+                .await?;
+            self.delete_schedule(&o).await;
+        }
+        Ok(JobOutcome::Declined)
     }
 
     /// Pauses the Page (an operator must act) and keeps the job for later.
@@ -651,10 +841,10 @@ impl Sender {
         match class {
             ErrorClass::Retry => {
                 if max_attempts.is_some_and(|bound| attempt >= bound) {
-                    // Bounded codes (2) also mean "blocked": stop after the bound.
-                    // TODO(issue-11): only 551 and 200/1545041 may mark a person opted out;
-                    // an exhausted code 2 should fail the opt-in with its reason instead.
-                    return self.unreachable(optin, attempt, rule, &detail, now).await;
+                    // Bounded codes (2) may also mean "blocked", but only 551 and
+                    // 200/1545041 say so for sure: the opt-in fails, the person is not marked.
+                    let reason = format!("{rule}: gave up after {attempt} attempts: {detail}");
+                    return self.close_failed(optin, attempt, reason, rule).await;
                 }
                 // Otherwise the deadline is the bound: retries stop when none can land in time.
                 self.release(&key, attempt, &detail).await?;
@@ -664,9 +854,9 @@ impl Sender {
             ErrorClass::RecipientUnreachable => {
                 self.unreachable(optin, attempt, rule, &detail, now).await
             }
-            // TODO(issue-11): minimal arm so the new classes compile; the sender's owner decides
-            // the final shape. Each closes this opt-in as failed with its reason and leaves the
-            // person alone; retrying cannot help (a PSID's window reopens only when they write).
+            // Each closes this generation as failed with its reason and leaves the person
+            // alone; retrying cannot help (a PSID's window reopens only when they write; a
+            // login_id's one message is used or late).
             ErrorClass::WindowClosed | ErrorClass::UnknownRecipient | ErrorClass::Undeliverable => {
                 let why = match (class, optin.recipient.kind) {
                     (ErrorClass::WindowClosed, IdentityKind::LoginId | IdentityKind::UserRef) => {
@@ -677,19 +867,7 @@ impl Sender {
                     _ => "Meta will not deliver to this recipient",
                 };
                 let reason = format!("{rule}: {why}: {detail}");
-                self.table
-                    .optins
-                    .finish(
-                        &key,
-                        attempt,
-                        &Finish::Failed {
-                            error: reason.clone(),
-                        },
-                        now,
-                    )
-                    .await?;
-                self.delete_schedule(optin).await;
-                Ok(JobOutcome::Refused { rule, reason })
+                self.close_failed(optin, attempt, reason, rule).await
             }
             ErrorClass::OperatorAction => {
                 self.release(&key, attempt, &detail).await?;
@@ -714,6 +892,31 @@ impl Sender {
                 })
             }
         }
+    }
+
+    /// Ends the attempt as `failed` with its reason (nothing more will be tried for this
+    /// generation) and deletes its deadline check.
+    async fn close_failed(
+        &self,
+        optin: &Optin,
+        attempt: u32,
+        reason: String,
+        rule: &'static str,
+    ) -> Result<JobOutcome, JobError> {
+        let now = self.clock.now_ms();
+        self.table
+            .optins
+            .finish(
+                &optin.key(),
+                attempt,
+                &Finish::Failed {
+                    error: reason.clone(),
+                },
+                now,
+            )
+            .await?;
+        self.delete_schedule(optin).await;
+        Ok(JobOutcome::Refused { rule, reason })
     }
 
     async fn unreachable(
