@@ -1,7 +1,8 @@
 //! Business metrics as CloudWatch Embedded Metric Format (EMF) lines on stdout.
 //!
-//! Every function counts what its domain outcome says ([`from_ingest`], [`from_processed`],
-//! [`from_job`], [`from_deadline`]: pure, table-tested) and what `lc-core` announces in its
+//! Every function counts what its domain outcome says ([`from_processed`], [`from_job`],
+//! [`from_deadline`]: pure, table-tested; the webhook intake and the login callback count
+//! through `lc_core::ports::Metrics` themselves) and what `lc-core` announces in its
 //! logs with a `metric = "..."` field when no outcome can tell it ([`from_core_event`]: Graph
 //! errors by class, schedule deletions that failed, pages paused). Values accumulate in the
 //! process (the [`metrics`](::metrics) facade, backed by `metrics_cloudwatch_embedded`) and are
@@ -30,7 +31,6 @@ use lc_core::lifecycle::optin::OptinState;
 use lc_core::lifecycle::processor::Processed;
 use lc_core::sending::errors::ErrorClass;
 use lc_core::sending::sender::JobOutcome;
-use lc_core::webhook::intake::Outcome;
 use metrics_cloudwatch_embedded::{Builder, Collector};
 
 /// Environment variable that overrides the namespace.
@@ -143,37 +143,6 @@ impl Point {
 }
 
 // ---- outcome -> points (pure) -------------------------------------------------------------
-
-/// The webhook: events queued, quarantined bodies, signature refusals, enqueue failures.
-pub fn from_ingest(outcome: &Outcome) -> Vec<Point> {
-    match outcome {
-        Outcome::Accepted {
-            events,
-            quarantined,
-            ..
-        } => {
-            let mut points = Vec::new();
-            if *events > 0 {
-                points.push(Point::new(Metric::WebhookEvents, &[], *events as f64));
-            }
-            if *quarantined > 0 {
-                points.push(Point::new(
-                    Metric::QuarantinedEvents,
-                    &[],
-                    *quarantined as f64,
-                ));
-            }
-            points
-        }
-        Outcome::SignatureRefused(why) => vec![Point::count(
-            Metric::SignatureFailures,
-            &[("reason", why.as_str())],
-        )],
-        // One per refused request: Meta retries the whole body.
-        Outcome::EnqueueFailed { .. } => vec![Point::count(Metric::EnqueueFailures, &[])],
-        _ => Vec::new(),
-    }
-}
 
 /// The events function, one processed queue message. A page pause is counted from the log
 /// event `lc-core` writes when it applies it ([`from_core_event`]), not here.
@@ -361,7 +330,6 @@ pub async fn flushed<F: Future>(invocation: F) -> F::Output {
 mod tests {
     use super::*;
     use lc_core::lifecycle::optin::{EntryPoint, OptinSource};
-    use lc_core::webhook::signature::SignatureError;
     use lc_core::webhook::EventKind;
 
     fn c(metric: Metric, dims: &[(&'static str, &'static str)]) -> Point {
@@ -400,59 +368,6 @@ mod tests {
             for banned in ["page", "page_id", "psid", "login_id", "recipient", "optin"] {
                 assert!(!m.dimensions().contains(&banned), "{m:?} has {banned}");
             }
-        }
-    }
-
-    #[test]
-    fn ingest_outcomes() {
-        let table: Vec<(Outcome, Vec<Point>)> = vec![
-            (
-                Outcome::Accepted {
-                    events: 3,
-                    quarantined: 0,
-                    send_calls: 1,
-                    retried_entries: 0,
-                },
-                vec![Point::new(Metric::WebhookEvents, &[], 3.0)],
-            ),
-            (
-                Outcome::Accepted {
-                    events: 2,
-                    quarantined: 2,
-                    send_calls: 1,
-                    retried_entries: 1,
-                },
-                vec![
-                    Point::new(Metric::WebhookEvents, &[], 2.0),
-                    Point::new(Metric::QuarantinedEvents, &[], 2.0),
-                ],
-            ),
-            (
-                Outcome::SignatureRefused(SignatureError::Mismatch),
-                vec![c(Metric::SignatureFailures, &[("reason", "mismatch")])],
-            ),
-            (
-                Outcome::SignatureRefused(SignatureError::Sha1Only),
-                vec![c(Metric::SignatureFailures, &[("reason", "sha1_only")])],
-            ),
-            (
-                Outcome::SignatureRefused(SignatureError::Missing),
-                vec![c(Metric::SignatureFailures, &[("reason", "missing")])],
-            ),
-            (
-                Outcome::EnqueueFailed {
-                    events: 12,
-                    unsent: 2,
-                },
-                vec![c(Metric::EnqueueFailures, &[])],
-            ),
-            (Outcome::Verified, vec![]),
-            (Outcome::VerifyRefused, vec![]),
-            (Outcome::TooLarge, vec![]),
-            (Outcome::NotFound, vec![]),
-        ];
-        for (outcome, want) in table {
-            assert_eq!(from_ingest(&outcome), want, "{outcome:?}");
         }
     }
 

@@ -18,7 +18,7 @@ use lc_core::ports::{
 };
 use lc_core::sending::sender::{settle, Sender, SenderConfig, Settlement};
 use lc_core::support::secret::Secrets;
-use lc_core::webhook::intake::{Ingest, IngestConfig};
+use lc_core::webhook::intake::{Intake, IntakeConfig};
 use tokio::task::JoinHandle;
 
 /// A queue as the runner uses it: send, receive, and change visibility.
@@ -33,7 +33,6 @@ pub type DynClock = Arc<dyn Clock>;
 pub type RunEvents = Events<DynTable, DynScheduler, DynQueue, DynClock>;
 pub type RunSender = Sender<DynTable, GraphClient, DynScheduler, Arc<Secrets>, DynClock>;
 pub type RunDeadline = Deadline<DynTable, GraphClient, DynScheduler, Arc<Secrets>, DynClock>;
-pub type RunIngest = Ingest<DynQueue, Arc<Secrets>, DynClock>;
 
 pub struct Backends {
     pub table: DynTable,
@@ -213,7 +212,7 @@ async fn next_batch(q: &dyn Queue, poll: Duration, name: &str) -> Vec<lc_core::p
 /// The running service.
 pub struct Pipeline {
     pub backends: Backends,
-    pub ingest: Arc<RunIngest>,
+    pub intake: Arc<Intake>,
     pub events: Arc<RunEvents>,
     pub sender: Arc<RunSender>,
     pub deadline: Arc<RunDeadline>,
@@ -247,11 +246,12 @@ impl Pipeline {
             })
             .map_err(|e| e.to_string())
         };
-        let ingest = Arc::new(Ingest::new(
+        let intake = Arc::new(Intake::new(
             backends.events.clone(),
-            secrets.clone(),
+            Arc::new(secrets.clone()),
             clock.clone(),
-            IngestConfig::default(),
+            Arc::new(lc_core::ports::NoMetrics),
+            IntakeConfig::default(),
         ));
         let events = Arc::new(Events::new(
             backends.table.clone(),
@@ -278,7 +278,7 @@ impl Pipeline {
         )));
         let mut p = Pipeline {
             backends,
-            ingest,
+            intake,
             events,
             sender,
             deadline,

@@ -20,9 +20,10 @@ use lc_core::memory::ManualClock;
 use lc_core::ports::{Clock, OptinStore, QueueReceiver, RequestCounter, Scheduler};
 use lc_core::sending::sender::{Sender, SenderConfig};
 use lc_core::support::secret::Secrets;
-use lc_core::webhook::intake::{self, Ingest, IngestConfig};
+use lc_core::webhook::intake::{Intake, IntakeConfig};
 use lc_core::webhook::signature::sign;
 use lc_testkit::{optin_body, secrets, PAGE, TOKEN};
+use tower::ServiceExt;
 
 const HOUR: i64 = 3_600_000;
 
@@ -137,14 +138,16 @@ impl Moto {
         )
     }
 
-    /// The webhook Lambda handler with a real Function URL event.
+    /// The webhook Lambda's router with a real Function URL event.
     async fn post_webhook(&self, body: &str) -> u16 {
-        let ingest = Ingest::new(
-            self.events_q.clone(),
-            self.secrets.clone(),
-            self.clock.clone(),
-            IngestConfig::default(),
+        let intake = Intake::new(
+            Arc::new(self.events_q.clone()),
+            Arc::new(self.secrets.clone()),
+            Arc::new(self.clock.clone()),
+            Arc::new(lc_core::ports::NoMetrics),
+            IntakeConfig::default(),
         );
+        let router = lc_api::Api::new().intake(Arc::new(intake)).router();
         let event = serde_json::json!({
             "version": "2.0", "routeKey": "$default", "rawPath": "/webhook", "rawQueryString": "",
             "headers": {"content-type": "application/json",
@@ -156,9 +159,17 @@ impl Moto {
             "body": body, "isBase64Encoded": false
         });
         let req = lambda_http::request::from_str(&event.to_string()).expect("function url event");
-        let resp = lc_webhook::handle(&ingest, req).await.expect("response");
-        assert_eq!(intake::BODY_OK.len(), 14);
-        resp.status().as_u16()
+        let resp = router.oneshot(req).await.expect("infallible");
+        let status = resp.status().as_u16();
+        let resp = lambda_http::IntoResponse::into_response(resp).await;
+        if status == 200 {
+            assert!(
+                matches!(resp.body(), lambda_http::Body::Text(t) if t == lc_api::webhook::BODY_OK),
+                "{:?}",
+                resp.body()
+            );
+        }
+        status
     }
 }
 

@@ -1,0 +1,340 @@
+//! The webhook intake on in-memory adapters: GIVEN a configured intake, WHEN Meta's handshake or
+//! a body arrives, THEN the decision, the queue and the metrics are exactly as Meta and the events
+//! function need. (How decisions become statuses and bodies: `lc-api`'s tests.)
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use lc_core::memory::{MemoryQueue, QueueFault};
+use lc_core::ports::{Clock, MemoryMetrics, Metric, SecretSource};
+use lc_core::support::secret::{AppCredentials, Secret, Secrets};
+use lc_core::webhook::intake::{Intake, IntakeConfig, Outcome, Receipt, VerifyDecision};
+use lc_core::webhook::signature::{sign, SignatureError};
+use lc_core::webhook::{EventKind, InboundEvent};
+
+const SECRET: &str = "app-secret-1";
+const SECOND_APP_SECRET: &str = "app-secret-2";
+const VERIFY: &str = "verify-me";
+
+struct FixedClock;
+impl Clock for FixedClock {
+    fn now_ms(&self) -> i64 {
+        1_700_000_000_000
+    }
+}
+
+fn secrets() -> Arc<Secrets> {
+    let app = |id: &str, s: &str| AppCredentials {
+        app_id: id.into(),
+        app_secret: Secret::new(s),
+        client_token: Secret::default(),
+    };
+    Arc::new(Secrets {
+        apps: vec![app("1", SECRET), app("2", SECOND_APP_SECRET)],
+        verify_token: Secret::new(VERIFY),
+        ..Default::default()
+    })
+}
+
+struct Setup {
+    intake: Intake,
+    queue: Arc<MemoryQueue>,
+    metrics: Arc<MemoryMetrics>,
+}
+
+fn setup() -> Setup {
+    let queue = Arc::new(MemoryQueue::new("events"));
+    let metrics = Arc::new(MemoryMetrics::new());
+    let config = IntakeConfig {
+        max_body_bytes: 64 * 1024,
+        retry_base: Duration::from_millis(1),
+        ..IntakeConfig::default()
+    };
+    let secrets: Arc<dyn SecretSource> = Arc::new(secrets());
+    Setup {
+        intake: Intake::new(
+            queue.clone(),
+            secrets,
+            Arc::new(FixedClock),
+            metrics.clone(),
+            config,
+        ),
+        queue,
+        metrics,
+    }
+}
+
+fn optin_body(n: usize) -> String {
+    let items: Vec<String> = (0..n)
+        .map(|i| {
+            format!(
+                r#"{{"recipient":{{"id":"100"}},"timestamp":{},"optin":{{"login_id":"login-{i}"}}}}"#,
+                1_700_000_000_000i64 + i as i64
+            )
+        })
+        .collect();
+    format!(
+        r#"{{"object":"page","entry":[{{"id":"100","time":1700000000000,"messaging":[{}]}}]}}"#,
+        items.join(",")
+    )
+}
+
+async fn post(s: &Setup, body: &[u8], sig: Option<&str>) -> (Receipt, Outcome) {
+    s.intake.receive(sig, false, body).await
+}
+
+fn queued(q: &MemoryQueue) -> Vec<InboundEvent> {
+    q.bodies()
+        .iter()
+        .map(|b| InboundEvent::from_json(b).expect("queue holds valid events"))
+        .collect()
+}
+
+#[tokio::test]
+async fn subscription_handshake() {
+    let s = setup();
+    let echo = |c: &str| VerifyDecision::Echo(c.to_string());
+    let cases = [
+        (
+            (Some("subscribe"), Some(VERIFY), Some("1158201444")),
+            echo("1158201444"),
+        ),
+        (
+            (Some("subscribe"), Some("wrong"), Some("1")),
+            VerifyDecision::Refused,
+        ),
+        (
+            (Some("unsubscribe"), Some(VERIFY), Some("1")),
+            VerifyDecision::Refused,
+        ),
+        (
+            (Some("subscribe"), Some(VERIFY), Some("")),
+            VerifyDecision::Refused,
+        ),
+        (
+            (Some("subscribe"), Some(""), Some("1")),
+            VerifyDecision::Refused,
+        ),
+        (
+            (Some("subscribe"), Some(VERIFY), Some(&*"9".repeat(257))),
+            VerifyDecision::Refused,
+        ),
+        ((None, None, None), VerifyDecision::Refused),
+    ];
+    for ((mode, token, challenge), want) in cases {
+        let got = s.intake.verify_subscription(mode, token, challenge).await;
+        assert_eq!(got, want, "{mode:?} {token:?} {challenge:?}");
+    }
+    assert!(
+        s.metrics.snapshot().is_empty(),
+        "a handshake is not counted"
+    );
+}
+
+#[tokio::test]
+async fn signed_body_is_queued_event_by_event() {
+    let s = setup();
+    let body = optin_body(3);
+    let (receipt, outcome) = post(&s, body.as_bytes(), Some(&sign(SECRET, body.as_bytes()))).await;
+    assert_eq!(receipt, Receipt::Accepted);
+    assert!(matches!(
+        outcome,
+        Outcome::Accepted {
+            events: 3,
+            quarantined: 0,
+            ..
+        }
+    ));
+    let events = queued(&s.queue);
+    assert_eq!(events.len(), 3);
+    assert!(events
+        .iter()
+        .all(|e| e.kind == EventKind::Optin && e.account_id == "100"));
+    assert_eq!(s.metrics.take(), vec![Metric::WebhookEvents(3)]);
+}
+
+#[tokio::test]
+async fn second_app_secret_is_accepted() {
+    let s = setup();
+    let body = optin_body(1);
+    let sig = sign(SECOND_APP_SECRET, body.as_bytes());
+    assert_eq!(
+        post(&s, body.as_bytes(), Some(&sig)).await.0,
+        Receipt::Accepted
+    );
+    assert_eq!(s.queue.len(), 1);
+}
+
+#[tokio::test]
+async fn every_refusal_looks_the_same_and_queues_nothing() {
+    let s = setup();
+    let body = optin_body(1);
+    let good = sign(SECRET, body.as_bytes());
+    let sha1_only = s.intake.receive(None, true, body.as_bytes()).await;
+    assert_eq!(
+        sha1_only,
+        (
+            Receipt::Unauthorized,
+            Outcome::SignatureRefused(SignatureError::Sha1Only)
+        )
+    );
+    let forged_body = body.replace("login-0", "login-X");
+    let cases: Vec<(Option<String>, &[u8], SignatureError)> = vec![
+        (None, body.as_bytes(), SignatureError::Missing),
+        (
+            Some("sha256=abc".into()),
+            body.as_bytes(),
+            SignatureError::Malformed,
+        ),
+        (
+            Some(sign("guess", body.as_bytes())),
+            body.as_bytes(),
+            SignatureError::Mismatch,
+        ),
+        (
+            Some(good.clone()),
+            forged_body.as_bytes(),
+            SignatureError::Mismatch,
+        ),
+    ];
+    let mut counted = vec![Metric::SignatureFailure(SignatureError::Sha1Only)];
+    for (sig, b, why) in cases {
+        let (receipt, outcome) = post(&s, b, sig.as_deref()).await;
+        assert_eq!(receipt, sha1_only.0, "the same answer for {why:?}");
+        assert_eq!(outcome, Outcome::SignatureRefused(why));
+        counted.push(Metric::SignatureFailure(why));
+    }
+    assert!(s.queue.is_empty());
+    assert_eq!(
+        s.metrics.take(),
+        counted,
+        "one failure per refusal, by reason"
+    );
+}
+
+#[tokio::test]
+async fn signed_garbage_is_quarantined_not_lost() {
+    let s = setup();
+    for body in [
+        &b"not json at all"[..],
+        b"{\"object\":\"page\",\"entry\":[{\"id\":",
+        b"\xff\xfe bytes",
+    ] {
+        let (receipt, outcome) = post(&s, body, Some(&sign(SECRET, body))).await;
+        assert_eq!(receipt, Receipt::Accepted);
+        assert!(
+            matches!(outcome, Outcome::Accepted { quarantined: 1, .. }),
+            "{outcome:?}"
+        );
+    }
+    let events = queued(&s.queue);
+    assert_eq!(events.len(), 3);
+    assert!(events
+        .iter()
+        .all(|e| e.kind == EventKind::Quarantined && e.quarantine.is_some()));
+    assert_eq!(
+        s.metrics.take(),
+        (0..3)
+            .flat_map(|_| [Metric::WebhookEvents(1), Metric::Quarantined(1)])
+            .collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn queue_outage_is_retried_then_refused() {
+    let s = setup();
+    let body = optin_body(2);
+    let sig = sign(SECRET, body.as_bytes());
+
+    s.queue.set_fault(QueueFault::FailCalls(2));
+    let (receipt, outcome) = post(&s, body.as_bytes(), Some(&sig)).await;
+    assert_eq!(
+        receipt,
+        Receipt::Accepted,
+        "two failed calls are absorbed by the retry rounds"
+    );
+    assert!(matches!(
+        outcome,
+        Outcome::Accepted {
+            send_calls: 3,
+            retried_entries: 4,
+            ..
+        }
+    ));
+    assert_eq!(s.queue.len(), 2);
+    s.metrics.take();
+
+    s.queue.set_fault(QueueFault::FailCalls(100));
+    let (receipt, outcome) = post(&s, body.as_bytes(), Some(&sig)).await;
+    assert_eq!(
+        receipt,
+        Receipt::NotQueued,
+        "Meta must retry when the queue did not take the events"
+    );
+    assert_eq!(
+        outcome,
+        Outcome::EnqueueFailed {
+            events: 2,
+            unsent: 2
+        }
+    );
+    assert_eq!(s.metrics.take(), vec![Metric::EnqueueFailure]);
+}
+
+#[tokio::test]
+async fn refused_entries_are_resent_alone() {
+    let s = setup();
+    let body = optin_body(3);
+    s.queue.set_fault(QueueFault::RejectEntries {
+        containing: "login-1".into(),
+        times: 1,
+    });
+    let (receipt, outcome) = post(&s, body.as_bytes(), Some(&sign(SECRET, body.as_bytes()))).await;
+    assert_eq!(receipt, Receipt::Accepted);
+    assert!(matches!(
+        outcome,
+        Outcome::Accepted {
+            retried_entries: 1,
+            ..
+        }
+    ));
+    let mut ids: Vec<String> = queued(&s.queue)
+        .iter()
+        .map(|e| e.item.get().to_string())
+        .collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 3, "each event exactly once");
+    assert_eq!(s.queue.len(), 3);
+}
+
+#[tokio::test]
+async fn batches_respect_the_ten_entry_limit() {
+    let s = setup();
+    let body = optin_body(25);
+    let (receipt, outcome) = post(&s, body.as_bytes(), Some(&sign(SECRET, body.as_bytes()))).await;
+    assert_eq!(receipt, Receipt::Accepted);
+    assert!(matches!(
+        outcome,
+        Outcome::Accepted {
+            events: 25,
+            send_calls: 3,
+            ..
+        }
+    ));
+    assert_eq!(s.queue.calls(), 3);
+}
+
+#[tokio::test]
+async fn too_large_is_refused_before_anything_else() {
+    let s = setup();
+    let big = vec![b' '; 64 * 1024 + 1];
+    let (receipt, outcome) = post(&s, &big, Some(&sign(SECRET, &big))).await;
+    assert_eq!((receipt, outcome), (Receipt::TooLarge, Outcome::TooLarge));
+    let edge = vec![b' '; 64 * 1024];
+    assert_eq!(
+        post(&s, &edge, Some(&sign(SECRET, &edge))).await.0,
+        Receipt::Accepted,
+        "at the limit: signed, so quarantined rather than lost"
+    );
+}
