@@ -6,9 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use lc_adapters::sqs::SqsQueue;
-use lc_core::ports::{OutMessage, QueueSender, SystemClock};
+use lc_core::ports::{NoMetrics, OutMessage, QueueSender, SecretSource, SystemClock};
 use lc_core::support::secret::{AppCredentials, Secret, Secrets};
-use lc_core::webhook::intake::{Ingest, IngestConfig};
+use lc_core::webhook::intake::{Intake, IntakeConfig, Receipt};
 use lc_core::webhook::signature::sign;
 use lc_core::webhook::{EventKind, InboundEvent};
 
@@ -106,7 +106,7 @@ async fn whole_call_failure_is_an_error() {
 async fn signed_webhook_lands_on_sqs_as_events() {
     let q = queue().await;
     let consumer = q.clone();
-    let secrets = Arc::new(Secrets {
+    let secrets: Arc<dyn SecretSource> = Arc::new(Arc::new(Secrets {
         apps: vec![AppCredentials {
             app_id: "1".into(),
             app_secret: Secret::new("moto-secret"),
@@ -114,15 +114,16 @@ async fn signed_webhook_lands_on_sqs_as_events() {
         }],
         verify_token: Secret::new("vt"),
         ..Default::default()
-    });
-    let config = IngestConfig {
+    }));
+    let config = IntakeConfig {
         retry_base: Duration::from_millis(5),
-        ..IngestConfig::default()
+        ..IntakeConfig::default()
     };
-    let ep = Ingest::new(
-        std::sync::Arc::new(q),
-        std::sync::Arc::new(secrets),
-        std::sync::Arc::new(SystemClock),
+    let intake = Intake::new(
+        Arc::new(q),
+        secrets,
+        Arc::new(SystemClock),
+        Arc::new(NoMetrics),
         config,
     );
     let items: Vec<String> = (0..23)
@@ -132,17 +133,14 @@ async fn signed_webhook_lands_on_sqs_as_events() {
         r#"{{"object":"page","entry":[{{"id":"100","time":1,"messaging":[{}]}}]}}"#,
         items.join(",")
     );
-    let (resp, _) = ep
-        .handle(lc_core::webhook::intake::Request {
-            method: "POST",
-            path: "/webhook",
-            query: &[],
-            signature_256: Some(&sign("moto-secret", body.as_bytes())),
-            has_signature_sha1: false,
-            body: body.as_bytes(),
-        })
+    let (receipt, _) = intake
+        .receive(
+            Some(&sign("moto-secret", body.as_bytes())),
+            false,
+            body.as_bytes(),
+        )
         .await;
-    assert_eq!(resp.status, 200);
+    assert_eq!(receipt, Receipt::Accepted);
     let got = receive_all(&consumer).await;
     assert_eq!(got.len(), 23);
     let mut keys: Vec<String> = got

@@ -18,10 +18,9 @@ use lc_core::ports::{
 };
 use lc_core::sending::sender::{Sender, SenderConfig, SenderPorts};
 use lc_core::support::secret::Secrets;
-use lc_core::webhook::intake::{Ingest, IngestConfig};
+use lc_core::webhook::intake::{Intake, IntakeConfig};
 use tokio::task::JoinHandle;
 
-pub type RunIngest = Ingest;
 
 pub struct Backends {
     pub table: Table,
@@ -225,7 +224,7 @@ async fn next_batch(q: &dyn Queue, poll: Duration, name: &str) -> Vec<lc_core::p
 /// The running service.
 pub struct Pipeline {
     pub backends: Backends,
-    pub ingest: Arc<RunIngest>,
+    pub intake: Arc<Intake>,
     pub lifecycle: Arc<Lifecycle>,
     pub sender: Arc<Sender>,
     pub deadline: Arc<Deadline>,
@@ -261,11 +260,12 @@ impl Pipeline {
         })
         .map_err(|e| e.to_string())?;
         let secret_source: Arc<dyn SecretSource> = Arc::new(secrets.clone());
-        let ingest = Arc::new(Ingest::new(
+        let intake = Arc::new(Intake::new(
             backends.events.clone(),
-            Arc::new(secrets),
+            Arc::new(secrets.clone()),
             clock.clone(),
-            IngestConfig::default(),
+            metrics.clone(),
+            IntakeConfig::default(),
         ));
         let lifecycle = Arc::new(Lifecycle::new(
             LifecyclePorts {
@@ -279,6 +279,7 @@ impl Pipeline {
         ));
         let sender_ports = SenderPorts {
             table: backends.table.clone(),
+            outbound: backends.jobs.clone(),
             graph: Arc::new(graph),
             scheduler: backends.scheduler.clone(),
             secrets: secret_source,
@@ -289,7 +290,7 @@ impl Pipeline {
         let deadline = Arc::new(Deadline::new(Sender::new(sender_ports, config.sender)));
         let mut p = Pipeline {
             backends,
-            ingest,
+            intake,
             lifecycle,
             sender,
             deadline,

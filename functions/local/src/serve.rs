@@ -6,21 +6,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use axum::body::Bytes;
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, Method, StatusCode, Uri};
-use axum::response::IntoResponse;
 use graph_sim::{SimConfig, SimHandle};
+use lc_api::Api;
 use lc_core::lifecycle::processor::LifecycleConfig;
-use lc_core::login::{self, Login, LoginConfig};
+use lc_core::login::{Login, LoginConfig};
 use lc_core::ports::SystemClock;
 use lc_core::sending::sender::SenderConfig;
 use lc_core::support::secret::{AppCredentials, Secret, Secrets};
-use lc_core::webhook::intake;
 use lc_core::webhook::signature::sign;
 use sha2::{Digest, Sha256};
 
-use crate::pipeline::{Backends, Pipeline, PipelineConfig, RunIngest};
+use crate::pipeline::{Backends, Pipeline, PipelineConfig};
 
 pub const PAGE: &str = "1000000001";
 pub const PAGE_TOKEN: &str = "local-page-token";
@@ -151,14 +147,6 @@ pub async fn start_sim(secrets: &Secrets, rate_limit_per_sec: u32) -> Result<Sim
 }
 
 /// Everything `serve`, `demo` and `load` run: backends, simulator, pipeline, HTTP.
-pub type RunLogin = Login;
-
-#[derive(Clone)]
-struct Front {
-    ingest: Arc<RunIngest>,
-    login: Arc<RunLogin>,
-}
-
 pub struct Stack {
     pub pipeline: Pipeline,
     pub sim: Option<SimHandle>,
@@ -219,17 +207,18 @@ impl Stack {
             pipeline.backends.table.optins.clone(),
             Arc::new(secrets.clone()),
             pipeline.clock.clone(),
+            pipeline.metrics.clone(),
             LoginConfig {
                 default_page_id: PAGE.into(),
                 app_id: APP_ID.into(),
                 ..LoginConfig::default()
             },
         ));
-        let front = Front {
-            ingest: pipeline.ingest.clone(),
-            login,
-        };
-        let app = axum::Router::new().fallback(handle).with_state(front);
+        // Both Function URLs on one port, as the Lambdas serve them: the same router.
+        let app = Api::new()
+            .intake(pipeline.intake.clone())
+            .login(login)
+            .router();
         let addr = SocketAddr::from(([127, 0, 0, 1], settings.port));
         let listener = tokio::net::TcpListener::bind(addr)
             .await
@@ -326,66 +315,6 @@ fn sample_optin() -> String {
     format!(
         r#"{{"object":"page","entry":[{{"id":"{PAGE}","time":{now},"messaging":[{{"recipient":{{"id":"{PAGE}"}},"timestamp":{now},"optin":{{"login_id":"sample-login-id"}}}}]}}]}}"#
     )
-}
-
-/// One local front door for both Function URLs: `/webhook` is the webhook function, every
-/// other path the login function (its page at `/`, `POST /login`).
-async fn handle(
-    State(front): State<Front>,
-    method: Method,
-    uri: Uri,
-    Query(query): Query<Vec<(String, String)>>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> axum::response::Response {
-    let header = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
-    if !uri.path().starts_with("/webhook") {
-        let resp = front
-            .login
-            .handle(login::Request {
-                method: method.as_str(),
-                path: uri.path(),
-                query: &query,
-                origin: header("origin"),
-                body: &body,
-            })
-            .await;
-        let mut out = (
-            StatusCode::from_u16(resp.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-            resp.body.clone(),
-        )
-            .into_response();
-        for (k, v) in &resp.headers {
-            if let (Ok(name), Ok(value)) = (
-                axum::http::HeaderName::from_bytes(k.as_bytes()),
-                axum::http::HeaderValue::from_str(v),
-            ) {
-                out.headers_mut().insert(name, value);
-            }
-        }
-        if let Ok(ct) = axum::http::HeaderValue::from_str(resp.content_type) {
-            out.headers_mut().insert("content-type", ct);
-        }
-        return out;
-    }
-    let (resp, outcome) = front
-        .ingest
-        .handle(intake::Request {
-            method: method.as_str(),
-            path: uri.path(),
-            query: &query,
-            signature_256: header("x-hub-signature-256"),
-            has_signature_sha1: headers.contains_key("x-hub-signature"),
-            body: &body,
-        })
-        .await;
-    tracing::debug!(outcome = ?outcome, status = resp.status, "webhook request");
-    (
-        StatusCode::from_u16(resp.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        [("content-type", resp.content_type)],
-        resp.body,
-    )
-        .into_response()
 }
 
 /// `send FILE [--url URL]`: signs the file's exact bytes with `LC_APP_SECRET` and posts them.

@@ -1,8 +1,13 @@
+//! The login Lambda: the login page and callback on the service's router (the login part only).
+
+use std::sync::Arc;
+
 use lc_adapters::env::{self, ConfigError};
 use lc_adapters::graph::GraphClient;
 use lc_adapters::{aws, telemetry, wiring};
+use lc_api::Api;
 use lc_core::login::{Login, LoginConfig, DEFAULT_SDK_URL};
-use lc_core::ports::SystemClock;
+use lc_core::ports::{NoMetrics, SystemClock};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
@@ -27,19 +32,19 @@ async fn main() -> Result<(), lambda_http::Error> {
         sdk_url: env::optional("LC_SDK_URL").unwrap_or_else(|| DEFAULT_SDK_URL.to_string()),
         graph_version: graph.config().api_version.clone(),
     };
-    let endpoint = Login::new(
-        std::sync::Arc::new(graph),
-        std::sync::Arc::new(queue),
-        std::sync::Arc::new(store),
+    let login = Login::new(
+        Arc::new(graph),
+        Arc::new(queue),
+        Arc::new(store),
         secrets,
-        std::sync::Arc::new(SystemClock),
+        Arc::new(SystemClock),
+        // TODO(obs): Emf + invocation::http
+        Arc::new(NoMetrics),
         config,
     );
-    // TODO(router): the shared Router with invocation::http replaces this service_fn.
-    lambda_http::run(lambda_http::service_fn(|req| {
-        lc_login::handle(&endpoint, req)
-    }))
-    .await
+    let router = Api::new().login(Arc::new(login)).router();
+    // TODO(obs): Emf + invocation::http
+    lambda_http::run(router).await
 }
 
 /// A boolean setting: true/false, 1/0, yes/no, on/off; unset keeps the default.

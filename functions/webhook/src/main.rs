@@ -1,6 +1,11 @@
+//! The webhook Lambda: Meta's webhook on the service's router (the intake part only).
+
+use std::sync::Arc;
+
 use lc_adapters::{aws, env, sqs::SqsQueue, telemetry};
-use lc_core::ports::SystemClock;
-use lc_core::webhook::intake::{Ingest, IngestConfig};
+use lc_api::Api;
+use lc_core::ports::{NoMetrics, SystemClock};
+use lc_core::webhook::intake::{Intake, IntakeConfig};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
@@ -10,18 +15,19 @@ async fn main() -> Result<(), lambda_http::Error> {
         aws_sdk_sqs::Client::new(&sdk),
         env::required("EVENTS_QUEUE_URL")?,
     );
-    let config = IngestConfig {
-        max_body_bytes: env::parse_or("LC_MAX_BODY_BYTES", IngestConfig::default().max_body_bytes)?,
-        ..IngestConfig::default()
+    let config = IntakeConfig {
+        max_body_bytes: env::parse_or("LC_MAX_BODY_BYTES", IntakeConfig::default().max_body_bytes)?,
+        ..IntakeConfig::default()
     };
-    let ingest = Ingest::new(
-        std::sync::Arc::new(queue),
+    let intake = Intake::new(
+        Arc::new(queue),
         env::secret_source(&sdk)?,
-        std::sync::Arc::new(SystemClock),
+        Arc::new(SystemClock),
+        // TODO(obs): Emf + invocation::http
+        Arc::new(NoMetrics),
         config,
     );
-    lambda_http::run(lambda_http::service_fn(|req| {
-        lc_webhook::handle(&ingest, req)
-    }))
-    .await
+    let router = Api::new().intake(Arc::new(intake)).router();
+    // TODO(obs): Emf + invocation::http
+    lambda_http::run(router).await
 }

@@ -22,9 +22,10 @@ use lc_core::ports::{
 };
 use lc_core::sending::sender::{Sender, SenderConfig, SenderPorts};
 use lc_core::support::secret::Secrets;
-use lc_core::webhook::intake::{self, Ingest, IngestConfig};
+use lc_core::webhook::intake::{Intake, IntakeConfig};
 use lc_core::webhook::signature::sign;
 use lc_testkit::{optin_body, secrets, PAGE, TOKEN};
+use tower::ServiceExt;
 
 const HOUR: i64 = 3_600_000;
 
@@ -149,14 +150,16 @@ impl Moto {
         )
     }
 
-    /// The webhook Lambda handler with a real Function URL event.
+    /// The webhook Lambda's router with a real Function URL event.
     async fn post_webhook(&self, body: &str) -> u16 {
-        let ingest = Ingest::new(
+        let intake = Intake::new(
             Arc::new(self.events_q.clone()),
             Arc::new(self.secrets.clone()),
             Arc::new(self.clock.clone()),
-            IngestConfig::default(),
+            self.metrics.clone(),
+            IntakeConfig::default(),
         );
+        let router = lc_api::Api::new().intake(Arc::new(intake)).router();
         let event = serde_json::json!({
             "version": "2.0", "routeKey": "$default", "rawPath": "/webhook", "rawQueryString": "",
             "headers": {"content-type": "application/json",
@@ -168,9 +171,17 @@ impl Moto {
             "body": body, "isBase64Encoded": false
         });
         let req = lambda_http::request::from_str(&event.to_string()).expect("function url event");
-        let resp = lc_webhook::handle(&ingest, req).await.expect("response");
-        assert_eq!(intake::BODY_OK.len(), 14);
-        resp.status().as_u16()
+        let resp = router.oneshot(req).await.expect("infallible");
+        let status = resp.status().as_u16();
+        let resp = lambda_http::IntoResponse::into_response(resp).await;
+        if status == 200 {
+            assert!(
+                matches!(resp.body(), lambda_http::Body::Text(t) if t == lc_api::webhook::BODY_OK),
+                "{:?}",
+                resp.body()
+            );
+        }
+        status
     }
 }
 

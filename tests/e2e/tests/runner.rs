@@ -10,10 +10,10 @@ use graph_sim::Faults;
 use lc_core::lifecycle::processor::LifecycleConfig;
 use lc_core::ports::SystemClock;
 use lc_core::sending::sender::SenderConfig;
-use lc_core::webhook::intake::{self, Request};
 use lc_core::webhook::signature::sign;
 use lc_local::pipeline::{Backends, Pipeline, PipelineConfig};
 use lc_local::serve::{local_secrets, now_ms, page_ids, start_sim, PAGE};
+use tower::ServiceExt;
 
 fn endpoint() -> String {
     let e = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
@@ -80,19 +80,18 @@ async fn post(p: &Pipeline, secret: &str, login_id: &str) -> u16 {
         r#"{{"object":"page","entry":[{{"id":"{PAGE}","time":{ts},"messaging":[{{"recipient":{{"id":"{PAGE}"}},"timestamp":{ts},"optin":{{"login_id":"{login_id}"}}}}]}}]}}"#
     );
     let sig = sign(secret, body.as_bytes());
-    let (resp, _) = p
-        .ingest
-        .handle(Request {
-            method: "POST",
-            path: "/webhook",
-            query: &[],
-            signature_256: Some(&sig),
-            has_signature_sha1: false,
-            body: body.as_bytes(),
-        })
-        .await;
-    assert_eq!(intake::BODY_OK, resp.body);
-    resp.status
+    let router = lc_api::Api::new().intake(p.intake.clone()).router();
+    let req = axum::http::Request::post("/webhook")
+        .header("x-hub-signature-256", sig)
+        .body(axum::body::Body::from(body))
+        .expect("request");
+    let resp = router.oneshot(req).await.expect("infallible");
+    let status = resp.status().as_u16();
+    let text = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .expect("body");
+    assert_eq!(lc_api::webhook::BODY_OK.as_bytes(), &text[..]);
+    status
 }
 
 /// Waits until the simulator accepted `n` distinct login_ids; returns (distinct, total).

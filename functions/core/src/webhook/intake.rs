@@ -1,11 +1,10 @@
-//! The webhook endpoint, independent of how HTTP reaches it (Lambda Function URL, the local
-//! runner's server, tests).
+//! The webhook intake: Meta's subscription handshake and the receipt of a signed body, as
+//! decisions free of HTTP (the router in `lc-api` maps them to statuses and fixed bodies).
 //!
-//! `GET` answers Meta's subscription handshake. `POST` verifies the signature over the raw
-//! bytes, splits the body into one queue message per event, and answers 200 only once the queue
-//! accepted every one of them; otherwise 500 so Meta retries (duplicates are absorbed later by
-//! idempotency). A signed body we cannot parse is queued raw as quarantined and still gets 200:
-//! nothing signed is lost.
+//! [`Intake::receive`] verifies the signature over the raw bytes, splits the body into one queue
+//! message per event, and accepts only once the queue took every one of them; otherwise the
+//! caller must make Meta retry (duplicates are absorbed later by idempotency). A signed body we
+//! cannot parse is queued raw as quarantined and still accepted: nothing signed is lost.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,81 +12,62 @@ use std::time::Duration;
 use futures::future::join_all;
 
 use crate::ports::queue::batches;
-use crate::ports::{Clock, OutMessage, PortError, QueueSender, SecretSource};
+use crate::ports::{Clock, Metric, Metrics, OutMessage, PortError, QueueSender, SecretSource};
 use crate::webhook::signature::{self, SignatureError};
 use crate::webhook::{split_body, InboundEvent, SplitOutcome};
-
-/// Fixed response bodies: a refusal says nothing about why beyond its status.
-pub const BODY_OK: &str = "EVENT_RECEIVED";
-pub const BODY_UNAUTHORIZED: &str = "{\"error\":\"unauthorized\"}";
-pub const BODY_FORBIDDEN: &str = "{\"error\":\"forbidden\"}";
-pub const BODY_NOT_FOUND: &str = "{\"error\":\"not found\"}";
-pub const BODY_METHOD: &str = "{\"error\":\"method not allowed\"}";
-pub const BODY_TOO_LARGE: &str = "{\"error\":\"payload too large\"}";
-pub const BODY_RETRY: &str = "{\"error\":\"temporarily unavailable, retry\"}";
 
 /// Longest `hub.challenge` we echo (Meta sends a short number).
 const MAX_CHALLENGE_LEN: usize = 256;
 
 #[derive(Debug, Clone)]
-pub struct IngestConfig {
-    /// Larger bodies get 413. Meta batches at most a few hundred KB; Lambda allows 6 MB.
+pub struct IntakeConfig {
+    /// Larger bodies are refused. Meta batches at most a few hundred KB; Lambda allows 6 MB.
     pub max_body_bytes: usize,
     /// Send rounds for entries the queue refused (1 = no retry).
     pub send_rounds: u32,
     /// Wait before the second round; doubles each round.
     pub retry_base: Duration,
-    /// Paths served (the Function URL root and `/webhook`).
-    pub paths: Vec<String>,
 }
 
-impl Default for IngestConfig {
+impl Default for IntakeConfig {
     fn default() -> Self {
-        IngestConfig {
+        IntakeConfig {
             max_body_bytes: 1024 * 1024,
             send_rounds: 4,
             retry_base: Duration::from_millis(50),
-            paths: vec!["/".into(), "/webhook".into()],
         }
     }
 }
 
-/// The parts of an HTTP request the endpoint needs. Query values are already percent-decoded.
-#[derive(Debug, Clone, Copy)]
-pub struct Request<'a> {
-    pub method: &'a str,
-    pub path: &'a str,
-    pub query: &'a [(String, String)],
-    /// `X-Hub-Signature-256`.
-    pub signature_256: Option<&'a str>,
-    /// Whether a legacy `X-Hub-Signature` header was present.
-    pub has_signature_sha1: bool,
-    /// The body exactly as received (already base64-decoded if the transport encoded it).
-    pub body: &'a [u8],
-}
-
+/// The answer to Meta's subscription handshake (`GET` with `hub.*` parameters).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Response {
-    pub status: u16,
-    pub content_type: &'static str,
-    pub body: String,
+pub enum VerifyDecision {
+    /// Echo this challenge: the subscription is ours.
+    Echo(String),
+    /// Wrong mode or token, or a missing or unreasonable challenge.
+    Refused,
+    /// The verify token could not be read: Meta should try again later.
+    SecretsUnavailable,
 }
 
-impl Response {
-    fn json(status: u16, body: &str) -> Self {
-        Response {
-            status,
-            content_type: "application/json",
-            body: body.to_string(),
-        }
-    }
+/// What Meta is told about a POSTed body. Every refusal of a signature looks the same.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Receipt {
+    /// Every event is on the queue.
+    Accepted,
+    /// Over [`IntakeConfig::max_body_bytes`].
+    TooLarge,
+    /// Unsigned, sha1-only, malformed or forged.
+    Unauthorized,
+    /// The secrets could not be read: retry (a secrets outage must not look like a forgery).
+    SecretsUnavailable,
+    /// The queue did not take every event: Meta must retry.
+    NotQueued,
 }
 
-/// What happened, for logs and metrics (no secrets, no personal data).
+/// What happened to a POSTed body, for logs (no secrets, no personal data).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Verified,
-    VerifyRefused,
     SignatureRefused(SignatureError),
     Accepted {
         events: usize,
@@ -101,114 +81,113 @@ pub enum Outcome {
     },
     SecretsUnavailable,
     TooLarge,
-    NotFound,
-    MethodNotAllowed,
 }
 
-pub struct Ingest {
+pub struct Intake {
     queue: Arc<dyn QueueSender>,
     secrets: Arc<dyn SecretSource>,
     clock: Arc<dyn Clock>,
-    config: IngestConfig,
+    metrics: Arc<dyn Metrics>,
+    config: IntakeConfig,
 }
 
-impl Ingest {
+impl Intake {
     pub fn new(
         queue: Arc<dyn QueueSender>,
         secrets: Arc<dyn SecretSource>,
         clock: Arc<dyn Clock>,
-        config: IngestConfig,
+        metrics: Arc<dyn Metrics>,
+        config: IntakeConfig,
     ) -> Self {
-        Ingest {
+        Intake {
             queue,
             secrets,
             clock,
+            metrics,
             config,
         }
     }
 
-    pub async fn handle(&self, req: Request<'_>) -> (Response, Outcome) {
-        let path = req.path.trim_end_matches('/');
-        let path = if path.is_empty() { "/" } else { path };
-        if !self.config.paths.iter().any(|p| p == path) {
-            return (Response::json(404, BODY_NOT_FOUND), Outcome::NotFound);
-        }
-        match req.method {
-            "GET" => self.verify_subscription(req.query).await,
-            "POST" => self.receive(req).await,
-            _ => (Response::json(405, BODY_METHOD), Outcome::MethodNotAllowed),
-        }
+    pub fn config(&self) -> &IntakeConfig {
+        &self.config
     }
 
-    async fn verify_subscription(&self, query: &[(String, String)]) -> (Response, Outcome) {
-        let get = |k: &str| query.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-        let forbidden = (Response::json(403, BODY_FORBIDDEN), Outcome::VerifyRefused);
-        let (Some("subscribe"), Some(token), Some(challenge)) = (
-            get("hub.mode"),
-            get("hub.verify_token"),
-            get("hub.challenge"),
-        ) else {
-            return forbidden;
+    /// Meta's handshake: `hub.mode=subscribe`, our verify token, and a challenge to echo.
+    pub async fn verify_subscription(
+        &self,
+        mode: Option<&str>,
+        token: Option<&str>,
+        challenge: Option<&str>,
+    ) -> VerifyDecision {
+        let (Some("subscribe"), Some(token), Some(challenge)) = (mode, token, challenge) else {
+            return VerifyDecision::Refused;
         };
         if challenge.is_empty() || challenge.len() > MAX_CHALLENGE_LEN {
-            return forbidden;
+            return VerifyDecision::Refused;
         }
         let Ok(secrets) = self.secrets.secrets().await else {
-            return (Response::json(503, BODY_RETRY), Outcome::SecretsUnavailable);
+            return VerifyDecision::SecretsUnavailable;
         };
         if !secrets.verify_token.matches(token) {
-            return forbidden;
+            return VerifyDecision::Refused;
         }
-        (
-            Response {
-                status: 200,
-                content_type: "text/plain",
-                body: challenge.to_string(),
-            },
-            Outcome::Verified,
-        )
+        VerifyDecision::Echo(challenge.to_string())
     }
 
-    async fn receive(&self, req: Request<'_>) -> (Response, Outcome) {
-        if req.body.len() > self.config.max_body_bytes {
-            return (Response::json(413, BODY_TOO_LARGE), Outcome::TooLarge);
+    /// A POSTed body: verify, split, enqueue. `body` is exactly as received (already
+    /// base64-decoded if the transport encoded it); `has_signature_sha1` says whether a legacy
+    /// `X-Hub-Signature` header came with it. Counts what it did on the metrics port.
+    pub async fn receive(
+        &self,
+        signature_256: Option<&str>,
+        has_signature_sha1: bool,
+        body: &[u8],
+    ) -> (Receipt, Outcome) {
+        let (receipt, outcome) = self.decide(signature_256, has_signature_sha1, body).await;
+        self.count(&outcome);
+        (receipt, outcome)
+    }
+
+    async fn decide(
+        &self,
+        signature_256: Option<&str>,
+        has_signature_sha1: bool,
+        body: &[u8],
+    ) -> (Receipt, Outcome) {
+        if body.len() > self.config.max_body_bytes {
+            return (Receipt::TooLarge, Outcome::TooLarge);
         }
-        let secrets = match self.secrets.secrets().await {
-            Ok(s) => s,
-            // 5xx: Meta retries, and a secrets outage must not look like a forgery.
-            Err(_) => return (Response::json(503, BODY_RETRY), Outcome::SecretsUnavailable),
+        let Ok(secrets) = self.secrets.secrets().await else {
+            return (Receipt::SecretsUnavailable, Outcome::SecretsUnavailable);
         };
         if let Err(e) = signature::verify(
-            req.signature_256,
-            req.has_signature_sha1,
-            req.body,
+            signature_256,
+            has_signature_sha1,
+            body,
             secrets.app_secrets(),
         ) {
-            return (
-                Response::json(401, BODY_UNAUTHORIZED),
-                Outcome::SignatureRefused(e),
-            );
+            return (Receipt::Unauthorized, Outcome::SignatureRefused(e));
         }
 
         let received_at = self.clock.now_ms();
-        let (events, quarantined) = match split_body(req.body, received_at) {
+        let (events, quarantined) = match split_body(body, received_at) {
             SplitOutcome::Events(events) => (events, 0),
             SplitOutcome::Quarantined { events, .. } => {
                 let n = events.len();
                 (events, n)
             }
         };
-        let messages = match encode(&events) {
-            Ok(m) => m,
-            Err(_) => {
-                return (
-                    Response::json(500, BODY_RETRY),
-                    Outcome::EnqueueFailed {
-                        events: events.len(),
-                        unsent: events.len(),
-                    },
-                )
-            }
+        let not_queued = |unsent| {
+            (
+                Receipt::NotQueued,
+                Outcome::EnqueueFailed {
+                    events: events.len(),
+                    unsent,
+                },
+            )
+        };
+        let Ok(messages) = encode(&events) else {
+            return not_queued(events.len());
         };
         match self.send_all(messages).await {
             SendReport {
@@ -216,11 +195,7 @@ impl Ingest {
                 calls,
                 retried,
             } => (
-                Response {
-                    status: 200,
-                    content_type: "text/plain",
-                    body: BODY_OK.into(),
-                },
+                Receipt::Accepted,
                 Outcome::Accepted {
                     events: events.len(),
                     quarantined,
@@ -228,13 +203,29 @@ impl Ingest {
                     retried_entries: retried,
                 },
             ),
-            SendReport { unsent, .. } => (
-                Response::json(500, BODY_RETRY),
-                Outcome::EnqueueFailed {
-                    events: events.len(),
-                    unsent,
-                },
-            ),
+            SendReport { unsent, .. } => not_queued(unsent),
+        }
+    }
+
+    fn count(&self, outcome: &Outcome) {
+        let n = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+        match outcome {
+            Outcome::Accepted {
+                events,
+                quarantined,
+                ..
+            } => {
+                if *events > 0 {
+                    self.metrics.record(Metric::WebhookEvents(n(*events)));
+                }
+                if *quarantined > 0 {
+                    self.metrics.record(Metric::Quarantined(n(*quarantined)));
+                }
+            }
+            Outcome::SignatureRefused(why) => self.metrics.record(Metric::SignatureFailure(*why)),
+            // One per refused request: Meta retries the whole body.
+            Outcome::EnqueueFailed { .. } => self.metrics.record(Metric::EnqueueFailure),
+            Outcome::SecretsUnavailable | Outcome::TooLarge => {}
         }
     }
 

@@ -1,6 +1,6 @@
-//! The sample login page in headless Chromium, served by the real endpoint (`Login::handle`)
-//! behind a small axum server on 127.0.0.1, with a stub `window.FB` (the real SDK cannot load
-//! offline) and the Graph simulator behind `debug_token`.
+//! The sample login page in headless Chromium, served by the service's router (the login part,
+//! as the login Lambda mounts it) on 127.0.0.1, with a stub `window.FB` (the real SDK cannot
+//! load offline) and the Graph simulator behind `debug_token`.
 //!
 //! Needs Debian's `chromium` at /usr/bin/chromium (tests/run.sh installs it). Without it the test
 //! fails (when run) rather than passing silently.
@@ -11,19 +11,21 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::body::Bytes;
-use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
-use axum::response::{IntoResponse, Response as AxumResponse};
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::Method;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use base64::Engine;
 use graph_sim::{SimConfig, SimHandle, UserTokenRegistration};
 use lc_adapters::graph::{GraphClient, GraphConfig};
+use lc_api::Api;
 use lc_core::login::login_id::derive_login_id;
-use lc_core::login::{Login, LoginConfig, Request};
+use lc_core::login::{Login, LoginConfig};
 use lc_core::memory::{MemoryQueue, MemoryStore};
-use lc_core::ports::SystemClock;
+use lc_core::ports::{NoMetrics, SecretSource, SystemClock};
 use lc_core::support::privacy::hash_id;
 use lc_core::support::secret::{AppCredentials, Secret, Secrets};
 
@@ -61,67 +63,32 @@ const STUB_SDK: &str = r#"
 })();
 "#;
 
-type Endpoint = Login;
-
-struct AppState {
-    endpoint: Endpoint,
-    login_posts: Mutex<Vec<String>>,
-}
+type Posts = Arc<Mutex<Vec<String>>>;
 
 async fn stub_sdk() -> impl IntoResponse {
     ([("content-type", "application/javascript")], STUB_SDK)
 }
 
-async fn through_endpoint(
-    State(state): State<Arc<AppState>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> AxumResponse {
-    if method == Method::POST && uri.path() == "/login" {
-        let mut posts = state.login_posts.lock().unwrap_or_else(|p| p.into_inner());
-        posts.push(String::from_utf8_lossy(&body).into_owned());
+/// Keeps every `POST /login` body, then hands the request on unchanged.
+async fn record_login_posts(State(posts): State<Posts>, req: Request, next: Next) -> Response {
+    if req.method() != Method::POST || req.uri().path() != "/login" {
+        return next.run(req).await;
     }
-    let query: Vec<(String, String)> = uri
-        .query()
-        .unwrap_or_default()
-        .split('&')
-        .filter(|kv| !kv.is_empty())
-        .map(|kv| {
-            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-            (k.to_string(), v.to_string())
-        })
-        .collect();
-    let origin = headers.get("origin").and_then(|v| v.to_str().ok());
-    let resp = state
-        .endpoint
-        .handle(Request {
-            method: method.as_str(),
-            path: uri.path(),
-            query: &query,
-            origin,
-            body: &body,
-        })
-        .await;
-    let mut out = (
-        StatusCode::from_u16(resp.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
-        resp.body,
-    )
-        .into_response();
-    let h = out.headers_mut();
-    h.insert("content-type", HeaderValue::from_static(resp.content_type));
-    for (name, value) in resp.headers {
-        if let Ok(v) = HeaderValue::from_str(&value) {
-            h.insert(name, v);
-        }
-    }
-    out
+    let (parts, body) = req.into_parts();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    posts
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .push(String::from_utf8_lossy(&bytes).into_owned());
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
 }
 
 struct Server {
     base: String,
-    state: Arc<AppState>,
+    login_posts: Posts,
     _sim: SimHandle,
 }
 
@@ -146,7 +113,7 @@ async fn serve() -> Server {
         ..GraphConfig::default()
     })
     .expect("graph client");
-    let secrets = Arc::new(Secrets {
+    let secrets: Arc<dyn SecretSource> = Arc::new(Arc::new(Secrets {
         apps: vec![AppCredentials {
             app_id: APP_ID.into(),
             app_secret: Secret::new(APP_SECRET),
@@ -158,13 +125,14 @@ async fn serve() -> Server {
             "1".to_string(),
             Secret::new(base64::engine::general_purpose::STANDARD.encode([7u8; 32])),
         )]),
-    });
-    let endpoint = Login::new(
+    }));
+    let login = Login::new(
         Arc::new(graph),
         Arc::new(MemoryQueue::new("events")),
         Arc::new(MemoryStore::new()),
-        Arc::new(secrets),
+        secrets,
         Arc::new(SystemClock),
+        Arc::new(NoMetrics),
         LoginConfig {
             default_page_id: PAGE.into(),
             allowed_origins: vec![base.clone()],
@@ -174,20 +142,20 @@ async fn serve() -> Server {
             ..LoginConfig::default()
         },
     );
-    let state = Arc::new(AppState {
-        endpoint,
-        login_posts: Mutex::new(Vec::new()),
-    });
+    let login_posts = Posts::default();
     let app = Router::new()
         .route("/stub-sdk.js", get(stub_sdk))
-        .fallback(through_endpoint)
-        .with_state(state.clone());
+        .merge(Api::new().login(Arc::new(login)).router())
+        .layer(middleware::from_fn_with_state(
+            login_posts.clone(),
+            record_login_posts,
+        ));
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).await;
     });
     Server {
         base,
-        state,
+        login_posts,
         _sim: sim,
     }
 }
@@ -290,7 +258,6 @@ fn element_text(dom: &str, id: &str) -> Option<String> {
 
 fn login_posts(server: &Server) -> Vec<String> {
     server
-        .state
         .login_posts
         .lock()
         .unwrap_or_else(|p| p.into_inner())

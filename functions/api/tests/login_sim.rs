@@ -1,26 +1,32 @@
-//! The login callback against the Graph simulator (real HTTP) with in-memory queue and store;
-//! Function URL events through lambda_http's deserializer; and the convergence of the callback
-//! and the `messaging_optins` webhook on one opt-in and one first message.
+//! The login routes (as the login Lambda mounts them: the login part alone) against the Graph
+//! simulator (real HTTP) with in-memory queue and store; Function URL events through
+//! lambda_http's deserializer into the same router; and the convergence of the callback and the
+//! `messaging_optins` webhook on one opt-in and one first message.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::body::Body;
+use axum::http::Request;
+use axum::Router;
 use base64::Engine;
 use graph_sim::{SimConfig, SimHandle, UserTokenRegistration};
 use lc_adapters::graph::{GraphClient, GraphConfig};
+use lc_api::Api;
 use lc_core::lifecycle::optin::{optin_key, OptinSource, DAY_MS};
 use lc_core::lifecycle::processor::Processed;
 use lc_core::lifecycle::refs::{self, Keyring, RefCheck};
 use lc_core::login::login_id::derive_login_id;
-use lc_core::login::{Login, LoginConfig, Request, Response, MAX_BODY_BYTES};
+use lc_core::login::{Login, LoginConfig, MAX_BODY_BYTES};
 use lc_core::memory::{ManualClock, MemoryQueue, MemoryStore};
-use lc_core::ports::{Clock, OptinStore};
+use lc_core::ports::{Clock, MemoryMetrics, Metric, OptinStore, SecretSource};
 use lc_core::support::privacy::hash_id;
 use lc_core::support::secret::{AppCredentials, Secret, Secrets};
 use lc_core::support::time::format_rfc3339_ms;
 use lc_core::webhook::{split_body, Channel, Identity, IdentityKind, InboundEvent, SplitOutcome};
 use lc_testkit::{optin_body, World, PAGE};
+use tower::ServiceExt;
 
 /// The simulator's default app (its `debug_token` only accepts this app's token).
 const APP_ID: &str = "100000000000001";
@@ -34,14 +40,12 @@ const USER_TOKEN: &str = "EAAUserTokenValid0123456789";
 const ALLOWED: &str = "https://shop.example";
 const SDK_URL: &str = "https://connect.facebook.net/en_US/sdk.js";
 
-type Endpoint = Login;
-
 fn ref_key_b64() -> String {
     base64::engine::general_purpose::STANDARD.encode(REF_KEY)
 }
 
-fn secrets() -> Arc<Secrets> {
-    Arc::new(Secrets {
+fn secrets() -> Arc<dyn SecretSource> {
+    Arc::new(Arc::new(Secrets {
         apps: vec![AppCredentials {
             app_id: APP_ID.into(),
             app_secret: Secret::new(APP_SECRET),
@@ -50,7 +54,7 @@ fn secrets() -> Arc<Secrets> {
         verify_token: Secret::new(VERIFY_TOKEN),
         page_tokens: BTreeMap::from([(PAGE.to_string(), Secret::new(PAGE_TOKEN))]),
         ref_keys: BTreeMap::from([("3".to_string(), Secret::new(ref_key_b64()))]),
-    })
+    }))
 }
 
 /// Every secret value: none may reach a response.
@@ -74,24 +78,30 @@ fn config() -> LoginConfig {
     }
 }
 
-fn graph(base_url: String) -> GraphClient {
+fn graph(base_url: String) -> Arc<GraphClient> {
     match GraphClient::new(GraphConfig {
         base_url,
         timeout: Duration::from_millis(1_500),
         connect_timeout: Duration::from_millis(500),
         ..GraphConfig::default()
     }) {
-        Ok(g) => g,
+        Ok(g) => Arc::new(g),
         Err(e) => panic!("graph client: {e}"),
     }
 }
 
+/// The router as the login Lambda builds it.
+fn login_router(login: Login) -> Router {
+    Api::new().login(Arc::new(login)).router()
+}
+
 struct Setup {
     sim: SimHandle,
-    endpoint: Endpoint,
+    endpoint: Router,
     queue: Arc<MemoryQueue>,
     store: Arc<MemoryStore>,
     clock: ManualClock,
+    metrics: Arc<MemoryMetrics>,
 }
 
 async fn setup_with(config: LoginConfig) -> Setup {
@@ -101,20 +111,23 @@ async fn setup_with(config: LoginConfig) -> Setup {
     let clock = ManualClock::at(sim.now_ms());
     let queue = Arc::new(MemoryQueue::new("events"));
     let store = Arc::new(MemoryStore::new());
-    let endpoint = Login::new(
-        Arc::new(graph(sim.base_url())),
+    let metrics = Arc::new(MemoryMetrics::new());
+    let endpoint = login_router(Login::new(
+        graph(sim.base_url()),
         queue.clone(),
         store.clone(),
-        Arc::new(secrets()),
+        secrets(),
         Arc::new(clock.clone()),
+        metrics.clone(),
         config,
-    );
+    ));
     Setup {
         sim,
         endpoint,
         queue,
         store,
         clock,
+        metrics,
     }
 }
 
@@ -142,26 +155,65 @@ fn login_body(token: &str, page: Option<&str>) -> String {
     }
 }
 
-async fn post(ep: &Endpoint, body: &str, origin: Option<&str>) -> Response {
-    ep.handle(Request {
-        method: "POST",
-        path: "/login",
-        query: &[],
-        origin,
-        body: body.as_bytes(),
-    })
-    .await
+/// A response as the tests read it.
+struct Response {
+    status: u16,
+    content_type: String,
+    headers: Vec<(String, String)>,
+    body: String,
 }
 
-async fn get_page(ep: &Endpoint, query: &[(String, String)]) -> Response {
-    ep.handle(Request {
-        method: "GET",
-        path: "/",
-        query,
-        origin: None,
-        body: b"",
-    })
-    .await
+impl Response {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The items of a comma-separated header, trimmed (`POST, OPTIONS` = `POST,OPTIONS`).
+    fn header_list(&self, name: &str) -> Option<Vec<&str>> {
+        self.header(name)
+            .map(|v| v.split(',').map(str::trim).collect())
+    }
+}
+
+async fn call(ep: &Router, method: &str, uri: &str, origin: Option<&str>, body: &[u8]) -> Response {
+    let mut req = Request::builder().method(method).uri(uri);
+    if let Some(o) = origin {
+        req = req.header("origin", o);
+    }
+    let req = req.body(Body::from(body.to_vec())).expect("request");
+    let resp = ep.clone().oneshot(req).await.expect("infallible");
+    let headers: Vec<(String, String)> = resp
+        .headers()
+        .iter()
+        .map(|(n, v)| (n.to_string(), v.to_str().unwrap_or_default().to_string()))
+        .collect();
+    let status = resp.status().as_u16();
+    let body = axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .expect("body");
+    let content_type = headers
+        .iter()
+        .find(|(n, _)| n == "content-type")
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default();
+    Response {
+        status,
+        content_type,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    }
+}
+
+async fn post(ep: &Router, body: &str, origin: Option<&str>) -> Response {
+    call(ep, "POST", "/login", origin, body.as_bytes()).await
+}
+
+async fn get_page(ep: &Router, query: &[(String, String)]) -> Response {
+    let query: Vec<String> = query.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    call(ep, "GET", &format!("/?{}", query.join("&")), None, b"").await
 }
 
 fn json(resp: &Response) -> serde_json::Value {
@@ -247,15 +299,12 @@ async fn existing_optin_answers_its_state_and_deadline() {
     let login_id = expected_login_id();
     // The webhook came first, an hour ago.
     let opted_in = s.clock.now_ms() - 3_600_000;
-    let events = lc_core::lifecycle::processor::Lifecycle::new(
-        lc_core::lifecycle::processor::LifecyclePorts {
-            table: lc_core::ports::Table::new(s.store.clone()),
-            scheduler: Arc::new(lc_core::memory::MemoryScheduler::new()),
-            jobs: Arc::new(MemoryQueue::new("outbound")),
-            clock: Arc::new(s.clock.clone()),
-            metrics: Arc::new(lc_core::ports::NoMetrics),
-        },
-        lc_core::lifecycle::processor::LifecycleConfig::default(),
+    let events = lc_core::lifecycle::processor::Events::new(
+        s.store.clone(),
+        Arc::new(lc_core::memory::MemoryScheduler::new()),
+        Arc::new(MemoryQueue::new("outbound")),
+        s.clock.clone(),
+        lc_core::lifecycle::processor::EventsConfig::default(),
     );
     let body = optin_body(&format!(r#"{{"login_id":"{login_id}"}}"#), None, opted_in);
     let SplitOutcome::Events(evs) = split_body(body.as_bytes(), opted_in) else {
@@ -334,14 +383,15 @@ async fn graph_down_is_503() {
         l.local_addr().unwrap().port()
     };
     let queue = Arc::new(MemoryQueue::new("events"));
-    let ep = Login::new(
-        Arc::new(graph(format!("http://127.0.0.1:{port}"))),
+    let ep = login_router(Login::new(
+        graph(format!("http://127.0.0.1:{port}")),
         queue.clone(),
         Arc::new(MemoryStore::new()),
-        Arc::new(secrets()),
+        secrets(),
         Arc::new(ManualClock::at(1_800_000_000_000)),
+        Arc::new(MemoryMetrics::new()),
         config(),
-    );
+    ));
     let resp = post(&ep, &login_body(USER_TOKEN, None), None).await;
     assert_eq!(resp.status, 503, "{}", resp.body);
     assert_eq!(json(&resp)["error"], "unavailable");
@@ -355,6 +405,19 @@ async fn graph_down_is_503() {
     assert_eq!(resp.status, 503, "{}", resp.body);
     assert_clean(&resp, &[USER_TOKEN]);
     assert!(queue.is_empty() && s.queue.is_empty());
+}
+
+#[tokio::test]
+async fn queue_outage_is_503_and_counted() {
+    let s = setup().await;
+    user_token(&s.sim, USER_TOKEN, None, GOOD_SCOPES, 0);
+    s.queue
+        .set_fault(lc_core::memory::QueueFault::FailCalls(100));
+    let resp = post(&s.endpoint, &login_body(USER_TOKEN, None), None).await;
+    assert_eq!(resp.status, 503, "{}", resp.body);
+    assert_eq!(resp.body, lc_api::login::BODY_UNAVAILABLE);
+    assert_clean(&resp, &[USER_TOKEN]);
+    assert_eq!(s.metrics.take(), vec![Metric::EnqueueFailure]);
 }
 
 #[tokio::test]
@@ -404,19 +467,23 @@ async fn derivation_off_is_501_and_routes() {
     assert_clean(&resp, &[USER_TOKEN]);
     assert!(s.queue.is_empty());
 
-    let call = |method: &'static str, path: &'static str| {
-        s.endpoint.handle(Request {
-            method,
-            path,
-            query: &[],
-            origin: None,
-            body: b"",
-        })
-    };
-    assert_eq!(call("GET", "/nope").await.status, 404);
+    let call =
+        |method: &'static str, path: &'static str| call(&s.endpoint, method, path, None, b"");
+    let r = call("GET", "/nope").await;
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (404, lc_api::login::BODY_NOT_FOUND)
+    );
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    // The login Lambda does not serve the webhook.
+    assert_eq!(call("POST", "/webhook").await.status, 404);
+    assert_eq!(call("OPTIONS", "/nope").await.status, 404);
     let r = call("GET", "/login").await;
     assert_eq!((r.status, r.header("allow")), (405, Some("POST, OPTIONS")));
+    assert_eq!(r.body, lc_api::login::BODY_METHOD);
     let r = call("DELETE", "/").await;
+    assert_eq!((r.status, r.header("allow")), (405, Some("GET, OPTIONS")));
+    let r = call("HEAD", "/").await;
     assert_eq!((r.status, r.header("allow")), (405, Some("GET, OPTIONS")));
     // The page still renders (the webhook path and the plugin work without derivation).
     assert_eq!(call("GET", "/").await.status, 200);
@@ -426,27 +493,29 @@ async fn derivation_off_is_501_and_routes() {
 async fn cors_only_for_allowed_origins() {
     let s = setup().await;
     user_token(&s.sim, USER_TOKEN, None, GOOD_SCOPES, 0);
-    let preflight = |origin: &'static str| {
-        s.endpoint.handle(Request {
-            method: "OPTIONS",
-            path: "/login",
-            query: &[],
-            origin: Some(origin),
-            body: b"",
-        })
-    };
+    let preflight =
+        |origin: &'static str| call(&s.endpoint, "OPTIONS", "/login", Some(origin), b"");
     let ok = preflight(ALLOWED).await;
     assert_eq!(ok.status, 204);
     assert_eq!(ok.header("access-control-allow-origin"), Some(ALLOWED));
     assert_eq!(
-        ok.header("access-control-allow-methods"),
-        Some("POST, OPTIONS")
+        ok.header_list("access-control-allow-methods"),
+        Some(vec!["POST", "OPTIONS"])
     );
     assert_eq!(
-        ok.header("access-control-allow-headers"),
-        Some("content-type")
+        ok.header_list("access-control-allow-headers"),
+        Some(vec!["content-type"])
     );
-    assert_eq!(ok.header("vary"), Some("Origin"));
+    assert_eq!(ok.header("access-control-max-age"), Some("600"));
+    // Header names in a list are case-insensitive.
+    assert!(ok
+        .header("vary")
+        .is_some_and(|v| v.eq_ignore_ascii_case("Origin")));
+    assert!(ok.body.is_empty());
+    // The page's own origin preflights `/` the same way.
+    let root = call(&s.endpoint, "OPTIONS", "/", Some(ALLOWED), b"").await;
+    assert_eq!(root.status, 204);
+    assert_eq!(root.header("access-control-allow-origin"), Some(ALLOWED));
     // Configured with a trailing slash; browsers send none.
     let ok2 = preflight("https://other-shop.example").await;
     assert_eq!(
@@ -462,7 +531,18 @@ async fn cors_only_for_allowed_origins() {
         assert_eq!(no.status, 204);
         assert_eq!(no.header("access-control-allow-origin"), None, "{other}");
         assert_eq!(no.header("access-control-allow-methods"), None);
+        assert_eq!(no.header("access-control-allow-headers"), None);
+        assert_eq!(no.header("access-control-max-age"), None);
+        assert!(no
+            .header("vary")
+            .is_some_and(|v| v.eq_ignore_ascii_case("Origin")));
     }
+    // Case differences in the origin are the same site; the answer echoes what was sent.
+    let upper = preflight("HTTPS://SHOP.EXAMPLE").await;
+    assert_eq!(
+        upper.header("access-control-allow-origin"),
+        Some("HTTPS://SHOP.EXAMPLE")
+    );
 
     let resp = post(&s.endpoint, &login_body(USER_TOKEN, None), Some(ALLOWED)).await;
     assert_eq!(resp.status, 202);
@@ -478,7 +558,13 @@ async fn cors_only_for_allowed_origins() {
         "the token is the credential; CORS only hides the answer"
     );
     assert_eq!(resp.header("access-control-allow-origin"), None);
-    assert_eq!(resp.header("vary"), Some("Origin"));
+    assert!(resp
+        .header("vary")
+        .is_some_and(|v| v.eq_ignore_ascii_case("Origin")));
+    // 405s are readable by the allowed page too.
+    let r = call(&s.endpoint, "GET", "/login", Some(ALLOWED), b"").await;
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("access-control-allow-origin"), Some(ALLOWED));
 }
 
 /// The value of `attr="…"` on the element that has `marker` in its start tag.
@@ -529,8 +615,9 @@ async fn page_has_ids_a_signed_ref_and_no_secret() {
             payload,
             expires_at_secs,
             key_id,
+            encrypted,
         } => {
-            assert_eq!(key_id, 3);
+            assert_eq!((key_id, encrypted), (3, false));
             assert_eq!(expires_at_secs, now_secs + 86_400);
             let p = String::from_utf8(payload).unwrap();
             assert!(
@@ -617,6 +704,13 @@ fn function_url_event(
     ev.to_string()
 }
 
+/// What the Lambda runtime does with an event: deserialize, run the router, convert the answer.
+async fn lambda(router: &Router, event: &str) -> lambda_http::Response<lambda_http::Body> {
+    let req = lambda_http::request::from_str(event).expect("a valid Function URL event");
+    let resp = router.clone().oneshot(req).await.expect("infallible");
+    lambda_http::IntoResponse::into_response(resp).await
+}
+
 fn text(body: &lambda_http::Body) -> String {
     match body {
         lambda_http::Body::Text(t) => t.clone(),
@@ -631,8 +725,7 @@ async fn function_url_post_and_page() {
     user_token(&s.sim, USER_TOKEN, None, GOOD_SCOPES, 0);
     let body = login_body(USER_TOKEN, None);
     let ev = function_url_event("POST", "/login", Some(ALLOWED), Some(&body));
-    let req = lambda_http::request::from_str(&ev).expect("a valid Function URL event");
-    let resp = lc_login::handle(&s.endpoint, req).await.unwrap();
+    let resp = lambda(&s.endpoint, &ev).await;
     assert_eq!(resp.status(), 202, "{}", text(resp.body()));
     assert_eq!(
         resp.headers()
@@ -654,22 +747,17 @@ async fn function_url_post_and_page() {
     let mut ev: serde_json::Value =
         serde_json::from_str(&function_url_event("POST", "/login", None, Some(&b64))).unwrap();
     ev["isBase64Encoded"] = serde_json::Value::Bool(true);
-    let req = lambda_http::request::from_str(&ev.to_string()).unwrap();
-    let resp = lc_login::handle(&s.endpoint, req).await.unwrap();
+    let resp = lambda(&s.endpoint, &ev.to_string()).await;
     assert_eq!(resp.status(), 202, "{}", text(resp.body()));
 
     let ev = function_url_event("GET", "/", None, None);
-    let resp = lc_login::handle(&s.endpoint, lambda_http::request::from_str(&ev).unwrap())
-        .await
-        .unwrap();
+    let resp = lambda(&s.endpoint, &ev).await;
     assert_eq!(resp.status(), 200);
     assert!(resp.headers().contains_key("content-security-policy"));
     assert!(text(resp.body()).contains("fb-send-to-messenger"));
 
     let ev = function_url_event("OPTIONS", "/login", Some("https://evil.example"), None);
-    let resp = lc_login::handle(&s.endpoint, lambda_http::request::from_str(&ev).unwrap())
-        .await
-        .unwrap();
+    let resp = lambda(&s.endpoint, &ev).await;
     assert_eq!(resp.status(), 204);
     assert!(!resp.headers().contains_key("access-control-allow-origin"));
 }
@@ -694,14 +782,15 @@ async fn converge(order: Order) -> Measured {
     let w = World::new(2_000).await;
     user_token(&w.sim, USER_TOKEN, None, GOOD_SCOPES, 0);
     let events_queue = Arc::new(MemoryQueue::new("events"));
-    let login = Login::new(
-        Arc::new(graph(w.sim.base_url())),
+    let login = login_router(Login::new(
+        graph(w.sim.base_url()),
         events_queue.clone(),
         w.store.clone(),
-        Arc::new(secrets()),
+        secrets(),
         Arc::new(w.clock.clone()),
+        Arc::new(MemoryMetrics::new()),
         config(),
-    );
+    ));
     let login_id = expected_login_id();
     // Meta generated the login_id when the login flow started.
     w.sim.register_login_id(&login_id, None, w.now());

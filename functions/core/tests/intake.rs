@@ -1,13 +1,14 @@
-//! The webhook endpoint on in-memory adapters: GIVEN a configured endpoint, WHEN a request
-//! arrives, THEN the response and the queue are exactly as Meta and the events function need.
+//! The webhook intake on in-memory adapters: GIVEN a configured intake, WHEN Meta's handshake or
+//! a body arrives, THEN the decision, the queue and the metrics are exactly as Meta and the events
+//! function need. (How decisions become statuses and bodies: `lc-api`'s tests.)
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use lc_core::memory::{MemoryQueue, QueueFault};
-use lc_core::ports::Clock;
+use lc_core::ports::{Clock, MemoryMetrics, Metric, SecretSource};
 use lc_core::support::secret::{AppCredentials, Secret, Secrets};
-use lc_core::webhook::intake::{self, Ingest, IngestConfig, Outcome, Request, Response};
+use lc_core::webhook::intake::{Intake, IntakeConfig, Outcome, Receipt, VerifyDecision};
 use lc_core::webhook::signature::{sign, SignatureError};
 use lc_core::webhook::{EventKind, InboundEvent};
 
@@ -35,24 +36,32 @@ fn secrets() -> Arc<Secrets> {
     })
 }
 
-type Endpoint = Ingest;
+struct Setup {
+    intake: Intake,
+    queue: Arc<MemoryQueue>,
+    metrics: Arc<MemoryMetrics>,
+}
 
-fn endpoint() -> (Endpoint, Arc<MemoryQueue>) {
+fn setup() -> Setup {
     let queue = Arc::new(MemoryQueue::new("events"));
-    let config = IngestConfig {
+    let metrics = Arc::new(MemoryMetrics::new());
+    let config = IntakeConfig {
         max_body_bytes: 64 * 1024,
         retry_base: Duration::from_millis(1),
-        ..IngestConfig::default()
+        ..IntakeConfig::default()
     };
-    (
-        Ingest::new(
+    let secrets: Arc<dyn SecretSource> = Arc::new(secrets());
+    Setup {
+        intake: Intake::new(
             queue.clone(),
-            Arc::new(secrets()),
+            secrets,
             Arc::new(FixedClock),
+            metrics.clone(),
             config,
         ),
         queue,
-    )
+        metrics,
+    }
 }
 
 fn optin_body(n: usize) -> String {
@@ -70,16 +79,8 @@ fn optin_body(n: usize) -> String {
     )
 }
 
-async fn post(ep: &Endpoint, body: &[u8], sig: Option<&str>) -> (Response, Outcome) {
-    ep.handle(Request {
-        method: "POST",
-        path: "/webhook",
-        query: &[],
-        signature_256: sig,
-        has_signature_sha1: false,
-        body,
-    })
-    .await
+async fn post(s: &Setup, body: &[u8], sig: Option<&str>) -> (Receipt, Outcome) {
+    s.intake.receive(sig, false, body).await
 }
 
 fn queued(q: &MemoryQueue) -> Vec<InboundEvent> {
@@ -91,48 +92,51 @@ fn queued(q: &MemoryQueue) -> Vec<InboundEvent> {
 
 #[tokio::test]
 async fn subscription_handshake() {
-    let (ep, _) = endpoint();
-    let q = |mode: &str, token: &str, challenge: &str| {
-        vec![
-            ("hub.mode".to_string(), mode.to_string()),
-            ("hub.verify_token".to_string(), token.to_string()),
-            ("hub.challenge".to_string(), challenge.to_string()),
-        ]
-    };
+    let s = setup();
+    let echo = |c: &str| VerifyDecision::Echo(c.to_string());
     let cases = [
-        (q("subscribe", VERIFY, "1158201444"), 200, "1158201444"),
-        (q("subscribe", "wrong", "1"), 403, intake::BODY_FORBIDDEN),
-        (q("unsubscribe", VERIFY, "1"), 403, intake::BODY_FORBIDDEN),
-        (q("subscribe", VERIFY, ""), 403, intake::BODY_FORBIDDEN),
-        (q("subscribe", "", "1"), 403, intake::BODY_FORBIDDEN),
-        (vec![], 403, intake::BODY_FORBIDDEN),
+        (
+            (Some("subscribe"), Some(VERIFY), Some("1158201444")),
+            echo("1158201444"),
+        ),
+        (
+            (Some("subscribe"), Some("wrong"), Some("1")),
+            VerifyDecision::Refused,
+        ),
+        (
+            (Some("unsubscribe"), Some(VERIFY), Some("1")),
+            VerifyDecision::Refused,
+        ),
+        (
+            (Some("subscribe"), Some(VERIFY), Some("")),
+            VerifyDecision::Refused,
+        ),
+        (
+            (Some("subscribe"), Some(""), Some("1")),
+            VerifyDecision::Refused,
+        ),
+        (
+            (Some("subscribe"), Some(VERIFY), Some(&*"9".repeat(257))),
+            VerifyDecision::Refused,
+        ),
+        ((None, None, None), VerifyDecision::Refused),
     ];
-    for (query, status, body) in cases {
-        let (resp, _) = ep
-            .handle(Request {
-                method: "GET",
-                path: "/webhook",
-                query: &query,
-                signature_256: None,
-                has_signature_sha1: false,
-                body: b"",
-            })
-            .await;
-        assert_eq!(
-            (resp.status, resp.body.as_str()),
-            (status, body),
-            "{query:?}"
-        );
+    for ((mode, token, challenge), want) in cases {
+        let got = s.intake.verify_subscription(mode, token, challenge).await;
+        assert_eq!(got, want, "{mode:?} {token:?} {challenge:?}");
     }
+    assert!(
+        s.metrics.snapshot().is_empty(),
+        "a handshake is not counted"
+    );
 }
 
 #[tokio::test]
 async fn signed_body_is_queued_event_by_event() {
-    let (ep, q) = endpoint();
+    let s = setup();
     let body = optin_body(3);
-    let (resp, outcome) = post(&ep, body.as_bytes(), Some(&sign(SECRET, body.as_bytes()))).await;
-    assert_eq!(resp.status, 200);
-    assert_eq!(resp.body, intake::BODY_OK);
+    let (receipt, outcome) = post(&s, body.as_bytes(), Some(&sign(SECRET, body.as_bytes()))).await;
+    assert_eq!(receipt, Receipt::Accepted);
     assert!(matches!(
         outcome,
         Outcome::Accepted {
@@ -141,40 +145,38 @@ async fn signed_body_is_queued_event_by_event() {
             ..
         }
     ));
-    let events = queued(&q);
+    let events = queued(&s.queue);
     assert_eq!(events.len(), 3);
     assert!(events
         .iter()
         .all(|e| e.kind == EventKind::Optin && e.account_id == "100"));
+    assert_eq!(s.metrics.take(), vec![Metric::WebhookEvents(3)]);
 }
 
 #[tokio::test]
 async fn second_app_secret_is_accepted() {
-    let (ep, q) = endpoint();
+    let s = setup();
     let body = optin_body(1);
     let sig = sign(SECOND_APP_SECRET, body.as_bytes());
-    assert_eq!(post(&ep, body.as_bytes(), Some(&sig)).await.0.status, 200);
-    assert_eq!(q.len(), 1);
+    assert_eq!(
+        post(&s, body.as_bytes(), Some(&sig)).await.0,
+        Receipt::Accepted
+    );
+    assert_eq!(s.queue.len(), 1);
 }
 
 #[tokio::test]
 async fn every_refusal_looks_the_same_and_queues_nothing() {
-    let (ep, q) = endpoint();
+    let s = setup();
     let body = optin_body(1);
     let good = sign(SECRET, body.as_bytes());
-    let sha1_only = ep
-        .handle(Request {
-            method: "POST",
-            path: "/webhook",
-            query: &[],
-            signature_256: None,
-            has_signature_sha1: true,
-            body: body.as_bytes(),
-        })
-        .await;
+    let sha1_only = s.intake.receive(None, true, body.as_bytes()).await;
     assert_eq!(
-        sha1_only.1,
-        Outcome::SignatureRefused(SignatureError::Sha1Only)
+        sha1_only,
+        (
+            Receipt::Unauthorized,
+            Outcome::SignatureRefused(SignatureError::Sha1Only)
+        )
     );
     let forged_body = body.replace("login-0", "login-X");
     let cases: Vec<(Option<String>, &[u8], SignatureError)> = vec![
@@ -195,48 +197,60 @@ async fn every_refusal_looks_the_same_and_queues_nothing() {
             SignatureError::Mismatch,
         ),
     ];
+    let mut counted = vec![Metric::SignatureFailure(SignatureError::Sha1Only)];
     for (sig, b, why) in cases {
-        let (resp, outcome) = post(&ep, b, sig.as_deref()).await;
-        assert_eq!(resp, sha1_only.0, "same status and body for {why:?}");
+        let (receipt, outcome) = post(&s, b, sig.as_deref()).await;
+        assert_eq!(receipt, sha1_only.0, "the same answer for {why:?}");
         assert_eq!(outcome, Outcome::SignatureRefused(why));
-        assert!(!resp.body.contains(&good[7..15]));
+        counted.push(Metric::SignatureFailure(why));
     }
-    assert_eq!(sha1_only.0.status, 401);
-    assert!(q.is_empty());
+    assert!(s.queue.is_empty());
+    assert_eq!(
+        s.metrics.take(),
+        counted,
+        "one failure per refusal, by reason"
+    );
 }
 
 #[tokio::test]
 async fn signed_garbage_is_quarantined_not_lost() {
-    let (ep, q) = endpoint();
+    let s = setup();
     for body in [
         &b"not json at all"[..],
         b"{\"object\":\"page\",\"entry\":[{\"id\":",
         b"\xff\xfe bytes",
     ] {
-        let (resp, outcome) = post(&ep, body, Some(&sign(SECRET, body))).await;
-        assert_eq!(resp.status, 200);
+        let (receipt, outcome) = post(&s, body, Some(&sign(SECRET, body))).await;
+        assert_eq!(receipt, Receipt::Accepted);
         assert!(
             matches!(outcome, Outcome::Accepted { quarantined: 1, .. }),
             "{outcome:?}"
         );
     }
-    let events = queued(&q);
+    let events = queued(&s.queue);
     assert_eq!(events.len(), 3);
     assert!(events
         .iter()
         .all(|e| e.kind == EventKind::Quarantined && e.quarantine.is_some()));
+    assert_eq!(
+        s.metrics.take(),
+        (0..3)
+            .flat_map(|_| [Metric::WebhookEvents(1), Metric::Quarantined(1)])
+            .collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test]
-async fn queue_outage_is_retried_then_answered_500() {
-    let (ep, q) = endpoint();
+async fn queue_outage_is_retried_then_refused() {
+    let s = setup();
     let body = optin_body(2);
     let sig = sign(SECRET, body.as_bytes());
 
-    q.set_fault(QueueFault::FailCalls(2));
-    let (resp, outcome) = post(&ep, body.as_bytes(), Some(&sig)).await;
+    s.queue.set_fault(QueueFault::FailCalls(2));
+    let (receipt, outcome) = post(&s, body.as_bytes(), Some(&sig)).await;
     assert_eq!(
-        resp.status, 200,
+        receipt,
+        Receipt::Accepted,
         "two failed calls are absorbed by the retry rounds"
     );
     assert!(matches!(
@@ -247,12 +261,14 @@ async fn queue_outage_is_retried_then_answered_500() {
             ..
         }
     ));
-    assert_eq!(q.len(), 2);
+    assert_eq!(s.queue.len(), 2);
+    s.metrics.take();
 
-    q.set_fault(QueueFault::FailCalls(100));
-    let (resp, outcome) = post(&ep, body.as_bytes(), Some(&sig)).await;
+    s.queue.set_fault(QueueFault::FailCalls(100));
+    let (receipt, outcome) = post(&s, body.as_bytes(), Some(&sig)).await;
     assert_eq!(
-        resp.status, 500,
+        receipt,
+        Receipt::NotQueued,
         "Meta must retry when the queue did not take the events"
     );
     assert_eq!(
@@ -262,18 +278,19 @@ async fn queue_outage_is_retried_then_answered_500() {
             unsent: 2
         }
     );
+    assert_eq!(s.metrics.take(), vec![Metric::EnqueueFailure]);
 }
 
 #[tokio::test]
 async fn refused_entries_are_resent_alone() {
-    let (ep, q) = endpoint();
+    let s = setup();
     let body = optin_body(3);
-    q.set_fault(QueueFault::RejectEntries {
+    s.queue.set_fault(QueueFault::RejectEntries {
         containing: "login-1".into(),
         times: 1,
     });
-    let (resp, outcome) = post(&ep, body.as_bytes(), Some(&sign(SECRET, body.as_bytes()))).await;
-    assert_eq!(resp.status, 200);
+    let (receipt, outcome) = post(&s, body.as_bytes(), Some(&sign(SECRET, body.as_bytes()))).await;
+    assert_eq!(receipt, Receipt::Accepted);
     assert!(matches!(
         outcome,
         Outcome::Accepted {
@@ -281,22 +298,22 @@ async fn refused_entries_are_resent_alone() {
             ..
         }
     ));
-    let mut ids: Vec<String> = queued(&q)
+    let mut ids: Vec<String> = queued(&s.queue)
         .iter()
         .map(|e| e.item.get().to_string())
         .collect();
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 3, "each event exactly once");
-    assert_eq!(q.len(), 3);
+    assert_eq!(s.queue.len(), 3);
 }
 
 #[tokio::test]
 async fn batches_respect_the_ten_entry_limit() {
-    let (ep, q) = endpoint();
+    let s = setup();
     let body = optin_body(25);
-    let (resp, outcome) = post(&ep, body.as_bytes(), Some(&sign(SECRET, body.as_bytes()))).await;
-    assert_eq!(resp.status, 200);
+    let (receipt, outcome) = post(&s, body.as_bytes(), Some(&sign(SECRET, body.as_bytes()))).await;
+    assert_eq!(receipt, Receipt::Accepted);
     assert!(matches!(
         outcome,
         Outcome::Accepted {
@@ -305,31 +322,19 @@ async fn batches_respect_the_ten_entry_limit() {
             ..
         }
     ));
-    assert_eq!(q.calls(), 3);
+    assert_eq!(s.queue.calls(), 3);
 }
 
 #[tokio::test]
-async fn limits_paths_and_methods() {
-    let (ep, q) = endpoint();
+async fn too_large_is_refused_before_anything_else() {
+    let s = setup();
     let big = vec![b' '; 64 * 1024 + 1];
-    let (resp, _) = post(&ep, &big, Some(&sign(SECRET, &big))).await;
-    assert_eq!(resp.status, 413);
-    for (method, path, status) in [
-        ("POST", "/other", 404),
-        ("PUT", "/webhook", 405),
-        ("DELETE", "/", 405),
-    ] {
-        let (resp, _) = ep
-            .handle(Request {
-                method,
-                path,
-                query: &[],
-                signature_256: None,
-                has_signature_sha1: false,
-                body: b"",
-            })
-            .await;
-        assert_eq!(resp.status, status, "{method} {path}");
-    }
-    assert!(q.is_empty());
+    let (receipt, outcome) = post(&s, &big, Some(&sign(SECRET, &big))).await;
+    assert_eq!((receipt, outcome), (Receipt::TooLarge, Outcome::TooLarge));
+    let edge = vec![b' '; 64 * 1024];
+    assert_eq!(
+        post(&s, &edge, Some(&sign(SECRET, &edge))).await.0,
+        Receipt::Accepted,
+        "at the limit: signed, so quarantined rather than lost"
+    );
 }
