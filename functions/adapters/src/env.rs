@@ -44,6 +44,25 @@ where
     }
 }
 
+/// A boolean setting: `true`/`false`, `1`/`0`, `yes`/`no`, `on`/`off` (any case); unset keeps
+/// the default. The one place booleans are read from the environment.
+pub fn flag(name: &'static str, default: bool) -> Result<bool, ConfigError> {
+    match optional(name) {
+        None => Ok(default),
+        Some(v) => parse_bool(&v).ok_or_else(|| {
+            ConfigError::Invalid(name, format!("expected true or false, got {:?}", v.trim()))
+        }),
+    }
+}
+
+fn parse_bool(v: &str) -> Option<bool> {
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Some(true),
+        "false" | "0" | "no" | "off" => Some(false),
+        _ => None,
+    }
+}
+
 /// Picks the secret source: Secrets Manager (`LC_SECRET_ID`, cached `LC_SECRET_TTL_SECS`,
 /// default 300), else a file (`LC_SECRETS_FILE`), else `LC_APP_SECRET` + `LC_VERIFY_TOKEN`.
 pub fn secret_source(sdk: &aws_config::SdkConfig) -> Result<Arc<dyn SecretSource>, ConfigError> {

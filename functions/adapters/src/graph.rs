@@ -55,9 +55,6 @@ pub struct GraphConfig {
     pub connect_timeout: Duration,
     /// Whole-request timeout.
     pub timeout: Duration,
-    /// Send `appsecret_proof` with each send whose [`PageAuth::app_secret`] is set (needed when
-    /// the app has "Require App Secret" on; harmless otherwise).
-    pub appsecret_proof: bool,
 }
 
 impl Default for GraphConfig {
@@ -67,15 +64,15 @@ impl Default for GraphConfig {
             api_version: DEFAULT_API_VERSION.to_owned(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             timeout: DEFAULT_TIMEOUT,
-            appsecret_proof: false,
         }
     }
 }
 
 impl GraphConfig {
-    /// Reads `LC_GRAPH_BASE_URL`, `LC_GRAPH_API_VERSION`, `LC_GRAPH_TIMEOUT_MS` (> 0) and
-    /// `LC_GRAPH_APPSECRET_PROOF` (`true`/`false`, also `1`/`0`, `yes`/`no`, `on`/`off`); unset
+    /// Reads `LC_GRAPH_BASE_URL`, `LC_GRAPH_API_VERSION` and `LC_GRAPH_TIMEOUT_MS` (> 0); unset
     /// variables keep the [`Default`] values. Values are validated here, at cold start.
+    /// Whether a send carries `appsecret_proof` is the sender's decision (`LC_APPSECRET_PROOF`):
+    /// the client sends one exactly when [`PageAuth::app_secret`] is set.
     pub fn from_env() -> Result<Self, ConfigError> {
         let defaults = GraphConfig::default();
         let timeout_ms: u64 = parse_or("LC_GRAPH_TIMEOUT_MS", duration_ms(DEFAULT_TIMEOUT))?;
@@ -85,15 +82,6 @@ impl GraphConfig {
                 "must be greater than 0".to_owned(),
             ));
         }
-        let appsecret_proof = match optional("LC_GRAPH_APPSECRET_PROOF") {
-            None => defaults.appsecret_proof,
-            Some(v) => parse_bool(&v).ok_or_else(|| {
-                ConfigError::Invalid(
-                    "LC_GRAPH_APPSECRET_PROOF",
-                    format!("expected true or false, got {:?}", v.trim()),
-                )
-            })?,
-        };
         let base_url = optional("LC_GRAPH_BASE_URL")
             .map(|v| v.trim().to_owned())
             .unwrap_or(defaults.base_url);
@@ -107,7 +95,6 @@ impl GraphConfig {
             api_version,
             connect_timeout: defaults.connect_timeout,
             timeout: Duration::from_millis(timeout_ms),
-            appsecret_proof,
         })
     }
 }
@@ -173,11 +160,8 @@ impl GraphClient {
         url
     }
 
-    /// The proof to send, when enabled and an app secret is given.
+    /// The proof to send: exactly when the sender handed an app secret.
     fn proof_for(&self, auth: &PageAuth) -> Option<String> {
-        if !self.config.appsecret_proof {
-            return None;
-        }
         let secret = auth.app_secret.as_ref().filter(|s| !s.is_empty())?;
         appsecret_proof(secret, &auth.page_token)
     }
@@ -501,14 +485,6 @@ fn token_info(data: &serde_json::Map<String, Value>) -> TokenInfo {
 
 fn duration_ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-fn parse_bool(v: &str) -> Option<bool> {
-    match v.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" => Some(true),
-        "false" | "0" | "no" | "off" => Some(false),
-        _ => None,
-    }
 }
 
 /// An absolute `http(s)` URL without query or fragment.

@@ -3,13 +3,10 @@
 
 use std::sync::Arc;
 
-use base64::Engine;
 use lc_core::lifecycle::processor::LifecycleConfig;
-use lc_core::lifecycle::refs::Keyring;
 use lc_core::ports::RequestCounter;
 use lc_core::sending::first_message;
 use lc_core::sending::sender::SenderConfig;
-use lc_core::support::secret::Secrets;
 
 use crate::dynamodb::DynamoStore;
 use crate::env::{optional, parse_or, required, ConfigError};
@@ -49,31 +46,10 @@ pub fn scheduler(sdk: &aws_config::SdkConfig) -> Result<EventBridgeScheduler, Co
         .map_err(|e| ConfigError::Invalid("SCHEDULE_GROUP", e.to_string()))
 }
 
-/// Signed-ref keys from the secret's `ref_keys` (`{"1": "<base64 of 32 bytes>"}`). Invalid
-/// entries are skipped with a warning naming the key id, never the value.
-pub fn keyring(secrets: &Secrets) -> Keyring {
-    let mut ring = Keyring::new();
-    for (id, value) in &secrets.ref_keys {
-        let key_id: Option<u8> = id.parse().ok();
-        let bytes = base64::engine::general_purpose::STANDARD
-            .decode(value.expose().trim())
-            .ok()
-            .and_then(|b| <[u8; 32]>::try_from(b).ok());
-        match (key_id, bytes) {
-            (Some(k), Some(b)) => ring.insert(k, b),
-            _ => {
-                tracing::warn!(key_id = %id, "ref key skipped: need a numeric id and 32 base64 bytes")
-            }
-        }
-    }
-    ring
-}
-
 /// `LC_DEADLINE_MARGIN_SECS` (default 3600).
-pub fn lifecycle_config(secrets: &Secrets) -> Result<LifecycleConfig, ConfigError> {
+pub fn lifecycle_config() -> Result<LifecycleConfig, ConfigError> {
     Ok(LifecycleConfig {
         deadline_margin_ms: parse_or("LC_DEADLINE_MARGIN_SECS", 3600i64)? * 1000,
-        ref_keys: keyring(secrets),
         ..LifecycleConfig::default()
     })
 }
@@ -93,7 +69,7 @@ pub fn sender_config() -> Result<SenderConfig, ConfigError> {
             .filter(|t| !t.is_empty())
             .collect();
     }
-    c.appsecret_proof = parse_or("LC_APPSECRET_PROOF", false)?;
+    c.appsecret_proof = crate::env::flag("LC_APPSECRET_PROOF", false)?;
     c.pace_threshold_percent = parse_or("LC_PACE_THRESHOLD_PERCENT", 80u32)?;
     Ok(c)
 }

@@ -434,26 +434,18 @@ async fn appsecret_proof_required() {
         require_appsecret_proof: Some(true),
         ..ConfigUpdate::default()
     });
-    let with_proof = GraphClient::new(GraphConfig {
-        appsecret_proof: true,
-        ..config(sim.base_url())
-    })
-    .expect("client");
+    // The client sends a proof exactly when the sender hands it the app secret.
+    let with_proof = client(&sim);
     let auth_with_secret = PageAuth {
         page_token: Secret::new(TOKEN),
         app_secret: Some(Secret::new(APP_SECRET)),
     };
     send_ok_with(&with_proof, &auth_with_secret).await;
 
-    // Proof disabled in the config: refused.
-    let without = client(&sim);
-    let (e, _) = graph_error(without.send(&auth_with_secret, &phone()).await);
-    assert_eq!(code(&e), (Some(100), None));
-    assert!(e.message.contains("appsecret_proof"), "{}", e.message);
-
-    // Proof enabled but no app secret given: nothing to sign with, refused.
+    // No app secret handed: no proof, refused.
     let (e, _) = graph_error(with_proof.send(&auth(), &phone()).await);
     assert_eq!(code(&e), (Some(100), None));
+    assert!(e.message.contains("appsecret_proof"), "{}", e.message);
 
     // A proof keyed with the wrong secret: refused.
     let wrong = PageAuth {
@@ -479,11 +471,7 @@ async fn send_ok_with(c: &GraphClient, auth: &PageAuth) {
 #[tokio::test]
 async fn appsecret_proof_accepted_when_not_required() {
     let sim = sim().await;
-    let c = GraphClient::new(GraphConfig {
-        appsecret_proof: true,
-        ..config(sim.base_url())
-    })
-    .expect("client");
+    let c = client(&sim);
     let a = PageAuth {
         page_token: Secret::new(TOKEN),
         app_secret: Some(Secret::new(APP_SECRET)),

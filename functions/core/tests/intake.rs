@@ -338,3 +338,40 @@ async fn too_large_is_refused_before_anything_else() {
         "at the limit: signed, so quarantined rather than lost"
     );
 }
+
+#[tokio::test]
+async fn each_event_carries_the_app_whose_secret_verified_it() {
+    for (secret, app) in [(SECRET, "1"), (SECOND_APP_SECRET, "2")] {
+        let s = setup();
+        let body = optin_body(2);
+        let (receipt, _) = s
+            .intake
+            .receive(Some(&sign(secret, body.as_bytes())), false, body.as_bytes())
+            .await;
+        assert_eq!(receipt, Receipt::Accepted);
+        let events: Vec<InboundEvent> = s
+            .queue
+            .bodies()
+            .iter()
+            .map(|b| InboundEvent::from_json(b).expect("event"))
+            .collect();
+        assert_eq!(events.len(), 2);
+        for e in &events {
+            assert_eq!(e.app_id.as_deref(), Some(app));
+        }
+    }
+    // The key does not depend on the app: two apps' copies of one event are one event.
+    let (a, b) = (setup(), setup());
+    let body = optin_body(1);
+    for (s, secret) in [(&a, SECRET), (&b, SECOND_APP_SECRET)] {
+        s.intake
+            .receive(Some(&sign(secret, body.as_bytes())), false, body.as_bytes())
+            .await;
+    }
+    let key = |s: &Setup| {
+        InboundEvent::from_json(&s.queue.bodies()[0])
+            .expect("event")
+            .key
+    };
+    assert_eq!(key(&a), key(&b));
+}

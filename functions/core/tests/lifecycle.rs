@@ -11,13 +11,14 @@ use lc_core::lifecycle::optin::{
 use lc_core::lifecycle::processor::{
     Lifecycle, LifecycleConfig, LifecyclePorts, ProcessError, Processed,
 };
-use lc_core::lifecycle::refs::{self, Keyring};
+use lc_core::lifecycle::refs;
 use lc_core::memory::{ManualClock, MemoryQueue, MemoryScheduler, MemoryStore, QueueFault};
 use lc_core::ports::store::{Claim, Finish, TokenStatus};
 use lc_core::ports::{
     Clock, NoMetrics, OptinStore, PageStore, PersonStore, QuarantineStore, RequestCounter,
     Scheduler, Table,
 };
+use lc_core::support::secret::{Secret, Secrets};
 use lc_core::webhook::{split_body, InboundEvent, SplitOutcome};
 
 const T: i64 = 1_800_000_000_000;
@@ -41,16 +42,24 @@ fn world() -> World {
     let scheduler = Arc::new(MemoryScheduler::with_counter(counter.clone()));
     let jobs = Arc::new(MemoryQueue::new("outbound"));
     let clock = ManualClock::at(T + 5_000);
-    let config = LifecycleConfig {
-        ref_keys: Keyring::new().with_key(1, REF_KEY),
-        ..LifecycleConfig::default()
-    };
+    let config = LifecycleConfig::default();
+    let secrets = Arc::new(Secrets {
+        ref_keys: std::collections::BTreeMap::from([(
+            "1".to_string(),
+            Secret::new(base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                REF_KEY,
+            )),
+        )]),
+        ..Secrets::default()
+    });
     World {
         events: Lifecycle::new(
             LifecyclePorts {
                 table: Table::new(store.clone()),
                 scheduler: scheduler.clone(),
                 jobs: jobs.clone(),
+                secrets: Arc::new(secrets),
                 clock: Arc::new(clock.clone()),
                 metrics: Arc::new(NoMetrics),
             },

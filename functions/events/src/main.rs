@@ -8,16 +8,16 @@ use lc_core::ports::{SystemClock, Table};
 async fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::init("events");
     let sdk = aws::load_config().await;
-    let secrets = env::secret_source(&sdk)?.secrets().await?;
     let lifecycle = Lifecycle::new(
         LifecyclePorts {
             table: Table::new(Arc::new(wiring::store(&sdk, None)?)),
             scheduler: Arc::new(wiring::scheduler(&sdk)?),
             jobs: Arc::new(wiring::queue(&sdk, "OUTBOUND_QUEUE_URL")?),
+            secrets: env::secret_source(&sdk)?,
             clock: Arc::new(SystemClock),
             metrics: Arc::new(Emf),
         },
-        wiring::lifecycle_config(&secrets)?,
+        wiring::lifecycle_config()?,
     );
     let lifecycle = &lifecycle;
     lambda_runtime::run(lambda_runtime::service_fn(

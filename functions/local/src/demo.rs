@@ -84,8 +84,7 @@ fn messaging(page: &str, item: &str, ts: i64) -> Vec<u8> {
         .into_bytes()
 }
 
-pub async fn demo(args: &[String]) -> Result<(), String> {
-    let settings = Settings::from_args(args)?;
+pub async fn demo(settings: Settings) -> Result<(), String> {
     let settings = Settings {
         port: 0,
         ..settings

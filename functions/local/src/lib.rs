@@ -1,5 +1,6 @@
 //! The local runner as a library, so end-to-end tests drive the same code as the command.
 
+pub mod cli;
 pub mod cost;
 pub mod demo;
 pub mod load;

@@ -10,20 +10,21 @@ use std::time::{Duration, Instant};
 
 use lc_core::ports::SystemClock;
 
+use crate::cli::{Common, LoadArgs, ServeArgs};
 use crate::cost;
-use crate::serve::{
-    generated, local_secrets, now_ms, page_ids, parse_flag, post_signed, Settings, Stack,
-};
+use crate::serve::{generated, local_secrets, now_ms, page_ids, post_signed, Settings, Stack};
 
-pub async fn load(args: &[String]) -> Result<(), String> {
-    let optins: usize = parse_flag(args, "--optins", 1000)?;
-    let concurrency: usize = parse_flag(args, "--concurrency", 32usize)?.max(1);
-    let settings = Settings::from_args(args)?;
-    let pages = page_ids(settings.pages.max(parse_flag(args, "--pages", 20usize)?));
-    let settings = Settings {
-        port: 0,
-        ..settings
-    };
+pub async fn load(common: &Common, args: &LoadArgs) -> Result<(), String> {
+    let optins = args.optins;
+    let concurrency = args.concurrency.max(1);
+    let pages = page_ids(args.pages);
+    let settings = Settings::new(
+        common,
+        &ServeArgs {
+            port: 0,
+            pages: args.pages,
+        },
+    );
     let (secrets, _) = local_secrets(&pages);
     let run = generated("load")[..8].to_string();
     let stack = Stack::start(&settings, secrets, Arc::new(SystemClock), 1_000_000, &run).await?;

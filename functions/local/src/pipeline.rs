@@ -21,7 +21,6 @@ use lc_core::support::secret::Secrets;
 use lc_core::webhook::intake::{Intake, IntakeConfig};
 use tokio::task::JoinHandle;
 
-
 pub struct Backends {
     pub table: Table,
     pub scheduler: Arc<dyn Scheduler>,

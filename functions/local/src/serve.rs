@@ -22,7 +22,7 @@ pub const PAGE: &str = "1000000001";
 pub const PAGE_TOKEN: &str = "local-page-token";
 pub const APP_ID: &str = "1234567890";
 
-/// Command-line settings shared by the subcommands.
+/// Settings shared by the subcommands.
 pub struct Settings {
     pub port: u16,
     pub aws_endpoint: Option<String>,
@@ -30,51 +30,26 @@ pub struct Settings {
     pub pages: usize,
 }
 
-pub fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .map(String::as_str)
-}
-
-pub fn parse_flag<T: std::str::FromStr>(
-    args: &[String],
-    name: &str,
-    default: T,
-) -> Result<T, String>
-where
-    T::Err: std::fmt::Display,
-{
-    match flag(args, name) {
-        None => Ok(default),
-        Some(v) => v.parse().map_err(|e| format!("{name}: {e}")),
-    }
-}
-
 impl Settings {
-    pub fn from_args(args: &[String]) -> Result<Settings, String> {
-        Ok(Settings {
-            port: parse_flag(args, "--port", 8080u16)?,
-            aws_endpoint: flag(args, "--aws-endpoint").map(str::to_string),
-            graph_url: flag(args, "--graph-url").map(str::to_string),
-            pages: parse_flag(args, "--pages", 1usize)?,
-        })
+    pub fn new(common: &crate::cli::Common, serve: &crate::cli::ServeArgs) -> Settings {
+        Settings {
+            port: serve.port,
+            aws_endpoint: common.aws_endpoint.clone(),
+            graph_url: common.graph_url.clone(),
+            pages: serve.pages,
+        }
     }
 }
 
-/// A fresh value for local secrets (never used when deployed: that is Secrets Manager).
+/// A fresh random value for local secrets, 128 bits from the OS (never used when deployed:
+/// that is Secrets Manager). `label` only names the value in the error.
 pub fn generated(label: &str) -> String {
-    let mut h = Sha256::new();
-    h.update(label.as_bytes());
-    h.update(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
-            .to_le_bytes(),
-    );
-    h.update(std::process::id().to_le_bytes());
-    hex::encode(&h.finalize()[..16])
+    let mut bytes = [0u8; 16];
+    if let Err(e) = getrandom::fill(&mut bytes) {
+        // No OS randomness is a broken machine; a predictable secret would be worse than none.
+        panic!("cannot generate the local {label}: {e}");
+    }
+    hex::encode(bytes)
 }
 
 /// Page ids for `n` pages: the default page first.
@@ -247,9 +222,8 @@ impl Stack {
     }
 }
 
-pub async fn serve(args: &[String]) -> Result<(), String> {
+pub async fn serve(settings: Settings) -> Result<(), String> {
     crate::init_logs();
-    let settings = Settings::from_args(args)?;
     let pages = page_ids(settings.pages);
     let (secrets, generated_secret) = local_secrets(&pages);
     let verify = secrets.verify_token.expose().to_string();
@@ -318,12 +292,12 @@ fn sample_optin() -> String {
 }
 
 /// `send FILE [--url URL]`: signs the file's exact bytes with `LC_APP_SECRET` and posts them.
-pub async fn send(args: &[String]) -> Result<(), String> {
-    let file = args.first().ok_or("send needs a FILE")?;
-    let url = flag(args, "--url").unwrap_or("http://127.0.0.1:8080/webhook");
+pub async fn send(args: &crate::cli::SendArgs) -> Result<(), String> {
+    let file = args.file.display().to_string();
+    let url = args.url.as_str();
     let secret = std::env::var("LC_APP_SECRET")
         .map_err(|_| "set LC_APP_SECRET to the secret the runner printed")?;
-    let body = std::fs::read(file).map_err(|e| format!("{file}: {e}"))?;
+    let body = std::fs::read(&args.file).map_err(|e| format!("{file}: {e}"))?;
     let client = reqwest::Client::new();
     let (status, text) = post_signed(&client, url, &secret, body).await?;
     println!("{status} {text}");

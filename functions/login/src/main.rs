@@ -2,12 +2,12 @@
 
 use std::sync::Arc;
 
-use lc_adapters::env::{self, ConfigError};
+use lc_adapters::env;
 use lc_adapters::graph::GraphClient;
-use lc_adapters::{aws, telemetry, wiring};
+use lc_adapters::{aws, invocation, metrics::Emf, telemetry, wiring};
 use lc_api::Api;
 use lc_core::login::{Login, LoginConfig, DEFAULT_SDK_URL};
-use lc_core::ports::{NoMetrics, SystemClock};
+use lc_core::ports::SystemClock;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
@@ -27,7 +27,8 @@ async fn main() -> Result<(), lambda_http::Error> {
                     .collect()
             })
             .unwrap_or_default(),
-        derive_login_id: flag("LC_DERIVE_LOGIN_ID", true)?,
+        // Off unless asked for: the derivation is Meta's sample, not its documentation.
+        derive_login_id: env::flag("LC_DERIVE_LOGIN_ID", false)?,
         app_id: env::optional("LC_APP_ID").unwrap_or_default(),
         sdk_url: env::optional("LC_SDK_URL").unwrap_or_else(|| DEFAULT_SDK_URL.to_string()),
         graph_version: graph.config().api_version.clone(),
@@ -38,26 +39,9 @@ async fn main() -> Result<(), lambda_http::Error> {
         Arc::new(store),
         secrets,
         Arc::new(SystemClock),
-        // TODO(obs): Emf + invocation::http
-        Arc::new(NoMetrics),
+        Arc::new(Emf),
         config,
     );
     let router = Api::new().login(Arc::new(login)).router();
-    // TODO(obs): Emf + invocation::http
-    lambda_http::run(router).await
-}
-
-/// A boolean setting: true/false, 1/0, yes/no, on/off; unset keeps the default.
-fn flag(name: &'static str, default: bool) -> Result<bool, ConfigError> {
-    match env::optional(name).map(|v| v.trim().to_ascii_lowercase()) {
-        None => Ok(default),
-        Some(v) => match v.as_str() {
-            "true" | "1" | "yes" | "on" => Ok(true),
-            "false" | "0" | "no" | "off" => Ok(false),
-            _ => Err(ConfigError::Invalid(
-                name,
-                format!("expected true or false, got {v:?}"),
-            )),
-        },
-    }
+    lambda_http::run(invocation::http(router)).await
 }

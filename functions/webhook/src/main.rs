@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
-use lc_adapters::{aws, env, sqs::SqsQueue, telemetry};
+use lc_adapters::{aws, env, invocation, metrics::Emf, sqs::SqsQueue, telemetry};
 use lc_api::Api;
-use lc_core::ports::{NoMetrics, SystemClock};
+use lc_core::ports::SystemClock;
 use lc_core::webhook::intake::{Intake, IntakeConfig};
 
 #[tokio::main]
@@ -23,11 +23,9 @@ async fn main() -> Result<(), lambda_http::Error> {
         Arc::new(queue),
         env::secret_source(&sdk)?,
         Arc::new(SystemClock),
-        // TODO(obs): Emf + invocation::http
-        Arc::new(NoMetrics),
+        Arc::new(Emf),
         config,
     );
     let router = Api::new().intake(Arc::new(intake)).router();
-    // TODO(obs): Emf + invocation::http
-    lambda_http::run(router).await
+    lambda_http::run(invocation::http(router)).await
 }

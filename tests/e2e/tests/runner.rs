@@ -26,7 +26,7 @@ fn endpoint() -> String {
 
 #[tokio::test]
 async fn demo_story_in_memory() {
-    lc_local::demo::demo(&[])
+    lc_local::demo::demo(demo_settings(None))
         .await
         .expect("every step of the demo holds");
 }
@@ -35,7 +35,7 @@ async fn demo_story_in_memory() {
 #[ignore = "needs moto: run tests/run.sh"]
 async fn demo_story_on_moto() {
     let e = endpoint();
-    lc_local::demo::demo(&["--aws-endpoint".into(), e])
+    lc_local::demo::demo(demo_settings(Some(e)))
         .await
         .expect("every step of the demo holds on moto");
 }
@@ -203,4 +203,14 @@ async fn restart_mid_load_on_the_same_moto_state() {
     // A stop between Meta's answer and the `sent` record may resend once per send in flight
     // (4 sender workers): the documented bound.
     assert!(total - sent <= 4, "{} duplicates", total - sent);
+}
+
+fn demo_settings(aws_endpoint: Option<String>) -> lc_local::serve::Settings {
+    lc_local::serve::Settings::new(
+        &lc_local::cli::Common {
+            aws_endpoint,
+            graph_url: None,
+        },
+        &lc_local::cli::ServeArgs::default(),
+    )
 }

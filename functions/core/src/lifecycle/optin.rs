@@ -189,6 +189,10 @@ pub struct Optin {
     /// Idempotency key of the event that created it.
     pub created_by: String,
     pub updated_at_ms: i64,
+    /// The Meta app whose webhook delivered the opt-in (the app owning the Page's token, for
+    /// `appsecret_proof`, unless the secret says otherwise).
+    #[serde(default)]
+    pub app_id: Option<String>,
     /// Which opt-in of this person on this key (1 for the first).
     #[serde(default = "first_generation")]
     pub generation: u32,
@@ -262,6 +266,7 @@ impl Optin {
             reference: None,
             created_by: created_by.to_string(),
             updated_at_ms: now_ms,
+            app_id: None,
             generation: 1,
             history: Vec::new(),
         }

@@ -22,9 +22,11 @@ use std::sync::Arc;
 
 use crate::consumer::Fate;
 use crate::ports::{
-    Clock, Metric, Metrics, OneTimeSchedule, OutMessage, PortError, QueueSender, Scheduler, Table,
+    Clock, Metric, Metrics, OneTimeSchedule, OutMessage, PortError, QueueSender, Scheduler,
+    SecretSource, Table,
 };
 use crate::support::privacy::hash_id;
+use crate::support::secret::Secrets;
 use crate::webhook::model::{MessagingItem, OptinEntryPoint, PolicyAction};
 use crate::webhook::{Channel, EventKind, Identity, IdentityKind, InboundEvent};
 
@@ -37,8 +39,6 @@ pub struct LifecycleConfig {
     pub job_claim_ms: i64,
     /// A schedule is never set closer than this to now.
     pub min_schedule_lead_ms: i64,
-    /// Keys for signed plugin `ref` values.
-    pub ref_keys: Keyring,
 }
 
 impl Default for LifecycleConfig {
@@ -47,7 +47,6 @@ impl Default for LifecycleConfig {
             deadline_margin_ms: 60 * 60 * 1000,
             job_claim_ms: 60 * 1000,
             min_schedule_lead_ms: 60 * 1000,
-            ref_keys: Keyring::new(),
         }
     }
 }
@@ -164,6 +163,9 @@ pub struct LifecyclePorts {
     pub scheduler: Arc<dyn Scheduler>,
     /// The outbound queue (first-message jobs).
     pub jobs: Arc<dyn QueueSender>,
+    /// For the plugin ref keys (read on use, so a rotated key is honoured within the source's
+    /// cache time, not at the next cold start).
+    pub secrets: Arc<dyn SecretSource>,
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<dyn Metrics>,
 }
@@ -172,9 +174,12 @@ pub struct Lifecycle {
     table: Table,
     scheduler: Arc<dyn Scheduler>,
     jobs: Arc<dyn QueueSender>,
+    secrets: Arc<dyn SecretSource>,
     clock: Arc<dyn Clock>,
     metrics: Arc<dyn Metrics>,
     config: LifecycleConfig,
+    /// The keyring of the secrets last seen (rebuilt only when the source hands a new value).
+    keys: std::sync::Mutex<Option<(Arc<Secrets>, Arc<Keyring>)>>,
 }
 
 impl Lifecycle {
@@ -183,9 +188,11 @@ impl Lifecycle {
             table: ports.table,
             scheduler: ports.scheduler,
             jobs: ports.jobs,
+            secrets: ports.secrets,
             clock: ports.clock,
             metrics: ports.metrics,
             config,
+            keys: std::sync::Mutex::new(None),
         }
     }
 
@@ -369,7 +376,10 @@ impl Lifecycle {
                         .quarantine(event, "send-to-messenger opt-in without a sender")
                         .await;
                 };
-                let reference = optin.reference().map(|r| self.check_ref(r));
+                let reference = match optin.reference() {
+                    Some(r) => Some(self.check_ref(r).await?),
+                    None => None,
+                };
                 self.new_optin(event, who, EntryPoint::SendToMessenger, source, reference)
                     .await
             }
@@ -410,9 +420,28 @@ impl Lifecycle {
         }
     }
 
-    fn check_ref(&self, raw: &str) -> RefInfo {
+    /// The current ref keyring, decoded once per secrets value.
+    async fn keyring(&self) -> Result<Arc<Keyring>, ProcessError> {
+        let secrets = self
+            .secrets
+            .secrets()
+            .await
+            .map_err(|e| ProcessError::Retry(format!("secrets unavailable: {e}")))?;
+        let mut cached = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((seen, ring)) = cached.as_ref() {
+            if Arc::ptr_eq(seen, &secrets) {
+                return Ok(ring.clone());
+            }
+        }
+        let ring = Arc::new(Keyring::from_secrets(&secrets));
+        *cached = Some((secrets, ring.clone()));
+        Ok(ring)
+    }
+
+    async fn check_ref(&self, raw: &str) -> Result<RefInfo, ProcessError> {
+        let keys = self.keyring().await?;
         let now_secs = self.clock.now_ms().div_euclid(1000);
-        let (status, payload) = match refs::verify(raw, &self.config.ref_keys, now_secs) {
+        let (status, payload) = match refs::verify(raw, &keys, now_secs) {
             RefCheck::Valid { payload, .. } => (
                 "valid",
                 Some(String::from_utf8_lossy(&payload).into_owned()),
@@ -427,11 +456,11 @@ impl Lifecycle {
                 "plugin ref is not a valid signed ref; kept as opaque data"
             );
         }
-        RefInfo {
+        Ok(RefInfo {
             raw: raw.to_string(),
             status: status.into(),
             payload,
-        }
+        })
     }
 
     async fn new_optin(
@@ -454,6 +483,7 @@ impl Lifecycle {
             now,
         );
         optin.reference = reference;
+        optin.app_id.clone_from(&event.app_id);
         if now >= optin.deadline_at_ms {
             optin.state = OptinState::Expired;
             optin.last_error = Some("opt-in processed after its deadline".into());
@@ -834,6 +864,7 @@ pub fn login_event(
         received_at_ms,
         item: raw,
         quarantine: None,
+        app_id: None,
     })
 }
 

@@ -131,6 +131,30 @@ impl fmt::Debug for Keyring {
     }
 }
 
+impl Keyring {
+    /// The keyring in the secret's `ref_keys` (`{"1": "<base64 of 32 bytes>"}`): the one place
+    /// keys are decoded, for minting (login page) and verifying (lifecycle). Invalid entries are
+    /// skipped with a warning naming the key id, never the value.
+    pub fn from_secrets(secrets: &crate::support::secret::Secrets) -> Keyring {
+        use base64::engine::general_purpose::STANDARD;
+        let mut ring = Keyring::new();
+        for (id, value) in &secrets.ref_keys {
+            let key_id: Option<u8> = id.trim().parse().ok();
+            let bytes = STANDARD
+                .decode(value.expose().trim())
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b).ok());
+            match (key_id, bytes) {
+                (Some(k), Some(b)) => ring.insert(k, b),
+                _ => {
+                    tracing::warn!(key_id = %id, "ref key skipped: need a numeric id and 32 base64 bytes")
+                }
+            }
+        }
+        ring
+    }
+}
+
 /// Mints a signed (readable, tamper-proof) ref. Fails only if `payload` is longer than
 /// [`MAX_SIGNED_PAYLOAD`].
 pub fn mint(

@@ -29,12 +29,11 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use base64::Engine as _;
 use serde::Deserialize;
 
 use crate::lifecycle::optin::{optin_key, DAY_MS};
 use crate::lifecycle::processor::login_event;
-use crate::lifecycle::refs;
+use crate::lifecycle::refs::{self, Keyring};
 use crate::login::login_id::derive_login_id;
 use crate::ports::graph::{SendError, TokenInfo};
 use crate::ports::{Clock, GraphApi, Metric, Metrics, OptinStore, QueueSender, SecretSource};
@@ -462,20 +461,11 @@ fn check_token<'a>(
     Ok(asid)
 }
 
-/// The key refs are minted with: the highest key id in `ref_keys` holding 32 base64 bytes
-/// (new keys get higher ids; older ones stay for verification until their refs expire).
+/// The key refs are minted with: the highest valid key id in `ref_keys`.
 fn signing_key(secrets: &Secrets) -> Option<(u8, [u8; 32])> {
-    secrets
-        .ref_keys
-        .iter()
-        .filter_map(|(id, value)| {
-            let key_id: u8 = id.trim().parse().ok()?;
-            let bytes = base64::engine::general_purpose::STANDARD
-                .decode(value.expose().trim())
-                .ok()?;
-            Some((key_id, <[u8; 32]>::try_from(bytes).ok()?))
-        })
-        .max_by_key(|(id, _)| *id)
+    Keyring::from_secrets(secrets)
+        .newest()
+        .map(|(id, key)| (id, *key))
 }
 
 /// A per-page-load value: std's randomly seeded hasher over a counter and the time. Not a
@@ -566,7 +556,8 @@ mod tests {
 
     #[test]
     fn signing_key_is_the_highest_valid_id() {
-        let b64 = |b: u8| base64::engine::general_purpose::STANDARD.encode([b; 32]);
+        let b64 =
+            |b: u8| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, [b; 32]);
         let mut s = Secrets::default();
         assert!(signing_key(&s).is_none());
         s.ref_keys.insert("1".into(), Secret::new(b64(1)));

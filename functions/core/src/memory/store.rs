@@ -139,6 +139,7 @@ fn reply_optin(link: &Link, now_ms: i64) -> Result<Optin, PortError> {
         reference: None,
         created_by: OptinSource::Reply.as_str().to_string(),
         updated_at_ms: now_ms,
+        app_id: None,
         generation: 1,
         history: Vec::new(),
     })

@@ -439,7 +439,7 @@ impl Sender {
     async fn credentials(&self, claimed: &Optin, now: i64) -> Result<PageAuth, Stop> {
         let key = claimed.key();
         let attempt = claimed.attempts;
-        match self.auth(&claimed.page_id).await {
+        match self.auth(&claimed.page_id, claimed.app_id.as_deref()).await {
             Ok(a) => Ok(a),
             Err(AuthError::Unavailable(reason)) => {
                 // A Secrets Manager blip: retry soon, do not pause the Page for it.
@@ -672,7 +672,7 @@ impl Sender {
         }
     }
 
-    async fn auth(&self, page_id: &str) -> Result<PageAuth, AuthError> {
+    async fn auth(&self, page_id: &str, delivered_by: Option<&str>) -> Result<PageAuth, AuthError> {
         let secrets = self
             .secrets
             .secrets()
@@ -689,7 +689,16 @@ impl Sender {
                 ))
             })?;
         let app_secret = if self.config.appsecret_proof {
-            secrets.apps.first().map(|a| a.app_secret.clone())
+            // The proof must be keyed by the app that owns this token, which with several
+            // apps is not simply the first one.
+            let app = secrets.proof_app(page_id, delivered_by).ok_or_else(|| {
+                AuthError::Missing(format!(
+                    "appsecret_proof: cannot tell which of {} apps owns page {page_id}'s \
+                     token; name it in the secret's page_apps",
+                    secrets.apps.len()
+                ))
+            })?;
+            Some(app.app_secret.clone())
         } else {
             None
         };

@@ -68,6 +68,11 @@ pub struct Secrets {
     /// Key id -> base64 32-byte key, for signed `ref` values.
     #[serde(default)]
     pub ref_keys: BTreeMap<String, Secret>,
+    /// Page id -> the app id whose secret signs `appsecret_proof` for that Page's token. Needed
+    /// only with several apps and proofs on, when the app that delivered an opt-in is not the
+    /// one that owns the token.
+    #[serde(default)]
+    pub page_apps: BTreeMap<String, String>,
 }
 
 impl Secrets {
@@ -103,6 +108,23 @@ impl Secrets {
     pub fn app_secrets(&self) -> impl Iterator<Item = &Secret> {
         self.apps.iter().map(|a| &a.app_secret)
     }
+
+    /// The app whose secret proves calls with `page_id`'s token: the one `page_apps` names,
+    /// else the app that delivered the event (`delivered_by`), else the only app. `None` when
+    /// that cannot be told (several apps, no hint): an operator must say.
+    pub fn proof_app(&self, page_id: &str, delivered_by: Option<&str>) -> Option<&AppCredentials> {
+        let by_id = |id: &str| self.apps.iter().find(|a| a.app_id == id);
+        if let Some(id) = self.page_apps.get(page_id) {
+            return by_id(id);
+        }
+        if let Some(app) = delivered_by.and_then(by_id) {
+            return Some(app);
+        }
+        match self.apps.as_slice() {
+            [only] => Some(only),
+            _ => None,
+        }
+    }
 }
 
 /// The expected shape of the secret document, as data: [`Secrets`] and [`AppCredentials`] field
@@ -112,6 +134,7 @@ const DOCUMENT: &[Field] = &[
     Field::required("verify_token", Shape::Str),
     Field::optional("page_tokens", Shape::StrMap),
     Field::optional("ref_keys", Shape::StrMap),
+    Field::optional("page_apps", Shape::StrMap),
 ];
 
 const APP: &[Field] = &[
@@ -246,6 +269,33 @@ pub enum SecretsError {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_proof_app_is_named_delivered_or_the_only_one() {
+        let app = |id: &str| AppCredentials {
+            app_id: id.into(),
+            app_secret: Secret::new(format!("secret-{id}")),
+            client_token: Secret::default(),
+        };
+        let mut s = Secrets {
+            apps: vec![app("1")],
+            ..Secrets::default()
+        };
+        let id = |s: &Secrets, page: &str, by: Option<&str>| {
+            s.proof_app(page, by).map(|a| a.app_id.clone())
+        };
+        assert_eq!(id(&s, "P", None).as_deref(), Some("1"), "the only app");
+        s.apps.push(app("2"));
+        assert_eq!(id(&s, "P", None), None, "two apps, no hint: unknown");
+        assert_eq!(
+            id(&s, "P", Some("2")).as_deref(),
+            Some("2"),
+            "the delivering app"
+        );
+        assert_eq!(id(&s, "P", Some("9")), None, "an app we do not hold");
+        s.page_apps.insert("P".into(), "1".into());
+        assert_eq!(id(&s, "P", Some("2")).as_deref(), Some("1"), "named wins");
+    }
     use super::*;
 
     #[test]

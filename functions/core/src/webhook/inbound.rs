@@ -153,6 +153,10 @@ pub struct InboundEvent {
     pub item: Box<RawValue>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quarantine: Option<Quarantine>,
+    /// The Meta app whose secret verified the body (several apps may share the webhook). Not
+    /// part of the key: the same event delivered to two apps is one event.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_id: Option<String>,
 }
 
 impl PartialEq for InboundEvent {
@@ -168,6 +172,7 @@ impl PartialEq for InboundEvent {
             && self.received_at_ms == other.received_at_ms
             && self.item.get() == other.item.get()
             && self.quarantine == other.quarantine
+            && self.app_id == other.app_id
     }
 }
 
@@ -337,6 +342,7 @@ mod tests {
             received_at_ms: 4,
             item,
             quarantine: None,
+            app_id: Some("9".into()),
         };
         let back = InboundEvent::from_json(&e.to_json().unwrap()).unwrap();
         assert_eq!(back, e);

@@ -160,23 +160,33 @@ impl Intake {
         let Ok(secrets) = self.secrets.secrets().await else {
             return (Receipt::SecretsUnavailable, Outcome::SecretsUnavailable);
         };
-        if let Err(e) = signature::verify(
+        let app = match signature::verify(
             signature_256,
             has_signature_sha1,
             body,
             secrets.app_secrets(),
         ) {
-            return (Receipt::Unauthorized, Outcome::SignatureRefused(e));
-        }
+            Ok(index) => secrets
+                .apps
+                .get(index)
+                .map(|a| a.app_id.clone())
+                .filter(|id| !id.is_empty()),
+            Err(e) => return (Receipt::Unauthorized, Outcome::SignatureRefused(e)),
+        };
 
         let received_at = self.clock.now_ms();
-        let (events, quarantined) = match split_body(body, received_at) {
+        let (mut events, quarantined) = match split_body(body, received_at) {
             SplitOutcome::Events(events) => (events, 0),
             SplitOutcome::Quarantined { events, .. } => {
                 let n = events.len();
                 (events, n)
             }
         };
+        if app.is_some() {
+            for e in &mut events {
+                e.app_id.clone_from(&app);
+            }
+        }
         let not_queued = |unsent| {
             (
                 Receipt::NotQueued,

@@ -198,6 +198,7 @@ impl EntryContext<'_> {
             received_at_ms: self.received_at_ms,
             item: raw.to_owned(),
             quarantine: None,
+            app_id: None,
         }
     }
 }
@@ -302,6 +303,7 @@ fn quarantine(body: &[u8], reason: String, received_at_ms: i64) -> SplitOutcome 
                     encoding: encoding.to_owned(),
                     data,
                 }),
+                app_id: None,
             }
         })
         .collect();

@@ -1,0 +1,108 @@
+//! The command line: every flag typed and checked by clap (an unknown flag is an error, not
+//! silently ignored).
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "login-connect",
+    version,
+    about = "login-connect on this machine: the whole service on in-memory adapters and a Graph \
+             simulator (no AWS account, no Docker), or on the AWS adapters against moto."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// Flags every command takes.
+#[derive(Debug, Clone, Default, Args)]
+pub struct Common {
+    /// Use the AWS adapters against this endpoint (moto) instead of memory.
+    #[arg(long, global = true, value_name = "URL")]
+    pub aws_endpoint: Option<String>,
+    /// A real Graph base URL instead of the built-in simulator.
+    #[arg(long, global = true, value_name = "URL")]
+    pub graph_url: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run until Ctrl-C; prints the URLs, the secrets and a signed curl.
+    Serve(ServeArgs),
+    /// Play the whole story, checking every step; exit 0 only if every step held.
+    Demo,
+    /// Sign FILE's exact bytes with LC_APP_SECRET and POST them to the webhook.
+    Send(SendArgs),
+    /// Signed opt-ins through the webhook until every first message reached the simulator.
+    Load(LoadArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Port on 127.0.0.1.
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Pages configured (the first is the default Page).
+    #[arg(long, default_value_t = 1)]
+    pub pages: usize,
+}
+
+impl Default for ServeArgs {
+    fn default() -> Self {
+        ServeArgs {
+            port: 8080,
+            pages: 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SendArgs {
+    /// The body to sign and post (e.g. a fixture from functions/core/tests/fixtures/webhooks/).
+    pub file: std::path::PathBuf,
+    /// The webhook URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080/webhook")]
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LoadArgs {
+    /// Opt-ins to send.
+    #[arg(long, default_value_t = 1000)]
+    pub optins: usize,
+    /// Requests in flight at once (closed loop).
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// Pages the opt-ins are spread over.
+    #[arg(long, default_value_t = 20)]
+    pub pages: usize,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_flags_are_errors() {
+        assert!(Cli::try_parse_from(["login-connect", "load", "--optinz", "5"]).is_err());
+        assert!(Cli::try_parse_from(["login-connect", "serve", "--port", "x"]).is_err());
+    }
+
+    #[test]
+    fn defaults_and_global_flags() {
+        let cli = Cli::try_parse_from(["login-connect", "demo", "--aws-endpoint", "http://x"])
+            .expect("parses");
+        assert!(matches!(cli.command, Some(Command::Demo)));
+        assert_eq!(cli.common.aws_endpoint.as_deref(), Some("http://x"));
+        let cli = Cli::try_parse_from(["login-connect"]).expect("serve by default");
+        assert!(cli.command.is_none());
+        let cli = Cli::try_parse_from(["login-connect", "load", "--optins", "5"]).expect("parses");
+        match cli.command {
+            Some(Command::Load(a)) => assert_eq!((a.optins, a.concurrency), (5, 32)),
+            other => panic!("{other:?}"),
+        }
+    }
+}
