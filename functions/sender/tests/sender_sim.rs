@@ -486,6 +486,7 @@ async fn a_failed_schedule_delete_is_harmless() {
     let check = lc_core::lifecycle::optin::DeadlineCheck {
         v: 1,
         optin_key: job.optin_key.clone(),
+        generation: job.generation,
         check: "at_risk".into(),
     };
     w.advance(23 * 3_600_000);
