@@ -103,3 +103,19 @@ pub fn local_secrets() -> Result<Secrets, ConfigError> {
         .map_err(|e| ConfigError::Invalid("LC_APP_SECRET", e.to_string()))?;
     Ok(secrets)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bool;
+
+    #[test]
+    fn booleans_in_every_spelling() {
+        for v in ["true", " TRUE ", "1", "yes", "On"] {
+            assert_eq!(parse_bool(v), Some(true), "{v}");
+        }
+        for v in ["false", "0", "no", "OFF"] {
+            assert_eq!(parse_bool(v), Some(false), "{v}");
+        }
+        assert_eq!(parse_bool("maybe"), None);
+    }
+}

@@ -627,11 +627,4 @@ mod tests {
         assert_eq!(t.expires_at_secs, Some(1_700_000_000));
         assert_eq!(t.error_message, None);
     }
-
-    #[test]
-    fn bools() {
-        assert_eq!(parse_bool(" TRUE "), Some(true));
-        assert_eq!(parse_bool("0"), Some(false));
-        assert_eq!(parse_bool("maybe"), None);
-    }
 }

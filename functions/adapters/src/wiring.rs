@@ -55,8 +55,9 @@ pub fn lifecycle_config() -> Result<LifecycleConfig, ConfigError> {
 }
 
 /// `LC_FIRST_MESSAGE_TEXT` (the stack default), `LC_ALLOWED_TAGS` (comma list, default
-/// `HUMAN_AGENT`), `LC_APPSECRET_PROOF` (true/false), `LC_PACE_THRESHOLD_PERCENT` (80).
-pub fn sender_config() -> Result<SenderConfig, ConfigError> {
+/// `HUMAN_AGENT`), `LC_APPSECRET_PROOF` (true/false), `LC_PACE_THRESHOLD_PERCENT` (80),
+/// `LC_FUNCTION_TIMEOUT_SECS` (the function's own timeout, 30).
+pub fn sender_config(graph: &crate::graph::GraphClient) -> Result<SenderConfig, ConfigError> {
     let mut c = SenderConfig::default();
     if let Some(text) = optional("LC_FIRST_MESSAGE_TEXT") {
         c.default_message = first_message::from_text(&text)
@@ -71,5 +72,10 @@ pub fn sender_config() -> Result<SenderConfig, ConfigError> {
     }
     c.appsecret_proof = crate::env::flag("LC_APPSECRET_PROOF", false)?;
     c.pace_threshold_percent = parse_or("LC_PACE_THRESHOLD_PERCENT", 80u32)?;
-    Ok(c)
+    // The lease must outlive any attempt: derived from the Graph timeout and the function's
+    // timeout (the template passes the same value it gives Lambda), checked here at cold start.
+    let function_timeout_ms = parse_or("LC_FUNCTION_TIMEOUT_SECS", 30i64)? * 1000;
+    let graph_timeout_ms = i64::try_from(graph.config().timeout.as_millis()).unwrap_or(i64::MAX);
+    c.with_timeouts(graph_timeout_ms, function_timeout_ms)
+        .map_err(|e| ConfigError::Invalid("LC_FUNCTION_TIMEOUT_SECS", e))
 }

@@ -84,6 +84,12 @@ async fn expire_vs_claim_at_deadline() {
     races::expire_vs_claim_at_deadline(&store().await, &common::unique("r")).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs dynalite (tests/run.sh)"]
+async fn concurrent_reopens() {
+    races::concurrent_reopens(&store().await, &common::unique("r")).await;
+}
+
 /// Everything dynalite can do, twice on one table: prefixes keep the runs apart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "needs dynalite (tests/run.sh)"]

@@ -660,5 +660,4 @@ fn default_config() {
     assert_eq!(c.api_version, "v25.0");
     assert_eq!(c.connect_timeout, Duration::from_secs(2));
     assert_eq!(c.timeout, Duration::from_secs(8));
-    assert!(!c.appsecret_proof);
 }

@@ -54,6 +54,7 @@ fn secrets() -> Arc<dyn SecretSource> {
         verify_token: Secret::new(VERIFY_TOKEN),
         page_tokens: BTreeMap::from([(PAGE.to_string(), Secret::new(PAGE_TOKEN))]),
         ref_keys: BTreeMap::from([("3".to_string(), Secret::new(ref_key_b64()))]),
+        page_apps: BTreeMap::new(),
     }))
 }
 
@@ -299,12 +300,16 @@ async fn existing_optin_answers_its_state_and_deadline() {
     let login_id = expected_login_id();
     // The webhook came first, an hour ago.
     let opted_in = s.clock.now_ms() - 3_600_000;
-    let events = lc_core::lifecycle::processor::Events::new(
-        s.store.clone(),
-        Arc::new(lc_core::memory::MemoryScheduler::new()),
-        Arc::new(MemoryQueue::new("outbound")),
-        s.clock.clone(),
-        lc_core::lifecycle::processor::EventsConfig::default(),
+    let events = lc_core::lifecycle::processor::Lifecycle::new(
+        lc_core::lifecycle::processor::LifecyclePorts {
+            table: lc_core::ports::Table::new(s.store.clone()),
+            scheduler: Arc::new(lc_core::memory::MemoryScheduler::new()),
+            jobs: Arc::new(MemoryQueue::new("outbound")),
+            secrets: secrets(),
+            clock: Arc::new(s.clock.clone()),
+            metrics: Arc::new(lc_core::ports::NoMetrics),
+        },
+        lc_core::lifecycle::processor::LifecycleConfig::default(),
     );
     let body = optin_body(&format!(r#"{{"login_id":"{login_id}"}}"#), None, opted_in);
     let SplitOutcome::Events(evs) = split_body(body.as_bytes(), opted_in) else {
@@ -615,9 +620,8 @@ async fn page_has_ids_a_signed_ref_and_no_secret() {
             payload,
             expires_at_secs,
             key_id,
-            encrypted,
         } => {
-            assert_eq!((key_id, encrypted), (3, false));
+            assert_eq!(key_id, 3);
             assert_eq!(expires_at_secs, now_secs + 86_400);
             let p = String::from_utf8(payload).unwrap();
             assert!(

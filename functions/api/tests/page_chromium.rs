@@ -125,6 +125,7 @@ async fn serve() -> Server {
             "1".to_string(),
             Secret::new(base64::engine::general_purpose::STANDARD.encode([7u8; 32])),
         )]),
+        page_apps: BTreeMap::new(),
     }));
     let login = Login::new(
         Arc::new(graph),

@@ -41,6 +41,11 @@ async fn expire_vs_claim_at_deadline() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_reopens() {
+    races::concurrent_reopens(&store(), "mem").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn link_vs_claim() {
     races::link_vs_claim(&store(), "mem").await;
 }

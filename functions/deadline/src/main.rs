@@ -10,16 +10,18 @@ use lc_core::sending::sender::{Sender, SenderPorts};
 async fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::init("deadline");
     let sdk = aws::load_config().await;
+    let graph = GraphClient::from_env()?;
     let deadline = Deadline::new(Sender::new(
         SenderPorts {
             table: Table::new(Arc::new(wiring::store(&sdk, None)?)),
-            graph: Arc::new(GraphClient::from_env()?),
+            outbound: Arc::new(wiring::queue(&sdk, "OUTBOUND_QUEUE_URL")?),
+            graph: Arc::new(graph.clone()),
             scheduler: Arc::new(wiring::scheduler(&sdk)?),
             secrets: env::secret_source(&sdk)?,
             clock: Arc::new(SystemClock),
             metrics: Arc::new(Emf),
         },
-        wiring::sender_config()?,
+        wiring::sender_config(&graph)?,
     ));
     let deadline = &deadline;
     lambda_runtime::run(lambda_runtime::service_fn(

@@ -38,6 +38,7 @@ async fn check(w: &World) -> DeadlineOutcome {
         .check(&DeadlineCheck {
             v: 1,
             optin_key: KEY.into(),
+            generation: None,
             check: "at_risk".into(),
         })
         .await
@@ -192,6 +193,7 @@ async fn closed_and_unknown_optins_need_nothing() {
         .check(&DeadlineCheck {
             v: 1,
             optin_key: "OPTIN#login_id#nobody".into(),
+            generation: None,
             check: "at_risk".into(),
         })
         .await

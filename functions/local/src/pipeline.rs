@@ -271,6 +271,7 @@ impl Pipeline {
                 table: backends.table.clone(),
                 scheduler: backends.scheduler.clone(),
                 jobs: backends.jobs.clone(),
+                secrets: secret_source.clone(),
                 clock: clock.clone(),
                 metrics: metrics.clone(),
             },

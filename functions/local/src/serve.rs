@@ -93,6 +93,7 @@ pub fn local_secrets(pages: &[String]) -> (Secrets, bool) {
                 "1".to_string(),
                 Secret::new(base64_32(&generated("ref-key"))),
             )]),
+            page_apps: BTreeMap::new(),
         },
         generated_secret,
     )

@@ -457,6 +457,7 @@ async fn a_failed_schedule_delete_is_harmless() {
     let sender = lc_core::sending::sender::Sender::new(
         lc_core::sending::sender::SenderPorts {
             table: lc_core::ports::Table::new(w.store.clone()),
+            outbound: w.jobs.clone(),
             graph: std::sync::Arc::new(graph),
             scheduler: std::sync::Arc::new(DeleteFails(w.scheduler.clone())),
             secrets: std::sync::Arc::new(lc_testkit::secrets()),
@@ -486,6 +487,7 @@ async fn a_failed_schedule_delete_is_harmless() {
     let check = lc_core::lifecycle::optin::DeadlineCheck {
         v: 1,
         optin_key: job.optin_key.clone(),
+        generation: job.generation,
         check: "at_risk".into(),
     };
     w.advance(23 * 3_600_000);

@@ -129,6 +129,7 @@ impl Moto {
                 table: self.table(),
                 scheduler: Arc::new(self.scheduler.clone()),
                 jobs: Arc::new(self.jobs_q.clone()),
+                secrets: Arc::new(self.secrets.clone()),
                 clock: Arc::new(self.clock.clone()),
                 metrics: self.metrics.clone(),
             },
@@ -140,6 +141,7 @@ impl Moto {
         Sender::new(
             SenderPorts {
                 table: self.table(),
+                outbound: Arc::new(self.jobs_q.clone()),
                 graph: Arc::new(self.graph()),
                 scheduler: Arc::new(self.scheduler.clone()),
                 secrets: Arc::new(self.secrets.clone()),

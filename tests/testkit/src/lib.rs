@@ -76,6 +76,7 @@ impl World {
                     table: Table::new(store.clone()),
                     scheduler: scheduler.clone(),
                     jobs: jobs.clone(),
+                    secrets: Arc::new(secrets()),
                     clock: Arc::new(clock.clone()),
                     metrics: metrics.clone(),
                 },
@@ -84,6 +85,7 @@ impl World {
             sender: Arc::new(Sender::new(
                 SenderPorts {
                     table: Table::new(store.clone()),
+                    outbound: jobs.clone(),
                     graph: Arc::new(graph),
                     scheduler: scheduler.clone(),
                     secrets: Arc::new(secrets()),
@@ -114,6 +116,7 @@ impl World {
         Deadline::new(Sender::new(
             SenderPorts {
                 table: Table::new(self.store.clone()),
+                outbound: self.jobs.clone(),
                 graph: Arc::new(graph),
                 scheduler: self.scheduler.clone(),
                 secrets: Arc::new(secrets()),

@@ -4,7 +4,8 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::{
-    AttributeValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+    AttributeValue, ConditionCheck, Put, ReturnValuesOnConditionCheckFailure, TransactWriteItem,
+    Update,
 };
 use lc_core::ports::PortError;
 
@@ -56,11 +57,12 @@ impl Expr {
     }
 }
 
-/// The `SET` / `REMOVE` clauses of an update, with their placeholders.
+/// The `SET` / `ADD` / `REMOVE` clauses of an update, with their placeholders.
 #[derive(Debug, Default)]
 pub(super) struct Updates {
     pub(super) expr: Expr,
     set: Vec<String>,
+    add: Vec<String>,
     remove: Vec<String>,
 }
 
@@ -91,6 +93,17 @@ impl Updates {
         self
     }
 
+    /// Adds `members` to the String Set `attr` (created if absent): idempotent, no duplicates.
+    /// `members` must not be empty (DynamoDB refuses an empty set).
+    pub(super) fn add_to_set(&mut self, attr: &str, members: Vec<String>) -> &mut Self {
+        let (k, v) = (
+            self.expr.name(attr),
+            self.expr.value(AttributeValue::Ss(members)),
+        );
+        self.add.push(format!("{k} {v}"));
+        self
+    }
+
     pub(super) fn remove(&mut self, attr: &str) -> &mut Self {
         let k = self.expr.name(attr);
         self.remove.push(k);
@@ -108,12 +121,15 @@ impl Updates {
             out.push_str("SET ");
             out.push_str(&self.set.join(", "));
         }
-        if !self.remove.is_empty() {
+        for (clause, parts) in [("ADD ", &self.add), ("REMOVE ", &self.remove)] {
+            if parts.is_empty() {
+                continue;
+            }
             if !out.is_empty() {
                 out.push(' ');
             }
-            out.push_str("REMOVE ");
-            out.push_str(&self.remove.join(", "));
+            out.push_str(clause);
+            out.push_str(&parts.join(", "));
         }
         out
     }
@@ -137,6 +153,56 @@ impl Updates {
             .build()
             .map_err(|e| PortError::Rejected(format!("TransactWriteItems: {e}")))?;
         Ok(TransactWriteItem::builder().update(update).build())
+    }
+}
+
+/// A whole item written in a `TransactWriteItems`, under `condition`.
+pub(super) fn transact_put(
+    table: &str,
+    item: HashMap<String, AttributeValue>,
+    condition: String,
+    e: &Expr,
+) -> Result<TransactWriteItem, PortError> {
+    let put = Put::builder()
+        .table_name(table)
+        .set_item(Some(item))
+        .condition_expression(condition)
+        .set_expression_attribute_names(e.names())
+        .set_expression_attribute_values(e.values())
+        .build()
+        .map_err(|e| PortError::Rejected(format!("TransactWriteItems: {e}")))?;
+    Ok(TransactWriteItem::builder().put(put).build())
+}
+
+/// A condition on an item a `TransactWriteItems` does not write.
+pub(super) fn transact_check(
+    table: &str,
+    key: Key,
+    condition: String,
+    e: &Expr,
+) -> Result<TransactWriteItem, PortError> {
+    let check = ConditionCheck::builder()
+        .table_name(table)
+        .key(PK, s(key.0))
+        .key(SK, s(key.1))
+        .condition_expression(condition)
+        .set_expression_attribute_names(e.names())
+        .set_expression_attribute_values(e.values())
+        .build()
+        .map_err(|e| PortError::Rejected(format!("TransactWriteItems: {e}")))?;
+    Ok(TransactWriteItem::builder().condition_check(check).build())
+}
+
+/// `generation = g`, where an item written before generations (no `generation` attribute) is
+/// generation 1. Written out per case: DynamoDB compares an attribute with a value, never two
+/// values, so "absent and g is 1" is decided here.
+pub(super) fn generation_condition(e: &mut Expr, generation: u32) -> String {
+    let k = e.name("generation");
+    let v = e.value(n(i64::from(generation)));
+    if generation == 1 {
+        format!("(attribute_not_exists({k}) OR {k} = {v})")
+    } else {
+        format!("{k} = {v}")
     }
 }
 
@@ -165,6 +231,30 @@ mod tests {
         assert_eq!(cond, "(attribute_not_exists(#n0) OR #n0 < :v2)");
         assert_eq!(u.expr.names.len(), 3);
         assert_eq!(u.expr.values.len(), 3);
+    }
+
+    #[test]
+    fn set_additions_come_after_set_and_before_remove() {
+        let mut u = Updates::default();
+        u.remove("x")
+            .add_to_set("linked", vec!["login_id:L1".into()])
+            .set("login_id", s("L1"));
+        assert_eq!(u.expression(), "SET #n2 = :v1 ADD #n1 :v0 REMOVE #n0");
+        assert_eq!(
+            u.expr.values.get(":v0"),
+            Some(&AttributeValue::Ss(vec!["login_id:L1".into()]))
+        );
+    }
+
+    #[test]
+    fn an_absent_generation_is_the_first() {
+        let mut e = Expr::default();
+        assert_eq!(
+            generation_condition(&mut e, 1),
+            "(attribute_not_exists(#n0) OR #n0 = :v0)"
+        );
+        assert_eq!(generation_condition(&mut e, 2), "#n0 = :v1");
+        assert_eq!(e.values.get(":v1"), Some(&n(2)));
     }
 
     #[test]

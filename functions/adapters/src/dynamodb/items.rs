@@ -9,11 +9,15 @@
 //!
 //! | item | `pk` | `sk` | attributes |
 //! |---|---|---|---|
-//! | opt-in | `OPTIN#<kind>#<id>` (PSID / IGSID: `OPTIN#<kind>#<page_id>#<id>`) | `OPTIN` | `recipient_kind` (`login_id`, `user_ref`, `psid`, `igsid`), `recipient_id`, `page_id`, `object`, `entry_point` (`login_connect`, `send_to_messenger`, `checkbox`), `source` (`webhook`, `login`, `reply`), `opted_in_at_ms`, `deadline_at_ms`, `state` (`pending`, `sending`, `sent`, `answered`, `failed`, `expired`, `opted_out`), `attempts`, `lease_until_ms`, `job_enqueued`, `job_claim_until_ms`, `schedule_name`, `created_by`, `updated_at_ms`; optional `last_error`, `message_id`, `sent_at_ms`, `psid`, `answered_at_ms`, `reference_raw`, `reference_status`, `reference_payload` |
-//! | person | `PSID#<page_id>#<psid>` | `PERSON` | `page_id`, `psid`; optional `login_id`, `user_ref`, `linked_at_ms`, `last_user_message_at_ms`, `opted_out_at_ms`, `opted_out_reason`, `referral_at_ms`, `referral_reference`, `referral_source`, `referral_ad_id` |
+//! | opt-in | `OPTIN#<kind>#<id>` (PSID / IGSID: `OPTIN#<kind>#<page_id>#<id>`) | `OPTIN` | `recipient_kind` (`login_id`, `user_ref`, `psid`, `igsid`), `recipient_id`, `page_id`, `object`, `entry_point` (`login_connect`, `send_to_messenger`, `checkbox`), `source` (`webhook`, `login`, `reply`), `opted_in_at_ms`, `deadline_at_ms`, `state` (`pending`, `sending`, `sent`, `answered`, `failed`, `expired`, `opted_out`), `attempts`, `lease_until_ms`, `job_enqueued`, `job_claim_until_ms`, `schedule_name`, `created_by`, `updated_at_ms`, `generation` (absent in items written before generations: read as 1); optional `last_error`, `message_id`, `sent_at_ms`, `psid`, `answered_at_ms`, `reference_raw`, `reference_status`, `reference_payload`, `history` (`L` of `M`, oldest first, see below; absent = none) |
+//! | person | `PSID#<page_id>#<psid>` | `PERSON` | `page_id`, `psid`; optional `login_id`, `user_ref` (the first linked of each kind), `linked` (`SS` of `login_id:<id>` / `user_ref:<id>`, every identifier linked; read sorted), `linked_at_ms`, `last_user_message_at_ms`, `opted_out_at_ms`, `opted_out_reason`, `referral_at_ms`, `referral_reference`, `referral_source`, `referral_ad_id` |
 //! | marketing token | `PSID#<page_id>#<psid>` | `TOKEN#<topic>` | `page_id`, `psid`, `topic`, `status` (`active`, `stopped`), `status_at_ms`; optional `token`, `token_expires_at_ms` |
 //! | page config | `PAGE#<page_id>` | `CONFIG` | see below |
 //! | quarantined event | `QUARANTINE` | `<received_at_ms, 13 digits>#<event key>` | `reason`, `received_at_ms`, `event_json`, `expires_at` (TTL: received + 90 days, epoch seconds) |
+//!
+//! A `history` entry is a map with `generation`, `source`, `opted_in_at_ms`, `state`, `attempts`,
+//! `closed_at_ms` and optional `sent_at_ms`, `message_id`, `answered_at_ms`, `last_error`,
+//! `reference` (a map: `raw`, `status`, optional `payload`): how one earlier generation ended.
 //!
 //! The person and its tokens share a partition: one `Query` on `pk` reads them all. People and
 //! tokens are only ever written by conditional updates (see `people.rs`); only their reading
@@ -39,7 +43,9 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use lc_core::lifecycle::optin::{EntryPoint, Optin, OptinSource, OptinState, RefInfo};
+use lc_core::lifecycle::optin::{
+    EntryPoint, GenerationOutcome, Optin, OptinSource, OptinState, RefInfo,
+};
 use lc_core::ports::store::{
     MarketingToken, PageConfig, Person, QuarantinedRecord, ReferralInfo, TokenStatus,
 };
@@ -95,6 +101,17 @@ struct OptinItem {
     reference_status: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     reference_payload: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    app_id: Option<String>,
+    /// Absent in items written before generations: the first.
+    #[serde(default = "first_generation")]
+    generation: u32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    history: Vec<GenerationOutcome>,
+}
+
+fn first_generation() -> u32 {
+    1
 }
 
 /// Every attribute is optional: the item is created piecemeal by updates (a message, a link, a
@@ -113,6 +130,9 @@ struct PersonItem {
     referral_reference: Option<String>,
     referral_source: Option<String>,
     referral_ad_id: Option<String>,
+    /// A String Set (read from `SS`; DynamoDB keeps no order).
+    #[serde(default)]
+    linked: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -137,6 +157,9 @@ struct PageItem {
     page_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     paused: Option<bool>,
+    /// Absent means true: a Page answers its opt-ins unless an operator says otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    answers_optins: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     paused_reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -191,6 +214,9 @@ pub(super) fn optin_item(o: &Optin) -> Result<Item, PortError> {
         reference_raw: reference.map(|r| r.raw.clone()),
         reference_status: reference.map(|r| r.status.clone()),
         reference_payload: reference.and_then(|r| r.payload.clone()),
+        app_id: o.app_id.clone(),
+        generation: o.generation,
+        history: o.history.clone(),
     })
 }
 
@@ -229,18 +255,25 @@ pub(super) fn optin_from(item: Item) -> Result<Optin, PortError> {
         reference,
         created_by: i.created_by,
         updated_at_ms: i.updated_at_ms,
+        app_id: i.app_id,
+        generation: i.generation,
+        history: i.history,
     })
 }
 
 pub(super) fn person_from(item: Item, page_id: &str, psid: &str) -> Result<Person, PortError> {
     let key = item_key(&item);
-    let i: PersonItem = from_item(item, &key)?;
+    let mut i: PersonItem = from_item(item, &key)?;
+    // The port lists `linked` sorted: a String Set has no order of its own.
+    i.linked.sort();
+    i.linked.dedup();
     Ok(Person {
         page_id: i.page_id.unwrap_or_else(|| page_id.to_string()),
         psid: i.psid.unwrap_or_else(|| psid.to_string()),
         login_id: i.login_id,
         user_ref: i.user_ref,
         linked_at_ms: i.linked_at_ms,
+        linked: i.linked,
         last_user_message_at_ms: i.last_user_message_at_ms,
         opted_out_at_ms: i.opted_out_at_ms,
         opted_out_reason: i.opted_out_reason,
@@ -280,6 +313,8 @@ pub(super) fn page_item(p: &PageConfig) -> Result<Item, PortError> {
         sk,
         page_id: Some(p.page_id.clone()),
         paused: Some(p.paused),
+        // Written only when it differs from the default, so a console edit stays one field.
+        answers_optins: (!p.answers_optins).then_some(false),
         paused_reason: p.paused_reason.clone(),
         paused_at_ms: p.paused_at_ms,
         pause_event_at_ms: p.pause_event_at_ms,
@@ -293,6 +328,7 @@ pub(super) fn page_from(item: Item, page_id: &str) -> Result<PageConfig, PortErr
     Ok(PageConfig {
         page_id: i.page_id.unwrap_or_else(|| page_id.to_string()),
         paused: i.paused.unwrap_or(false),
+        answers_optins: i.answers_optins.unwrap_or(true),
         paused_reason: i.paused_reason,
         paused_at_ms: i.paused_at_ms,
         pause_event_at_ms: i.pause_event_at_ms,
@@ -459,9 +495,68 @@ mod tests {
             ("reference_raw".into(), s("r")),
             ("reference_status".into(), s("valid")),
             ("reference_payload".into(), s("p")),
+            ("generation".into(), n(1)),
         ]);
         assert_eq!(item, expected);
         assert_eq!(optin_from(item), Ok(o));
+    }
+
+    /// A later generation stores its number and the earlier outcomes as a list of maps.
+    #[test]
+    fn generations_store_their_history_as_a_list_of_maps() {
+        let mut first = sample();
+        first.state = OptinState::Sent;
+        first.attempts = 1;
+        first.sent_at_ms = Some(2_000);
+        let mut next = Optin::pending(
+            first.recipient.clone(),
+            "100",
+            "page",
+            EntryPoint::LoginConnect,
+            OptinSource::Webhook,
+            90_000_000,
+            "optin:h2",
+            90_000_100,
+        );
+        next = first.next_generation(next);
+        let item = optin_item(&next).unwrap();
+        assert_eq!(item.get("generation"), Some(&n(2)));
+        let expected = AttributeValue::L(vec![AttributeValue::M(Item::from([
+            ("generation".into(), n(1)),
+            ("source".into(), s("webhook")),
+            ("opted_in_at_ms".into(), n(1_000)),
+            ("state".into(), s("sent")),
+            ("attempts".into(), n(1)),
+            ("sent_at_ms".into(), n(2_000)),
+            ("message_id".into(), s("m_1")),
+            (
+                "reference".into(),
+                AttributeValue::M(Item::from([
+                    ("raw".into(), s("r")),
+                    ("status".into(), s("opaque")),
+                ])),
+            ),
+            ("closed_at_ms".into(), n(1_500)),
+        ]))]);
+        assert_eq!(item.get("history"), Some(&expected));
+        assert_eq!(optin_from(item), Ok(next));
+        assert!(
+            !optin_item(&sample()).unwrap().contains_key("history"),
+            "no history: no attribute"
+        );
+    }
+
+    /// Items written before generations have neither `generation` nor `history`.
+    #[test]
+    fn an_item_without_generation_is_the_first() {
+        let mut item = optin_sample_item();
+        item.remove("generation");
+        let o = optin_from(item).unwrap();
+        assert_eq!((o.generation, o.history.len()), (1, 0));
+        assert_eq!(o, sample());
+        let mut item = optin_sample_item();
+        item.insert("history".into(), s("yesterday"));
+        assert!(matches!(optin_from(item), Err(PortError::Rejected(m)) if m.contains("history")));
     }
 
     /// The stored names are the domain's `as_str` for every variant.
@@ -584,6 +679,15 @@ mod tests {
                 ..Person::default()
             }
         );
+        let linked = Item::from([(
+            "linked".into(),
+            AttributeValue::Ss(vec!["user_ref:U2".into(), "login_id:L1".into()]),
+        )]);
+        assert_eq!(
+            person_from(linked, "100", "P1").unwrap().linked,
+            vec!["login_id:L1".to_string(), "user_ref:U2".to_string()],
+            "a String Set reads sorted"
+        );
         let bad = Item::from([("opted_out_at_ms".into(), s("yesterday"))]);
         assert!(
             matches!(person_from(bad, "100", "P1"), Err(PortError::Rejected(m)) if m.contains("opted_out_at_ms"))
@@ -635,6 +739,7 @@ mod tests {
         let full = PageConfig {
             page_id: "100".into(),
             paused: true,
+            answers_optins: true,
             paused_reason: Some("r".into()),
             paused_at_ms: Some(5),
             pause_event_at_ms: Some(5),

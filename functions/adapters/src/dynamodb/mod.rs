@@ -1,9 +1,11 @@
 //! DynamoDB: the table ports ([`OptinStore`], [`PersonStore`], [`PageStore`],
 //! [`QuarantineStore`]) on one on-demand table with string keys `pk` / `sk`.
 //!
-//! Every state change is one conditional request (`ConditionExpression`), never read-then-write:
-//! the condition is the rule, so concurrent duplicates cannot both win. Reads are strongly
-//! consistent. Each request is counted in the shared [`RequestCounter`] as `dynamodb.<Operation>`.
+//! Every state change is one conditional request (`ConditionExpression`): the condition is the
+//! rule, so concurrent duplicates cannot both win. The one read-then-write is `link` (a
+//! transaction cannot choose its update from the stored value): it reads the opt-in, and its
+//! transaction is conditional on the opt-in still being what it read; it reads again when not.
+//! Reads are strongly consistent. Each request is counted in the shared [`RequestCounter`] as `dynamodb.<Operation>`.
 //!
 //! Where things are: the key schema in `keys`, the stored item shapes (documented there, for
 //! operators too) and their mapping in `items`, condition and update expressions in `expr`, SDK

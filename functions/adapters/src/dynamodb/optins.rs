@@ -3,11 +3,11 @@
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
 use lc_core::lifecycle::optin::{Optin, OptinState};
-use lc_core::ports::store::{Claim, Created, Finish};
+use lc_core::ports::store::{Claim, Created, Finish, Reopened};
 use lc_core::ports::{OptinStore, PortError};
 
 use super::errors::{condition_failed_put, port_error};
-use super::expr::{b, n, s, Expr, Updates};
+use super::expr::{b, generation_condition, n, s, Expr, Updates};
 use super::items::{optin_from, optin_item};
 use super::keys::{optin_key, PK};
 use super::{Conditional, DynamoStore};
@@ -21,6 +21,31 @@ fn free_condition(e: &mut Expr, now_ms: i64) -> String {
     let sending = e.value(s(OptinState::Sending.as_str()));
     let now = e.value(n(now_ms));
     format!("({state} = {pending} OR ({state} = {sending} AND {lease} <= {now}))")
+}
+
+/// The closed states, in which a generation may be replaced by the next.
+const CLOSED: [OptinState; 5] = [
+    OptinState::Sent,
+    OptinState::Answered,
+    OptinState::Failed,
+    OptinState::Expired,
+    OptinState::OptedOut,
+];
+
+/// `seen` is still the stored record: same generation, state and `updated_at_ms`, and closed.
+fn unchanged_condition(e: &mut Expr, seen: &Optin) -> String {
+    let generation = generation_condition(e, seen.generation);
+    let state = e.name("state");
+    let seen_state = e.value(s(seen.state.as_str()));
+    let updated = e.name("updated_at_ms");
+    let seen_updated = e.value(n(seen.updated_at_ms));
+    let closed: Vec<String> = CLOSED.iter().map(|c| e.value(s(c.as_str()))).collect();
+    format!(
+        "attribute_exists({pk}) AND {generation} AND {state} = {seen_state} AND \
+         {updated} = {seen_updated} AND {state} IN ({closed})",
+        pk = e.name(PK),
+        closed = closed.join(", "),
+    )
 }
 
 #[async_trait]
@@ -104,7 +129,50 @@ impl OptinStore for DynamoStore {
             .applied())
     }
 
-    async fn claim(&self, key: &str, now_ms: i64, lease_until_ms: i64) -> Result<Claim, PortError> {
+    async fn reopen(&self, seen: &Optin, next: &Optin) -> Result<Reopened, PortError> {
+        if next.key() != seen.key() || next.generation != seen.generation.saturating_add(1) {
+            return Err(PortError::Rejected(format!(
+                "reopen: generation {} is not the successor of generation {} on its key",
+                next.generation, seen.generation
+            )));
+        }
+        let item = optin_item(next)?;
+        let mut e = Expr::default();
+        let cond = unchanged_condition(&mut e, seen);
+        self.count("PutItem");
+        let res = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression(cond)
+            .set_expression_attribute_names(e.names())
+            .set_expression_attribute_values(e.values())
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        let err = match res {
+            Ok(_) => return Ok(Reopened::Reopened),
+            Err(err) => err,
+        };
+        match condition_failed_put(&err) {
+            None => Err(port_error("PutItem", &err)),
+            Some(Some(old)) => Ok(Reopened::Changed(Box::new(optin_from(old)?))),
+            // No item with the failure: it is missing (or the backend does not return it).
+            Some(None) => match self.get_optin(&seen.key()).await? {
+                Some(o) => Ok(Reopened::Changed(Box::new(o))),
+                None => Ok(Reopened::Missing),
+            },
+        }
+    }
+
+    async fn claim(
+        &self,
+        key: &str,
+        generation: u32,
+        now_ms: i64,
+        lease_until_ms: i64,
+    ) -> Result<Claim, PortError> {
         let mut u = Updates::default();
         u.set("state", s(OptinState::Sending.as_str()))
             .set("lease_until_ms", n(lease_until_ms))
@@ -112,8 +180,9 @@ impl OptinStore for DynamoStore {
             .add("attempts", 1);
         let cond = u.condition(|e| {
             let free = free_condition(e, now_ms);
+            let generation = generation_condition(e, generation);
             format!(
-                "attribute_exists({pk}) AND {deadline} > {now} AND {free}",
+                "attribute_exists({pk}) AND {generation} AND {deadline} > {now} AND {free}",
                 pk = e.name(PK),
                 deadline = e.name("deadline_at_ms"),
                 now = e.value(n(now_ms)),
@@ -165,6 +234,10 @@ impl OptinStore for DynamoStore {
                 u.set("state", s(OptinState::OptedOut.as_str()))
                     .set("last_error", s(error));
             }
+            Finish::Declined { reason } => {
+                u.set("state", s(OptinState::Declined.as_str()))
+                    .set("last_error", s(reason));
+            }
         }
         u.set("updated_at_ms", n(now_ms));
         let cond = u.condition(|e| {
@@ -208,5 +281,40 @@ impl OptinStore for DynamoStore {
             )),
             Conditional::Failed(_) => Ok(None),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn closed_states_are_the_domains() {
+        for st in [
+            OptinState::Pending,
+            OptinState::Sending,
+            OptinState::Sent,
+            OptinState::Answered,
+            OptinState::Failed,
+            OptinState::Expired,
+            OptinState::OptedOut,
+        ] {
+            assert_eq!(CLOSED.contains(&st), st.is_closed(), "{}", st.as_str());
+        }
+    }
+
+    #[test]
+    fn the_reopen_condition_names_every_part_of_the_read() {
+        let mut seen = lc_core::contract::store::optin("x", "y");
+        seen.state = OptinState::Sent;
+        let mut e = Expr::default();
+        assert_eq!(
+            unchanged_condition(&mut e, &seen),
+            "attribute_exists(#n3) AND (attribute_not_exists(#n0) OR #n0 = :v0) AND #n1 = :v1 \
+             AND #n2 = :v2 AND #n1 IN (:v3, :v4, :v5, :v6, :v7)"
+        );
+        seen.generation = 4;
+        let mut e = Expr::default();
+        assert!(unchanged_condition(&mut e, &seen).contains("AND #n0 = :v0 AND"));
     }
 }

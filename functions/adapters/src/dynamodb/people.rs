@@ -4,20 +4,29 @@
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use lc_core::lifecycle::optin::{schedule_name, EntryPoint, OptinSource, OptinState, DAY_MS};
-use lc_core::ports::store::{Link, LinkResult, MarketingToken, Person, ReferralInfo, TokenStatus};
-use lc_core::ports::{PersonStore, PortError};
+use aws_sdk_dynamodb::types::TransactWriteItem;
+use lc_core::lifecycle::optin::{Optin, OptinState};
+use lc_core::ports::store::{
+    Link, LinkPlan, LinkResult, MarketingToken, Person, ReferralInfo, TokenStatus,
+};
+use lc_core::ports::{OptinStore, PersonStore, PortError};
 use lc_core::webhook::IdentityKind;
 
 use super::errors::port_error;
-use super::expr::{b, n, newer_condition, s, Updates};
-use super::items::{person_from, token_from};
+use super::expr::{
+    generation_condition, n, newer_condition, s, transact_check, transact_put, Expr, Updates,
+};
+use super::items::{optin_item, person_from, token_from};
 use super::keys::{optin_key, person_key, person_pk, token_key, PK, TOKEN_SK_PREFIX};
 use super::DynamoStore;
 
 /// The opt-in's place in the link transaction (the person's update comes first and has no
-/// condition): its cancellation reason tells a live send from a conflict.
+/// condition): its cancellation reason tells a changed opt-in from a conflict.
 const LINK_OPTIN_ITEM: usize = 1;
+
+/// How often a link reads the opt-in and tries its transaction before giving up (the opt-in
+/// changed between the read and the write every time).
+const LINK_TRIES: usize = 3;
 
 fn token_status_str(s: TokenStatus) -> &'static str {
     match s {
@@ -26,12 +35,11 @@ fn token_status_str(s: TokenStatus) -> &'static str {
     }
 }
 
-/// Where a link writes the identifier on the person, and the entry point of a reply-first
-/// opt-in.
-fn link_target(kind: IdentityKind) -> Result<(&'static str, EntryPoint), PortError> {
+/// Where a link writes the identifier on the person.
+fn link_attr(kind: IdentityKind) -> Result<&'static str, PortError> {
     match kind {
-        IdentityKind::LoginId => Ok(("login_id", EntryPoint::LoginConnect)),
-        IdentityKind::UserRef => Ok(("user_ref", EntryPoint::Checkbox)),
+        IdentityKind::LoginId => Ok("login_id"),
+        IdentityKind::UserRef => Ok("user_ref"),
         other => Err(PortError::Rejected(format!(
             "link: identifier kind {} cannot be linked to a PSID",
             other.as_str()
@@ -39,22 +47,103 @@ fn link_target(kind: IdentityKind) -> Result<(&'static str, EntryPoint), PortErr
     }
 }
 
-/// A cancelled link transaction: the opt-in's condition failing means a send holds a live
-/// lease; any other reason (a concurrent write to either item, throttling) is worth retrying.
-fn link_failed(err: &SdkError<TransactWriteItemsError>) -> Result<LinkResult, PortError> {
+/// What a cancelled link transaction means.
+#[derive(Debug, PartialEq, Eq)]
+enum LinkFailure {
+    /// The opt-in's condition failed: it changed since it was read; read again.
+    OptinChanged,
+    /// Anything else (a concurrent transaction on either item, throttling, ...).
+    Other(PortError),
+}
+
+fn link_failed(err: &SdkError<TransactWriteItemsError>) -> LinkFailure {
     let Some(TransactWriteItemsError::TransactionCanceledException(t)) = err.as_service_error()
     else {
-        return Err(port_error("TransactWriteItems", err));
+        return LinkFailure::Other(port_error("TransactWriteItems", err));
     };
     let reasons = t.cancellation_reasons();
     let code = |i: usize| reasons.get(i).and_then(|r| r.code()).unwrap_or("None");
     if code(LINK_OPTIN_ITEM) == "ConditionalCheckFailed" {
-        return Ok(LinkResult::SendInFlight);
+        return LinkFailure::OptinChanged;
     }
     let codes = (0..reasons.len()).map(code).collect::<Vec<_>>().join(",");
-    Err(PortError::Unavailable(format!(
+    LinkFailure::Other(PortError::Unavailable(format!(
         "TransactWriteItems: transaction cancelled [{codes}]"
     )))
+}
+
+/// `read` is still what the plan was made from: same generation and state (a lapsed lease
+/// still lapsed at `now_ms`).
+fn same_state(e: &mut Expr, read: &Optin, now_ms: i64) -> String {
+    let generation = generation_condition(e, read.generation);
+    let state = e.name("state");
+    let read_state = e.value(s(read.state.as_str()));
+    let mut cond = format!("{generation} AND {state} = {read_state}");
+    if read.state == OptinState::Sending {
+        let lease = e.name("lease_until_ms");
+        let now = e.value(n(now_ms));
+        cond = format!("{cond} AND {lease} <= {now}");
+    }
+    cond
+}
+
+/// The opt-in's item in the link transaction, for `plan` made from `read`, conditional on the
+/// record still leading to the same plan.
+fn link_optin_item(
+    table: &str,
+    link: &Link,
+    plan: LinkPlan,
+    read: Option<&Optin>,
+    now_ms: i64,
+) -> Result<TransactWriteItem, PortError> {
+    let key = optin_key(&link.optin_key);
+    let stored = |what: &str| {
+        PortError::Rejected(format!(
+            "link: plan {what} needs the opt-in it was made from"
+        ))
+    };
+    match plan {
+        LinkPlan::Answer => {
+            let read = read.ok_or_else(|| stored("Answer"))?;
+            let mut u = Updates::default();
+            u.set("state", s(OptinState::Answered.as_str()))
+                .set_if_absent("psid", s(&link.psid))
+                .set_if_absent("answered_at_ms", n(link.at_ms))
+                .set("updated_at_ms", n(now_ms));
+            let cond = u.condition(|e| same_state(e, read, now_ms));
+            u.into_transact_item(table, key, Some(cond))
+        }
+        LinkPlan::SetPsid => {
+            let read = read.ok_or_else(|| stored("SetPsid"))?;
+            let mut u = Updates::default();
+            u.set("psid", s(&link.psid)).set("updated_at_ms", n(now_ms));
+            let cond = u.condition(|e| {
+                let same = same_state(e, read, now_ms);
+                format!("{same} AND attribute_not_exists({})", e.name("psid"))
+            });
+            u.into_transact_item(table, key, Some(cond))
+        }
+        LinkPlan::Keep => {
+            let read = read.ok_or_else(|| stored("Keep"))?;
+            let mut e = Expr::default();
+            let same = same_state(&mut e, read, now_ms);
+            let cond = format!("{same} AND attribute_exists({})", e.name("psid"));
+            transact_check(table, key, cond, &e)
+        }
+        LinkPlan::Create => {
+            let mut e = Expr::default();
+            let cond = format!("attribute_not_exists({})", e.name(PK));
+            transact_put(table, optin_item(&link.reply_optin(now_ms)?)?, cond, &e)
+        }
+        LinkPlan::Absent => {
+            let mut e = Expr::default();
+            let cond = format!("attribute_not_exists({})", e.name(PK));
+            transact_check(table, key, cond, &e)
+        }
+        LinkPlan::InFlight => Err(PortError::Rejected(
+            "link: a send in flight writes nothing".into(),
+        )),
+    }
 }
 
 #[async_trait]
@@ -84,64 +173,52 @@ impl PersonStore for DynamoStore {
     }
 
     async fn link(&self, link: &Link, now_ms: i64) -> Result<LinkResult, PortError> {
-        let (id_attr, entry_point) = link_target(link.identifier.kind)?;
+        let id_attr = link_attr(link.identifier.kind)?;
+        // Validated before anything is sent (the twin does the same).
+        link.reply_optin(now_ms)?;
+        // A transaction cannot choose its update from the stored value: read the opt-in, plan
+        // from it, and make the write conditional on it still leading to that plan.
+        for _ in 0..LINK_TRIES {
+            let read = self.get_optin(&link.optin_key).await?;
+            let plan = link.plan(read.as_ref(), now_ms);
+            if plan == LinkPlan::InFlight {
+                return Ok(LinkResult::SendInFlight);
+            }
 
-        let mut person = Updates::default();
-        person
-            .set("page_id", s(&link.page_id))
-            .set("psid", s(&link.psid))
-            .set(id_attr, s(&link.identifier.id))
-            .set_if_absent("linked_at_ms", n(link.at_ms));
-        let person =
-            person.into_transact_item(&self.table, person_key(&link.page_id, &link.psid), None)?;
+            // The first identifier of a kind stays; every one joins the set.
+            let mut person = Updates::default();
+            person
+                .set("page_id", s(&link.page_id))
+                .set("psid", s(&link.psid))
+                .set_if_absent(id_attr, s(&link.identifier.id))
+                .set_if_absent("linked_at_ms", n(link.at_ms))
+                .add_to_set("linked", vec![link.tag()]);
+            let person = person.into_transact_item(
+                &self.table,
+                person_key(&link.page_id, &link.psid),
+                None,
+            )?;
+            let optin = link_optin_item(&self.table, link, plan, read.as_ref(), now_ms)?;
 
-        // Answers the opt-in; if the reply came first, every field an opt-in needs is written
-        // too (if_not_exists), so the item is a complete `answered` opt-in.
-        let mut optin = Updates::default();
-        optin
-            .set("psid", s(&link.psid))
-            .set("state", s(OptinState::Answered.as_str()))
-            .set("updated_at_ms", n(now_ms))
-            .set_if_absent("answered_at_ms", n(link.at_ms))
-            .set_if_absent("recipient_kind", s(link.identifier.kind.as_str()))
-            .set_if_absent("recipient_id", s(&link.identifier.id))
-            .set_if_absent("page_id", s(&link.page_id))
-            .set_if_absent("object", s("page"))
-            .set_if_absent("entry_point", s(entry_point.as_str()))
-            .set_if_absent("source", s(OptinSource::Reply.as_str()))
-            .set_if_absent("opted_in_at_ms", n(link.at_ms))
-            .set_if_absent("deadline_at_ms", n(link.at_ms + DAY_MS))
-            .set_if_absent("attempts", n(0))
-            .set_if_absent("lease_until_ms", n(0))
-            .set_if_absent("job_enqueued", b(false))
-            .set_if_absent("job_claim_until_ms", n(0))
-            .set_if_absent("schedule_name", s(schedule_name(&link.optin_key)))
-            .set_if_absent("created_by", s(OptinSource::Reply.as_str()));
-        let cond = optin.condition(|e| {
-            format!(
-                "attribute_not_exists({pk}) OR {state} <> {sending} OR {lease} <= {now}",
-                pk = e.name(PK),
-                state = e.name("state"),
-                sending = e.value(s(OptinState::Sending.as_str())),
-                lease = e.name("lease_until_ms"),
-                now = e.value(n(now_ms)),
-            )
-        });
-        let optin =
-            optin.into_transact_item(&self.table, optin_key(&link.optin_key), Some(cond))?;
-
-        self.count("TransactWriteItems");
-        match self
-            .client
-            .transact_write_items()
-            .transact_items(person)
-            .transact_items(optin)
-            .send()
-            .await
-        {
-            Ok(_) => Ok(LinkResult::Linked),
-            Err(err) => link_failed(&err),
+            self.count("TransactWriteItems");
+            match self
+                .client
+                .transact_write_items()
+                .transact_items(person)
+                .transact_items(optin)
+                .send()
+                .await
+            {
+                Ok(_) => return Ok(LinkResult::Linked),
+                Err(err) => match link_failed(&err) {
+                    LinkFailure::OptinChanged => continue,
+                    LinkFailure::Other(e) => return Err(e),
+                },
+            }
         }
+        Err(PortError::Unavailable(format!(
+            "link: the opt-in changed under each of {LINK_TRIES} tries"
+        )))
     }
 
     async fn record_referral(
@@ -264,10 +341,10 @@ mod tests {
     }
 
     #[test]
-    fn a_live_send_cancels_the_link_as_in_flight() {
+    fn a_failed_optin_condition_reads_again() {
         assert_eq!(
             link_failed(&cancelled(&["None", "ConditionalCheckFailed"])),
-            Ok(LinkResult::SendInFlight)
+            LinkFailure::OptinChanged
         );
     }
 
@@ -287,7 +364,7 @@ mod tests {
         ] {
             assert_eq!(
                 link_failed(&cancelled(codes)),
-                Err(PortError::Unavailable(format!(
+                LinkFailure::Other(PortError::Unavailable(format!(
                     "TransactWriteItems: transaction cancelled {text}"
                 )))
             );
@@ -300,12 +377,18 @@ mod tests {
             TransactWriteItemsError::generic(meta("TransactionInProgressException")),
             response(400),
         );
-        assert!(matches!(link_failed(&busy), Err(PortError::Unavailable(_))));
+        assert!(matches!(
+            link_failed(&busy),
+            LinkFailure::Other(PortError::Unavailable(_))
+        ));
         let invalid = SdkError::service_error(
             TransactWriteItemsError::generic(meta("ValidationException")),
             response(400),
         );
-        assert!(matches!(link_failed(&invalid), Err(PortError::Rejected(_))));
+        assert!(matches!(
+            link_failed(&invalid),
+            LinkFailure::Other(PortError::Rejected(_))
+        ));
     }
 
     #[test]
@@ -320,16 +403,10 @@ mod tests {
 
     #[test]
     fn only_login_ids_and_user_refs_link() {
-        assert_eq!(
-            link_target(IdentityKind::LoginId),
-            Ok(("login_id", EntryPoint::LoginConnect))
-        );
-        assert_eq!(
-            link_target(IdentityKind::UserRef),
-            Ok(("user_ref", EntryPoint::Checkbox))
-        );
+        assert_eq!(link_attr(IdentityKind::LoginId), Ok("login_id"));
+        assert_eq!(link_attr(IdentityKind::UserRef), Ok("user_ref"));
         assert!(matches!(
-            link_target(IdentityKind::Psid),
+            link_attr(IdentityKind::Psid),
             Err(PortError::Rejected(_))
         ));
     }

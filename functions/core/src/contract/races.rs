@@ -13,6 +13,8 @@
 //!   `sending` and still the claim token `attempts`);
 //! - [`concurrent_take_job`]: take_job's condition (not enqueued, pending, claim lapsed);
 //! - [`expire_vs_claim_at_deadline`]: the claim's deadline and the expiry's lease condition;
+//! - [`concurrent_reopens`]: the reopen condition (the record is still exactly the closed
+//!   generation that was read);
 //! - [`link_vs_claim`]: the link's in-flight check. It needs transactions (`TransactWriteItems`),
 //!   which dynalite does not implement, so [`run_all`] skips it when asked to.
 //!
@@ -26,8 +28,8 @@ use tokio::runtime::RuntimeFlavor;
 use tokio::sync::Barrier;
 
 use super::store::{optin, Store, T0};
-use crate::lifecycle::optin::{optin_key, Optin, OptinState};
-use crate::ports::store::{Claim, Created, Finish, Link, LinkResult};
+use crate::lifecycle::optin::{optin_key, EntryPoint, Optin, OptinSource, OptinState, DAY_MS};
+use crate::ports::store::{Claim, Created, Finish, Link, LinkResult, Reopened};
 
 /// Racers in the one-key races.
 pub const RACERS: usize = 50;
@@ -48,6 +50,7 @@ pub async fn run_all<S: Store + 'static>(s: &Arc<S>, unique_prefix: &str, transa
     late_finish_vs_takeover(s, p).await;
     concurrent_take_job(s, p).await;
     expire_vs_claim_at_deadline(s, p).await;
+    concurrent_reopens(s, p).await;
     if transactions {
         link_vs_claim(s, p).await;
     }
@@ -422,6 +425,67 @@ pub async fn expire_vs_claim_at_deadline<S: Store + 'static>(s: &Arc<S>, p: &str
         "expire_vs_claim_at_deadline: a claim won {claims_won} of {ROUNDS} rounds, an expiry {}",
         ROUNDS - claims_won
     );
+}
+
+/// 50 copies of one new opt-in reopen one closed generation at once (each from the same read,
+/// each with its own candidate for generation 2): exactly one `Reopened`; every other caller
+/// gets `Changed` naming generation 2, which is the winner's record.
+pub async fn concurrent_reopens<S: Store + 'static>(s: &Arc<S>, p: &str) {
+    let o = created(&**s, p, "race-reopens").await;
+    let key = o.key();
+    let c = claim_ok(&**s, &key, T0 + 1_000, T0 + 1_000 + LEASE).await;
+    assert!(s
+        .finish(&key, c.attempts, &sent("m_gen1", T0 + 1_001), T0 + 1_001)
+        .await
+        .expect("finish"));
+    let seen = get(&**s, &key).await;
+    assert_eq!(seen.state, OptinState::Sent);
+    let at = T0 + 2 * DAY_MS;
+    let candidates: Vec<Optin> = (0..RACERS)
+        .map(|i| {
+            let later = Optin::pending(
+                seen.recipient.clone(),
+                &seen.page_id,
+                "page",
+                EntryPoint::LoginConnect,
+                OptinSource::Webhook,
+                at,
+                &format!("optin:reopen-racer:{i}"),
+                at + i as i64,
+            );
+            seen.next_generation(later)
+        })
+        .collect();
+    let results = race(RACERS, |i| {
+        let (s, seen, next) = (s.clone(), seen.clone(), candidates[i].clone());
+        async move { s.reopen(&seen, &next).await.expect("reopen") }
+    })
+    .await;
+    let winners: Vec<usize> = (0..RACERS)
+        .filter(|&i| results[i] == Reopened::Reopened)
+        .collect();
+    assert_eq!(
+        winners.len(),
+        1,
+        "exactly one of {RACERS} concurrent reopens of one closed generation wins; winners: \
+         {winners:?}"
+    );
+    let stored = get(&**s, &key).await;
+    assert_eq!(
+        stored, candidates[winners[0]],
+        "the stored record is the winner's generation 2"
+    );
+    assert_eq!(stored.history, vec![seen.outcome()]);
+    for (i, r) in results.iter().enumerate() {
+        match r {
+            Reopened::Reopened => {}
+            Reopened::Changed(now) => {
+                assert_eq!(now.generation, 2, "loser {i} is told of generation 2");
+                assert_eq!(**now, stored, "loser {i} names the stored record");
+            }
+            Reopened::Missing => panic!("reopen {i}: the opt-in exists"),
+        }
+    }
 }
 
 /// A reply's link races a claim of a pending opt-in: either the claim wins and the link waits

@@ -14,9 +14,9 @@ use crate::lifecycle::optin::{
 };
 use crate::ports::store::{
     Claim, Created, Finish, Link, LinkResult, MarketingToken, QuarantinedRecord, ReferralInfo,
-    TokenStatus,
+    Reopened, TokenStatus,
 };
-use crate::ports::{OptinStore, PageStore, PersonStore, QuarantineStore};
+use crate::ports::{OptinStore, PageStore, PersonStore, PortError, QuarantineStore};
 use crate::webhook::{Identity, IdentityKind};
 
 /// Everything the table offers.
@@ -39,6 +39,11 @@ pub async fn run_all<S: Store>(s: &S, unique_prefix: &str) {
     claim_deadline(s, p).await;
     claim_missing(s, p).await;
     claim_answered(s, p).await;
+    claim_other_generation(s, p).await;
+    reopen_closed_generation(s, p).await;
+    reopen_only_when_unchanged(s, p).await;
+    reopen_only_from_closed(s, p).await;
+    reopen_missing_and_misuse(s, p).await;
     finish_stale_attempt(s, p).await;
     finish_outcomes(s, p).await;
     expire_rules(s, p).await;
@@ -50,6 +55,11 @@ pub async fn run_all<S: Store>(s: &S, unique_prefix: &str) {
     link_existing(s, p).await;
     link_in_flight(s, p).await;
     link_user_ref(s, p).await;
+    link_keeps_closed_outcomes(s, p).await;
+    link_sets_psid_only_if_absent(s, p).await;
+    link_create_missing_only_when_asked(s, p).await;
+    link_keeps_first_identifier(s, p).await;
+    link_is_idempotent(s, p).await;
     referral_monotonic(s, p).await;
     tokens_monotonic(s, p).await;
     opt_out_keeps_first(s, p).await;
@@ -258,6 +268,233 @@ pub async fn claim_answered<S: Store>(s: &S, p: &str) {
     let r = not_claimable(s, &o.key(), at + 1).await;
     assert_eq!(r.state, OptinState::Answered);
     assert_eq!(r.attempts, 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Generations
+
+/// A claim names its generation: another one (older or newer) is refused, nothing changes.
+pub async fn claim_other_generation<S: Store>(s: &S, p: &str) {
+    let o = created(s, p, "claim-gen").await;
+    let key = o.key();
+    let now = T0 + 1_000;
+    for generation in [0, 2] {
+        match s
+            .claim(&key, generation, now, now + LEASE)
+            .await
+            .expect("claim")
+        {
+            Claim::NotClaimable(r) => assert_eq!(*r, o, "generation {generation}: untouched"),
+            other => panic!("a claim of generation {generation} on generation 1: {other:?}"),
+        }
+    }
+    assert_eq!(get(s, &key).await, o);
+    assert_eq!(claimed(s, &key, now).await.generation, 1);
+}
+
+/// A later opt-in on this record (built like a first one) at `at_ms`.
+fn later_optin(seen: &Optin, event: &str, at_ms: i64) -> Optin {
+    let mut next = Optin::pending(
+        seen.recipient.clone(),
+        &seen.page_id,
+        "page",
+        EntryPoint::LoginConnect,
+        OptinSource::Webhook,
+        at_ms,
+        event,
+        at_ms + 5,
+    );
+    next.job_claim_until_ms = at_ms + 5 + JOB_CLAIM;
+    seen.next_generation(next)
+}
+
+/// Claims and finishes generation `generation` of `key` with `finish` at `at`.
+async fn finished<S: Store>(s: &S, key: &str, generation: u32, finish: Finish, at: i64) -> Optin {
+    let c = match s
+        .claim(key, generation, at, at + LEASE)
+        .await
+        .expect("claim")
+    {
+        Claim::Claimed(c) => *c,
+        other => panic!("claim of {key} generation {generation} at {at}: {other:?}"),
+    };
+    assert!(s
+        .finish(key, c.attempts, &finish, at + 1)
+        .await
+        .expect("finish"));
+    get(s, key).await
+}
+
+/// A closed generation is replaced by the next: its number, its own fields, the earlier
+/// outcomes in order; only the new generation can be claimed.
+pub async fn reopen_closed_generation<S: Store>(s: &S, p: &str) {
+    let o = created(s, p, "reopen").await;
+    let key = o.key();
+    let sent = Finish::Sent {
+        message_id: Some("m_gen1".into()),
+        sent_at_ms: T0 + 1_001,
+    };
+    let gen1 = finished(s, &key, 1, sent, T0 + 1_000).await;
+    assert_eq!((gen1.state, gen1.generation), (OptinState::Sent, 1));
+
+    let at2 = T0 + 2 * DAY_MS;
+    let next = later_optin(&gen1, "optin:again", at2);
+    assert_eq!(next.generation, 2);
+    assert_eq!(
+        s.reopen(&gen1, &next).await.expect("reopen"),
+        Reopened::Reopened
+    );
+    let gen2 = get(s, &key).await;
+    assert_eq!(
+        gen2, next,
+        "the stored record is the next generation, whole"
+    );
+    assert_eq!(gen2.state, OptinState::Pending);
+    assert_eq!(gen2.attempts, 0);
+    assert_eq!(gen2.deadline_at_ms, at2 + DAY_MS, "its own deadline");
+    assert_ne!(gen2.schedule_name, gen1.schedule_name, "its own schedule");
+    assert_eq!(
+        gen2.history,
+        vec![gen1.outcome()],
+        "the first outcome is kept"
+    );
+    assert_eq!(gen2.history[0].message_id.as_deref(), Some("m_gen1"));
+
+    match s
+        .claim(&key, 1, at2 + 10, at2 + 10 + LEASE)
+        .await
+        .expect("claim")
+    {
+        Claim::NotClaimable(r) => assert_eq!(*r, gen2, "generation 1 is closed for good"),
+        other => panic!("a claim of the closed generation 1: {other:?}"),
+    }
+    // Generation 2 ends otherwise (expired), and a third opt-in opens generation 3.
+    let expired = s
+        .expire(&key, gen2.deadline_at_ms, "deadline missed")
+        .await
+        .expect("expire")
+        .expect("generation 2 expires");
+    let at3 = at2 + 3 * DAY_MS;
+    let next3 = later_optin(&expired, "optin:third", at3);
+    assert_eq!(
+        s.reopen(&expired, &next3).await.expect("reopen"),
+        Reopened::Reopened
+    );
+    let gen3 = get(s, &key).await;
+    assert_eq!(gen3.generation, 3);
+    assert_eq!(
+        gen3.history,
+        vec![gen1.outcome(), expired.outcome()],
+        "history is appended, oldest first"
+    );
+    assert_eq!(gen3.history[1].state, OptinState::Expired);
+    let c = claimed_gen(s, &key, 3, at3 + 10).await;
+    assert_eq!((c.generation, c.attempts), (3, 1));
+}
+
+async fn claimed_gen<S: Store>(s: &S, key: &str, generation: u32, now: i64) -> Optin {
+    match s
+        .claim(key, generation, now, now + LEASE)
+        .await
+        .expect("claim")
+    {
+        Claim::Claimed(o) => *o,
+        other => panic!("claim of {key} generation {generation} at {now}: {other:?}"),
+    }
+}
+
+/// A stale `seen` (the record changed since it was read: another copy reopened it, or any
+/// write moved it) gets `Changed` with the current record, and nothing is written.
+pub async fn reopen_only_when_unchanged<S: Store>(s: &S, p: &str) {
+    let o = created(s, p, "reopen-stale").await;
+    let key = o.key();
+    let failed = Finish::Failed {
+        error: "graph 100: bad request".into(),
+    };
+    let closed = finished(s, &key, 1, failed, T0 + 1_000).await;
+    let at = T0 + 2 * DAY_MS;
+
+    // Same state and generation, but written since (a link added the PSID).
+    let l = link_of(p, o.recipient.clone(), "psid-stale", at - 10);
+    assert_eq!(s.link(&l, at - 5).await.expect("link"), LinkResult::Linked);
+    let moved = get(s, &key).await;
+    assert_eq!(moved.state, OptinState::Failed, "the link kept the outcome");
+    assert_eq!(moved.updated_at_ms, at - 5);
+    let next = later_optin(&closed, "optin:stale", at);
+    match s.reopen(&closed, &next).await.expect("reopen") {
+        Reopened::Changed(now) => assert_eq!(*now, moved, "Changed names the stored record"),
+        other => panic!("a reopen from a stale read: {other:?}"),
+    }
+    assert_eq!(get(s, &key).await, moved, "nothing written");
+
+    // From the fresh read it opens; the same (now stale) read again sees generation 2.
+    let next = later_optin(&moved, "optin:fresh", at);
+    assert_eq!(
+        s.reopen(&moved, &next).await.expect("reopen"),
+        Reopened::Reopened
+    );
+    let again = later_optin(&moved, "optin:copy", at + 1);
+    match s.reopen(&moved, &again).await.expect("reopen") {
+        Reopened::Changed(now) => {
+            assert_eq!(now.generation, 2);
+            assert_eq!(*now, next, "the first reopen's generation stays");
+        }
+        other => panic!("a second reopen of generation 1: {other:?}"),
+    }
+    assert_eq!(get(s, &key).await, next);
+}
+
+/// Only a closed generation reopens: pending, sending (live or lapsed) are `Changed`.
+pub async fn reopen_only_from_closed<S: Store>(s: &S, p: &str) {
+    let o = created(s, p, "reopen-open").await;
+    let key = o.key();
+    let next = later_optin(&o, "optin:early", T0 + 1_000);
+    match s.reopen(&o, &next).await.expect("reopen") {
+        Reopened::Changed(now) => assert_eq!(*now, o),
+        other => panic!("a reopen of a pending generation: {other:?}"),
+    }
+    let c = claimed(s, &key, T0 + 1_000).await;
+    let next = later_optin(&c, "optin:during", T0 + 1_500);
+    for _ in 0..2 {
+        match s.reopen(&c, &next).await.expect("reopen") {
+            Reopened::Changed(now) => assert_eq!(*now, c),
+            other => panic!("a reopen of a sending generation: {other:?}"),
+        }
+    }
+    assert_eq!(get(s, &key).await, c, "nothing written");
+}
+
+/// A missing key is `Missing` (nothing created); a `next` that is not the successor is refused.
+pub async fn reopen_missing_and_misuse<S: Store>(s: &S, p: &str) {
+    let mut ghost = optin(p, "reopen-missing");
+    ghost.state = OptinState::Sent;
+    let next = later_optin(&ghost, "optin:ghost", T0 + 2 * DAY_MS);
+    assert_eq!(
+        s.reopen(&ghost, &next).await.expect("reopen"),
+        Reopened::Missing
+    );
+    assert_eq!(s.get_optin(&ghost.key()).await.expect("get"), None);
+
+    let o = created(s, p, "reopen-misuse").await;
+    let closed = finished(
+        s,
+        &o.key(),
+        1,
+        Finish::OptedOut {
+            error: "graph 551".into(),
+        },
+        T0 + 1_000,
+    )
+    .await;
+    let mut skip = later_optin(&closed, "optin:skip", T0 + 2 * DAY_MS);
+    skip.generation = 3;
+    let other_key = later_optin(&ghost, "optin:other", T0 + 2 * DAY_MS);
+    for bad in [skip, other_key] {
+        let err = s.reopen(&closed, &bad).await.expect_err("not a successor");
+        assert!(matches!(err, PortError::Rejected(_)), "{err}");
+    }
+    assert_eq!(get(s, &o.key()).await, closed, "nothing written");
+    assert_eq!(s.get_optin(&ghost.key()).await.expect("get"), None);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -757,6 +994,166 @@ pub async fn link_user_ref<S: Store>(s: &S, p: &str) {
     assert_eq!(o.recipient, id);
     assert_eq!(o.entry_point, EntryPoint::Checkbox);
     assert_eq!(o.state, OptinState::Answered);
+}
+
+async fn person<S: Store>(s: &S, page_id: &str, psid: &str) -> crate::ports::store::Person {
+    s.get_person(page_id, psid)
+        .await
+        .expect("get_person")
+        .unwrap_or_else(|| panic!("person {page_id}/{psid} should exist"))
+}
+
+/// A reply never rewrites a closed outcome: `failed`, `opted_out` and `expired` stay (the PSID
+/// is recorded), and the person is linked all the same.
+pub async fn link_keeps_closed_outcomes<S: Store>(s: &S, p: &str) {
+    let failed = Finish::Failed {
+        error: "graph 100: bad request".into(),
+    };
+    let out = Finish::OptedOut {
+        error: "graph 551: unavailable".into(),
+    };
+    for (name, finish) in [
+        ("link-failed", Some(failed)),
+        ("link-out", Some(out)),
+        ("link-expired", None),
+    ] {
+        let o = created(s, p, name).await;
+        let closed = match finish {
+            Some(f) => finished(s, &o.key(), 1, f, T0 + 1_000).await,
+            None => s
+                .expire(&o.key(), o.deadline_at_ms, "deadline missed")
+                .await
+                .expect("expire")
+                .expect("expires"),
+        };
+        let psid = format!("psid-{name}");
+        let now = closed.updated_at_ms + 100;
+        let l = link_of(p, o.recipient.clone(), &psid, now - 1);
+        assert_eq!(
+            s.link(&l, now).await.expect("link"),
+            LinkResult::Linked,
+            "{name}"
+        );
+        let r = get(s, &o.key()).await;
+        let mut expected = closed.clone();
+        expected.psid = Some(psid.clone());
+        expected.updated_at_ms = now;
+        assert_eq!(
+            r, expected,
+            "{name}: the outcome stays; only the PSID is added"
+        );
+        assert_eq!(r.answered_at_ms, None, "{name}");
+        let who = person(s, &l.page_id, &psid).await;
+        assert_eq!(
+            who.login_id.as_deref(),
+            Some(o.recipient.id.as_str()),
+            "{name}"
+        );
+        assert_eq!(who.linked, vec![l.tag()], "{name}");
+    }
+}
+
+/// The opt-in's PSID is the first reply's: a later reply from another PSID links that person
+/// but leaves the opt-in as it is (its `updated_at_ms` too).
+pub async fn link_sets_psid_only_if_absent<S: Store>(s: &S, p: &str) {
+    let o = created(s, p, "link-psid").await;
+    let at = T0 + 3_000;
+    let first = link_of(p, o.recipient.clone(), "psid-first", at);
+    assert_eq!(s.link(&first, at).await.expect("link"), LinkResult::Linked);
+    let answered = get(s, &o.key()).await;
+    assert_eq!(answered.state, OptinState::Answered);
+    assert_eq!(answered.psid.as_deref(), Some("psid-first"));
+
+    let second = link_of(p, o.recipient.clone(), "psid-second", at + 1_000);
+    assert_eq!(
+        s.link(&second, at + 1_000).await.expect("link"),
+        LinkResult::Linked
+    );
+    assert_eq!(
+        get(s, &o.key()).await,
+        answered,
+        "an answered opt-in with a PSID is not written"
+    );
+    let who = person(s, &second.page_id, "psid-second").await;
+    assert_eq!(who.login_id.as_deref(), Some(o.recipient.id.as_str()));
+    assert_eq!(who.linked_at_ms, Some(at + 1_000));
+}
+
+/// A missing opt-in is created (as `answered`) only with `create_missing`; without, only the
+/// person is written.
+pub async fn link_create_missing_only_when_asked<S: Store>(s: &S, p: &str) {
+    let id = login(p, "link-unknown");
+    let at = T0 + 6_000;
+    let mut l = link_of(p, id.clone(), "psid-unknown", at);
+    l.create_missing = false;
+    assert_eq!(s.link(&l, at).await.expect("link"), LinkResult::Linked);
+    assert_eq!(
+        s.get_optin(&l.optin_key).await.expect("get_optin"),
+        None,
+        "no obligation is invented"
+    );
+    let who = person(s, &l.page_id, "psid-unknown").await;
+    assert_eq!(who.login_id.as_deref(), Some(id.id.as_str()));
+    assert_eq!(who.linked, vec![l.tag()]);
+    assert_eq!(who.linked_at_ms, Some(at));
+
+    l.create_missing = true;
+    assert_eq!(s.link(&l, at + 1).await.expect("link"), LinkResult::Linked);
+    let o = get(s, &l.optin_key).await;
+    assert_eq!(o, l.reply_optin(at + 1).expect("reply opt-in"));
+    assert_eq!((o.state, o.generation), (OptinState::Answered, 1));
+}
+
+/// The first identifier of each kind stays on the person; every one is listed in `linked`,
+/// sorted, once.
+pub async fn link_keeps_first_identifier<S: Store>(s: &S, p: &str) {
+    let psid = "psid-two-links";
+    let at = T0 + 7_000;
+    // The later-sorting identifier links first: `linked` is sorted, not in arrival order.
+    let l2 = link_of(p, login(p, "zz-second"), psid, at);
+    let l1 = link_of(p, login(p, "aa-first"), psid, at + 1_000);
+    let u1 = link_of(
+        p,
+        Identity::new(IdentityKind::UserRef, format!("{p}-ur-two")),
+        psid,
+        at + 2_000,
+    );
+    for l in [&l2, &l1, &u1] {
+        assert_eq!(s.link(l, l.at_ms).await.expect("link"), LinkResult::Linked);
+    }
+    let who = person(s, &l2.page_id, psid).await;
+    assert_eq!(
+        who.login_id.as_deref(),
+        Some(l2.identifier.id.as_str()),
+        "the first login_id stays"
+    );
+    assert_eq!(who.user_ref.as_deref(), Some(u1.identifier.id.as_str()));
+    assert_eq!(who.linked_at_ms, Some(at), "the first link's time stays");
+    let mut tags = vec![l2.tag(), l1.tag(), u1.tag()];
+    tags.sort();
+    assert_eq!(who.linked, tags, "every identifier, sorted");
+    // Each opt-in is answered by its own link.
+    for l in [&l2, &l1, &u1] {
+        let o = get(s, &l.optin_key).await;
+        assert_eq!(o.state, OptinState::Answered);
+        assert_eq!(o.psid.as_deref(), Some(psid));
+    }
+}
+
+/// The same reply again (a Meta retry, a redelivery) changes nothing on either item.
+pub async fn link_is_idempotent<S: Store>(s: &S, p: &str) {
+    let o = created(s, p, "link-twice").await;
+    let at = T0 + 8_000;
+    let l = link_of(p, o.recipient.clone(), "psid-twice", at);
+    assert_eq!(s.link(&l, at).await.expect("link"), LinkResult::Linked);
+    let optin_once = get(s, &o.key()).await;
+    let person_once = person(s, &l.page_id, "psid-twice").await;
+    for later in [at + 1, at + 60_000] {
+        assert_eq!(s.link(&l, later).await.expect("link"), LinkResult::Linked);
+        assert_eq!(get(s, &o.key()).await, optin_once);
+        assert_eq!(person(s, &l.page_id, "psid-twice").await, person_once);
+    }
+    assert_eq!(person_once.linked, vec![l.tag()], "listed once");
 }
 
 pub async fn referral_monotonic<S: Store>(s: &S, p: &str) {

@@ -15,9 +15,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
-use crate::lifecycle::optin::{schedule_name, EntryPoint, Optin, OptinSource, OptinState, DAY_MS};
+use crate::lifecycle::optin::{Optin, OptinState};
 use crate::ports::store::{
-    Claim, Created, Finish, Link, LinkResult, MarketingToken, PageConfig, Person,
+    Claim, Created, Finish, Link, LinkPlan, LinkResult, MarketingToken, PageConfig, Person,
     QuarantinedRecord, ReferralInfo, Reopened,
 };
 use crate::ports::{
@@ -113,50 +113,6 @@ fn new_person(page_id: &str, psid: &str) -> Person {
     }
 }
 
-/// The opt-in a reply creates when it arrives before its opt-in: already `answered`, complete,
-/// bound to the reply's Page, its deadline a day after the reply.
-fn reply_optin(link: &Link, now_ms: i64) -> Result<Optin, PortError> {
-    let entry_point = entry_point_of(link.identifier.kind)?;
-    Ok(Optin {
-        recipient: link.identifier.clone(),
-        page_id: link.page_id.clone(),
-        object: "page".to_string(),
-        entry_point,
-        source: OptinSource::Reply,
-        opted_in_at_ms: link.at_ms,
-        deadline_at_ms: link.at_ms + DAY_MS,
-        state: OptinState::Answered,
-        attempts: 0,
-        lease_until_ms: 0,
-        job_enqueued: false,
-        job_claim_until_ms: 0,
-        schedule_name: schedule_name(&link.optin_key),
-        last_error: None,
-        message_id: None,
-        sent_at_ms: None,
-        psid: Some(link.psid.clone()),
-        answered_at_ms: Some(link.at_ms),
-        reference: None,
-        created_by: OptinSource::Reply.as_str().to_string(),
-        updated_at_ms: now_ms,
-        app_id: None,
-        generation: 1,
-        history: Vec::new(),
-    })
-}
-
-/// A link names a `login_id` (Login Connect) or a `user_ref` (checkbox plugin).
-fn entry_point_of(kind: IdentityKind) -> Result<EntryPoint, PortError> {
-    match kind {
-        IdentityKind::LoginId => Ok(EntryPoint::LoginConnect),
-        IdentityKind::UserRef => Ok(EntryPoint::Checkbox),
-        other => Err(PortError::Rejected(format!(
-            "link: identifier kind {} cannot be linked to a PSID",
-            other.as_str()
-        ))),
-    }
-}
-
 #[async_trait]
 impl OptinStore for MemoryStore {
     async fn create_optin(&self, optin: &Optin) -> Result<Created, PortError> {
@@ -209,15 +165,23 @@ impl OptinStore for MemoryStore {
     }
 
     async fn reopen(&self, seen: &Optin, next: &Optin) -> Result<Reopened, PortError> {
+        if next.key() != seen.key() || next.generation != seen.generation.saturating_add(1) {
+            return Err(PortError::Rejected(format!(
+                "reopen: generation {} is not the successor of generation {} on its key",
+                next.generation, seen.generation
+            )));
+        }
         self.request("PutItem", |t| {
             let Some(o) = t.optins.get_mut(&seen.key()) else {
+                // The adapter learns "missing" from a follow-up consistent read.
+                self.count("GetItem");
                 return Ok(Reopened::Missing);
             };
             let unchanged = o.generation == seen.generation
                 && o.state == seen.state
                 && o.updated_at_ms == seen.updated_at_ms
                 && o.state.is_closed();
-            if !unchanged || next.generation != seen.generation + 1 {
+            if !unchanged {
                 return Ok(Reopened::Changed(Box::new(o.clone())));
             }
             *o = next.clone();
@@ -352,14 +316,16 @@ impl PersonStore for MemoryStore {
     }
 
     async fn link(&self, link: &Link, now_ms: i64) -> Result<LinkResult, PortError> {
-        self.request("TransactWriteItems", |t| {
-            // Validated before anything is written, like a request the adapter cannot build.
-            let created = reply_optin(link, now_ms)?;
-            if let Some(o) = t.optins.get(&link.optin_key) {
-                if o.state == OptinState::Sending && o.lease_until_ms > now_ms {
-                    return Ok(LinkResult::SendInFlight);
-                }
+        // Validated before anything is sent, like a request the adapter cannot build.
+        let created = link.reply_optin(now_ms)?;
+        // The adapter reads the opt-in, then writes both items in one transaction conditional
+        // on what it read; here both happen under one lock, counted the same way.
+        self.request("GetItem", |t| {
+            let plan = link.plan(t.optins.get(&link.optin_key), now_ms);
+            if plan == LinkPlan::InFlight {
+                return Ok(LinkResult::SendInFlight);
             }
+            self.count("TransactWriteItems");
             let p = t
                 .people
                 .entry(person_key(&link.page_id, &link.psid))
@@ -369,28 +335,28 @@ impl PersonStore for MemoryStore {
                 _ => &mut p.user_ref,
             };
             slot.get_or_insert_with(|| link.identifier.id.clone());
+            // Sorted, like the String Set DynamoDB reads back.
             let tag = link.tag();
-            if !p.linked.contains(&tag) {
-                p.linked.push(tag);
+            if let Err(at) = p.linked.binary_search(&tag) {
+                p.linked.insert(at, tag);
             }
             p.linked_at_ms.get_or_insert(link.at_ms);
-            match t.optins.get_mut(&link.optin_key) {
-                Some(o) => {
+            let stored = t.optins.get_mut(&link.optin_key);
+            match (plan, stored) {
+                (LinkPlan::Answer, Some(o)) => {
                     o.psid.get_or_insert_with(|| link.psid.clone());
-                    // A live send was refused above, so `sending` here is a lapsed attempt.
-                    if matches!(
-                        o.state,
-                        OptinState::Pending | OptinState::Sending | OptinState::Sent
-                    ) {
-                        o.state = OptinState::Answered;
-                        o.answered_at_ms.get_or_insert(link.at_ms);
-                    }
+                    o.state = OptinState::Answered;
+                    o.answered_at_ms.get_or_insert(link.at_ms);
                     o.updated_at_ms = now_ms;
                 }
-                None if link.create_missing => {
+                (LinkPlan::SetPsid, Some(o)) => {
+                    o.psid = Some(link.psid.clone());
+                    o.updated_at_ms = now_ms;
+                }
+                (LinkPlan::Create, None) => {
                     t.optins.insert(link.optin_key.clone(), created);
                 }
-                None => {}
+                _ => {}
             }
             Ok(LinkResult::Linked)
         })

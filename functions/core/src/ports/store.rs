@@ -1,8 +1,10 @@
 //! The table: opt-ins, people, pages and quarantined events. One DynamoDB table when deployed
 //! (see `lc_adapters::dynamodb` for the item shapes), a map in memory otherwise.
 //!
-//! Each method is one state change with its condition built in, never read-then-write, so
-//! concurrent duplicates cannot both win.
+//! Each method is one state change with its condition built in, so concurrent duplicates cannot
+//! both win. Only [`PersonStore::link`] reads first (a transaction cannot choose its update from
+//! the stored value): its write is conditional on what it read, and it reads again when that
+//! changed.
 
 use std::sync::Arc;
 
@@ -10,8 +12,8 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use super::PortError;
-use crate::lifecycle::optin::Optin;
-use crate::webhook::Identity;
+use crate::lifecycle::optin::{schedule_name, EntryPoint, Optin, OptinSource, OptinState, DAY_MS};
+use crate::webhook::{Identity, IdentityKind};
 
 /// Result of a conditional create.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,7 +83,9 @@ pub trait OptinStore: Send + Sync {
     ) -> Result<bool, PortError>;
     /// Replaces the closed generation `seen` with `next` (its successor, history included),
     /// only if the stored record is still exactly `seen` (same generation, state and
-    /// `updated_at_ms`): concurrent copies of one new opt-in open one generation.
+    /// `updated_at_ms`, and closed): concurrent copies of one new opt-in open one generation.
+    /// Otherwise `Changed` with the stored record, or `Missing`. A `next` that is not
+    /// generation `seen + 1` on `seen`'s key is `Rejected`, nothing written.
     async fn reopen(&self, seen: &Optin, next: &Optin) -> Result<Reopened, PortError>;
     /// Generation `generation`, `pending` or `sending` with a lapsed lease, and before the
     /// deadline -> `sending` with a new lease; `attempts` + 1.
@@ -155,7 +159,9 @@ pub struct Person {
     #[serde(default)]
     pub linked_at_ms: Option<i64>,
     /// Every identifier ever linked to this PSID (`login_id:<id>`, `user_ref:<id>`): a second,
-    /// different link is kept beside the first, never over it.
+    /// different link is kept beside the first, never over it. Sorted, no duplicates (DynamoDB
+    /// keeps it as a String Set, which has no order: which link came first is `login_id` /
+    /// `user_ref`).
     #[serde(default)]
     pub linked: Vec<String>,
     #[serde(default)]
@@ -189,6 +195,91 @@ impl Link {
     pub fn tag(&self) -> String {
         format!("{}:{}", self.identifier.kind.as_str(), self.identifier.id)
     }
+
+    /// The entry point of the identifier: a link names a `login_id` (Login Connect) or a
+    /// `user_ref` (checkbox plugin), nothing else.
+    pub fn entry_point(&self) -> Result<EntryPoint, PortError> {
+        match self.identifier.kind {
+            IdentityKind::LoginId => Ok(EntryPoint::LoginConnect),
+            IdentityKind::UserRef => Ok(EntryPoint::Checkbox),
+            other => Err(PortError::Rejected(format!(
+                "link: identifier kind {} cannot be linked to a PSID",
+                other.as_str()
+            ))),
+        }
+    }
+
+    /// The opt-in a reply creates when it came first (`create_missing`): already `answered`,
+    /// complete, bound to the reply's Page, its deadline a day after the reply.
+    pub fn reply_optin(&self, now_ms: i64) -> Result<Optin, PortError> {
+        Ok(Optin {
+            recipient: self.identifier.clone(),
+            page_id: self.page_id.clone(),
+            object: "page".to_string(),
+            entry_point: self.entry_point()?,
+            source: OptinSource::Reply,
+            opted_in_at_ms: self.at_ms,
+            deadline_at_ms: self.at_ms + DAY_MS,
+            state: OptinState::Answered,
+            attempts: 0,
+            lease_until_ms: 0,
+            job_enqueued: false,
+            job_claim_until_ms: 0,
+            schedule_name: schedule_name(&self.optin_key),
+            last_error: None,
+            message_id: None,
+            sent_at_ms: None,
+            psid: Some(self.psid.clone()),
+            answered_at_ms: Some(self.at_ms),
+            reference: None,
+            created_by: OptinSource::Reply.as_str().to_string(),
+            updated_at_ms: now_ms,
+            app_id: None,
+            generation: 1,
+            history: Vec::new(),
+        })
+    }
+
+    /// What this link does to its opt-in, stored as `current` at `now_ms`: the one rule both
+    /// stores apply (the twin under its lock, DynamoDB conditional on the record it read).
+    pub fn plan(&self, current: Option<&Optin>, now_ms: i64) -> LinkPlan {
+        match current {
+            Some(o) if o.state == OptinState::Sending && o.lease_until_ms > now_ms => {
+                LinkPlan::InFlight
+            }
+            // A live send is refused above, so `sending` here is a lapsed attempt.
+            Some(o)
+                if matches!(
+                    o.state,
+                    OptinState::Pending | OptinState::Sending | OptinState::Sent
+                ) =>
+            {
+                LinkPlan::Answer
+            }
+            Some(o) if o.psid.is_none() => LinkPlan::SetPsid,
+            Some(_) => LinkPlan::Keep,
+            None if self.create_missing => LinkPlan::Create,
+            None => LinkPlan::Absent,
+        }
+    }
+}
+
+/// What a link does to its opt-in (see [`Link::plan`]). The person is written in every case
+/// but [`LinkPlan::InFlight`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LinkPlan {
+    /// A send holds a live lease: nothing is written (`LinkResult::SendInFlight`).
+    InFlight,
+    /// `pending`, `sent` or a lapsed `sending` becomes `answered` (PSID set if absent).
+    Answer,
+    /// A closed outcome stays; it only gains the PSID it lacked.
+    SetPsid,
+    /// A closed outcome with a PSID: the opt-in is not written.
+    Keep,
+    /// No opt-in, and `create_missing`: created as `answered` ([`Link::reply_optin`]).
+    Create,
+    /// No opt-in, none created: only the person is written.
+    Absent,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -210,9 +301,12 @@ pub trait PersonStore: Send + Sync {
     ) -> Result<bool, PortError>;
     /// Writes both directions in one transaction: the person gets the identifier (the first
     /// one stays in `login_id` / `user_ref`; every one joins `linked`), the opt-in gets the PSID
-    /// and, from `pending`, `sent` or a lapsed `sending`, state `answered`. A closed outcome (`opted_out`, `failed`,
-    /// `expired`) is history and stays. With `create_missing`, a missing opt-in is created as
-    /// `answered` (the reply came first).
+    /// if it has none and, from `pending`, `sent` or a lapsed `sending`, state `answered`. A
+    /// closed outcome (`opted_out`, `failed`, `expired`, `answered`) is history and stays. With
+    /// `create_missing`, a missing opt-in is created as `answered` (the reply came first);
+    /// without, only the person is written. A live `sending` writes nothing:
+    /// [`LinkResult::SendInFlight`]. The opt-in's `updated_at_ms` moves only when it is written.
+    /// See [`Link::plan`].
     async fn link(&self, link: &Link, now_ms: i64) -> Result<LinkResult, PortError>;
     /// Stores the newest referral. `true` if it was newer than the stored one.
     async fn record_referral(
