@@ -6,6 +6,7 @@
 pub mod aws;
 pub mod dynamodb;
 pub mod env;
+pub mod eventbridge;
 pub mod graph;
 pub mod invocation;
 pub mod lambda_sqs;

@@ -33,6 +33,14 @@ pub fn queue(sdk: &aws_config::SdkConfig, url_var: &'static str) -> Result<SqsQu
     ))
 }
 
+/// The business's event bus (`EVENT_BUS_NAME`).
+pub fn bus(sdk: &aws_config::SdkConfig) -> Result<crate::eventbridge::EventBridgeBus, ConfigError> {
+    Ok(crate::eventbridge::EventBridgeBus::new(
+        aws_sdk_eventbridge::Client::new(sdk),
+        required("EVENT_BUS_NAME")?,
+    ))
+}
+
 /// Deadline schedules: `SCHEDULE_GROUP`, `DEADLINE_FUNCTION_ARN`, `SCHEDULER_ROLE_ARN`,
 /// optional `SCHEDULER_DLQ_ARN`.
 pub fn scheduler(sdk: &aws_config::SdkConfig) -> Result<EventBridgeScheduler, ConfigError> {

@@ -13,7 +13,7 @@ use lc_core::contract::store::{optin, run_all, T0};
 use lc_core::lifecycle::optin::Optin;
 use lc_core::ports::store::{
     Claim, Created, Finish, Link, LinkResult, MarketingToken, PageConfig, Person,
-    QuarantinedRecord, ReferralInfo, Reopened,
+    QuarantinedRecord, ReferralInfo, Reopened, UserMessage,
 };
 use lc_core::ports::{
     OptinStore, PageStore, PersonStore, PortError, QuarantineStore, RequestCounter,
@@ -136,7 +136,7 @@ impl PersonStore for OneAtATime {
         page: &str,
         psid: &str,
         at: i64,
-    ) -> Result<bool, PortError> {
+    ) -> Result<UserMessage, PortError> {
         let _g = self.gate.lock().await;
         self.inner.record_user_message(page, psid, at).await
     }

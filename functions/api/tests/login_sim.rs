@@ -306,6 +306,7 @@ async fn existing_optin_answers_its_state_and_deadline() {
             scheduler: Arc::new(lc_core::memory::MemoryScheduler::new()),
             jobs: Arc::new(MemoryQueue::new("outbound")),
             secrets: secrets(),
+            bus: Arc::new(lc_core::ports::NoBus),
             clock: Arc::new(s.clock.clone()),
             metrics: Arc::new(lc_core::ports::NoMetrics),
         },

@@ -2,6 +2,7 @@
 //! 24-hour deadline. It keeps the promise (a last-chance send through the sender's own code
 //! path) or reports loudly that it was broken. It never sends at or after the deadline.
 
+use crate::bus::{self, BusEvent, DetailType, PersonIds};
 use crate::lifecycle::optin::{DeadlineCheck, FirstMessageJob, Optin, OptinState};
 use crate::ports::{Metric, OneTimeSchedule};
 use crate::sending::sender::{JobError, JobOutcome, Sender};
@@ -95,6 +96,14 @@ impl Deadline {
                 .unwrap_or_else(|| "no first message before the deadline".into());
             return Ok(match store.expire(key, now, &reason).await? {
                 Some(_) => {
+                    self.announce(
+                        &optin,
+                        DetailType::FirstMessageMissed,
+                        "missed",
+                        now,
+                        serde_json::json!({"generation": optin.generation, "reason": reason}),
+                    )
+                    .await?;
                     metrics.record(Metric::FirstMessageMissed);
                     tracing::error!(
                         optin = %hash_id(key),
@@ -119,6 +128,19 @@ impl Deadline {
             });
         }
 
+        self.announce(
+            &optin,
+            DetailType::FirstMessageAtRisk,
+            &format!("at_risk:{}", input.check),
+            now,
+            serde_json::json!({
+                "generation": optin.generation,
+                "state": optin.state.as_str(),
+                "deadline_at_ms": optin.deadline_at_ms,
+                "left_ms": optin.deadline_at_ms - now,
+            }),
+        )
+        .await?;
         metrics.record(Metric::FirstMessageAtRisk);
         tracing::warn!(
             optin = %hash_id(key),
@@ -159,6 +181,31 @@ impl Deadline {
             self.rearm(&optin, optin.deadline_at_ms).await
         };
         Ok(DeadlineOutcome::LastChance { outcome, rearmed })
+    }
+
+    /// Publishes one event about this generation (its id names the generation and `what`).
+    async fn announce(
+        &self,
+        optin: &Optin,
+        detail_type: DetailType,
+        what: &str,
+        now: i64,
+        payload: serde_json::Value,
+    ) -> Result<(), JobError> {
+        let event = BusEvent::new(
+            detail_type,
+            &format!("{}#g{}:{what}", optin.key(), optin.generation),
+            now,
+            if optin.object == "instagram" {
+                "instagram"
+            } else {
+                "messenger"
+            },
+            &optin.page_id,
+            PersonIds::of(&optin.recipient),
+            payload,
+        );
+        Ok(bus::publish_all(self.sender.bus(), &[event]).await?)
     }
 
     /// Arms the final check at `at_ms`. A failure is logged: the outbound job keeps retrying

@@ -4,6 +4,7 @@
 //! local runner wire these pieces to real adapters (`lc-adapters`) or to the in-memory twins in
 //! [`memory`].
 
+pub mod bus;
 pub mod consumer;
 #[cfg(any(test, feature = "contract"))]
 pub mod contract;

@@ -12,7 +12,9 @@ use lc_core::lifecycle::processor::{
     Lifecycle, LifecycleConfig, LifecyclePorts, ProcessError, Processed,
 };
 use lc_core::lifecycle::refs;
-use lc_core::memory::{ManualClock, MemoryQueue, MemoryScheduler, MemoryStore, QueueFault};
+use lc_core::memory::{
+    ManualClock, MemoryBus, MemoryQueue, MemoryScheduler, MemoryStore, QueueFault,
+};
 use lc_core::ports::store::{Claim, Finish, TokenStatus};
 use lc_core::ports::{
     Clock, NoMetrics, OptinStore, PageStore, PersonStore, QuarantineStore, RequestCounter,
@@ -26,6 +28,7 @@ const PAGE: &str = "100";
 const HOUR: i64 = 3_600_000;
 
 struct World {
+    bus: Arc<MemoryBus>,
     events: Lifecycle,
     store: Arc<MemoryStore>,
     scheduler: Arc<MemoryScheduler>,
@@ -42,6 +45,7 @@ fn world() -> World {
     let scheduler = Arc::new(MemoryScheduler::with_counter(counter.clone()));
     let jobs = Arc::new(MemoryQueue::new("outbound"));
     let clock = ManualClock::at(T + 5_000);
+    let bus = Arc::new(MemoryBus::new());
     let config = LifecycleConfig::default();
     let secrets = Arc::new(Secrets {
         ref_keys: std::collections::BTreeMap::from([(
@@ -60,6 +64,7 @@ fn world() -> World {
                 scheduler: scheduler.clone(),
                 jobs: jobs.clone(),
                 secrets: Arc::new(secrets),
+                bus: bus.clone(),
                 clock: Arc::new(clock.clone()),
                 metrics: Arc::new(NoMetrics),
             },
@@ -70,6 +75,7 @@ fn world() -> World {
         jobs,
         clock,
         counter,
+        bus,
     }
 }
 

@@ -15,6 +15,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         SenderPorts {
             table: Table::new(Arc::new(wiring::store(&sdk, None)?)),
             outbound: Arc::new(wiring::queue(&sdk, "OUTBOUND_QUEUE_URL")?),
+            bus: Arc::new(wiring::bus(&sdk)?),
             graph: Arc::new(graph.clone()),
             scheduler: Arc::new(wiring::scheduler(&sdk)?),
             secrets: env::secret_source(&sdk)?,

@@ -14,6 +14,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             scheduler: Arc::new(wiring::scheduler(&sdk)?),
             jobs: Arc::new(wiring::queue(&sdk, "OUTBOUND_QUEUE_URL")?),
             secrets: env::secret_source(&sdk)?,
+            bus: Arc::new(wiring::bus(&sdk)?),
             clock: Arc::new(SystemClock),
             metrics: Arc::new(Emf),
         },

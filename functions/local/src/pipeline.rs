@@ -11,10 +11,10 @@ use lc_adapters::graph::{GraphClient, GraphConfig};
 use lc_core::consumer::{settle, Fate, Settled, Settling};
 use lc_core::deadline::Deadline;
 use lc_core::lifecycle::processor::{Lifecycle, LifecycleConfig, LifecyclePorts};
-use lc_core::memory::{MemoryQueue, MemoryScheduler, MemoryStore};
+use lc_core::memory::{MemoryBus, MemoryQueue, MemoryScheduler, MemoryStore};
 use lc_core::ports::{
-    Clock, MemoryMetrics, Queue, QueueSender, Received, RequestCounter, Scheduler, SecretSource,
-    Table,
+    Clock, EventBus, MemoryMetrics, Queue, QueueSender, Received, RequestCounter, Scheduler,
+    SecretSource, Table,
 };
 use lc_core::sending::sender::{Sender, SenderConfig, SenderPorts};
 use lc_core::support::secret::Secrets;
@@ -29,6 +29,11 @@ pub struct Backends {
     pub events: Arc<dyn Queue>,
     pub jobs: Arc<dyn Queue>,
     pub jobs_dlq: Arc<dyn Queue>,
+    /// The business's event bus.
+    pub bus: Arc<dyn EventBus>,
+    /// Every event the bus accepted, in order (in memory; with `--aws-endpoint` a copy of what
+    /// went to the bus on moto), for `--events-log` and the demo.
+    pub published: Arc<MemoryBus>,
     pub counter: Arc<RequestCounter>,
     pub label: String,
 }
@@ -37,6 +42,7 @@ impl Backends {
     /// The embedded default: everything in memory, with SQS-like redrive after 5 receives.
     pub fn memory(clock: Arc<dyn Clock>, visibility_ms: i64) -> Backends {
         let counter = Arc::new(RequestCounter::new());
+        let bus = Arc::new(MemoryBus::with_counter(counter.clone()));
         let scheduler = Arc::new(MemoryScheduler::with_counter(counter.clone()));
         let events_dlq = Arc::new(MemoryQueue::with_clock(
             "events-dlq",
@@ -61,6 +67,8 @@ impl Backends {
                     .with_redrive(100, jobs_dlq.clone()),
             ),
             jobs_dlq,
+            bus: bus.clone(),
+            published: bus,
             counter,
             label: "in-memory adapters".into(),
         }
@@ -134,6 +142,17 @@ impl Backends {
         .map_err(|e| e.to_string())?
         .with_counter(counter.clone());
         let firing = Arc::new(MemoryScheduler::new());
+        let eb = aws_sdk_eventbridge::Client::new(&sdk);
+        let bus_name = format!("lc-{run_id}");
+        lc_adapters::eventbridge::create_bus(&eb, &bus_name)
+            .await
+            .map_err(|e| format!("create event bus: {e}"))?;
+        let published = Arc::new(MemoryBus::new());
+        let bus = Arc::new(Teed {
+            aws: lc_adapters::eventbridge::EventBridgeBus::new(eb, bus_name)
+                .with_counter(counter.clone()),
+            copy: published.clone(),
+        });
         Ok(Backends {
             table: Table::new(Arc::new(
                 lc_adapters::dynamodb::DynamoStore::new(ddb, table_name)
@@ -147,9 +166,44 @@ impl Backends {
             events,
             jobs,
             jobs_dlq,
+            bus,
+            published,
             counter,
             label: format!("AWS adapters at {endpoint}"),
         })
+    }
+}
+
+/// Publishes to the bus on the endpoint (counted, as deployed) and keeps a copy of what it
+/// accepted, for the runner's event log.
+pub struct Teed {
+    pub aws: lc_adapters::eventbridge::EventBridgeBus,
+    copy: Arc<MemoryBus>,
+}
+
+impl Teed {
+    pub fn bus_name(&self) -> &str {
+        self.aws.bus_name()
+    }
+}
+
+#[async_trait::async_trait]
+impl EventBus for Teed {
+    async fn put_events(
+        &self,
+        events: &[lc_core::bus::BusEvent],
+    ) -> Result<Vec<usize>, lc_core::ports::PortError> {
+        let refused = self.aws.put_events(events).await?;
+        let accepted: Vec<_> = events
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| !refused.contains(i))
+            .map(|(_, e)| e.clone())
+            .collect();
+        if !accepted.is_empty() {
+            self.copy.put_events(&accepted).await?;
+        }
+        Ok(refused)
     }
 }
 
@@ -272,6 +326,7 @@ impl Pipeline {
                 scheduler: backends.scheduler.clone(),
                 jobs: backends.jobs.clone(),
                 secrets: secret_source.clone(),
+                bus: backends.bus.clone(),
                 clock: clock.clone(),
                 metrics: metrics.clone(),
             },
@@ -280,6 +335,7 @@ impl Pipeline {
         let sender_ports = SenderPorts {
             table: backends.table.clone(),
             outbound: backends.jobs.clone(),
+            bus: backends.bus.clone(),
             graph: Arc::new(graph),
             scheduler: backends.scheduler.clone(),
             secrets: secret_source,

@@ -458,6 +458,7 @@ async fn a_failed_schedule_delete_is_harmless() {
         lc_core::sending::sender::SenderPorts {
             table: lc_core::ports::Table::new(w.store.clone()),
             outbound: w.jobs.clone(),
+            bus: w.bus.clone(),
             graph: std::sync::Arc::new(graph),
             scheduler: std::sync::Arc::new(DeleteFails(w.scheduler.clone())),
             secrets: std::sync::Arc::new(lc_testkit::secrets()),

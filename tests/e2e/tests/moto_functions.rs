@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use lc_adapters::dynamodb::{create_table, DynamoStore};
+use lc_adapters::eventbridge::{create_bus, EventBridgeBus};
 use lc_adapters::graph::{GraphClient, GraphConfig};
 use lc_adapters::scheduler::{create_group, EventBridgeScheduler, SchedulerConfig};
 use lc_adapters::sqs::SqsQueue;
@@ -40,6 +41,9 @@ struct Moto {
     dlq: SqsQueue,
     secrets: Arc<Secrets>,
     metrics: Arc<MemoryMetrics>,
+    bus: EventBridgeBus,
+    /// The business's own queue: a rule on the bus delivers every event to it.
+    business_q: SqsQueue,
 }
 
 fn unique(prefix: &str) -> String {
@@ -92,6 +96,64 @@ async fn moto() -> Moto {
     let sim = graph_sim::start(graph_sim::SimConfig::default().with_page(PAGE, TOKEN))
         .await
         .expect("sim");
+    // The business's side: a bus, and a rule that routes every event to its queue (what the
+    // template's optional BusinessQueueArn parameter sets up).
+    let business_url = sqs
+        .create_queue()
+        .queue_name(unique("business"))
+        .send()
+        .await
+        .expect("queue")
+        .queue_url
+        .expect("url");
+    let business_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&business_url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("attributes")
+        .attributes
+        .and_then(|a| {
+            a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+                .cloned()
+        })
+        .expect("queue arn");
+    let eb = aws_sdk_eventbridge::Client::new(&sdk);
+    let bus_name = unique("bus");
+    create_bus(&eb, &bus_name).await.expect("bus");
+    eb.put_rule()
+        .name(unique("all-events"))
+        .event_bus_name(&bus_name)
+        .event_pattern(r#"{"source":["login-connect"]}"#)
+        .send()
+        .await
+        .expect("rule");
+    let rule = eb
+        .list_rules()
+        .event_bus_name(&bus_name)
+        .send()
+        .await
+        .expect("rules")
+        .rules
+        .unwrap_or_default()
+        .pop()
+        .and_then(|r| r.name)
+        .expect("rule name");
+    eb.put_targets()
+        .rule(rule)
+        .event_bus_name(&bus_name)
+        .targets(
+            aws_sdk_eventbridge::types::Target::builder()
+                .id("business-queue")
+                .arn(business_arn)
+                .build()
+                .expect("target"),
+        )
+        .send()
+        .await
+        .expect("targets");
+    let bus_counter = counter.clone();
     let dlq = queues.pop().expect("dlq");
     let jobs_q = queues.pop().expect("jobs");
     let events_q = queues.pop().expect("events");
@@ -106,6 +168,8 @@ async fn moto() -> Moto {
         counter,
         secrets: secrets(),
         metrics: Arc::new(MemoryMetrics::new()),
+        bus: EventBridgeBus::new(eb, bus_name).with_counter(bus_counter),
+        business_q: SqsQueue::new(sqs.clone(), business_url),
     }
 }
 
@@ -130,6 +194,7 @@ impl Moto {
                 scheduler: Arc::new(self.scheduler.clone()),
                 jobs: Arc::new(self.jobs_q.clone()),
                 secrets: Arc::new(self.secrets.clone()),
+                bus: Arc::new(self.bus.clone()),
                 clock: Arc::new(self.clock.clone()),
                 metrics: self.metrics.clone(),
             },
@@ -142,6 +207,7 @@ impl Moto {
             SenderPorts {
                 table: self.table(),
                 outbound: Arc::new(self.jobs_q.clone()),
+                bus: Arc::new(self.bus.clone()),
                 graph: Arc::new(self.graph()),
                 scheduler: Arc::new(self.scheduler.clone()),
                 secrets: Arc::new(self.secrets.clone()),

@@ -12,7 +12,7 @@ use lc_core::consumer::Fate;
 use lc_core::deadline::Deadline;
 use lc_core::lifecycle::optin::FirstMessageJob;
 use lc_core::lifecycle::processor::{Lifecycle, LifecycleConfig, LifecyclePorts};
-use lc_core::memory::{ManualClock, MemoryQueue, MemoryScheduler, MemoryStore};
+use lc_core::memory::{ManualClock, MemoryBus, MemoryQueue, MemoryScheduler, MemoryStore};
 use lc_core::ports::{Clock, MemoryMetrics, Table};
 use lc_core::sending::sender::{JobOutcome, Sender, SenderConfig, SenderPorts};
 use lc_core::support::secret::{AppCredentials, Secret, Secrets};
@@ -29,6 +29,8 @@ pub struct World {
     pub clock: ManualClock,
     /// Everything every component of this world counted.
     pub metrics: Arc<MemoryMetrics>,
+    /// Everything published to the business.
+    pub bus: Arc<MemoryBus>,
     pub events: Lifecycle,
     pub sender: Arc<Sender>,
 }
@@ -70,6 +72,7 @@ impl World {
             Err(e) => panic!("graph client: {e}"),
         };
         let metrics = Arc::new(MemoryMetrics::new());
+        let bus = Arc::new(MemoryBus::new());
         World {
             events: Lifecycle::new(
                 LifecyclePorts {
@@ -77,6 +80,7 @@ impl World {
                     scheduler: scheduler.clone(),
                     jobs: jobs.clone(),
                     secrets: Arc::new(secrets()),
+                    bus: bus.clone(),
                     clock: Arc::new(clock.clone()),
                     metrics: metrics.clone(),
                 },
@@ -86,6 +90,7 @@ impl World {
                 SenderPorts {
                     table: Table::new(store.clone()),
                     outbound: jobs.clone(),
+                    bus: bus.clone(),
                     graph: Arc::new(graph),
                     scheduler: scheduler.clone(),
                     secrets: Arc::new(secrets()),
@@ -95,6 +100,7 @@ impl World {
                 SenderConfig::default(),
             )),
             metrics,
+            bus,
             sim,
             store,
             scheduler,
@@ -117,6 +123,7 @@ impl World {
             SenderPorts {
                 table: Table::new(self.store.clone()),
                 outbound: self.jobs.clone(),
+                bus: self.bus.clone(),
                 graph: Arc::new(graph),
                 scheduler: self.scheduler.clone(),
                 secrets: Arc::new(secrets()),

@@ -7,7 +7,7 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::TransactWriteItem;
 use lc_core::lifecycle::optin::{Optin, OptinState};
 use lc_core::ports::store::{
-    Link, LinkPlan, LinkResult, MarketingToken, Person, ReferralInfo, TokenStatus,
+    Link, LinkPlan, LinkResult, MarketingToken, Person, ReferralInfo, TokenStatus, UserMessage,
 };
 use lc_core::ports::{OptinStore, PersonStore, PortError};
 use lc_core::webhook::IdentityKind;
@@ -18,7 +18,7 @@ use super::expr::{
 };
 use super::items::{optin_item, person_from, token_from};
 use super::keys::{optin_key, person_key, person_pk, token_key, PK, TOKEN_SK_PREFIX};
-use super::DynamoStore;
+use super::{Conditional, DynamoStore};
 
 /// The opt-in's place in the link transaction (the person's update comes first and has no
 /// condition): its cancellation reason tells a changed opt-in from a conflict.
@@ -160,16 +160,23 @@ impl PersonStore for DynamoStore {
         page_id: &str,
         psid: &str,
         at_ms: i64,
-    ) -> Result<bool, PortError> {
+    ) -> Result<UserMessage, PortError> {
         let mut u = Updates::default();
         u.set("page_id", s(page_id))
             .set("psid", s(psid))
             .set("last_user_message_at_ms", n(at_ms));
         let cond = u.condition(|e| newer_condition(e, "last_user_message_at_ms", at_ms));
-        Ok(self
-            .update(person_key(page_id, psid), u, cond, false, false)
+        // ALL_NEW on success, ALL_OLD on a refused condition: the person either way, in the
+        // same request (the events published for the message carry its identities).
+        let (moved, item) = match self
+            .update(person_key(page_id, psid), u, cond, true, true)
             .await?
-            .applied())
+        {
+            Conditional::Applied(item) => (true, item),
+            Conditional::Failed(item) => (false, item),
+        };
+        let person = item.map(|i| person_from(i, page_id, psid)).transpose()?;
+        Ok(UserMessage { moved, person })
     }
 
     async fn link(&self, link: &Link, now_ms: i64) -> Result<LinkResult, PortError> {

@@ -808,17 +808,28 @@ pub async fn concurrent_claims<S: Store>(s: &S, p: &str) {
 
 pub async fn user_message_monotonic<S: Store>(s: &S, p: &str) {
     let (pg, psid) = (page(p), "psid-window");
-    let m = |at| s.record_user_message(&pg, psid, at);
-    assert!(
-        m(T0 + 200).await.expect("record"),
-        "first message creates the person"
+    let pg_ref = pg.as_str();
+    let m = |at| async move {
+        s.record_user_message(pg_ref, psid, at)
+            .await
+            .expect("record")
+    };
+    let first = m(T0 + 200).await;
+    assert!(first.moved, "first message creates the person");
+    let p = first.person.expect("the person comes back");
+    assert_eq!(
+        (p.psid.as_str(), p.last_user_message_at_ms),
+        (psid, Some(T0 + 200))
     );
-    assert!(
-        !m(T0 + 100).await.expect("record"),
-        "older never moves it back"
+    let older = m(T0 + 100).await;
+    assert!(!older.moved, "older never moves it back");
+    assert_eq!(
+        older.person.and_then(|p| p.last_user_message_at_ms),
+        Some(T0 + 200),
+        "a refused move still hands back the person as stored"
     );
-    assert!(!m(T0 + 200).await.expect("record"), "equal is not a move");
-    assert!(m(T0 + 300).await.expect("record"));
+    assert!(!m(T0 + 200).await.moved, "equal is not a move");
+    assert!(m(T0 + 300).await.moved);
     let person = s
         .get_person(&pg, psid)
         .await
@@ -1304,10 +1315,12 @@ pub async fn opt_out_keeps_first<S: Store>(s: &S, p: &str) {
     assert_eq!(person.opted_out_reason.as_deref(), Some("stop"));
 
     // Other fields of the person survive.
-    assert!(s
-        .record_user_message(&pg, psid, T0 + 400)
-        .await
-        .expect("record"));
+    assert!(
+        s.record_user_message(&pg, psid, T0 + 400)
+            .await
+            .expect("record")
+            .moved
+    );
     let person = get_p().await;
     assert_eq!(person.opted_out_at_ms, Some(T0 + 100));
     assert_eq!(person.last_user_message_at_ms, Some(T0 + 400));

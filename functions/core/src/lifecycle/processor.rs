@@ -20,10 +20,11 @@ use crate::ports::store::{
 };
 use std::sync::Arc;
 
+use crate::bus::{self, inbound::Learnt};
 use crate::consumer::Fate;
 use crate::ports::{
-    Clock, Metric, Metrics, OneTimeSchedule, OutMessage, PortError, QueueSender, Scheduler,
-    SecretSource, Table,
+    Clock, EventBus, Metric, Metrics, OneTimeSchedule, OutMessage, PortError, QueueSender,
+    Scheduler, SecretSource, Table,
 };
 use crate::support::privacy::hash_id;
 use crate::support::secret::Secrets;
@@ -58,6 +59,7 @@ pub enum Processed {
         entry_point: EntryPoint,
         source: OptinSource,
         schedule_created: bool,
+        generation: u32,
     },
     /// The opt-in reached us after its deadline: recorded as expired, nothing will be sent.
     OptinMissedOnArrival {
@@ -166,6 +168,8 @@ pub struct LifecyclePorts {
     /// For the plugin ref keys (read on use, so a rotated key is honoured within the source's
     /// cache time, not at the next cold start).
     pub secrets: Arc<dyn SecretSource>,
+    /// The business's event bus.
+    pub bus: Arc<dyn EventBus>,
     pub clock: Arc<dyn Clock>,
     pub metrics: Arc<dyn Metrics>,
 }
@@ -175,6 +179,7 @@ pub struct Lifecycle {
     scheduler: Arc<dyn Scheduler>,
     jobs: Arc<dyn QueueSender>,
     secrets: Arc<dyn SecretSource>,
+    bus: Arc<dyn EventBus>,
     clock: Arc<dyn Clock>,
     metrics: Arc<dyn Metrics>,
     config: LifecycleConfig,
@@ -189,6 +194,7 @@ impl Lifecycle {
             scheduler: ports.scheduler,
             jobs: ports.jobs,
             secrets: ports.secrets,
+            bus: ports.bus,
             clock: ports.clock,
             metrics: ports.metrics,
             config,
@@ -267,15 +273,27 @@ impl Lifecycle {
         })
     }
 
+    /// Processes one event: state first, then the business hears of it on the bus (after the
+    /// state is durable; a refused publish keeps the queue message, and processing it again
+    /// republishes the same events with the same ids).
     pub async fn process(&self, event: &InboundEvent) -> Result<Processed, ProcessError> {
-        let done = self.process_event(event).await?;
+        let mut learnt = Learnt::default();
+        let done = self.process_event(event, &mut learnt).await?;
+        let events = bus::inbound::events_for(event, &done, &learnt);
+        bus::publish_all(self.bus.as_ref(), &events)
+            .await
+            .map_err(|e| ProcessError::Retry(format!("events not published: {e}")))?;
         if let Some(m) = done.metric() {
             self.metrics.record(m);
         }
         Ok(done)
     }
 
-    async fn process_event(&self, event: &InboundEvent) -> Result<Processed, ProcessError> {
+    async fn process_event(
+        &self,
+        event: &InboundEvent,
+        learnt: &mut Learnt,
+    ) -> Result<Processed, ProcessError> {
         match event.kind {
             EventKind::Quarantined => {
                 let reason = event
@@ -287,8 +305,8 @@ impl Lifecycle {
             }
             EventKind::Malformed => self.quarantine(event, "malformed item").await,
             EventKind::Optin => self.optin(event).await,
-            EventKind::Message | EventKind::Postback => self.user_action(event).await,
-            EventKind::Referral => self.referral(event).await,
+            EventKind::Message | EventKind::Postback => self.user_action(event, learnt).await,
+            EventKind::Referral => self.referral(event, learnt).await,
             EventKind::PolicyEnforcement => self.policy(event).await,
             kind => Ok(Processed::Ignored { kind }),
         }
@@ -547,6 +565,7 @@ impl Lifecycle {
             entry_point: optin.entry_point,
             source: optin.source,
             schedule_created,
+            generation: optin.generation,
         })
     }
 
@@ -653,7 +672,11 @@ impl Lifecycle {
 
     // ---- the person's own actions -----------------------------------------------------------
 
-    async fn user_action(&self, event: &InboundEvent) -> Result<Processed, ProcessError> {
+    async fn user_action(
+        &self,
+        event: &InboundEvent,
+        learnt: &mut Learnt,
+    ) -> Result<Processed, ProcessError> {
         let Some(who) = event.sender.as_ref() else {
             return Ok(Processed::Ignored { kind: event.kind });
         };
@@ -704,7 +727,10 @@ impl Lifecycle {
                     }
                 }
                 match self.table.people.link(&link, self.clock.now_ms()).await? {
-                    LinkResult::Linked => linked = true,
+                    LinkResult::Linked => {
+                        linked = true;
+                        learnt.linked = Some(link.identifier.clone());
+                    }
                     LinkResult::SendInFlight => {
                         return Err(ProcessError::Retry(
                             "first message in flight; link after it settles".into(),
@@ -724,18 +750,23 @@ impl Lifecycle {
                 .record_referral(page, &who.id, &info)
                 .await?;
         }
-        let window_moved = self
+        let recorded = self
             .table
             .people
             .record_user_message(page, &who.id, event.timestamp_ms)
             .await?;
+        learnt.person = recorded.person;
         Ok(Processed::UserMessage {
-            window_moved,
+            window_moved: recorded.moved,
             linked,
         })
     }
 
-    async fn referral(&self, event: &InboundEvent) -> Result<Processed, ProcessError> {
+    async fn referral(
+        &self,
+        event: &InboundEvent,
+        learnt: &mut Learnt,
+    ) -> Result<Processed, ProcessError> {
         let Some(who) = event
             .sender
             .as_ref()
@@ -753,10 +784,12 @@ impl Lifecycle {
             .record_referral(page, &who.id, &referral_info(&referral, event.timestamp_ms))
             .await?;
         // Following an m.me link or an ad into the thread is the person's own action.
-        self.table
+        learnt.person = self
+            .table
             .people
             .record_user_message(page, &who.id, event.timestamp_ms)
-            .await?;
+            .await?
+            .person;
         Ok(Processed::Referral { stored })
     }
 

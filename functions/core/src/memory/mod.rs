@@ -4,11 +4,13 @@
 //! request, every port call yields to the scheduler before and after its (atomic) step, so the
 //! callers' read-then-write sequences interleave in tests as they would against AWS.
 
+pub mod bus;
 pub mod clock;
 pub mod queue;
 pub mod scheduler;
 pub mod store;
 
+pub use bus::MemoryBus;
 pub use clock::ManualClock;
 pub use queue::{MemoryQueue, QueueFault, Received};
 pub use scheduler::MemoryScheduler;

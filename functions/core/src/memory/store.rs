@@ -18,7 +18,7 @@ use async_trait::async_trait;
 use crate::lifecycle::optin::{Optin, OptinState};
 use crate::ports::store::{
     Claim, Created, Finish, Link, LinkPlan, LinkResult, MarketingToken, PageConfig, Person,
-    QuarantinedRecord, ReferralInfo, Reopened,
+    QuarantinedRecord, ReferralInfo, Reopened, UserMessage,
 };
 use crate::ports::{
     OptinStore, PageStore, PersonStore, PortError, QuarantineStore, RequestCounter,
@@ -300,17 +300,20 @@ impl PersonStore for MemoryStore {
         page_id: &str,
         psid: &str,
         at_ms: i64,
-    ) -> Result<bool, PortError> {
+    ) -> Result<UserMessage, PortError> {
         self.request("UpdateItem", |t| {
             let p = t
                 .people
                 .entry(person_key(page_id, psid))
                 .or_insert_with(|| new_person(page_id, psid));
-            if p.last_user_message_at_ms.is_some_and(|t| t >= at_ms) {
-                return Ok(false);
+            let moved = !p.last_user_message_at_ms.is_some_and(|t| t >= at_ms);
+            if moved {
+                p.last_user_message_at_ms = Some(at_ms);
             }
-            p.last_user_message_at_ms = Some(at_ms);
-            Ok(true)
+            Ok(UserMessage {
+                moved,
+                person: Some(p.clone()),
+            })
         })
         .await
     }

@@ -2,6 +2,7 @@
 //! the scheduler, secrets, the Graph API, time). Each has one real adapter in `lc-adapters` and
 //! an in-memory twin in [`crate::memory`].
 
+pub mod bus;
 pub mod clock;
 pub mod graph;
 pub mod metering;
@@ -11,6 +12,7 @@ pub mod scheduler;
 pub mod secrets;
 pub mod store;
 
+pub use bus::{EventBus, NoBus};
 pub use clock::{Clock, SystemClock};
 pub use graph::GraphApi;
 pub use metering::RequestCounter;

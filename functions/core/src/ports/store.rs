@@ -282,6 +282,16 @@ pub enum LinkPlan {
     Absent,
 }
 
+/// What [`PersonStore::record_user_message`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserMessage {
+    /// The window's timestamp moved forward.
+    pub moved: bool,
+    /// The person as stored after the call (absent only from a backend that does not return
+    /// it on a refused condition).
+    pub person: Option<Person>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LinkResult {
     Linked,
@@ -292,13 +302,14 @@ pub enum LinkResult {
 #[async_trait]
 pub trait PersonStore: Send + Sync {
     async fn get_person(&self, page_id: &str, psid: &str) -> Result<Option<Person>, PortError>;
-    /// Moves `last_user_message_at` forward (never back). `true` if it moved.
+    /// Moves `last_user_message_at` forward (never back), and hands back the person as stored
+    /// (the same request: the identities a published event carries cost no extra read).
     async fn record_user_message(
         &self,
         page_id: &str,
         psid: &str,
         at_ms: i64,
-    ) -> Result<bool, PortError>;
+    ) -> Result<UserMessage, PortError>;
     /// Writes both directions in one transaction: the person gets the identifier (the first
     /// one stays in `login_id` / `user_ref`; every one joins `linked`), the opt-in gets the PSID
     /// if it has none and, from `pending`, `sent` or a lapsed `sending`, state `answered`. A

@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use crate::bus::{self, BusEvent, DetailType, PersonIds};
 use crate::consumer::Fate;
 use crate::lifecycle::optin::{FirstMessageJob, Optin, OptinState, SentRecord};
 use crate::ports::graph::{
@@ -16,8 +17,8 @@ use crate::ports::graph::{
 };
 use crate::ports::store::{Claim, Finish, PageConfig};
 use crate::ports::{
-    Clock, GraphApi, Metric, Metrics, OutMessage, PortError, QueueSender, Scheduler, SecretSource,
-    Table,
+    Clock, EventBus, GraphApi, Metric, Metrics, OutMessage, PortError, QueueSender, Scheduler,
+    SecretSource, Table,
 };
 use crate::sending::errors::{classify, classify_transport, ErrorClass};
 use crate::sending::first_message;
@@ -218,6 +219,8 @@ impl From<JobError> for Stop {
 #[derive(Clone)]
 pub struct SenderPorts {
     pub table: Table,
+    /// The business's event bus (first-message outcomes).
+    pub bus: Arc<dyn EventBus>,
     /// The outbound queue: a record-only job goes here when `sent` cannot be written at once.
     pub outbound: Arc<dyn QueueSender>,
     pub graph: Arc<dyn GraphApi>,
@@ -229,6 +232,7 @@ pub struct SenderPorts {
 
 pub struct Sender {
     table: Table,
+    bus: Arc<dyn EventBus>,
     outbound: Arc<dyn QueueSender>,
     graph: Arc<dyn GraphApi>,
     scheduler: Arc<dyn Scheduler>,
@@ -245,6 +249,7 @@ impl Sender {
     pub fn new(ports: SenderPorts, config: SenderConfig) -> Self {
         Sender {
             table: ports.table,
+            bus: ports.bus,
             outbound: ports.outbound,
             graph: ports.graph,
             scheduler: ports.scheduler,
@@ -304,10 +309,19 @@ impl Sender {
             Ok(outcome) | Err(Stop::Done(outcome)) => outcome,
             Err(Stop::Failed(e)) => return Err(e),
         };
+        // The outcome is durable: tell the business. A refused publish keeps the job; its
+        // redelivery finds the opt-in closed and publishes the same events (same ids) again.
+        let events = outcome_events(job, &outcome, self.clock.now_ms());
+        bus::publish_all(self.bus.as_ref(), &events).await?;
         if let Some(m) = outcome.metric() {
             self.metrics.record(m);
         }
         Ok(outcome)
+    }
+
+    /// The bus, for the deadline check's own events.
+    pub fn bus(&self) -> &dyn EventBus {
+        self.bus.as_ref()
     }
 
     async fn attempt(&self, job: &FirstMessageJob) -> Result<JobOutcome, Stop> {
@@ -656,10 +670,23 @@ impl Sender {
 
     /// Pauses the Page (an operator must act) and keeps the job for later.
     async fn pause(&self, page_id: &str, reason: String, now: i64) -> Result<JobOutcome, JobError> {
-        self.table
+        let applied = self
+            .table
             .pages
             .set_paused(page_id, Some(&reason), now)
             .await?;
+        if applied {
+            let event = BusEvent::new(
+                DetailType::PagePaused,
+                &format!("pause:{page_id}:{now}"),
+                now,
+                "messenger",
+                page_id,
+                PersonIds::default(),
+                serde_json::json!({"reason": reason, "by": "sender"}),
+            );
+            bus::publish_all(self.bus.as_ref(), &[event]).await?;
+        }
         self.metrics.record(Metric::PagePaused);
         tracing::error!(page = %page_id, reason = %reason, "page paused: operator action needed");
         Ok(self.paused(reason))
@@ -1029,6 +1056,94 @@ pub fn recipient_of(optin: &Optin) -> Recipient {
         IdentityKind::LoginId => Recipient::LoginId(id),
         IdentityKind::UserRef => Recipient::UserRef(id),
         IdentityKind::Psid | IdentityKind::Igsid => Recipient::Id(id),
+    }
+}
+
+/// What the business hears of a job's outcome. The ids name the opt-in generation and the
+/// outcome, so a republished outcome (a redelivered job finding it closed) keeps its id.
+pub fn outcome_events(job: &FirstMessageJob, outcome: &JobOutcome, now_ms: i64) -> Vec<BusEvent> {
+    let generation = job.generation.unwrap_or(1);
+    let fact = |what: &str| format!("{}#g{generation}:{what}", job.optin_key);
+    let person = PersonIds::of(&job.recipient);
+    let event = |t: DetailType, what: &str, payload: serde_json::Value| {
+        BusEvent::new(
+            t,
+            &fact(what),
+            now_ms,
+            channel_of_recipient(job),
+            &job.page_id,
+            person.clone(),
+            payload,
+        )
+    };
+    let failed = |rule: &str, reason: &str| {
+        event(
+            DetailType::FirstMessageFailed,
+            "failed",
+            serde_json::json!({"generation": generation, "rule": rule, "reason": reason}),
+        )
+    };
+    match outcome {
+        JobOutcome::Sent {
+            message_id,
+            optin_to_sent_ms,
+            ..
+        } => vec![event(
+            DetailType::FirstMessageSent,
+            "sent",
+            serde_json::json!({
+                "generation": generation,
+                "message_id": message_id,
+                "optin_to_sent_ms": optin_to_sent_ms,
+            }),
+        )],
+        JobOutcome::AlreadyDone {
+            state: Some(OptinState::Sent),
+        } => vec![event(
+            DetailType::FirstMessageSent,
+            "sent",
+            serde_json::json!({"generation": generation}),
+        )],
+        JobOutcome::Refused { rule, reason } => vec![failed(rule, reason)],
+        JobOutcome::BadRequest { reason } => vec![failed("bad_request", reason)],
+        JobOutcome::Unreachable { rule } => vec![
+            failed(rule, "the person cannot be reached"),
+            event(
+                DetailType::PersonOptedOut,
+                "opted_out",
+                serde_json::json!({"reason": rule, "by": "meta"}),
+            ),
+        ],
+        JobOutcome::Expired { reason } => vec![event(
+            DetailType::FirstMessageMissed,
+            "missed",
+            serde_json::json!({"generation": generation, "reason": reason}),
+        )],
+        // A redelivered job finding the outcome already recorded: say it again (same id), in
+        // case the first publish was refused.
+        JobOutcome::AlreadyDone {
+            state: Some(OptinState::Expired),
+        } => vec![event(
+            DetailType::FirstMessageMissed,
+            "missed",
+            serde_json::json!({"generation": generation}),
+        )],
+        JobOutcome::AlreadyDone {
+            state: Some(OptinState::Failed),
+        } => vec![event(
+            DetailType::FirstMessageFailed,
+            "failed",
+            serde_json::json!({"generation": generation}),
+        )],
+        _ => Vec::new(),
+    }
+}
+
+fn channel_of_recipient(job: &FirstMessageJob) -> &'static str {
+    if job.recipient.kind == IdentityKind::Igsid {
+        "instagram"
+    } else {
+        "messenger"
     }
 }
 
