@@ -306,7 +306,7 @@ impl PersonStore for MemoryStore {
                 .people
                 .entry(person_key(page_id, psid))
                 .or_insert_with(|| new_person(page_id, psid));
-            let moved = !p.last_user_message_at_ms.is_some_and(|t| t >= at_ms);
+            let moved = p.last_user_message_at_ms.is_none_or(|t| t < at_ms);
             if moved {
                 p.last_user_message_at_ms = Some(at_ms);
             }
