@@ -350,6 +350,69 @@ async fn signed_webhook_to_first_message_through_every_function() {
         "schedule deleted after the send"
     );
 
+    // The person replies: the reply carries prior_message with the login_id.
+    let reply = format!(
+        r#"{{"object":"page","entry":[{{"id":"{PAGE}","time":{t},"messaging":[{{"sender":{{"id":"PSID-e2e"}},"recipient":{{"id":"{PAGE}"}},"timestamp":{t},"message":{{"mid":"m-e2e-1","text":"Hi there"}},"prior_message":{{"source":"login_connect","identifier":"L-e2e"}}}}]}}]}}"#,
+        t = now + 60_000
+    );
+    assert_eq!(m.post_webhook(&reply).await, 200);
+    let ev = sqs_event(&m.events_q).await;
+    let resp = lc_events::handle(&events, ev.clone()).await;
+    assert!(resp.batch_item_failures.is_empty());
+    delete_all(&m.events_q, &ev, &[]).await;
+    let linked = m.store.get_optin(key).await.unwrap().unwrap();
+    assert_eq!(
+        (linked.state, linked.psid.as_deref()),
+        (OptinState::Answered, Some("PSID-e2e"))
+    );
+
+    // The business's queue, fed by a rule on the bus, heard the whole story in order, each
+    // fact once.
+    let mut heard: Vec<serde_json::Value> = Vec::new();
+    for _ in 0..20 {
+        let got = m.business_q.receive(10, 200).await.expect("receive");
+        if got.is_empty() && heard.len() >= 4 {
+            break;
+        }
+        for msg in got {
+            heard.push(serde_json::from_str(&msg.body).expect("EventBridge envelope"));
+            m.business_q
+                .delete(&msg.receipt_handle)
+                .await
+                .expect("delete");
+        }
+    }
+    let types: Vec<&str> = heard
+        .iter()
+        .map(|e| e["detail-type"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "OptInReceived",
+            "FirstMessageSent",
+            "MessageReceived",
+            "PersonLinked"
+        ],
+        "{heard:#?}"
+    );
+    let ids: std::collections::BTreeSet<&str> = heard
+        .iter()
+        .map(|e| e["detail"]["event_id"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(ids.len(), heard.len(), "each event_id once");
+    for e in &heard {
+        assert_eq!(e["source"], "login-connect");
+        assert_eq!(e["detail"]["page_id"], PAGE);
+    }
+    assert_eq!(heard[0]["detail"]["person"]["login_id"], "L-e2e");
+    assert_eq!(heard[2]["detail"]["payload"]["text"], "Hi there");
+    assert_eq!(heard[2]["detail"]["person"]["psid"], "PSID-e2e");
+    assert_eq!(
+        heard[3]["detail"]["person"],
+        serde_json::json!({"psid": "PSID-e2e", "login_id": "L-e2e"})
+    );
+
     println!("requests webhook={webhook_requests:?}");
     println!("requests events={events_requests:?}");
     println!("requests sender={sender_requests:?}");
