@@ -43,10 +43,14 @@ struct Setup {
 }
 
 fn setup() -> Setup {
+    setup_max(64 * 1024)
+}
+
+fn setup_max(max_body_bytes: usize) -> Setup {
     let queue = Arc::new(MemoryQueue::new("events"));
     let metrics = Arc::new(MemoryMetrics::new());
     let config = IntakeConfig {
-        max_body_bytes: 64 * 1024,
+        max_body_bytes,
         retry_base: Duration::from_millis(1),
         ..IntakeConfig::default()
     };
@@ -374,4 +378,49 @@ async fn each_event_carries_the_app_whose_secret_verified_it() {
             .key
     };
     assert_eq!(key(&a), key(&b));
+}
+
+/// Found by the fuzzer: bodies SQS would refuse on every retry, so Meta's retries never land.
+#[tokio::test]
+async fn what_the_queue_would_refuse_is_made_safe_or_kept_whole() {
+    // A control character in `object` went into a message attribute as it was.
+    let s = setup();
+    let body = r#"{"object":"\u0000","entry":[{"id":"1","messaging":[{}]}]}"#;
+    let (receipt, _) = s
+        .intake
+        .receive(Some(&sign(SECRET, body.as_bytes())), false, body.as_bytes())
+        .await;
+    assert_eq!(receipt, Receipt::Accepted);
+    for attributes in s.queue.attributes() {
+        for (_, v) in &attributes {
+            assert!(v.chars().all(|c| c >= ' '), "{v:?}");
+        }
+    }
+
+    // An event larger than one queue message (a giant mid): the body is kept whole in
+    // quarantine instead of that event; nothing is lost.
+    let s = setup_max(1024 * 1024);
+    let mid = "m".repeat(700 * 1024);
+    let body = format!(
+        r#"{{"object":"page","entry":[{{"id":"100","time":1700000000000,"messaging":[{{"sender":{{"id":"7"}},"recipient":{{"id":"100"}},"timestamp":1700000000000,"message":{{"mid":"{mid}","text":"hi"}}}}]}}]}}"#
+    );
+    let (receipt, outcome) = s
+        .intake
+        .receive(Some(&sign(SECRET, body.as_bytes())), false, body.as_bytes())
+        .await;
+    assert_eq!(receipt, Receipt::Accepted);
+    assert!(
+        matches!(outcome, Outcome::Accepted { quarantined, .. } if quarantined > 0),
+        "{outcome:?}"
+    );
+    let bodies = s.queue.bodies();
+    assert!(bodies.iter().all(|b| b.len() < 1024 * 1024));
+    let kinds: Vec<EventKind> = bodies
+        .iter()
+        .map(|b| InboundEvent::from_json(b).expect("event").kind)
+        .collect();
+    assert!(
+        kinds.iter().all(|k| *k == EventKind::Quarantined),
+        "{kinds:?}"
+    );
 }

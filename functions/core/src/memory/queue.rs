@@ -115,6 +115,15 @@ impl MemoryQueue {
             .collect()
     }
 
+    /// Every message's attributes, in send order (for assertions).
+    pub fn attributes(&self) -> Vec<Vec<(String, String)>> {
+        self.lock()
+            .messages
+            .values()
+            .map(|m| m.attributes.clone())
+            .collect()
+    }
+
     pub fn push(&self, body: String, attributes: Vec<(String, String)>, delay_secs: u32) {
         let now = self.clock.now_ms();
         let mut st = self.lock();

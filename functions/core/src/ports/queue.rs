@@ -7,6 +7,9 @@ use super::PortError;
 /// SQS limits a batch to 10 entries and 256 KiB in all.
 pub const MAX_BATCH_ENTRIES: usize = 10;
 pub const MAX_BATCH_BYTES: usize = 256 * 1024;
+/// Largest message SQS takes (1 MiB since 2025), body and attributes together; one larger
+/// than a batch goes alone.
+pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutMessage {

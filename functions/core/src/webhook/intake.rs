@@ -13,8 +13,13 @@ use futures::future::join_all;
 
 use crate::ports::queue::batches;
 use crate::ports::{Clock, Metric, Metrics, OutMessage, PortError, QueueSender, SecretSource};
+use crate::webhook::normalize::quarantine;
 use crate::webhook::signature::{self, SignatureError};
-use crate::webhook::{split_body, InboundEvent, SplitOutcome};
+use crate::webhook::{split_body, EventKind, InboundEvent, SplitOutcome};
+
+/// An event's JSON must leave room in a queue message for its attributes and the queue's own
+/// escapes.
+const MAX_EVENT_BYTES: usize = crate::ports::queue::MAX_MESSAGE_BYTES - 16 * 1024;
 
 /// Longest `hub.challenge` we echo (Meta sends a short number).
 const MAX_CHALLENGE_LEN: usize = 256;
@@ -175,7 +180,7 @@ impl Intake {
         };
 
         let received_at = self.clock.now_ms();
-        let (mut events, quarantined) = match split_body(body, received_at) {
+        let (mut events, mut quarantined) = match split_body(body, received_at) {
             SplitOutcome::Events(events) => (events, 0),
             SplitOutcome::Quarantined { events, .. } => {
                 let n = events.len();
@@ -185,6 +190,27 @@ impl Intake {
         if app.is_some() {
             for e in &mut events {
                 e.app_id.clone_from(&app);
+            }
+        }
+        // An event too large for one queue message (a giant field repeated in the item and the
+        // key) cannot be queued as it is: the whole body is kept in quarantine instead of it,
+        // so nothing signed is lost, and the other events go on as usual.
+        let oversized = events
+            .iter()
+            .filter(|e| e.kind != EventKind::Quarantined)
+            .filter(|e| e.to_json().map_or(true, |j| j.len() > MAX_EVENT_BYTES))
+            .count();
+        if oversized > 0 {
+            events.retain(|e| {
+                e.kind == EventKind::Quarantined
+                    || e.to_json().is_ok_and(|j| j.len() <= MAX_EVENT_BYTES)
+            });
+            let reason = format!("{oversized} event(s) too large for one queue message");
+            if let SplitOutcome::Quarantined { events: parts, .. } =
+                quarantine(body, reason, received_at)
+            {
+                quarantined += parts.len();
+                events.extend(parts);
             }
         }
         let not_queued = |unsent| {
@@ -291,7 +317,7 @@ pub fn encode(events: &[InboundEvent]) -> Result<Vec<OutMessage>, serde_json::Er
                 body: sqs_safe(e.to_json()?),
                 attributes: vec![
                     ("kind".into(), e.kind.as_str().into()),
-                    ("object".into(), non_empty(&e.object)),
+                    ("object".into(), attribute_safe(&e.object)),
                 ],
                 delay_secs: 0,
             })
@@ -299,11 +325,25 @@ pub fn encode(events: &[InboundEvent]) -> Result<Vec<OutMessage>, serde_json::Er
         .collect()
 }
 
-fn non_empty(s: &str) -> String {
-    if s.is_empty() {
+/// An attribute value SQS accepts: non-empty, at most 64 characters, and only the characters
+/// SQS allows (tab, LF, CR, U+0020..=U+D7FF, U+E000..=U+FFFD, supplementary planes); anything
+/// else becomes `?`. It is a routing hint only: the event in the body is intact.
+fn attribute_safe(s: &str) -> String {
+    let allowed = |c: char| {
+        matches!(c, '\t' | '\n' | '\r')
+            || ('\u{20}'..='\u{D7FF}').contains(&c)
+            || ('\u{E000}'..='\u{FFFD}').contains(&c)
+            || c >= '\u{10000}'
+    };
+    let v: String = s
+        .chars()
+        .take(64)
+        .map(|c| if allowed(c) { c } else { '?' })
+        .collect();
+    if v.trim().is_empty() {
         "-".into()
     } else {
-        s.into()
+        v
     }
 }
 

@@ -256,14 +256,15 @@ fn parse_error_reason(e: &serde_json::Error) -> String {
     }
 }
 
-/// Quarantines the whole body: one `Quarantined` event per part of at most
-/// [`QUARANTINE_PART_BYTES`] of `data`.
-fn quarantine(body: &[u8], reason: String, received_at_ms: i64) -> SplitOutcome {
+/// Quarantines the whole body: one `Quarantined` event per part whose `data`, once written as
+/// a JSON string, takes at most [`QUARANTINE_PART_BYTES`] (control characters grow six-fold
+/// when escaped: a part is cut by its escaped size, so it always fits one queue message).
+pub fn quarantine(body: &[u8], reason: String, received_at_ms: i64) -> SplitOutcome {
     let body_sha256 = hex::encode(Sha256::digest(body));
     let (encoding, mut chunks): (&str, Vec<String>) = match std::str::from_utf8(body) {
         Ok(text) => (
             "utf8",
-            split_utf8(text, QUARANTINE_PART_BYTES)
+            split_escaped(text, QUARANTINE_PART_BYTES)
                 .into_iter()
                 .map(str::to_owned)
                 .collect(),
@@ -310,20 +311,34 @@ fn quarantine(body: &[u8], reason: String, received_at_ms: i64) -> SplitOutcome 
     SplitOutcome::Quarantined { reason, events }
 }
 
-/// Splits text into pieces of at most `max` bytes, never inside a character.
-fn split_utf8(text: &str, max: usize) -> Vec<&str> {
-    let max = max.max(4);
+/// Splits text into pieces whose JSON-escaped size (as serde_json writes a string, plus the
+/// queue's own escapes of U+FFFE/U+FFFF) is at most `max` bytes, never inside a character.
+fn split_escaped(text: &str, max: usize) -> Vec<&str> {
+    let max = max.max(6);
     let mut parts = Vec::with_capacity(text.len() / max + 1);
-    let mut start = 0;
-    while start < text.len() {
-        let mut end = (start + max).min(text.len());
-        while !text.is_char_boundary(end) {
-            end -= 1;
+    let (mut start, mut size) = (0, 0);
+    for (i, c) in text.char_indices() {
+        let w = escaped_width(c);
+        if size + w > max && i > start {
+            parts.push(&text[start..i]);
+            start = i;
+            size = 0;
         }
-        parts.push(&text[start..end]);
-        start = end;
+        size += w;
+    }
+    if start < text.len() {
+        parts.push(&text[start..]);
     }
     parts
+}
+
+fn escaped_width(c: char) -> usize {
+    match c {
+        '"' | '\\' | '\n' | '\r' | '\t' | '\u{8}' | '\u{c}' => 2,
+        c if (c as u32) < 0x20 => 6,
+        '\u{FFFE}' | '\u{FFFF}' => 6,
+        c => c.len_utf8(),
+    }
 }
 
 #[cfg(test)]
@@ -549,10 +564,12 @@ mod tests {
     }
 
     #[test]
-    fn split_utf8_respects_limit() {
-        assert_eq!(split_utf8("", 4), Vec::<&str>::new());
-        assert_eq!(split_utf8("abcdefghij", 4), ["abcd", "efgh", "ij"]);
-        assert_eq!(split_utf8("ééé", 4), ["éé", "é"]);
-        assert_eq!(split_utf8("😀😀", 5), ["😀", "😀"]);
+    fn escaped_parts_fit_their_budget() {
+        let text = "\u{1}".repeat(100) + "ab\"c" + &"é".repeat(10);
+        for part in split_escaped(&text, 64) {
+            let escaped = serde_json::to_string(part).unwrap();
+            assert!(escaped.len() - 2 <= 64, "{} > 64", escaped.len() - 2);
+        }
+        assert_eq!(split_escaped(&text, 64).concat(), text);
     }
 }
