@@ -966,3 +966,35 @@ async fn a_scheduler_outage_does_not_hold_back_the_first_message() {
         vec![schedule_name("OPTIN#login_id#L1")]
     );
 }
+
+#[tokio::test]
+async fn events_are_published_after_the_state_and_never_lost() {
+    let w = world();
+    // One entry refused: sent again within the call.
+    w.bus.refuse_next_entries(1);
+    w.events.process(&login_optin("L1", T)).await.unwrap();
+    let published = w.bus.take();
+    assert_eq!(published.len(), 1);
+    assert_eq!(published[0].detail_type.as_str(), "OptInReceived");
+    let first_id = published[0].detail.event_id.clone();
+
+    // The bus down for every round: the message is kept (Retry) though the state is durable...
+    w.bus.fail_next_calls(10);
+    let ev = reply("P1", T + HOUR, "m_1", None);
+    let r = w.events.process(&ev).await;
+    assert!(matches!(r, Err(ProcessError::Retry(_))), "{r:?}");
+    assert!(w.bus.take().is_empty());
+    let p = w.store.get_person(PAGE, "P1").await.unwrap().unwrap();
+    assert_eq!(p.last_user_message_at_ms, Some(T + HOUR), "state first");
+    // ...and processing it again publishes the same event, with a stable id.
+    w.bus.fail_next_calls(0);
+    w.events.process(&ev).await.unwrap();
+    w.events.process(&ev).await.unwrap();
+    let again = w.bus.take();
+    assert_eq!(again.len(), 2);
+    assert_eq!(again[0].detail_type.as_str(), "MessageReceived");
+    assert_eq!(again[0].detail.event_id, again[1].detail.event_id);
+    // The opt-in's redelivery republishes with its own id.
+    w.events.process(&login_optin("L1", T)).await.unwrap();
+    assert_eq!(w.bus.take()[0].detail.event_id, first_id);
+}
