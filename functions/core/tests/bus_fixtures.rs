@@ -133,3 +133,47 @@ async fn every_fixture_yields_its_bus_events() {
     }
     assert!(errors.is_empty(), "{}", errors.join("\n"));
 }
+
+/// The schemas in `infra/schemas/` document every detail type, and every event the fixtures
+/// yield stays inside its schema's fields (a new payload field must be documented).
+#[tokio::test]
+async fn every_detail_type_has_a_schema_that_its_events_keep_to() {
+    let schemas = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra/schemas");
+    let load = |name: &str| -> Value {
+        let text = fs::read_to_string(schemas.join(format!("{name}.json")))
+            .unwrap_or_else(|e| panic!("schema for {name}: {e}"));
+        serde_json::from_str(&text).expect("schema json")
+    };
+    for t in lc_core::bus::DetailType::ALL {
+        let s = load(t.as_str());
+        assert_eq!(s["title"], t.as_str());
+    }
+    let mut errors = Vec::new();
+    for (name, path) in bodies() {
+        let (got, _) = published(&fs::read(path).expect("body")).await;
+        for e in got {
+            let t = e["detail-type"].as_str().unwrap_or("");
+            let s = load(t);
+            let detail = e["detail"].as_object().cloned().unwrap_or_default();
+            for req in s["required"].as_array().into_iter().flatten() {
+                if !detail.contains_key(req.as_str().unwrap_or("")) {
+                    errors.push(format!("{name}: {t} lacks {req}"));
+                }
+            }
+            let allowed = &s["properties"]["payload"]["properties"];
+            for key in detail["payload"]
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(k, _)| k)
+            {
+                if allowed.get(key).is_none() {
+                    errors.push(format!(
+                        "{name}: {t} payload field {key} is not in its schema"
+                    ));
+                }
+            }
+        }
+    }
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+}

@@ -26,6 +26,9 @@ pub struct Common {
     /// A real Graph base URL instead of the built-in simulator.
     #[arg(long, global = true, value_name = "URL")]
     pub graph_url: Option<String>,
+    /// Append every event published on the bus to FILE, one JSON line each.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub events_log: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -24,12 +24,26 @@ const TOKENLESS_PAGE: &str = "3000000001";
 struct Story {
     step: usize,
     failures: usize,
+    /// How many published events were already shown.
+    shown: usize,
 }
 
 impl Story {
     fn say(&mut self, title: &str) {
         self.step += 1;
         println!("\n{}. {title}", self.step);
+    }
+
+    /// Prints the events published on the bus since the last call (what the business heard).
+    async fn heard(&mut self, bus: &lc_core::memory::MemoryBus) {
+        // Publishing follows the state: give the consumers a moment to finish the step.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let events = bus.since(self.shown);
+        self.shown += events.len();
+        let names: Vec<&str> = events.iter().map(|e| e.detail_type.as_str()).collect();
+        if !names.is_empty() {
+            println!("   bus: {}", names.join(", "));
+        }
     }
 
     fn check(&mut self, ok: bool, what: &str) {
@@ -110,7 +124,9 @@ pub async fn demo(settings: Settings) -> Result<(), String> {
     let mut story = Story {
         step: 0,
         failures: 0,
+        shown: 0,
     };
+    let bus = stack.pipeline.backends.published.clone();
     let wait = Duration::from_secs(10);
     println!(
         "login-connect demo ({}, Graph simulator at {})",
@@ -157,6 +173,7 @@ pub async fn demo(settings: Settings) -> Result<(), String> {
         o.is_some(),
         "opt-in recorded as sent; its deadline check was deleted",
     );
+    story.heard(&bus).await;
 
     // 2. Reply and link.
     story.say("The person replies. Meta's webhook carries prior_message with the login_id.");
@@ -185,6 +202,48 @@ pub async fn demo(settings: Settings) -> Result<(), String> {
             hash_id(psid)
         ),
     );
+    story.heard(&bus).await;
+
+    // 2b. A new generation.
+    story.say("Two hours later the person resets their Messenger state (reset_messenger_state=1)\n   and opts in again: the same login_id, a new opt-in.");
+    let t_again = t0 + 2 * HOUR;
+    clock.advance(2 * HOUR);
+    sim.advance_clock(2 * HOUR);
+    sim.register_login_id(&login_id, Some(PAGE), t_again);
+    let item = format!(
+        r#"{{"recipient":{{"id":"{PAGE}"}},"timestamp":{t_again},"optin":{{"login_id":"{login_id}"}}}}"#
+    );
+    let (status, _) = post_signed(&http, &url, &secret, messaging(PAGE, &item, t_again)).await?;
+    story.check(status == 200, "the new opt-in webhook was accepted");
+    let second = wait_for(wait, || {
+        let (table, key) = (table.clone(), key.clone());
+        async move {
+            table
+                .optins
+                .get_optin(&key)
+                .await
+                .ok()
+                .flatten()
+                .filter(|o| o.generation == 2 && o.state == OptinState::Sent)
+        }
+    })
+    .await;
+    let to_login_id = sim
+        .messages()
+        .iter()
+        .filter(|m| m.recipient["login_id"] == login_id.as_str())
+        .count();
+    story.check(
+        second.is_some() && to_login_id == 2,
+        "generation 2 got its own first message (two messages to this login_id in all)",
+    );
+    if let Some(o) = &second {
+        story.check(
+            o.history.len() == 1 && o.history[0].state == OptinState::Answered,
+            "the first generation's record is kept: answered, in the opt-in's history",
+        );
+    }
+    story.heard(&bus).await;
 
     // 3. Opt-out and the refusal that follows.
     story
@@ -244,6 +303,7 @@ pub async fn demo(settings: Settings) -> Result<(), String> {
         matches!(decision, Decision::Refuse { .. }),
         "any later message to that person is refused by the policy",
     );
+    story.heard(&bus).await;
 
     // 4. A missed deadline, loudly reported.
     story.say("An opt-in for a Page with no access token configured: its first message cannot go out.\n   The clock is compressed: 23 hours pass, then the deadline.");
@@ -291,6 +351,7 @@ pub async fn demo(settings: Settings) -> Result<(), String> {
         .filter(|m| m.page_id == TOKENLESS_PAGE)
         .count();
     story.check(after == 0, "nothing was sent after the deadline");
+    story.heard(&bus).await;
 
     println!();
     if story.failures == 0 {

@@ -34,6 +34,8 @@ pub struct Backends {
     /// Every event the bus accepted, in order (in memory; with `--aws-endpoint` a copy of what
     /// went to the bus on moto), for `--events-log` and the demo.
     pub published: Arc<MemoryBus>,
+    /// The EventBridge bus's name, with `--aws-endpoint`.
+    pub bus_name: Option<String>,
     pub counter: Arc<RequestCounter>,
     pub label: String,
 }
@@ -69,6 +71,7 @@ impl Backends {
             jobs_dlq,
             bus: bus.clone(),
             published: bus,
+            bus_name: None,
             counter,
             label: "in-memory adapters".into(),
         }
@@ -149,7 +152,7 @@ impl Backends {
             .map_err(|e| format!("create event bus: {e}"))?;
         let published = Arc::new(MemoryBus::new());
         let bus = Arc::new(Teed {
-            aws: lc_adapters::eventbridge::EventBridgeBus::new(eb, bus_name)
+            aws: lc_adapters::eventbridge::EventBridgeBus::new(eb, bus_name.clone())
                 .with_counter(counter.clone()),
             copy: published.clone(),
         });
@@ -168,6 +171,7 @@ impl Backends {
             jobs_dlq,
             bus,
             published,
+            bus_name: Some(bus_name),
             counter,
             label: format!("AWS adapters at {endpoint}"),
         })

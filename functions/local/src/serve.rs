@@ -28,6 +28,7 @@ pub struct Settings {
     pub aws_endpoint: Option<String>,
     pub graph_url: Option<String>,
     pub pages: usize,
+    pub events_log: Option<std::path::PathBuf>,
 }
 
 impl Settings {
@@ -37,6 +38,7 @@ impl Settings {
             aws_endpoint: common.aws_endpoint.clone(),
             graph_url: common.graph_url.clone(),
             pages: serve.pages,
+            events_log: common.events_log.clone(),
         }
     }
 }
@@ -190,6 +192,9 @@ impl Stack {
                 ..LoginConfig::default()
             },
         ));
+        if let Some(path) = &settings.events_log {
+            spawn_events_log(pipeline.backends.published.clone(), path.clone())?;
+        }
         // Both Function URLs on one port, as the Lambdas serve them: the same router.
         let app = Api::new()
             .intake(pipeline.intake.clone())
@@ -243,6 +248,15 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
     );
     println!("  webhook:        {}", stack.webhook_url());
     println!("  login page:     http://{}/   (POST /login; the page loads Facebook's JS SDK from the internet)", stack.addr);
+    if let Some(name) = &stack.pipeline.backends.bus_name {
+        println!("  event bus: {name}");
+    }
+    if let Some(path) = &settings.events_log {
+        println!(
+            "  events log:     {} (one JSON line per published event)",
+            path.display()
+        );
+    }
     match &stack.sim {
         Some(sim) => println!(
             "  graph sim:      {} (sent messages: {}/_sim/messages)",
@@ -275,6 +289,38 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
     );
     println!("  Ctrl-C stops.");
     let _ = tokio::signal::ctrl_c().await;
+    Ok(())
+}
+
+/// Appends each published event to `path` as one JSON line (`detail-type` + `detail`), as it
+/// is published.
+fn spawn_events_log(
+    bus: Arc<lc_core::memory::MemoryBus>,
+    path: std::path::PathBuf,
+) -> Result<(), String> {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .map_err(|e| format!("--events-log {}: {e}", path.display()))?;
+    tokio::spawn(async move {
+        let mut seen = 0;
+        loop {
+            for e in bus.since(seen) {
+                seen += 1;
+                let line = serde_json::json!({
+                    "detail-type": e.detail_type.as_str(),
+                    "source": lc_core::bus::SOURCE,
+                    "detail": e.detail,
+                });
+                if let Err(err) = writeln!(file, "{line}") {
+                    tracing::warn!(error = %err, "events log not written");
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
     Ok(())
 }
 

@@ -210,6 +210,7 @@ fn demo_settings(aws_endpoint: Option<String>) -> lc_local::serve::Settings {
         &lc_local::cli::Common {
             aws_endpoint,
             graph_url: None,
+            events_log: None,
         },
         &lc_local::cli::ServeArgs::default(),
     )

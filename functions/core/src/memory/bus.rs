@@ -15,6 +15,10 @@ const SERVICE: &str = "events";
 #[derive(Default)]
 struct State {
     accepted: Vec<BusEvent>,
+    /// Accepted so far, including any not kept.
+    count: usize,
+    /// Keep only a count, not the events (long load runs).
+    count_only: bool,
     /// The next this-many entries are refused, one by one.
     refuse_entries: u32,
     /// The next this-many calls fail whole.
@@ -43,9 +47,30 @@ impl MemoryBus {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// A bus that counts what it accepts but keeps nothing (load runs of millions).
+    pub fn counting(counter: Arc<RequestCounter>) -> Self {
+        let bus = Self::with_counter(counter);
+        bus.lock().count_only = true;
+        bus
+    }
+
     /// Every accepted event, in order.
     pub fn events(&self) -> Vec<BusEvent> {
         self.lock().accepted.clone()
+    }
+
+    /// The accepted events from index `from` on (a reader's cursor).
+    pub fn since(&self, from: usize) -> Vec<BusEvent> {
+        self.lock()
+            .accepted
+            .get(from..)
+            .map(<[_]>::to_vec)
+            .unwrap_or_default()
+    }
+
+    /// How many events were accepted in all.
+    pub fn count(&self) -> usize {
+        self.lock().count
     }
 
     /// Takes the accepted events (and forgets them).
@@ -92,7 +117,10 @@ impl EventBus for MemoryBus {
                 refused.push(i);
                 continue;
             }
-            st.accepted.push(e.clone());
+            st.count += 1;
+            if !st.count_only {
+                st.accepted.push(e.clone());
+            }
         }
         Ok(refused)
     }
