@@ -64,7 +64,8 @@ pub fn lifecycle_config() -> Result<LifecycleConfig, ConfigError> {
 
 /// `LC_FIRST_MESSAGE_TEXT` (the stack default), `LC_ALLOWED_TAGS` (comma list, default
 /// `HUMAN_AGENT`), `LC_APPSECRET_PROOF` (true/false), `LC_PACE_THRESHOLD_PERCENT` (80),
-/// `LC_FUNCTION_TIMEOUT_SECS` (the function's own timeout, 30).
+/// `LC_FUNCTION_TIMEOUT_SECS` (the function's own timeout, 30), `LC_PAGE_RATE_PER_SEC` (Meta's
+/// per-Page rate, 300) and `LC_SENDING_INSTANCES` (every process that may send at once, 70).
 pub fn sender_config(graph: &crate::graph::GraphClient) -> Result<SenderConfig, ConfigError> {
     let mut c = SenderConfig::default();
     if let Some(text) = optional("LC_FIRST_MESSAGE_TEXT") {
@@ -80,6 +81,16 @@ pub fn sender_config(graph: &crate::graph::GraphClient) -> Result<SenderConfig, 
     }
     c.appsecret_proof = crate::env::flag("LC_APPSECRET_PROOF", false)?;
     c.pace_threshold_percent = parse_or("LC_PACE_THRESHOLD_PERCENT", 80u32)?;
+    // Each process's share of a Page's rate: Meta's rate over every process that can send at
+    // once (the template passes the sum of the sending functions' reserved concurrency).
+    c.pacing.page_rate_per_sec = parse_or("LC_PAGE_RATE_PER_SEC", c.pacing.page_rate_per_sec)?;
+    c.pacing.instances = parse_or("LC_SENDING_INSTANCES", c.pacing.instances)?;
+    if c.pacing.instances == 0 {
+        return Err(ConfigError::Invalid(
+            "LC_SENDING_INSTANCES",
+            "must be at least 1".into(),
+        ));
+    }
     // The lease must outlive any attempt: derived from the Graph timeout and the function's
     // timeout (the template passes the same value it gives Lambda), checked here at cold start.
     let function_timeout_ms = parse_or("LC_FUNCTION_TIMEOUT_SECS", 30i64)? * 1000;

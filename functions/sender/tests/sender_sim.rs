@@ -501,3 +501,107 @@ async fn a_failed_schedule_delete_is_harmless() {
     );
     assert_eq!(w.sim.messages().len(), 1);
 }
+
+/// Several sender instances, each with its share of the Page's rate, send to one Page at
+/// once. Run with a share (rate / instances) they stay under Meta's limit together; each
+/// believing it has the whole rate (the old per-instance pacing) they do not.
+async fn senders_sharing_a_page(
+    instances: u32,
+    believed_instances: u32,
+    retry: bool,
+) -> (u64, u64) {
+    use lc_core::sending::pacing::PacingConfig;
+    use lc_core::sending::sender::{Sender, SenderConfig, SenderPorts};
+    use std::sync::Arc;
+
+    const RATE: u32 = 20;
+    let w = world(2_000).await;
+    w.sim.update_config(graph_sim::ConfigUpdate {
+        rate_limit_per_sec: Some(RATE),
+        ..Default::default()
+    });
+    let per_instance = 12usize;
+    let mut jobs = Vec::new();
+    for i in 0..(instances as usize * per_instance) {
+        login_optin(&w, &format!("R{i}")).await;
+    }
+    for m in w.jobs.receive(1_000) {
+        jobs.push(
+            serde_json::from_str::<lc_core::lifecycle::optin::FirstMessageJob>(&m.body).unwrap(),
+        );
+    }
+    let graph = || {
+        Arc::new(
+            lc_adapters::graph::GraphClient::new(lc_adapters::graph::GraphConfig {
+                base_url: w.sim.base_url(),
+                ..Default::default()
+            })
+            .unwrap(),
+        )
+    };
+    let mut tasks = Vec::new();
+    for chunk in jobs.chunks(per_instance) {
+        let sender = Sender::new(
+            SenderPorts {
+                table: lc_core::ports::Table::new(w.store.clone()),
+                outbound: w.jobs.clone(),
+                bus: w.bus.clone(),
+                graph: graph(),
+                scheduler: w.scheduler.clone(),
+                secrets: Arc::new(lc_testkit::secrets()),
+                // Real time: Meta's rate window is real seconds.
+                clock: Arc::new(lc_core::ports::SystemClock),
+                metrics: w.metrics.clone(),
+            },
+            SenderConfig {
+                pacing: PacingConfig {
+                    page_rate_per_sec: RATE,
+                    safety: 0.9,
+                    instances: believed_instances,
+                    urgent_reserve: 0.0,
+                    ..PacingConfig::default()
+                },
+                // The share alone is under test: Meta's usage headers would slow an
+                // overrunning sender too (after the fact), so they are ignored here.
+                pace_threshold_percent: 1_000,
+                ..SenderConfig::default()
+            },
+        );
+        let chunk = chunk.to_vec();
+        tasks.push(tokio::spawn(async move {
+            for job in chunk {
+                loop {
+                    match sender.run_job(&job).await.unwrap() {
+                        JobOutcome::RetryLater { delay_ms, .. } if retry => {
+                            tokio::time::sleep(std::time::Duration::from_millis(delay_ms as u64))
+                                .await
+                        }
+                        _ => break,
+                    }
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let stats = w.sim.stats();
+    (stats.accepted, stats.rate_limited)
+}
+
+#[tokio::test]
+async fn sender_instances_together_stay_under_a_pages_rate() {
+    let (accepted, rate_limited) = senders_sharing_a_page(3, 3, true).await;
+    assert_eq!(accepted, 36, "every first message went out");
+    assert_eq!(rate_limited, 0, "no 613 from Meta");
+}
+
+#[tokio::test]
+async fn instances_each_claiming_the_whole_rate_exceed_it() {
+    // The control: without the share, three instances overrun the Page's rate.
+    let (_, rate_limited) = senders_sharing_a_page(3, 1, false).await;
+    assert!(
+        rate_limited > 0,
+        "the simulator counts 613s when the share is wrong"
+    );
+}

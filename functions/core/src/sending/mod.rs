@@ -3,6 +3,7 @@
 
 pub mod errors;
 pub mod first_message;
+pub mod pacing;
 pub mod policy;
 pub mod sender;
 pub mod usage;

@@ -22,6 +22,7 @@ use crate::ports::{
 };
 use crate::sending::errors::{classify, classify_transport, ErrorClass};
 use crate::sending::first_message;
+use crate::sending::pacing::{Pacer, PacingConfig};
 use crate::sending::policy::{self, Attempt, Decision, PolicyConfig, Rule};
 use crate::support::privacy::hash_id;
 use crate::webhook::IdentityKind;
@@ -46,6 +47,8 @@ pub struct SenderConfig {
     pub paused_recheck_ms: i64,
     /// Pace a Page when Meta's usage headers pass this percentage.
     pub pace_threshold_percent: u32,
+    /// This process's share of each Page's send rate.
+    pub pacing: PacingConfig,
     pub policy: PolicyConfig,
     /// Used when the Page has no `first_message` of its own.
     pub default_message: OutgoingMessage,
@@ -64,6 +67,7 @@ impl Default for SenderConfig {
             deadline_guard_ms: 60_000,
             paused_recheck_ms: 15 * 60 * 1000,
             pace_threshold_percent: 80,
+            pacing: PacingConfig::default(),
             policy: PolicyConfig::default(),
             default_message: OutgoingMessage {
                 text: Some(
@@ -243,6 +247,8 @@ pub struct Sender {
     /// Page id -> not before (epoch ms): pacing learned from Meta's usage headers. Per
     /// process on purpose: cheap, and every instance learns it from its own answers.
     pace: Mutex<HashMap<String, i64>>,
+    /// This process's share of every Page's rate (see [`crate::sending::pacing`]).
+    pacer: Pacer,
 }
 
 impl Sender {
@@ -256,6 +262,7 @@ impl Sender {
             secrets: ports.secrets,
             clock: ports.clock,
             metrics: ports.metrics,
+            pacer: Pacer::new(config.pacing.clone()),
             config,
             pace: Mutex::new(HashMap::new()),
         }
@@ -386,6 +393,13 @@ impl Sender {
             return Err(Stop::Done(JobOutcome::RetryLater {
                 delay_ms: delay,
                 reason: "pacing the page (Meta usage above threshold)".into(),
+            }));
+        }
+        let priority = self.config.pacing.priority(optin.deadline_at_ms, now);
+        if let Err(wait_ms) = self.pacer.admit(&optin.page_id, priority, now) {
+            return Err(Stop::Done(JobOutcome::RetryLater {
+                delay_ms: wait_ms,
+                reason: "pacing the page (this instance's share of Meta's per-Page rate)".into(),
             }));
         }
         let message = match self.message_for(page.as_ref()) {
