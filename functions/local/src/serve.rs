@@ -169,7 +169,16 @@ impl Stack {
                 graph_base_url: graph_url,
                 graph_timeout: Duration::from_secs(5),
                 lifecycle: LifecycleConfig::default(),
-                sender: SenderConfig::default(),
+                sender: SenderConfig {
+                    // The local sending processes (4 sender consumers + the deadline checks)
+                    // share the simulator's per-Page rate, as the deployed functions share Meta's.
+                    pacing: lc_core::sending::pacing::PacingConfig {
+                        page_rate_per_sec: sim_rate_limit,
+                        instances: 5,
+                        ..Default::default()
+                    },
+                    ..SenderConfig::default()
+                },
                 poll: Duration::from_millis(20),
                 workers: 4,
             },
