@@ -75,6 +75,7 @@ fn config() -> LoginConfig {
         allowed_origins: vec![ALLOWED.into(), "https://other-shop.example/".into()],
         app_id: APP_ID.into(),
         sdk_url: SDK_URL.into(),
+        derive_login_id: true,
         ..LoginConfig::default()
     }
 }

@@ -140,7 +140,7 @@ async fn serve() -> Server {
             app_id: APP_ID.into(),
             sdk_url: format!("{base}/stub-sdk.js"),
             graph_version: GRAPH_VERSION.into(),
-            ..LoginConfig::default()
+            derive_login_id: true,
         },
     );
     let login_posts = Posts::default();

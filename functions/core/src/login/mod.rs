@@ -69,8 +69,8 @@ pub struct LoginConfig {
     /// Origins (`https://shop.example`) whose scripts may read the answers. Exact matches
     /// (ASCII case-insensitive, trailing `/` ignored); no wildcards. Applied by the router.
     pub allowed_origins: Vec<String>,
-    /// Derive the `login_id` (Meta's sample algorithm, not documented). Off: the login is refused
-    /// as [`LoginAnswer::Disabled`] and only the webhook records opt-ins.
+    /// Derive the `login_id` (Meta's sample algorithm, not documented). Off (the default): the
+    /// login is refused as [`LoginAnswer::Disabled`] and only the webhook records opt-ins.
     pub derive_login_id: bool,
     /// The Login app's id: selects the credentials in the secret (empty = the secret's first
     /// app) and is the page's `appId` / `messenger_app_id`.
@@ -86,7 +86,9 @@ impl Default for LoginConfig {
         LoginConfig {
             default_page_id: String::new(),
             allowed_origins: Vec::new(),
-            derive_login_id: true,
+            // Off unless a deployment asks for it: the derivation is Meta's sample, not its
+            // documentation (see `login_id`), and the webhook is the authority.
+            derive_login_id: false,
             app_id: String::new(),
             sdk_url: DEFAULT_SDK_URL.to_string(),
             graph_version: DEFAULT_GRAPH_VERSION.to_string(),
@@ -481,6 +483,12 @@ fn visit_id(now_secs: i64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn derivation_is_off_by_default() {
+        // The webhook is the authority; a deployment turns the sample's derivation on itself.
+        assert!(!LoginConfig::default().derive_login_id);
+    }
 
     #[test]
     fn body_parsing() {
