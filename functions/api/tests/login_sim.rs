@@ -145,6 +145,7 @@ fn user_token(sim: &SimHandle, token: &str, app: Option<&str>, scopes: &[&str], 
         scopes: scopes.iter().map(|s| s.to_string()).collect(),
         expires_at_ms: expires,
         valid: true,
+        issued_at_ms: None,
     });
 }
 
@@ -349,6 +350,7 @@ async fn refused_tokens() {
         scopes: GOOD_SCOPES.iter().map(|s| s.to_string()).collect(),
         expires_at_ms: 0,
         valid: false,
+        issued_at_ms: None,
     });
     let cases = [
         ("EAAExpired000", 401, Some("expired")),

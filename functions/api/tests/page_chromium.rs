@@ -103,6 +103,7 @@ async fn serve() -> Server {
         scopes: vec!["public_profile".into(), "user_messenger_contact".into()],
         expires_at_ms: 0,
         valid: true,
+        issued_at_ms: None,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

@@ -522,6 +522,7 @@ mod tests {
             user_id: Some("42".into()),
             scopes: vec!["public_profile".into(), REQUIRED_SCOPE.into()],
             expires_at_secs: Some(2_000),
+            issued_at_secs: Some(900),
             error_message: None,
         };
         assert_eq!(check_token(&good, "1", 1_000_000).ok(), Some("42"));
