@@ -1,7 +1,8 @@
 //! The login routes (as the login Lambda mounts them: the login part alone) against the Graph
 //! simulator (real HTTP) with in-memory queue and store; Function URL events through
-//! lambda_http's deserializer into the same router; and the convergence of the callback and the
-//! `messaging_optins` webhook on one opt-in and one first message.
+//! lambda_http's deserializer into the same router; a login is not an opt-in (the evidence
+//! protocol); and the convergence of the callback and the `messaging_optins` webhook on one
+//! opt-in and one first message.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,14 +12,14 @@ use axum::body::Body;
 use axum::http::Request;
 use axum::Router;
 use base64::Engine;
-use graph_sim::{SimConfig, SimHandle, UserTokenRegistration};
+use graph_sim::{ConfigUpdate, SimConfig, SimHandle, UserTokenRegistration};
 use lc_adapters::graph::{GraphClient, GraphConfig};
 use lc_api::Api;
-use lc_core::lifecycle::optin::{optin_key, OptinSource, DAY_MS};
+use lc_core::lifecycle::optin::{optin_key, OptinSource, OptinState, DAY_MS};
 use lc_core::lifecycle::processor::Processed;
 use lc_core::lifecycle::refs::{self, Keyring, RefCheck};
 use lc_core::login::login_id::derive_login_id;
-use lc_core::login::{Login, LoginConfig, MAX_BODY_BYTES};
+use lc_core::login::{Login, LoginConfig, NoEvidence, MAX_BODY_BYTES};
 use lc_core::memory::{ManualClock, MemoryQueue, MemoryStore};
 use lc_core::ports::{Clock, MemoryMetrics, Metric, OptinStore, SecretSource};
 use lc_core::support::privacy::hash_id;
@@ -151,11 +152,22 @@ fn user_token(sim: &SimHandle, token: &str, app: Option<&str>, scopes: &[&str], 
 
 const GOOD_SCOPES: &[&str] = &["public_profile", "email", "user_messenger_contact"];
 
+/// What the page posts right after a login in which it saw the grant happen.
 fn login_body(token: &str, page: Option<&str>) -> String {
-    match page {
-        Some(p) => serde_json::json!({"access_token": token, "page_id": p}).to_string(),
-        None => serde_json::json!({"access_token": token}).to_string(),
+    login_body_grant(token, page, Some("new"))
+}
+
+/// The body with the page's `grant` evidence (`None`: the field is left out, as an older page
+/// would).
+fn login_body_grant(token: &str, page: Option<&str>, grant: Option<&str>) -> String {
+    let mut body = serde_json::json!({"access_token": token});
+    if let Some(p) = page {
+        body["page_id"] = p.into();
     }
+    if let Some(g) = grant {
+        body["grant"] = g.into();
+    }
+    body.to_string()
 }
 
 /// A response as the tests read it.
@@ -293,6 +305,170 @@ async fn valid_token_is_accepted_and_queued_once() {
     let resp = post(&s.endpoint, &login_body(USER_TOKEN, Some(PAGE)), None).await;
     assert_eq!(resp.status, 202);
     assert_eq!(json(&resp)["login_id_hash"], hash_id(&login_id));
+}
+
+/// A login is not an opt-in: without the page's evidence that the grant happened in this
+/// login, a valid token with `user_messenger_contact` queues nothing, answers
+/// `awaiting_webhook`, and is counted.
+#[tokio::test]
+async fn login_without_evidence_queues_nothing() {
+    let s = setup().await;
+    user_token(&s.sim, USER_TOKEN, None, GOOD_SCOPES, 0);
+    let login_id = expected_login_id();
+    for grant in [
+        None,
+        Some("existing"),
+        Some("unknown"),
+        Some("NEW"),
+        Some(""),
+    ] {
+        let resp = post(
+            &s.endpoint,
+            &login_body_grant(USER_TOKEN, None, grant),
+            None,
+        )
+        .await;
+        assert_eq!(resp.status, 202, "{grant:?}: {}", resp.body);
+        assert_clean(&resp, &[USER_TOKEN]);
+        let v = json(&resp);
+        assert_eq!(v["state"], "awaiting_webhook", "{grant:?}");
+        assert_eq!(v["reason"], "grant_not_new");
+        assert_eq!(v["login_id_hash"], hash_id(&login_id));
+        assert_eq!(v.get("deadline_at"), None, "no clock started");
+    }
+    assert!(s.queue.is_empty(), "no opt-in queued without evidence");
+    assert_eq!(
+        s.metrics.take(),
+        vec![Metric::LoginAwaitingWebhook(NoEvidence::GrantNotNew); 5]
+    );
+}
+
+/// The server's own check: a token issued long ago (a replayed session, not this login) starts
+/// no clock even when the page claims a new grant; so does one whose `issued_at` is unknown.
+#[tokio::test]
+async fn old_token_queues_nothing() {
+    let s = setup().await;
+    let now = s.sim.now_ms();
+    s.sim.register_user_token(UserTokenRegistration {
+        token: "EAAOldSession000".into(),
+        app_id: None,
+        user_id: ASID.into(),
+        scopes: GOOD_SCOPES.iter().map(|s| s.to_string()).collect(),
+        expires_at_ms: 0,
+        valid: true,
+        issued_at_ms: Some(now - 2 * DAY_MS),
+    });
+    s.sim.register_user_token(UserTokenRegistration {
+        token: "EAAJustTooOld000".into(),
+        app_id: None,
+        user_id: ASID.into(),
+        scopes: GOOD_SCOPES.iter().map(|s| s.to_string()).collect(),
+        expires_at_ms: 0,
+        valid: true,
+        issued_at_ms: Some(now - 11 * 60 * 1000),
+    });
+    for token in ["EAAOldSession000", "EAAJustTooOld000"] {
+        let resp = post(&s.endpoint, &login_body(token, None), None).await;
+        assert_eq!(resp.status, 202, "{token}: {}", resp.body);
+        assert_clean(&resp, &[token]);
+        let v = json(&resp);
+        assert_eq!(v["state"], "awaiting_webhook", "{token}");
+        assert_eq!(v["reason"], "token_not_fresh", "{token}");
+    }
+    assert!(s.queue.is_empty(), "an old token starts no clock");
+    assert_eq!(
+        s.metrics.take(),
+        vec![Metric::LoginAwaitingWebhook(NoEvidence::TokenNotFresh); 2]
+    );
+
+    // A configurable age: the same 11-minute-old token is fresh under a 15-minute setting.
+    let s = setup_with(LoginConfig {
+        max_token_age_ms: 15 * 60 * 1000,
+        ..config()
+    })
+    .await;
+    s.sim.register_user_token(UserTokenRegistration {
+        token: "EAAJustTooOld000".into(),
+        app_id: None,
+        user_id: ASID.into(),
+        scopes: GOOD_SCOPES.iter().map(|s| s.to_string()).collect(),
+        expires_at_ms: 0,
+        valid: true,
+        issued_at_ms: Some(s.sim.now_ms() - 11 * 60 * 1000),
+    });
+    let resp = post(&s.endpoint, &login_body("EAAJustTooOld000", None), None).await;
+    assert_eq!(json(&resp)["state"], "queued", "{}", resp.body);
+    assert_eq!(s.queue.len(), 1);
+}
+
+/// A person who opted in a month ago (webhook, first message sent) logs in again: the page
+/// reports the grant as existing, and nothing is queued or sent. Even a page that lies about the
+/// grant cannot start a clock with an old session's token.
+#[tokio::test]
+async fn second_login_of_a_long_opted_in_person_gets_no_first_message() {
+    let w = World::new(2_000).await;
+    w.sim.update_config(ConfigUpdate {
+        client_token: Some(CLIENT_TOKEN.into()),
+        ..ConfigUpdate::default()
+    });
+    // A month ago: the consent in the login dialog, Meta's webhook, our one first message.
+    w.sim.set_clock_offset(-30 * DAY_MS);
+    w.clock.set(w.sim.now_ms());
+    let login_id = w.sim.login_connect(ASID, PAGE);
+    w.webhook(&optin_body(
+        &format!(r#"{{"login_id":"{login_id}"}}"#),
+        None,
+        w.now(),
+    ))
+    .await;
+    w.drain(50).await;
+    assert_eq!(w.sim.attempts_for(&login_id), 1);
+    // Today.
+    w.sim.set_clock_offset(0);
+    w.clock.set(w.sim.now_ms());
+    user_token(&w.sim, USER_TOKEN, None, GOOD_SCOPES, 0);
+    s_register_old_session(&w.sim, w.now());
+    let events_queue = Arc::new(MemoryQueue::new("events"));
+    let metrics = Arc::new(MemoryMetrics::new());
+    let login = login_router(Login::new(
+        graph(w.sim.base_url()),
+        events_queue.clone(),
+        w.store.clone(),
+        secrets(),
+        Arc::new(w.clock.clone()),
+        metrics.clone(),
+        config(),
+    ));
+    let resp = post(
+        &login,
+        &login_body_grant(USER_TOKEN, None, Some("existing")),
+        None,
+    )
+    .await;
+    assert_eq!(json(&resp)["state"], "awaiting_webhook", "{}", resp.body);
+    let resp = post(&login, &login_body("EAAOldSession000", None), None).await;
+    assert_eq!(json(&resp)["reason"], "token_not_fresh", "{}", resp.body);
+    assert!(events_queue.is_empty(), "no login opt-in queued");
+    w.advance(60_000);
+    w.drain(50).await;
+    assert_eq!(w.sim.attempts_for(&login_id), 1, "no second first message");
+    assert!(w.queued_jobs().is_empty());
+    let key = optin_key(&Identity::new(IdentityKind::LoginId, &login_id), PAGE);
+    let o = w.store.get_optin(&key).await.unwrap().unwrap();
+    assert_eq!((o.generation, o.state), (1, OptinState::Sent));
+}
+
+/// The token of a session started long ago (a stored session the page could replay).
+fn s_register_old_session(sim: &SimHandle, now: i64) {
+    sim.register_user_token(UserTokenRegistration {
+        token: "EAAOldSession000".into(),
+        app_id: None,
+        user_id: ASID.into(),
+        scopes: GOOD_SCOPES.iter().map(|s| s.to_string()).collect(),
+        expires_at_ms: 0,
+        valid: true,
+        issued_at_ms: Some(now - 30 * DAY_MS),
+    });
 }
 
 #[tokio::test]
@@ -853,9 +1029,15 @@ async fn converge(order: Order) -> Measured {
     let messages = w.sim.messages().len();
     let after = w.store.get_optin(&key).await.unwrap().unwrap();
     assert_eq!(after.state.as_str(), "sent", "{order:?}");
-    // Once sent, the callback reports it.
-    let resp = post(&login, &login_body(USER_TOKEN, None), None).await;
-    assert_eq!(json(&resp)["state"], "sent");
+    // Once sent, a later login (the page now reports the grant as existing) changes nothing.
+    let resp = post(
+        &login,
+        &login_body_grant(USER_TOKEN, None, Some("existing")),
+        None,
+    )
+    .await;
+    assert_eq!(json(&resp)["state"], "awaiting_webhook");
+    assert!(events_queue.is_empty());
     Measured {
         optins_created,
         optin_items,

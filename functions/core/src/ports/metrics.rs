@@ -10,6 +10,7 @@
 use std::sync::Mutex;
 
 use crate::lifecycle::optin::{EntryPoint, OptinSource};
+use crate::login::NoEvidence;
 use crate::sending::errors::ErrorClass;
 use crate::webhook::signature::SignatureError;
 
@@ -47,6 +48,8 @@ pub enum Metric {
     ScheduleDeleteFailure,
     /// A deadline check that found its opt-in already closed.
     DeadlineCheckNoop,
+    /// A verified login that started no clock: no evidence the grant happened in it.
+    LoginAwaitingWebhook(NoEvidence),
 }
 
 /// The CloudWatch unit of a point.
@@ -87,7 +90,7 @@ impl Point {
 
 impl Metric {
     /// Every metric name this service writes, for docs and the alarms' contract test.
-    pub const NAMES: [&'static str; 15] = [
+    pub const NAMES: [&'static str; 16] = [
         "WebhookEvents",
         "SignatureFailures",
         "EnqueueFailures",
@@ -103,6 +106,7 @@ impl Metric {
         "PolicyWarnings",
         "ScheduleDeleteFailures",
         "DeadlineChecksNoop",
+        "LoginsAwaitingWebhook",
     ];
 
     /// Names written as distributions (every value kept); all others are summed counts.
@@ -153,6 +157,9 @@ impl Metric {
             Metric::PolicyWarning => one("PolicyWarnings"),
             Metric::ScheduleDeleteFailure => one("ScheduleDeleteFailures"),
             Metric::DeadlineCheckNoop => one("DeadlineChecksNoop"),
+            Metric::LoginAwaitingWebhook(why) => {
+                vec![Point::count("LoginsAwaitingWebhook", 1.0).with("reason", why.as_str())]
+            }
         }
     }
 }
@@ -227,6 +234,8 @@ mod tests {
             Metric::PolicyWarning,
             Metric::ScheduleDeleteFailure,
             Metric::DeadlineCheckNoop,
+            Metric::LoginAwaitingWebhook(NoEvidence::GrantNotNew),
+            Metric::LoginAwaitingWebhook(NoEvidence::TokenNotFresh),
         ]
     }
 
