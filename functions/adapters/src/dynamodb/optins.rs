@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
-use lc_core::lifecycle::optin::{Optin, OptinState};
+use lc_core::lifecycle::optin::{Optin, OptinSource, OptinState};
 use lc_core::ports::store::{Claim, Created, Finish, Reopened};
 use lc_core::ports::{OptinStore, PortError};
 
@@ -281,6 +281,26 @@ impl OptinStore for DynamoStore {
             )),
             Conditional::Failed(_) => Ok(None),
         }
+    }
+    async fn confirm(&self, key: &str, generation: u32, at_ms: i64) -> Result<bool, PortError> {
+        let mut u = Updates::default();
+        u.set("confirmed_at_ms", n(at_ms))
+            .set("updated_at_ms", n(at_ms));
+        let cond = u.condition(|e| {
+            let generation = generation_condition(e, generation);
+            format!(
+                "attribute_exists({pk}) AND {generation} AND {source} = {login} \
+                 AND attribute_not_exists({confirmed})",
+                pk = e.name(PK),
+                source = e.name("source"),
+                login = e.value(s(OptinSource::Login.as_str())),
+                confirmed = e.name("confirmed_at_ms"),
+            )
+        });
+        Ok(self
+            .update(optin_key(key), u, cond, false, false)
+            .await?
+            .applied())
     }
 }
 
