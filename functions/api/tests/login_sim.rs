@@ -2,7 +2,7 @@
 //! simulator (real HTTP) with in-memory queue and store; Function URL events through
 //! lambda_http's deserializer into the same router; a login is not an opt-in (the evidence
 //! protocol); and the convergence of the callback and the `messaging_optins` webhook on one
-//! opt-in and one first message.
+//! opt-in and one first message, with the `login_id` computed by the simulator playing Meta.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,13 +15,14 @@ use base64::Engine;
 use graph_sim::{ConfigUpdate, SimConfig, SimHandle, UserTokenRegistration};
 use lc_adapters::graph::{GraphClient, GraphConfig};
 use lc_api::Api;
-use lc_core::lifecycle::optin::{optin_key, OptinSource, OptinState, DAY_MS};
+use lc_core::deadline::DeadlineOutcome;
+use lc_core::lifecycle::optin::{optin_key, DeadlineCheck, OptinSource, OptinState, DAY_MS};
 use lc_core::lifecycle::processor::Processed;
 use lc_core::lifecycle::refs::{self, Keyring, RefCheck};
 use lc_core::login::login_id::derive_login_id;
 use lc_core::login::{Login, LoginConfig, NoEvidence, MAX_BODY_BYTES};
 use lc_core::memory::{ManualClock, MemoryQueue, MemoryStore};
-use lc_core::ports::{Clock, MemoryMetrics, Metric, OptinStore, SecretSource};
+use lc_core::ports::{Clock, MemoryMetrics, Metric, OptinStore, Scheduler, SecretSource};
 use lc_core::support::privacy::hash_id;
 use lc_core::support::secret::{AppCredentials, Secret, Secrets};
 use lc_core::support::time::format_rfc3339_ms;
@@ -946,6 +947,12 @@ async fn function_url_post_and_page() {
 }
 
 // ---------- Convergence: callback and webhook for the same person ----------
+//
+// The simulator plays Meta: `login_connect` computes the person's `login_id` with its own
+// implementation of Meta's rule (keyed by the client token it is given here) and registers it
+// as Meta would; the webhook carries that value. Our callback derives its own. They converge
+// on one opt-in and one send only if the two computations agree, so a wrong derivation fails
+// these tests instead of being registered in the simulator as if it were Meta's.
 
 #[derive(Clone, Copy, Debug)]
 enum Order {
@@ -957,13 +964,24 @@ struct Measured {
     optins_created: usize,
     optin_items: usize,
     jobs: usize,
+    /// Send attempts the simulator saw for Meta's login_id (any outcome).
+    attempts: usize,
+    /// Send attempts for any recipient: a send to a wrongly derived id counts here.
+    all_attempts: usize,
     messages: usize,
     source: OptinSource,
+    confirmed: bool,
+    /// What the confirm check made of the opt-in an hour later, if it has one.
+    confirm_check: Option<DeadlineOutcome>,
 }
 
 async fn converge(order: Order) -> Measured {
     let w = World::new(2_000).await;
-    user_token(&w.sim, USER_TOKEN, None, GOOD_SCOPES, 0);
+    // Meta's app: the same id and client token as the login function's secret.
+    w.sim.update_config(ConfigUpdate {
+        client_token: Some(CLIENT_TOKEN.into()),
+        ..ConfigUpdate::default()
+    });
     let events_queue = Arc::new(MemoryQueue::new("events"));
     let login = login_router(Login::new(
         graph(w.sim.base_url()),
@@ -974,9 +992,10 @@ async fn converge(order: Order) -> Measured {
         Arc::new(MemoryMetrics::new()),
         config(),
     ));
-    let login_id = expected_login_id();
-    // Meta generated the login_id when the login flow started.
-    w.sim.register_login_id(&login_id, None, w.now());
+    // The person accepts user_messenger_contact in the login dialog; Meta makes the login_id
+    // before the flow finishes, and the token is issued now.
+    let meta_login_id = w.sim.login_connect(ASID, PAGE);
+    user_token(&w.sim, USER_TOKEN, None, GOOD_SCOPES, 0);
     let mut outcomes: Vec<Processed> = Vec::new();
 
     for step in match order {
@@ -998,8 +1017,12 @@ async fn converge(order: Order) -> Measured {
                 events_queue.delete(&m.receipt_handle);
             }
         } else {
-            // What `World::webhook` does, keeping each event's outcome.
-            let body = optin_body(&format!(r#"{{"login_id":"{login_id}"}}"#), None, w.now());
+            // What `World::webhook` does with Meta's body, keeping each event's outcome.
+            let body = optin_body(
+                &format!(r#"{{"login_id":"{meta_login_id}"}}"#),
+                None,
+                w.now(),
+            );
             let SplitOutcome::Events(events) = split_body(body.as_bytes(), w.now()) else {
                 panic!("webhook body parses");
             };
@@ -1021,12 +1044,11 @@ async fn converge(order: Order) -> Measured {
         .count();
     assert_eq!(duplicates, 1, "{order:?}: {outcomes:?}");
     let jobs = w.queued_jobs().len();
-    let key = optin_key(&Identity::new(IdentityKind::LoginId, &login_id), PAGE);
+    let key = optin_key(&Identity::new(IdentityKind::LoginId, &meta_login_id), PAGE);
     let optin = w.store.get_optin(&key).await.unwrap();
     let optin_items = usize::from(optin.is_some());
-    let source = optin.map(|o| o.source).expect("the opt-in exists");
+    let optin = optin.expect("the opt-in exists under Meta's login_id");
     let (_, _) = w.drain(50).await;
-    let messages = w.sim.messages().len();
     let after = w.store.get_optin(&key).await.unwrap().unwrap();
     assert_eq!(after.state.as_str(), "sent", "{order:?}");
     // Once sent, a later login (the page now reports the grant as existing) changes nothing.
@@ -1038,12 +1060,36 @@ async fn converge(order: Order) -> Measured {
     .await;
     assert_eq!(json(&resp)["state"], "awaiting_webhook");
     assert!(events_queue.is_empty());
+
+    // An hour after the login, the confirm check of a login-started opt-in.
+    let confirm = w
+        .scheduler
+        .get_schedule(&optin.confirm_schedule_name())
+        .await
+        .unwrap();
+    let confirm_check = match confirm {
+        None => None,
+        Some(schedule) => {
+            // An hour after the login (Scheduler keeps whole seconds).
+            assert_eq!(
+                schedule.at_ms,
+                (optin.opted_in_at_ms + 3_600_000).div_euclid(1000) * 1000
+            );
+            let check: DeadlineCheck = serde_json::from_str(&schedule.input).unwrap();
+            w.advance(3_600_000);
+            Some(w.deadline(2_000).check(&check).await.unwrap())
+        }
+    };
     Measured {
         optins_created,
         optin_items,
         jobs,
-        messages,
-        source,
+        attempts: w.sim.attempts_for(&meta_login_id),
+        all_attempts: w.sim.attempts().len(),
+        messages: w.sim.messages().len(),
+        source: optin.source,
+        confirmed: after.confirmed_at_ms.is_some(),
+        confirm_check,
     }
 }
 
@@ -1051,26 +1097,106 @@ async fn converge(order: Order) -> Measured {
 async fn convergence_callback_then_webhook() {
     let m = converge(Order::CallbackThenWebhook).await;
     println!(
-        "convergence callback_then_webhook optins={} messages={}",
-        m.optins_created, m.messages
+        "convergence callback_then_webhook optins={} attempts={} messages={}",
+        m.optins_created, m.all_attempts, m.messages
     );
     assert_eq!(
-        (m.optins_created, m.optin_items, m.jobs, m.messages),
-        (1, 1, 1, 1)
+        (m.optins_created, m.optin_items, m.jobs),
+        (1, 1, 1),
+        "one opt-in, one job"
+    );
+    assert_eq!(
+        (m.attempts, m.all_attempts, m.messages),
+        (1, 1, 1),
+        "one send attempt, to Meta's login_id"
     );
     assert_eq!(m.source, OptinSource::Login);
+    assert!(
+        m.confirmed,
+        "the webhook confirmed the login-started opt-in"
+    );
+    assert_eq!(m.confirm_check, Some(DeadlineOutcome::LoginConfirmed));
 }
 
 #[tokio::test]
 async fn convergence_webhook_then_callback() {
     let m = converge(Order::WebhookThenCallback).await;
     println!(
-        "convergence webhook_then_callback optins={} messages={}",
-        m.optins_created, m.messages
+        "convergence webhook_then_callback optins={} attempts={} messages={}",
+        m.optins_created, m.all_attempts, m.messages
+    );
+    assert_eq!((m.optins_created, m.optin_items, m.jobs), (1, 1, 1));
+    assert_eq!((m.attempts, m.all_attempts, m.messages), (1, 1, 1));
+    assert_eq!(m.source, OptinSource::Webhook);
+    assert!(
+        !m.confirmed,
+        "a webhook opt-in is Meta's own: nothing to confirm"
     );
     assert_eq!(
-        (m.optins_created, m.optin_items, m.jobs, m.messages),
-        (1, 1, 1, 1)
+        m.confirm_check, None,
+        "no confirm check without a login start"
     );
-    assert_eq!(m.source, OptinSource::Webhook);
+}
+
+/// Derivation on, and the derived login_id never meets a webhook opt-in (Meta's value differs,
+/// or Meta never sent one): an hour after the login the confirm check counts it, and only then.
+#[tokio::test]
+async fn unconfirmed_login_optin_is_counted_after_an_hour() {
+    let w = World::new(2_000).await;
+    // Meta's client token differs from the one in our secret: our derivation is not Meta's.
+    w.sim.update_config(ConfigUpdate {
+        client_token: Some("meta-knows-another-client-token".into()),
+        ..ConfigUpdate::default()
+    });
+    let meta_login_id = w.sim.login_connect(ASID, PAGE);
+    assert_ne!(meta_login_id, expected_login_id());
+    user_token(&w.sim, USER_TOKEN, None, GOOD_SCOPES, 0);
+    let events_queue = Arc::new(MemoryQueue::new("events"));
+    let login = login_router(Login::new(
+        graph(w.sim.base_url()),
+        events_queue.clone(),
+        w.store.clone(),
+        secrets(),
+        Arc::new(w.clock.clone()),
+        Arc::new(MemoryMetrics::new()),
+        config(),
+    ));
+    let resp = post(&login, &login_body(USER_TOKEN, None), None).await;
+    assert_eq!(json(&resp)["state"], "queued", "{}", resp.body);
+    for m in events_queue.receive(10) {
+        w.events.process_body(&m.body).await.expect("processed");
+        events_queue.delete(&m.receipt_handle);
+    }
+    // Meta's webhook names Meta's id: a different opt-in, which confirms nothing of ours.
+    w.advance(3_000);
+    w.webhook(&optin_body(
+        &format!(r#"{{"login_id":"{meta_login_id}"}}"#),
+        None,
+        w.now(),
+    ))
+    .await;
+    let ours = optin_key(
+        &Identity::new(IdentityKind::LoginId, expected_login_id()),
+        PAGE,
+    );
+    let optin = w.store.get_optin(&ours).await.unwrap().unwrap();
+    assert_eq!(optin.confirmed_at_ms, None);
+    let schedule = w
+        .scheduler
+        .get_schedule(&optin.confirm_schedule_name())
+        .await
+        .unwrap()
+        .expect("a login-started opt-in has a confirm check");
+    assert_eq!(
+        schedule.at_ms,
+        (optin.opted_in_at_ms + 3_600_000).div_euclid(1000) * 1000,
+        "an hour after the login (Scheduler keeps whole seconds)"
+    );
+    w.metrics.take();
+    w.advance(3_600_000);
+    let input: serde_json::Value = serde_json::from_str(&schedule.input).unwrap();
+    // As Scheduler fires it: the schedule's own JSON input into the deadline function.
+    let out = w.deadline(2_000).handle_input(&input).await.unwrap();
+    assert_eq!(out, DeadlineOutcome::LoginUnconfirmed);
+    assert_eq!(w.metrics.take(), vec![Metric::LoginOptinUnconfirmed]);
 }

@@ -50,6 +50,9 @@ pub enum Metric {
     DeadlineCheckNoop,
     /// A verified login that started no clock: no evidence the grant happened in it.
     LoginAwaitingWebhook(NoEvidence),
+    /// An opt-in the login callback started (derived `login_id`) that no `messaging_optins`
+    /// webhook confirmed within the confirm delay (default 1 h): the derivation may be wrong.
+    LoginOptinUnconfirmed,
 }
 
 /// The CloudWatch unit of a point.
@@ -90,7 +93,7 @@ impl Point {
 
 impl Metric {
     /// Every metric name this service writes, for docs and the alarms' contract test.
-    pub const NAMES: [&'static str; 16] = [
+    pub const NAMES: [&'static str; 17] = [
         "WebhookEvents",
         "SignatureFailures",
         "EnqueueFailures",
@@ -107,6 +110,7 @@ impl Metric {
         "ScheduleDeleteFailures",
         "DeadlineChecksNoop",
         "LoginsAwaitingWebhook",
+        "LoginOptinUnconfirmed",
     ];
 
     /// Names written as distributions (every value kept); all others are summed counts.
@@ -160,6 +164,7 @@ impl Metric {
             Metric::LoginAwaitingWebhook(why) => {
                 vec![Point::count("LoginsAwaitingWebhook", 1.0).with("reason", why.as_str())]
             }
+            Metric::LoginOptinUnconfirmed => one("LoginOptinUnconfirmed"),
         }
     }
 }
@@ -236,6 +241,7 @@ mod tests {
             Metric::DeadlineCheckNoop,
             Metric::LoginAwaitingWebhook(NoEvidence::GrantNotNew),
             Metric::LoginAwaitingWebhook(NoEvidence::TokenNotFresh),
+            Metric::LoginOptinUnconfirmed,
         ]
     }
 
