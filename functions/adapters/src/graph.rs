@@ -475,6 +475,7 @@ fn token_info(data: &serde_json::Map<String, Value>) -> TokenInfo {
             })
             .unwrap_or_default(),
         expires_at_secs: data.get("expires_at").and_then(int_of),
+        issued_at_secs: data.get("issued_at").and_then(int_of),
         error_message: data
             .get("error")
             .and_then(|e| e.get("message"))

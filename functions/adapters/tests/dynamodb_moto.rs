@@ -123,6 +123,10 @@ impl OptinStore for OneAtATime {
         let _g = self.gate.lock().await;
         self.inner.expire(key, now, r).await
     }
+    async fn confirm(&self, key: &str, g: u32, at: i64) -> Result<bool, PortError> {
+        let _g = self.gate.lock().await;
+        self.inner.confirm(key, g, at).await
+    }
 }
 
 #[async_trait]
@@ -221,6 +225,60 @@ async fn two_runs_share_one_table() {
     let gated = OneAtATime::new(store);
     run_all(&gated, &common::unique("a")).await;
     run_all(&gated, &common::unique("b")).await;
+}
+
+/// The webhook's confirmation of a login-started opt-in on moto: one conditional UpdateItem
+/// that adds `confirmed_at_ms` (a number) to the item and moves `updated_at_ms`; refused (one
+/// request, nothing written) once confirmed, for a webhook-started item, and for a missing key.
+#[tokio::test]
+#[ignore = "needs moto: run tests/run.sh"]
+async fn confirm_is_one_conditional_update() {
+    let (store, counter) = store().await;
+    let p = common::unique("cf");
+    let mut o = optin(&p, "login");
+    o.source = lc_core::lifecycle::optin::OptinSource::Login;
+    assert_eq!(store.create_optin(&o).await.unwrap(), Created::Created);
+    counter.reset();
+    assert!(store.confirm(&o.key(), 1, T0 + 42).await.unwrap());
+    assert_eq!(counter.snapshot().get("dynamodb.UpdateItem"), Some(&1));
+    assert_eq!(counter.total("dynamodb"), 1);
+    let item = raw_item(&store, &o.key(), "OPTIN").await;
+    assert_eq!(
+        item.get("confirmed_at_ms"),
+        Some(&AttributeValue::N((T0 + 42).to_string()))
+    );
+    assert_eq!(
+        item.get("updated_at_ms"),
+        Some(&AttributeValue::N((T0 + 42).to_string()))
+    );
+    assert_eq!(item.get("source"), Some(&s("login")));
+
+    counter.reset();
+    assert!(!store.confirm(&o.key(), 1, T0 + 99).await.unwrap());
+    assert_eq!(counter.total("dynamodb"), 1);
+    let again = store.get_optin(&o.key()).await.unwrap().unwrap();
+    assert_eq!(
+        again.confirmed_at_ms,
+        Some(T0 + 42),
+        "the first confirmation stays"
+    );
+
+    let webhook = optin(&p, "webhook");
+    assert_eq!(
+        store.create_optin(&webhook).await.unwrap(),
+        Created::Created
+    );
+    assert!(!store.confirm(&webhook.key(), 1, T0 + 42).await.unwrap());
+    let item = raw_item(&store, &webhook.key(), "OPTIN").await;
+    assert!(!item.contains_key("confirmed_at_ms"));
+
+    let missing = optin(&p, "missing").key();
+    assert!(!store.confirm(&missing, 1, T0).await.unwrap());
+    assert_eq!(
+        store.get_optin(&missing).await.unwrap(),
+        None,
+        "no partial item"
+    );
 }
 
 /// The figures behind "requests per opt-in". Against moto 5.2.5 (measured): see the asserts.

@@ -559,6 +559,7 @@ fn user_token(token: &str, app_id: Option<&str>, expires_at_ms: i64) -> UserToke
         scopes: vec!["public_profile".into(), "user_messenger_contact".into()],
         expires_at_ms,
         valid: true,
+        issued_at_ms: None,
     }
 }
 
@@ -593,6 +594,18 @@ async fn debug_token_valid() {
         .expect("debug_token");
     assert!(info.is_valid);
     assert_eq!(info.expires_at_secs, Some(0));
+
+    // `issued_at` is read (the login checks it is recent).
+    let issued_ms = sim.now_ms() - 7 * 86_400_000;
+    sim.register_user_token(UserTokenRegistration {
+        issued_at_ms: Some(issued_ms),
+        ..user_token("EAAoldToken0001", None, 0)
+    });
+    let info = c
+        .debug_token(&app_token(), &Secret::new("EAAoldToken0001"))
+        .await
+        .expect("debug_token");
+    assert_eq!(info.issued_at_secs, Some(issued_ms.div_euclid(1000)));
 }
 
 #[tokio::test]

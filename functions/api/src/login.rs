@@ -4,6 +4,7 @@
 //! | status | body | when |
 //! |---|---|---|
 //! | 202 | `{"login_id_hash","state","deadline_at"}` | queued (state `queued`, or the opt-in's state when it already exists) |
+//! | 202 | `{"login_id_hash","state":"awaiting_webhook","reason"}` | verified, but no evidence the grant happened in this login (`reason`: `grant_not_new`, `token_not_fresh`): nothing queued, the webhook decides |
 //! | 400 | `{"error":"bad_request","detail"}` | body not JSON / no token / bad or unknown `page_id` |
 //! | 401 | `{"error":"invalid_token","reason"}` | token invalid, expired, for another app, or not a user token |
 //! | 413 | `{"error":"payload_too_large"}` | body over [`lc_core::login::MAX_BODY_BYTES`] |
@@ -159,6 +160,17 @@ async fn login_callback(State(login): State<Arc<Login>>, body: Bytes) -> Respons
             });
             json(StatusCode::ACCEPTED, body.to_string())
         }
+        LoginAnswer::AwaitingWebhook {
+            login_id_hash,
+            reason,
+        } => {
+            let body = serde_json::json!({
+                "login_id_hash": login_id_hash,
+                "state": "awaiting_webhook",
+                "reason": reason.as_str(),
+            });
+            json(StatusCode::ACCEPTED, body.to_string())
+        }
         LoginAnswer::BadRequest(why) => {
             let body = serde_json::json!({"error": "bad_request", "detail": why});
             json(StatusCode::BAD_REQUEST, body.to_string())
@@ -237,6 +249,18 @@ fn log_outcome(outcome: &Outcome, status: StatusCode) {
             state,
             existing,
             "login opt-in queued"
+        ),
+        Outcome::AwaitingWebhook {
+            login_id_hash,
+            page_id,
+            reason,
+        } => tracing::info!(
+            outcome = "awaiting_webhook",
+            status,
+            login_id_hash = %login_id_hash,
+            page_id = %page_id,
+            reason = reason.as_str(),
+            "login without evidence of a new grant: nothing queued, the webhook decides"
         ),
         Outcome::TokenRefused(reason) => {
             tracing::info!(outcome = "token_refused", status, reason, "login refused")

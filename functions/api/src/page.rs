@@ -163,6 +163,16 @@ mod tests {
     fn template_has_one_static_inline_script() {
         let script = inline_script(PAGE_TEMPLATE).unwrap();
         assert!(script.contains("FB.login"));
+        // The page's evidence that the grant happened in this login (see lc_core::login).
+        for part in [
+            "FB.getLoginStatus",
+            "'/me/permissions'",
+            "return_scopes: true",
+            "grantedScopes",
+            "grant: grantEvidence(",
+        ] {
+            assert!(script.contains(part), "{part}");
+        }
         assert!(
             !script.contains("{{"),
             "the hashed script must not change per request"

@@ -1,7 +1,8 @@
 //! The login routes (as the login Lambda mounts them: the login part alone) against the Graph
 //! simulator (real HTTP) with in-memory queue and store; Function URL events through
-//! lambda_http's deserializer into the same router; and the convergence of the callback and the
-//! `messaging_optins` webhook on one opt-in and one first message.
+//! lambda_http's deserializer into the same router; a login is not an opt-in (the evidence
+//! protocol); and the convergence of the callback and the `messaging_optins` webhook on one
+//! opt-in and one first message, with the `login_id` computed by the simulator playing Meta.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -11,16 +12,17 @@ use axum::body::Body;
 use axum::http::Request;
 use axum::Router;
 use base64::Engine;
-use graph_sim::{SimConfig, SimHandle, UserTokenRegistration};
+use graph_sim::{ConfigUpdate, SimConfig, SimHandle, UserTokenRegistration};
 use lc_adapters::graph::{GraphClient, GraphConfig};
 use lc_api::Api;
-use lc_core::lifecycle::optin::{optin_key, OptinSource, DAY_MS};
+use lc_core::deadline::DeadlineOutcome;
+use lc_core::lifecycle::optin::{optin_key, DeadlineCheck, OptinSource, OptinState, DAY_MS};
 use lc_core::lifecycle::processor::Processed;
 use lc_core::lifecycle::refs::{self, Keyring, RefCheck};
 use lc_core::login::login_id::derive_login_id;
-use lc_core::login::{Login, LoginConfig, MAX_BODY_BYTES};
+use lc_core::login::{Login, LoginConfig, NoEvidence, MAX_BODY_BYTES};
 use lc_core::memory::{ManualClock, MemoryQueue, MemoryStore};
-use lc_core::ports::{Clock, MemoryMetrics, Metric, OptinStore, SecretSource};
+use lc_core::ports::{Clock, MemoryMetrics, Metric, OptinStore, Scheduler, SecretSource};
 use lc_core::support::privacy::hash_id;
 use lc_core::support::secret::{AppCredentials, Secret, Secrets};
 use lc_core::support::time::format_rfc3339_ms;
@@ -75,6 +77,7 @@ fn config() -> LoginConfig {
         allowed_origins: vec![ALLOWED.into(), "https://other-shop.example/".into()],
         app_id: APP_ID.into(),
         sdk_url: SDK_URL.into(),
+        derive_login_id: true,
         ..LoginConfig::default()
     }
 }
@@ -144,16 +147,28 @@ fn user_token(sim: &SimHandle, token: &str, app: Option<&str>, scopes: &[&str], 
         scopes: scopes.iter().map(|s| s.to_string()).collect(),
         expires_at_ms: expires,
         valid: true,
+        issued_at_ms: None,
     });
 }
 
 const GOOD_SCOPES: &[&str] = &["public_profile", "email", "user_messenger_contact"];
 
+/// What the page posts right after a login in which it saw the grant happen.
 fn login_body(token: &str, page: Option<&str>) -> String {
-    match page {
-        Some(p) => serde_json::json!({"access_token": token, "page_id": p}).to_string(),
-        None => serde_json::json!({"access_token": token}).to_string(),
+    login_body_grant(token, page, Some("new"))
+}
+
+/// The body with the page's `grant` evidence (`None`: the field is left out, as an older page
+/// would).
+fn login_body_grant(token: &str, page: Option<&str>, grant: Option<&str>) -> String {
+    let mut body = serde_json::json!({"access_token": token});
+    if let Some(p) = page {
+        body["page_id"] = p.into();
     }
+    if let Some(g) = grant {
+        body["grant"] = g.into();
+    }
+    body.to_string()
 }
 
 /// A response as the tests read it.
@@ -293,6 +308,170 @@ async fn valid_token_is_accepted_and_queued_once() {
     assert_eq!(json(&resp)["login_id_hash"], hash_id(&login_id));
 }
 
+/// A login is not an opt-in: without the page's evidence that the grant happened in this
+/// login, a valid token with `user_messenger_contact` queues nothing, answers
+/// `awaiting_webhook`, and is counted.
+#[tokio::test]
+async fn login_without_evidence_queues_nothing() {
+    let s = setup().await;
+    user_token(&s.sim, USER_TOKEN, None, GOOD_SCOPES, 0);
+    let login_id = expected_login_id();
+    for grant in [
+        None,
+        Some("existing"),
+        Some("unknown"),
+        Some("NEW"),
+        Some(""),
+    ] {
+        let resp = post(
+            &s.endpoint,
+            &login_body_grant(USER_TOKEN, None, grant),
+            None,
+        )
+        .await;
+        assert_eq!(resp.status, 202, "{grant:?}: {}", resp.body);
+        assert_clean(&resp, &[USER_TOKEN]);
+        let v = json(&resp);
+        assert_eq!(v["state"], "awaiting_webhook", "{grant:?}");
+        assert_eq!(v["reason"], "grant_not_new");
+        assert_eq!(v["login_id_hash"], hash_id(&login_id));
+        assert_eq!(v.get("deadline_at"), None, "no clock started");
+    }
+    assert!(s.queue.is_empty(), "no opt-in queued without evidence");
+    assert_eq!(
+        s.metrics.take(),
+        vec![Metric::LoginAwaitingWebhook(NoEvidence::GrantNotNew); 5]
+    );
+}
+
+/// The server's own check: a token issued long ago (a replayed session, not this login) starts
+/// no clock even when the page claims a new grant; so does one whose `issued_at` is unknown.
+#[tokio::test]
+async fn old_token_queues_nothing() {
+    let s = setup().await;
+    let now = s.sim.now_ms();
+    s.sim.register_user_token(UserTokenRegistration {
+        token: "EAAOldSession000".into(),
+        app_id: None,
+        user_id: ASID.into(),
+        scopes: GOOD_SCOPES.iter().map(|s| s.to_string()).collect(),
+        expires_at_ms: 0,
+        valid: true,
+        issued_at_ms: Some(now - 2 * DAY_MS),
+    });
+    s.sim.register_user_token(UserTokenRegistration {
+        token: "EAAJustTooOld000".into(),
+        app_id: None,
+        user_id: ASID.into(),
+        scopes: GOOD_SCOPES.iter().map(|s| s.to_string()).collect(),
+        expires_at_ms: 0,
+        valid: true,
+        issued_at_ms: Some(now - 11 * 60 * 1000),
+    });
+    for token in ["EAAOldSession000", "EAAJustTooOld000"] {
+        let resp = post(&s.endpoint, &login_body(token, None), None).await;
+        assert_eq!(resp.status, 202, "{token}: {}", resp.body);
+        assert_clean(&resp, &[token]);
+        let v = json(&resp);
+        assert_eq!(v["state"], "awaiting_webhook", "{token}");
+        assert_eq!(v["reason"], "token_not_fresh", "{token}");
+    }
+    assert!(s.queue.is_empty(), "an old token starts no clock");
+    assert_eq!(
+        s.metrics.take(),
+        vec![Metric::LoginAwaitingWebhook(NoEvidence::TokenNotFresh); 2]
+    );
+
+    // A configurable age: the same 11-minute-old token is fresh under a 15-minute setting.
+    let s = setup_with(LoginConfig {
+        max_token_age_ms: 15 * 60 * 1000,
+        ..config()
+    })
+    .await;
+    s.sim.register_user_token(UserTokenRegistration {
+        token: "EAAJustTooOld000".into(),
+        app_id: None,
+        user_id: ASID.into(),
+        scopes: GOOD_SCOPES.iter().map(|s| s.to_string()).collect(),
+        expires_at_ms: 0,
+        valid: true,
+        issued_at_ms: Some(s.sim.now_ms() - 11 * 60 * 1000),
+    });
+    let resp = post(&s.endpoint, &login_body("EAAJustTooOld000", None), None).await;
+    assert_eq!(json(&resp)["state"], "queued", "{}", resp.body);
+    assert_eq!(s.queue.len(), 1);
+}
+
+/// A person who opted in a month ago (webhook, first message sent) logs in again: the page
+/// reports the grant as existing, and nothing is queued or sent. Even a page that lies about the
+/// grant cannot start a clock with an old session's token.
+#[tokio::test]
+async fn second_login_of_a_long_opted_in_person_gets_no_first_message() {
+    let w = World::new(2_000).await;
+    w.sim.update_config(ConfigUpdate {
+        client_token: Some(CLIENT_TOKEN.into()),
+        ..ConfigUpdate::default()
+    });
+    // A month ago: the consent in the login dialog, Meta's webhook, our one first message.
+    w.sim.set_clock_offset(-30 * DAY_MS);
+    w.clock.set(w.sim.now_ms());
+    let login_id = w.sim.login_connect(ASID, PAGE);
+    w.webhook(&optin_body(
+        &format!(r#"{{"login_id":"{login_id}"}}"#),
+        None,
+        w.now(),
+    ))
+    .await;
+    w.drain(50).await;
+    assert_eq!(w.sim.attempts_for(&login_id), 1);
+    // Today.
+    w.sim.set_clock_offset(0);
+    w.clock.set(w.sim.now_ms());
+    user_token(&w.sim, USER_TOKEN, None, GOOD_SCOPES, 0);
+    s_register_old_session(&w.sim, w.now());
+    let events_queue = Arc::new(MemoryQueue::new("events"));
+    let metrics = Arc::new(MemoryMetrics::new());
+    let login = login_router(Login::new(
+        graph(w.sim.base_url()),
+        events_queue.clone(),
+        w.store.clone(),
+        secrets(),
+        Arc::new(w.clock.clone()),
+        metrics.clone(),
+        config(),
+    ));
+    let resp = post(
+        &login,
+        &login_body_grant(USER_TOKEN, None, Some("existing")),
+        None,
+    )
+    .await;
+    assert_eq!(json(&resp)["state"], "awaiting_webhook", "{}", resp.body);
+    let resp = post(&login, &login_body("EAAOldSession000", None), None).await;
+    assert_eq!(json(&resp)["reason"], "token_not_fresh", "{}", resp.body);
+    assert!(events_queue.is_empty(), "no login opt-in queued");
+    w.advance(60_000);
+    w.drain(50).await;
+    assert_eq!(w.sim.attempts_for(&login_id), 1, "no second first message");
+    assert!(w.queued_jobs().is_empty());
+    let key = optin_key(&Identity::new(IdentityKind::LoginId, &login_id), PAGE);
+    let o = w.store.get_optin(&key).await.unwrap().unwrap();
+    assert_eq!((o.generation, o.state), (1, OptinState::Sent));
+}
+
+/// The token of a session started long ago (a stored session the page could replay).
+fn s_register_old_session(sim: &SimHandle, now: i64) {
+    sim.register_user_token(UserTokenRegistration {
+        token: "EAAOldSession000".into(),
+        app_id: None,
+        user_id: ASID.into(),
+        scopes: GOOD_SCOPES.iter().map(|s| s.to_string()).collect(),
+        expires_at_ms: 0,
+        valid: true,
+        issued_at_ms: Some(now - 30 * DAY_MS),
+    });
+}
+
 #[tokio::test]
 async fn existing_optin_answers_its_state_and_deadline() {
     let s = setup().await;
@@ -349,6 +528,7 @@ async fn refused_tokens() {
         scopes: GOOD_SCOPES.iter().map(|s| s.to_string()).collect(),
         expires_at_ms: 0,
         valid: false,
+        issued_at_ms: None,
     });
     let cases = [
         ("EAAExpired000", 401, Some("expired")),
@@ -768,6 +948,12 @@ async fn function_url_post_and_page() {
 }
 
 // ---------- Convergence: callback and webhook for the same person ----------
+//
+// The simulator plays Meta: `login_connect` computes the person's `login_id` with its own
+// implementation of Meta's rule (keyed by the client token it is given here) and registers it
+// as Meta would; the webhook carries that value. Our callback derives its own. They converge
+// on one opt-in and one send only if the two computations agree, so a wrong derivation fails
+// these tests instead of being registered in the simulator as if it were Meta's.
 
 #[derive(Clone, Copy, Debug)]
 enum Order {
@@ -779,13 +965,24 @@ struct Measured {
     optins_created: usize,
     optin_items: usize,
     jobs: usize,
+    /// Send attempts the simulator saw for Meta's login_id (any outcome).
+    attempts: usize,
+    /// Send attempts for any recipient: a send to a wrongly derived id counts here.
+    all_attempts: usize,
     messages: usize,
     source: OptinSource,
+    confirmed: bool,
+    /// What the confirm check made of the opt-in an hour later, if it has one.
+    confirm_check: Option<DeadlineOutcome>,
 }
 
 async fn converge(order: Order) -> Measured {
     let w = World::new(2_000).await;
-    user_token(&w.sim, USER_TOKEN, None, GOOD_SCOPES, 0);
+    // Meta's app: the same id and client token as the login function's secret.
+    w.sim.update_config(ConfigUpdate {
+        client_token: Some(CLIENT_TOKEN.into()),
+        ..ConfigUpdate::default()
+    });
     let events_queue = Arc::new(MemoryQueue::new("events"));
     let login = login_router(Login::new(
         graph(w.sim.base_url()),
@@ -796,9 +993,10 @@ async fn converge(order: Order) -> Measured {
         Arc::new(MemoryMetrics::new()),
         config(),
     ));
-    let login_id = expected_login_id();
-    // Meta generated the login_id when the login flow started.
-    w.sim.register_login_id(&login_id, None, w.now());
+    // The person accepts user_messenger_contact in the login dialog; Meta makes the login_id
+    // before the flow finishes, and the token is issued now.
+    let meta_login_id = w.sim.login_connect(ASID, PAGE);
+    user_token(&w.sim, USER_TOKEN, None, GOOD_SCOPES, 0);
     let mut outcomes: Vec<Processed> = Vec::new();
 
     for step in match order {
@@ -820,8 +1018,12 @@ async fn converge(order: Order) -> Measured {
                 events_queue.delete(&m.receipt_handle);
             }
         } else {
-            // What `World::webhook` does, keeping each event's outcome.
-            let body = optin_body(&format!(r#"{{"login_id":"{login_id}"}}"#), None, w.now());
+            // What `World::webhook` does with Meta's body, keeping each event's outcome.
+            let body = optin_body(
+                &format!(r#"{{"login_id":"{meta_login_id}"}}"#),
+                None,
+                w.now(),
+            );
             let SplitOutcome::Events(events) = split_body(body.as_bytes(), w.now()) else {
                 panic!("webhook body parses");
             };
@@ -843,23 +1045,52 @@ async fn converge(order: Order) -> Measured {
         .count();
     assert_eq!(duplicates, 1, "{order:?}: {outcomes:?}");
     let jobs = w.queued_jobs().len();
-    let key = optin_key(&Identity::new(IdentityKind::LoginId, &login_id), PAGE);
+    let key = optin_key(&Identity::new(IdentityKind::LoginId, &meta_login_id), PAGE);
     let optin = w.store.get_optin(&key).await.unwrap();
     let optin_items = usize::from(optin.is_some());
-    let source = optin.map(|o| o.source).expect("the opt-in exists");
+    let optin = optin.expect("the opt-in exists under Meta's login_id");
     let (_, _) = w.drain(50).await;
-    let messages = w.sim.messages().len();
     let after = w.store.get_optin(&key).await.unwrap().unwrap();
     assert_eq!(after.state.as_str(), "sent", "{order:?}");
-    // Once sent, the callback reports it.
-    let resp = post(&login, &login_body(USER_TOKEN, None), None).await;
-    assert_eq!(json(&resp)["state"], "sent");
+    // Once sent, a later login (the page now reports the grant as existing) changes nothing.
+    let resp = post(
+        &login,
+        &login_body_grant(USER_TOKEN, None, Some("existing")),
+        None,
+    )
+    .await;
+    assert_eq!(json(&resp)["state"], "awaiting_webhook");
+    assert!(events_queue.is_empty());
+
+    // An hour after the login, the confirm check of a login-started opt-in.
+    let confirm = w
+        .scheduler
+        .get_schedule(&optin.confirm_schedule_name())
+        .await
+        .unwrap();
+    let confirm_check = match confirm {
+        None => None,
+        Some(schedule) => {
+            // An hour after the login (Scheduler keeps whole seconds).
+            assert_eq!(
+                schedule.at_ms,
+                (optin.opted_in_at_ms + 3_600_000).div_euclid(1000) * 1000
+            );
+            let check: DeadlineCheck = serde_json::from_str(&schedule.input).unwrap();
+            w.advance(3_600_000);
+            Some(w.deadline(2_000).check(&check).await.unwrap())
+        }
+    };
     Measured {
         optins_created,
         optin_items,
         jobs,
-        messages,
-        source,
+        attempts: w.sim.attempts_for(&meta_login_id),
+        all_attempts: w.sim.attempts().len(),
+        messages: w.sim.messages().len(),
+        source: optin.source,
+        confirmed: after.confirmed_at_ms.is_some(),
+        confirm_check,
     }
 }
 
@@ -867,26 +1098,106 @@ async fn converge(order: Order) -> Measured {
 async fn convergence_callback_then_webhook() {
     let m = converge(Order::CallbackThenWebhook).await;
     println!(
-        "convergence callback_then_webhook optins={} messages={}",
-        m.optins_created, m.messages
+        "convergence callback_then_webhook optins={} attempts={} messages={}",
+        m.optins_created, m.all_attempts, m.messages
     );
     assert_eq!(
-        (m.optins_created, m.optin_items, m.jobs, m.messages),
-        (1, 1, 1, 1)
+        (m.optins_created, m.optin_items, m.jobs),
+        (1, 1, 1),
+        "one opt-in, one job"
+    );
+    assert_eq!(
+        (m.attempts, m.all_attempts, m.messages),
+        (1, 1, 1),
+        "one send attempt, to Meta's login_id"
     );
     assert_eq!(m.source, OptinSource::Login);
+    assert!(
+        m.confirmed,
+        "the webhook confirmed the login-started opt-in"
+    );
+    assert_eq!(m.confirm_check, Some(DeadlineOutcome::LoginConfirmed));
 }
 
 #[tokio::test]
 async fn convergence_webhook_then_callback() {
     let m = converge(Order::WebhookThenCallback).await;
     println!(
-        "convergence webhook_then_callback optins={} messages={}",
-        m.optins_created, m.messages
+        "convergence webhook_then_callback optins={} attempts={} messages={}",
+        m.optins_created, m.all_attempts, m.messages
+    );
+    assert_eq!((m.optins_created, m.optin_items, m.jobs), (1, 1, 1));
+    assert_eq!((m.attempts, m.all_attempts, m.messages), (1, 1, 1));
+    assert_eq!(m.source, OptinSource::Webhook);
+    assert!(
+        !m.confirmed,
+        "a webhook opt-in is Meta's own: nothing to confirm"
     );
     assert_eq!(
-        (m.optins_created, m.optin_items, m.jobs, m.messages),
-        (1, 1, 1, 1)
+        m.confirm_check, None,
+        "no confirm check without a login start"
     );
-    assert_eq!(m.source, OptinSource::Webhook);
+}
+
+/// Derivation on, and the derived login_id never meets a webhook opt-in (Meta's value differs,
+/// or Meta never sent one): an hour after the login the confirm check counts it, and only then.
+#[tokio::test]
+async fn unconfirmed_login_optin_is_counted_after_an_hour() {
+    let w = World::new(2_000).await;
+    // Meta's client token differs from the one in our secret: our derivation is not Meta's.
+    w.sim.update_config(ConfigUpdate {
+        client_token: Some("meta-knows-another-client-token".into()),
+        ..ConfigUpdate::default()
+    });
+    let meta_login_id = w.sim.login_connect(ASID, PAGE);
+    assert_ne!(meta_login_id, expected_login_id());
+    user_token(&w.sim, USER_TOKEN, None, GOOD_SCOPES, 0);
+    let events_queue = Arc::new(MemoryQueue::new("events"));
+    let login = login_router(Login::new(
+        graph(w.sim.base_url()),
+        events_queue.clone(),
+        w.store.clone(),
+        secrets(),
+        Arc::new(w.clock.clone()),
+        Arc::new(MemoryMetrics::new()),
+        config(),
+    ));
+    let resp = post(&login, &login_body(USER_TOKEN, None), None).await;
+    assert_eq!(json(&resp)["state"], "queued", "{}", resp.body);
+    for m in events_queue.receive(10) {
+        w.events.process_body(&m.body).await.expect("processed");
+        events_queue.delete(&m.receipt_handle);
+    }
+    // Meta's webhook names Meta's id: a different opt-in, which confirms nothing of ours.
+    w.advance(3_000);
+    w.webhook(&optin_body(
+        &format!(r#"{{"login_id":"{meta_login_id}"}}"#),
+        None,
+        w.now(),
+    ))
+    .await;
+    let ours = optin_key(
+        &Identity::new(IdentityKind::LoginId, expected_login_id()),
+        PAGE,
+    );
+    let optin = w.store.get_optin(&ours).await.unwrap().unwrap();
+    assert_eq!(optin.confirmed_at_ms, None);
+    let schedule = w
+        .scheduler
+        .get_schedule(&optin.confirm_schedule_name())
+        .await
+        .unwrap()
+        .expect("a login-started opt-in has a confirm check");
+    assert_eq!(
+        schedule.at_ms,
+        (optin.opted_in_at_ms + 3_600_000).div_euclid(1000) * 1000,
+        "an hour after the login (Scheduler keeps whole seconds)"
+    );
+    w.metrics.take();
+    w.advance(3_600_000);
+    let input: serde_json::Value = serde_json::from_str(&schedule.input).unwrap();
+    // As Scheduler fires it: the schedule's own JSON input into the deadline function.
+    let out = w.deadline(2_000).handle_input(&input).await.unwrap();
+    assert_eq!(out, DeadlineOutcome::LoginUnconfirmed);
+    assert_eq!(w.metrics.take(), vec![Metric::LoginOptinUnconfirmed]);
 }

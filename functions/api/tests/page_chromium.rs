@@ -40,9 +40,13 @@ const STUB_TOKEN: &str = "STUB-TOKEN";
 const GRAPH_VERSION: &str = "v25.0";
 
 /// The stand-in for the Facebook JS SDK: records what the page asks of it, in globals and in the
-/// DOM (so `--dump-dom` shows it), answers the login as connected, then drives the page.
+/// DOM (so `--dump-dom` shows it), answers the login as connected with
+/// `user_messenger_contact` granted, then drives the page. Before the login the person is not
+/// authorized for the app, or, with `?stub=connected` on the page's address, already connected
+/// with `user_messenger_contact` granted (a person who opted in long ago).
 const STUB_SDK: &str = r#"
 (function () {
+  var connected = /[?&]stub=connected(&|$)/.test(location.search);
   function show(id, value) {
     var el = document.createElement('pre');
     el.id = id;
@@ -51,15 +55,36 @@ const STUB_SDK: &str = r#"
   }
   window.FB = {
     init: function (opts) { window.__fbInitOpts = opts; show('fb-init-opts', opts); },
+    getLoginStatus: function (cb) {
+      show('fb-status-asked', true);
+      cb(connected
+        ? { status: 'connected', authResponse: { accessToken: 'STUB-OLD-TOKEN', userID: 'ignored' } }
+        : { status: 'not_authorized' });
+    },
+    api: function (path, cb) {
+      show('fb-api-path', path);
+      cb({ data: [
+        { permission: 'public_profile', status: 'granted' },
+        { permission: 'user_messenger_contact', status: 'granted' }
+      ] });
+    },
     login: function (cb, opts) {
       window.__fbLoginOpts = opts;
       show('fb-login-opts', opts);
-      cb({ status: 'connected', authResponse: { accessToken: 'STUB-TOKEN', userID: 'ignored' } });
+      cb({ status: 'connected', authResponse: {
+        accessToken: 'STUB-TOKEN', userID: 'ignored',
+        grantedScopes: 'public_profile,user_messenger_contact'
+      } });
     },
     XFBML: { parse: function () {} }
   };
   window.fbAsyncInit();
-  document.getElementById('login-button').click();
+  // The page enables its button once it knows what was granted before.
+  (function click() {
+    var button = document.getElementById('login-button');
+    if (button.disabled) { setTimeout(click, 10); return; }
+    button.click();
+  })();
 })();
 "#;
 
@@ -89,6 +114,8 @@ async fn record_login_posts(State(posts): State<Posts>, req: Request, next: Next
 struct Server {
     base: String,
     login_posts: Posts,
+    /// The events queue the login puts opt-ins on.
+    queue: Arc<MemoryQueue>,
     _sim: SimHandle,
 }
 
@@ -103,6 +130,7 @@ async fn serve() -> Server {
         scopes: vec!["public_profile".into(), "user_messenger_contact".into()],
         expires_at_ms: 0,
         valid: true,
+        issued_at_ms: None,
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -127,9 +155,10 @@ async fn serve() -> Server {
         )]),
         page_apps: BTreeMap::new(),
     }));
+    let queue = Arc::new(MemoryQueue::new("events"));
     let login = Login::new(
         Arc::new(graph),
-        Arc::new(MemoryQueue::new("events")),
+        queue.clone(),
         Arc::new(MemoryStore::new()),
         secrets,
         Arc::new(SystemClock),
@@ -140,6 +169,7 @@ async fn serve() -> Server {
             app_id: APP_ID.into(),
             sdk_url: format!("{base}/stub-sdk.js"),
             graph_version: GRAPH_VERSION.into(),
+            derive_login_id: true,
             ..LoginConfig::default()
         },
     );
@@ -157,6 +187,7 @@ async fn serve() -> Server {
     Server {
         base,
         login_posts,
+        queue,
         _sim: sim,
     }
 }
@@ -265,14 +296,20 @@ fn login_posts(server: &Server) -> Vec<String> {
         .clone()
 }
 
-/// Loads the page, lets the stub log in, and checks what the page did and showed.
-async fn check_page_run(server: &Server, reset: bool) {
-    let url = if reset {
-        format!("{}/?reset=1", server.base)
-    } else {
-        format!("{}/", server.base)
-    };
+/// Loads the page, lets the stub log in (`connected`: the person had granted
+/// `user_messenger_contact` before), and checks what the page did and showed: the grant it
+/// reports and what the server made of it.
+async fn check_page_run(server: &Server, reset: bool, connected: bool) {
+    let mut query = Vec::new();
+    if reset {
+        query.push("reset=1");
+    }
+    if connected {
+        query.push("stub=connected");
+    }
+    let url = format!("{}/?{}", server.base, query.join("&"));
     let before = login_posts(server).len();
+    let queued_before = server.queue.len();
     let out = run_chromium(vec!["--dump-dom".into()], url).await;
     let dom = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -307,6 +344,19 @@ async fn check_page_run(server: &Server, reset: bool) {
     );
     assert_eq!(opts["messenger_page_id"], PAGE, "{opts}");
     assert_eq!(opts["reset_messenger_state"], reset, "{opts}");
+    assert_eq!(opts["return_scopes"], true, "{opts}");
+    // It asked what was granted before the login, and /me/permissions only when connected.
+    assert!(
+        element_text(&dom, "fb-status-asked").is_some(),
+        "{}",
+        context()
+    );
+    assert_eq!(
+        element_text(&dom, "fb-api-path"),
+        connected.then(|| "\"/me/permissions\"".to_string()),
+        "{}",
+        context()
+    );
 
     let answer = element_text(&dom, "answer").unwrap_or_default();
     let login_id = derive_login_id(CLIENT_TOKEN, ASID, APP_ID, PAGE);
@@ -315,9 +365,18 @@ async fn check_page_run(server: &Server, reset: bool) {
         login_id,
         "79338a85a92ae12530da61eb15cc76a5b9c6316d608a15c57319c8f5bc0e3661"
     );
+    // Only a grant the page saw happen (or a reset login) starts the clock.
+    let new_grant = reset || !connected;
     assert!(answer.starts_with("HTTP 202"), "{answer}\n{}", context());
     assert!(answer.contains(&hash_id(&login_id)), "{answer}");
-    assert!(answer.contains("deadline_at"), "{answer}");
+    if new_grant {
+        assert!(answer.contains("deadline_at"), "{answer}");
+        assert!(answer.contains("\"queued\""), "{answer}");
+    } else {
+        assert!(answer.contains("\"awaiting_webhook\""), "{answer}");
+        assert!(answer.contains("\"grant_not_new\""), "{answer}");
+        assert!(!answer.contains("deadline_at"), "{answer}");
+    }
     assert!(!dom.contains(CLIENT_TOKEN) && !dom.contains(APP_SECRET) && !dom.contains(PAGE_TOKEN));
 
     let posts = login_posts(server);
@@ -330,6 +389,12 @@ async fn check_page_run(server: &Server, reset: bool) {
         serde_json::from_str(&posts[before]).expect("the page posts JSON");
     assert_eq!(posted["access_token"], STUB_TOKEN);
     assert_eq!(posted["page_id"], PAGE);
+    assert_eq!(
+        posted["grant"],
+        if new_grant { "new" } else { "existing" },
+        "reset={reset} connected={connected}"
+    );
+    assert_eq!(server.queue.len() - queued_before, usize::from(new_grant));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -341,8 +406,12 @@ async fn login_page_in_headless_chromium() {
          or apt-get install -y chromium"
     );
     let server = serve().await;
-    check_page_run(&server, false).await;
-    check_page_run(&server, true).await;
+    // First login: not authorized before, granted now.
+    check_page_run(&server, false, false).await;
+    // A person who opted in long ago logs in again: no new grant, nothing queued.
+    check_page_run(&server, false, true).await;
+    // An admin re-testing with reset_messenger_state: the consent is shown again.
+    check_page_run(&server, true, true).await;
 
     let dir = target_dir().join("test-artifacts");
     std::fs::create_dir_all(&dir).expect("create target/test-artifacts");

@@ -1,9 +1,16 @@
 //! The deadline check: EventBridge Scheduler fires it once per opt-in, `margin` before the
 //! 24-hour deadline. It keeps the promise (a last-chance send through the sender's own code
 //! path) or reports loudly that it was broken. It never sends at or after the deadline.
+//!
+//! The same function runs the confirm check ([`CONFIRM_CHECK`]) of a generation the login
+//! callback started, an hour after the login: if no `messaging_optins` webhook confirmed it
+//! by then, the derived `login_id` may not be Meta's, and that is counted
+//! (`LoginOptinUnconfirmed`) and logged instead of staying silent. It never sends.
 
 use crate::bus::{self, BusEvent, DetailType, PersonIds};
-use crate::lifecycle::optin::{DeadlineCheck, FirstMessageJob, Optin, OptinState};
+use crate::lifecycle::optin::{
+    DeadlineCheck, FirstMessageJob, Optin, OptinSource, OptinState, CONFIRM_CHECK,
+};
 use crate::ports::{Metric, OneTimeSchedule};
 use crate::sending::sender::{JobError, JobOutcome, Sender};
 use crate::support::privacy::hash_id;
@@ -25,6 +32,10 @@ pub enum DeadlineOutcome {
     InFlight { rearmed: bool },
     /// The deadline passed unsent: recorded as `expired`.
     Missed { reason: String },
+    /// Confirm check: the webhook confirmed the login-started generation.
+    LoginConfirmed,
+    /// Confirm check: no webhook confirmed the login-started generation. Counted and logged.
+    LoginUnconfirmed,
 }
 
 impl DeadlineOutcome {
@@ -36,6 +47,8 @@ impl DeadlineOutcome {
             DeadlineOutcome::LastChance { .. } => "last_chance",
             DeadlineOutcome::InFlight { .. } => "in_flight",
             DeadlineOutcome::Missed { .. } => "missed",
+            DeadlineOutcome::LoginConfirmed => "login_confirmed",
+            DeadlineOutcome::LoginUnconfirmed => "login_unconfirmed",
         }
     }
 }
@@ -70,6 +83,9 @@ impl Deadline {
     }
 
     pub async fn check(&self, input: &DeadlineCheck) -> Result<DeadlineOutcome, JobError> {
+        if input.check == CONFIRM_CHECK {
+            return self.confirm_check(input).await;
+        }
         let store = self.sender.table().optins.as_ref();
         let metrics = self.sender.metrics();
         let now = self.sender.now_ms();
@@ -206,6 +222,41 @@ impl Deadline {
             payload,
         );
         Ok(bus::publish_all(self.sender.bus(), &[event]).await?)
+    }
+
+    /// Did a webhook confirm the login-started generation? Reads only; never sends.
+    async fn confirm_check(&self, input: &DeadlineCheck) -> Result<DeadlineOutcome, JobError> {
+        let key = input.optin_key.as_str();
+        let Some(optin) = self.sender.table().optins.get_optin(key).await? else {
+            tracing::warn!(optin = %hash_id(key), "confirm check for an unknown opt-in");
+            return Ok(DeadlineOutcome::Unknown);
+        };
+        let generation = input.generation.unwrap_or(optin.generation);
+        match optin.confirmation_of(generation) {
+            Some((OptinSource::Login, None)) => {
+                self.sender.metrics().record(Metric::LoginOptinUnconfirmed);
+                tracing::warn!(
+                    optin = %hash_id(key),
+                    page = %optin.page_id,
+                    generation,
+                    state = optin.state.as_str(),
+                    "login opt-in not confirmed by a messaging_optins webhook: the derived \
+                     login_id may not be Meta's"
+                );
+                Ok(DeadlineOutcome::LoginUnconfirmed)
+            }
+            Some((OptinSource::Login, Some(_))) => Ok(DeadlineOutcome::LoginConfirmed),
+            // Not a login-started generation: nothing to confirm.
+            Some(_) => Ok(DeadlineOutcome::NothingToDo { state: optin.state }),
+            None => {
+                tracing::warn!(
+                    optin = %hash_id(key),
+                    generation,
+                    "confirm check for a generation no longer on record"
+                );
+                Ok(DeadlineOutcome::Unknown)
+            }
+        }
     }
 
     /// Arms the final check at `at_ms`. A failure is logged: the outbound job keeps retrying

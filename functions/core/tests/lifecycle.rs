@@ -998,3 +998,99 @@ async fn events_are_published_after_the_state_and_never_lost() {
     w.events.process(&login_optin("L1", T)).await.unwrap();
     assert_eq!(w.bus.take()[0].detail.event_id, first_id);
 }
+
+/// A login-started generation gets a confirm check an hour after the login, under its own
+/// name; the webhook for the same grant confirms it once; a webhook-started one gets neither.
+#[tokio::test]
+async fn a_login_started_generation_is_checked_and_confirmed_by_its_webhook() {
+    let w = world();
+    let login = lc_core::lifecycle::processor::login_event(PAGE, "L1", T, T + 1_000).unwrap();
+    w.events.process(&login).await.unwrap();
+    let key = "OPTIN#login_id#L1";
+    let o = w.store.get_optin(key).await.unwrap().unwrap();
+    assert_eq!(o.source, lc_core::lifecycle::optin::OptinSource::Login);
+    let confirm = w
+        .scheduler
+        .get_schedule(&o.confirm_schedule_name())
+        .await
+        .unwrap()
+        .expect("a confirm check");
+    assert_eq!(confirm.at_ms, T + HOUR);
+    let check: DeadlineCheck = serde_json::from_str(&confirm.input).unwrap();
+    assert_eq!(
+        (
+            check.optin_key.as_str(),
+            check.generation,
+            check.check.as_str()
+        ),
+        (key, Some(1), "confirm")
+    );
+    assert!(
+        w.scheduler.names().contains(&o.schedule_name),
+        "and its deadline check"
+    );
+
+    // Meta's webhook for the same grant, stamped a little before the callback's time.
+    w.clock.set(T + 30_000);
+    let out = w
+        .events
+        .process(&login_optin("L1", T - 2_000))
+        .await
+        .unwrap();
+    assert!(matches!(out, Processed::OptinDuplicate { .. }), "{out:?}");
+    let confirmed = w.store.get_optin(key).await.unwrap().unwrap();
+    assert_eq!(confirmed.confirmed_at_ms, Some(T + 30_000));
+    // A redelivery keeps the first confirmation.
+    w.clock.set(T + 60_000);
+    w.events
+        .process(&login_optin("L1", T - 2_000))
+        .await
+        .unwrap();
+    assert_eq!(
+        w.store
+            .get_optin(key)
+            .await
+            .unwrap()
+            .unwrap()
+            .confirmed_at_ms,
+        Some(T + 30_000)
+    );
+
+    // A webhook-started opt-in: no confirm check, nothing to confirm.
+    w.events.process(&login_optin("W1", T)).await.unwrap();
+    let wo = w
+        .store
+        .get_optin("OPTIN#login_id#W1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(w
+        .scheduler
+        .get_schedule(&wo.confirm_schedule_name())
+        .await
+        .unwrap()
+        .is_none());
+}
+
+/// A webhook for another grant (past the same-grant window) confirms nothing of a
+/// login-started generation.
+#[tokio::test]
+async fn a_webhook_for_another_grant_does_not_confirm() {
+    let w = world();
+    let login = lc_core::lifecycle::processor::login_event(PAGE, "L1", T, T + 1_000).unwrap();
+    w.events.process(&login).await.unwrap();
+    w.clock.set(T + 2 * HOUR);
+    let out = w
+        .events
+        .process(&login_optin("L1", T + HOUR))
+        .await
+        .unwrap();
+    assert!(matches!(out, Processed::OptinDuplicate { .. }), "{out:?}");
+    let o = w
+        .store
+        .get_optin("OPTIN#login_id#L1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(o.confirmed_at_ms, None);
+}

@@ -207,3 +207,66 @@ async fn closed_and_unknown_optins_need_nothing() {
         "no retry loop on input that is not ours"
     );
 }
+
+/// The confirm check of a login-started opt-in, fired as Scheduler fires it: it counts
+/// `LoginOptinUnconfirmed` (once per check) only when no webhook confirmed the generation, and
+/// never sends.
+#[tokio::test]
+async fn the_confirm_check_counts_only_unconfirmed_login_optins() {
+    use lc_core::lifecycle::processor::login_event;
+    use lc_core::ports::Metric;
+
+    let w = World::new(2_000).await;
+    for id in ["LC-confirmed", "LC-alone"] {
+        w.sim.register_login_id(id, None, w.now());
+        let ev = login_event(lc_testkit::PAGE, id, w.now(), w.now()).unwrap();
+        w.events.process(&ev).await.unwrap();
+    }
+    // Meta's webhook arrives for one of them only.
+    w.advance(5_000);
+    w.webhook(&lc_testkit::optin_body(
+        r#"{"login_id":"LC-confirmed"}"#,
+        None,
+        w.now() - 5_000,
+    ))
+    .await;
+    w.drain(20).await;
+    let sent = w.sim.attempts().len();
+    w.metrics.take();
+    w.advance(HOUR);
+    let name = |id: &str| format!("{}-c", schedule_name(&format!("OPTIN#login_id#{id}")));
+
+    let out = fire(&w, &name("LC-confirmed")).await;
+    assert_eq!(out["outcome"], "login_confirmed");
+    assert!(
+        w.metrics.take().is_empty(),
+        "a confirmed opt-in is not counted"
+    );
+
+    let out = fire(&w, &name("LC-alone")).await;
+    assert_eq!(out["outcome"], "login_unconfirmed");
+    assert_eq!(w.metrics.take(), vec![Metric::LoginOptinUnconfirmed]);
+    assert_eq!(w.sim.attempts().len(), sent, "a confirm check never sends");
+
+    // The confirm check of an opt-in that was not started by the login: nothing.
+    w.login_optin("W1").await;
+    let out = w
+        .deadline(2_000)
+        .check(&DeadlineCheck {
+            v: 1,
+            optin_key: "OPTIN#login_id#W1".into(),
+            generation: Some(1),
+            check: "confirm".into(),
+        })
+        .await
+        .unwrap();
+    assert!(
+        matches!(out, DeadlineOutcome::NothingToDo { .. }),
+        "{out:?}"
+    );
+    assert!(w
+        .metrics
+        .take()
+        .iter()
+        .all(|m| *m != Metric::LoginOptinUnconfirmed));
+}

@@ -198,6 +198,9 @@ impl Stack {
             LoginConfig {
                 default_page_id: PAGE.into(),
                 app_id: APP_ID.into(),
+                // Locally the sample page shows the whole Option 2 flow; deployed it is off
+                // unless the DeriveLoginId parameter says otherwise.
+                derive_login_id: true,
                 ..LoginConfig::default()
             },
         ));

@@ -6,7 +6,7 @@ use lc_adapters::env;
 use lc_adapters::graph::GraphClient;
 use lc_adapters::{aws, invocation, metrics::Emf, telemetry, wiring};
 use lc_api::Api;
-use lc_core::login::{Login, LoginConfig, DEFAULT_SDK_URL};
+use lc_core::login::{Login, LoginConfig, DEFAULT_MAX_TOKEN_AGE_MS, DEFAULT_SDK_URL};
 use lc_core::ports::SystemClock;
 
 #[tokio::main]
@@ -32,6 +32,12 @@ async fn main() -> Result<(), lambda_http::Error> {
         app_id: env::optional("LC_APP_ID").unwrap_or_default(),
         sdk_url: env::optional("LC_SDK_URL").unwrap_or_else(|| DEFAULT_SDK_URL.to_string()),
         graph_version: graph.config().api_version.clone(),
+        // How recent the user token must be for a login to start the clock (evidence that the
+        // grant happened in this login, not a replayed session).
+        max_token_age_ms: i64::from(env::parse_or::<u32>(
+            "LC_LOGIN_MAX_TOKEN_AGE_SECS",
+            u32::try_from(DEFAULT_MAX_TOKEN_AGE_MS / 1000).unwrap_or(600),
+        )?) * 1000,
     };
     let login = Login::new(
         Arc::new(graph),

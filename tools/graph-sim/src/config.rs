@@ -20,6 +20,8 @@ pub struct SimConfig {
     pub app_id: String,
     /// The app secret: app token and `appsecret_proof` key.
     pub app_secret: String,
+    /// The app's Client Token: the key of Meta's `login_id` rule (`SimHandle::login_connect`).
+    pub client_token: String,
     /// Page id -> Page access token, registered (and valid) from the start.
     pub pages: BTreeMap<String, String>,
     /// Page id -> permissions/features/restrictions from the start; Pages
@@ -53,6 +55,7 @@ impl Default for SimConfig {
         Self {
             app_id: "100000000000001".to_owned(),
             app_secret: "sim-app-secret".to_owned(),
+            client_token: "sim-client-token".to_owned(),
             pages: BTreeMap::new(),
             page_features: BTreeMap::new(),
             require_appsecret_proof: false,

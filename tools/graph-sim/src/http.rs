@@ -18,7 +18,7 @@ use crate::config::{Faults, LostAnswerFaults};
 use crate::state::{SendInput, SimResponse, State as SimState};
 use crate::types::{
     ClockUpdate, ConfigUpdate, InstagramPersonRegistration, InstagramTokenRegistration,
-    LoginIdRegistration, LoseNextAnswers, NotificationTokenRegistration, OptOut,
+    LoginConnect, LoginIdRegistration, LoseNextAnswers, NotificationTokenRegistration, OptOut,
     PageFeaturesUpdate, PageRegistration, PersonRegistration, UserRefRegistration,
     UserTokenRegistration,
 };
@@ -40,6 +40,7 @@ pub(crate) fn router(shared: Shared) -> Router {
         .route("/_sim/opt_outs", post(admin_opt_outs))
         .route("/_sim/tokens", post(admin_tokens))
         .route("/_sim/user_tokens", post(admin_user_tokens))
+        .route("/_sim/login_connect", post(admin_login_connect))
         .route(
             "/_sim/page_features",
             get(admin_get_page_features).post(admin_page_features),
@@ -262,6 +263,13 @@ async fn admin_tokens(State(s): State<Shared>, body: Bytes) -> Response {
     admin(&s, &body, |st, r: NotificationTokenRegistration| {
         st.register_notification_token(&r);
         ok_value()
+    })
+}
+
+async fn admin_login_connect(State(s): State<Shared>, body: Bytes) -> Response {
+    admin(&s, &body, |st, r: LoginConnect| {
+        let login_id = st.login_connect(&r);
+        Ok(json!({ "login_id": login_id }))
     })
 }
 

@@ -34,7 +34,7 @@ pub use config::{
 };
 pub use types::{
     Attempt, AttemptOutcome, ClockUpdate, ConfigUpdate, FaultKind, InstagramPersonRegistration,
-    InstagramTokenRegistration, LoginIdRegistration, LoseNextAnswers,
+    InstagramTokenRegistration, LoginConnect, LoginIdRegistration, LoseNextAnswers,
     NotificationTokenRegistration, OptOut, PageFeatures, PageFeaturesUpdate, PageRegistration,
     PersonRegistration, SentMessage, Stats, UserRefRegistration, UserTokenRegistration,
 };
@@ -47,6 +47,23 @@ pub const DAY_MS: i64 = state::DAY_MS;
 pub fn appsecret_proof(app_secret: &str, access_token: &str) -> String {
     proof_mac(app_secret, access_token)
         .map(|mac| hex::encode(mac.finalize().into_bytes()))
+        .unwrap_or_default()
+}
+
+/// Meta's `login_id` for a person (ASID), app and Page: lowercase hex
+/// HMAC-SHA256(key = the app's Client Token, msg = `umc_{ASID}_{APP_ID}_{PAGE_ID}`).
+///
+/// Written here from the rule as Meta's sample states it (meta-platform.md §1.3; the rule
+/// itself is **[assumption]**: Meta's sample, not its documentation), deliberately not shared
+/// with login-connect's own derivation: the simulator plays Meta, so a test comparing the two
+/// catches a bug in either instead of agreeing with itself.
+pub fn meta_login_id(client_token: &str, asid: &str, app_id: &str, page_id: &str) -> String {
+    let message = format!("umc_{asid}_{app_id}_{page_id}");
+    <Hmac<Sha256> as KeyInit>::new_from_slice(client_token.as_bytes())
+        .map(|mut mac| {
+            mac.update(message.as_bytes());
+            hex::encode(mac.finalize().into_bytes())
+        })
         .unwrap_or_default()
 }
 
@@ -227,6 +244,21 @@ impl SimHandle {
         self.with(|s| s.register_login_id(&reg));
     }
 
+    /// A person (`asid`, the app-scoped user id for the sim's app) accepts
+    /// `user_messenger_contact` for `page_id` in the login dialog, now: the simulator computes
+    /// Meta's `login_id` by its own implementation of Meta's rule ([`meta_login_id`], keyed by
+    /// [`SimConfig::client_token`]), registers it bound to that Page as Meta would, and returns
+    /// it (what Meta puts in the `messaging_optins` webhook). Accepting again (a
+    /// `reset_messenger_state` login) registers the same id afresh.
+    pub fn login_connect(&self, asid: &str, page_id: &str) -> String {
+        let reg = LoginConnect {
+            asid: asid.to_owned(),
+            page_id: page_id.to_owned(),
+            opted_in_at_ms: None,
+        };
+        self.with(|s| s.login_connect(&reg))
+    }
+
     /// Registers a `user_ref` (optionally pre-bound to a Page).
     pub fn register_user_ref(&self, user_ref: &str, page_id: Option<&str>, opted_in_at_ms: i64) {
         let reg = UserRefRegistration {
@@ -364,6 +396,21 @@ impl SimHandle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn meta_login_id_matches_python() {
+        // hmac.new(b"login-client-token-7f3a", b"umc_5550001_100000000000001_100",
+        //          hashlib.sha256).hexdigest()
+        assert_eq!(
+            meta_login_id(
+                "login-client-token-7f3a",
+                "5550001",
+                "100000000000001",
+                "100"
+            ),
+            "7251f9788c58abbe17b0e3876280d4ac6006adc3b2a7864a10f34158d39810b9"
+        );
+    }
 
     #[test]
     fn proof_roundtrip() {

@@ -10,9 +10,9 @@ use crate::config::{Faults, LostAnswerFaults, SimConfig};
 use crate::rng::SplitMix64;
 use crate::types::{
     Attempt, AttemptOutcome, ClockUpdate, ConfigUpdate, FaultKind, InstagramPersonRegistration,
-    InstagramTokenRegistration, LoginIdRegistration, NotificationTokenRegistration, OptOut,
-    PageFeatures, PageFeaturesUpdate, PageRegistration, PersonRegistration, SentMessage, Stats,
-    UserRefRegistration, UserTokenRegistration,
+    InstagramTokenRegistration, LoginConnect, LoginIdRegistration, NotificationTokenRegistration,
+    OptOut, PageFeatures, PageFeaturesUpdate, PageRegistration, PersonRegistration, SentMessage,
+    Stats, UserRefRegistration, UserTokenRegistration,
 };
 
 pub(crate) const DAY_MS: i64 = 86_400_000;
@@ -219,6 +219,7 @@ pub(crate) struct State {
     initial: SimConfig,
     app_id: String,
     app_secret: String,
+    client_token: String,
     require_appsecret_proof: bool,
     rate_limit_per_sec: u32,
     allowed_tags: Vec<String>,
@@ -280,6 +281,7 @@ impl State {
         Self {
             app_id: config.app_id.clone(),
             app_secret: config.app_secret.clone(),
+            client_token: config.client_token.clone(),
             require_appsecret_proof: config.require_appsecret_proof,
             rate_limit_per_sec: config.rate_limit_per_sec,
             allowed_tags: config.allowed_tags.clone(),
@@ -444,7 +446,24 @@ impl State {
     }
 
     pub(crate) fn register_user_token(&mut self, reg: &UserTokenRegistration) {
-        self.user_tokens.insert(reg.token.clone(), reg.clone());
+        let mut reg = reg.clone();
+        // A token is issued when it is registered unless the test says otherwise.
+        reg.issued_at_ms = Some(reg.issued_at_ms.unwrap_or_else(|| self.now_ms()));
+        self.user_tokens.insert(reg.token.clone(), reg);
+    }
+
+    /// A person accepts `user_messenger_contact` for a Page: Meta's `login_id` for them, known
+    /// from now on as Meta knows it (bound to that Page, opted in at the given time).
+    pub(crate) fn login_connect(&mut self, reg: &LoginConnect) -> String {
+        let login_id =
+            crate::meta_login_id(&self.client_token, &reg.asid, &self.app_id, &reg.page_id);
+        let opted_in_at_ms = reg.opted_in_at_ms.unwrap_or_else(|| self.now_ms());
+        self.register_login_id(&LoginIdRegistration {
+            login_id: login_id.clone(),
+            page_id: Some(reg.page_id.clone()),
+            opted_in_at_ms,
+        });
+        login_id
     }
 
     /// Applies the fields that are set; answers the Page's flags after.
@@ -569,6 +588,9 @@ impl State {
         }
         if let Some(v) = u.allow_repeat_login_id_sends {
             self.allow_repeat_login_id_sends = v;
+        }
+        if let Some(v) = &u.client_token {
+            self.client_token = v.clone();
         }
     }
 
@@ -1330,6 +1352,7 @@ impl State {
 
         if let Some(u) = self.user_tokens.get(input) {
             let expires_s = u.expires_at_ms.div_euclid(1000);
+            let issued_s = u.issued_at_ms.unwrap_or(now).div_euclid(1000);
             let expired = u.expires_at_ms != 0 && now >= u.expires_at_ms;
             let data_access = if u.expires_at_ms == 0 {
                 now.div_euclid(1000) + DATA_ACCESS_SECS
@@ -1342,6 +1365,7 @@ impl State {
                 "application": "sim",
                 "data_access_expires_at": data_access,
                 "expires_at": expires_s,
+                "issued_at": issued_s,
                 "is_valid": u.valid && !expired,
                 "scopes": u.scopes,
                 "user_id": u.user_id,

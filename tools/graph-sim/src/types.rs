@@ -116,6 +116,20 @@ pub struct LoginIdRegistration {
     pub opted_in_at_ms: i64,
 }
 
+/// `POST /_sim/login_connect`: a person (ASID) accepts `user_messenger_contact` for a Page in
+/// the login dialog; Meta generates the `login_id` by its own rule (see `SimHandle::login_connect`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginConnect {
+    /// The app-scoped user id of the person, for the sim's app.
+    pub asid: String,
+    /// The Page of the consent (`messenger_page_id`); the `login_id` is bound to it.
+    pub page_id: String,
+    /// The opt-in time; absent = sim now.
+    #[serde(default)]
+    pub opted_in_at_ms: Option<i64>,
+}
+
 /// `POST /_sim/user_refs`: a checkbox/chat plugin `user_ref`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -190,6 +204,10 @@ pub struct UserTokenRegistration {
     /// False = revoked/invalidated.
     #[serde(default = "yes")]
     pub valid: bool,
+    /// When the token was issued, epoch ms by the sim clock (`debug_token`'s `issued_at`);
+    /// `None` = at registration. An old value models a token replayed long after its login.
+    #[serde(default)]
+    pub issued_at_ms: Option<i64>,
 }
 
 /// `POST /_sim/clock`: set, freeze and/or move the sim clock. Applied in
@@ -222,6 +240,9 @@ pub struct ConfigUpdate {
     /// See `SimConfig::allow_repeat_login_id_sends`.
     #[serde(default)]
     pub allow_repeat_login_id_sends: Option<bool>,
+    /// See `SimConfig::client_token`.
+    #[serde(default)]
+    pub client_token: Option<String>,
 }
 
 /// One accepted send that carried a message (sender actions are only

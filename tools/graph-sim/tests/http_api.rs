@@ -170,6 +170,61 @@ fn tagged(recipient: Value, tag: &str) -> Value {
 
 // ----- login_id ---------------------------------------------------------------
 
+/// Meta's `login_id` rule, computed by the simulator itself: the value Python's
+/// `hmac.new(client_token, "umc_{asid}_{app}_{page}", sha256).hexdigest()` gives, bound to the
+/// Page of the consent and usable once from it.
+#[tokio::test]
+async fn login_connect_makes_metas_login_id() {
+    let sim = sim_with(SimConfig {
+        client_token: "login-client-token-7f3a".into(),
+        ..SimConfig::default()
+    })
+    .await;
+    let id = sim.login_connect("5550001", "100");
+    assert_eq!(
+        id,
+        "7251f9788c58abbe17b0e3876280d4ac6006adc3b2a7864a10f34158d39810b9"
+    );
+    // Same person, app and Page: the same id (Meta's rule is deterministic).
+    assert_eq!(sim.login_connect("5550001", "100"), id);
+
+    // Over HTTP, for a Page of this sim: bound to it, one message, none from another Page.
+    let r = post(
+        &sim,
+        "/_sim/login_connect",
+        &json!({"asid": "5550002", "page_id": PAGE_A}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let id = r.body["login_id"].as_str().unwrap().to_owned();
+    assert_eq!(
+        id,
+        graph_sim::meta_login_id(
+            "login-client-token-7f3a",
+            "5550002",
+            "100000000000001",
+            PAGE_A
+        )
+    );
+    send(&sim, TOKEN_B, &login(&id))
+        .await
+        .assert_err(100, Some(2018001));
+    send(&sim, TOKEN_A, &login(&id)).await.assert_ok();
+    send(&sim, TOKEN_A, &login(&id))
+        .await
+        .assert_err(10, Some(2018278));
+    assert_eq!(sim.attempts_for(&id), 3);
+
+    // The client token is a setting of the sim's app, changeable at runtime.
+    sim.update_config(ConfigUpdate {
+        client_token: Some("other".into()),
+        ..ConfigUpdate::default()
+    });
+    assert_ne!(sim.login_connect("5550001", "100"), id);
+    let r = post(&sim, "/_sim/login_connect", &json!({"asid": "1"})).await;
+    assert_eq!(r.status, 400, "page_id is required: {}", r.body);
+}
+
 #[tokio::test]
 async fn login_id_happy_path_records_message_without_recipient_id() {
     let sim = sim().await;
@@ -853,6 +908,7 @@ async fn debug_token_cases() {
             scopes: vec!["public_profile".into(), "user_messenger_contact".into()],
             expires_at_ms,
             valid,
+            issued_at_ms: None,
         };
     sim.register_user_token(user("VALID", None, now + 3_600_000, true));
     sim.register_user_token(user("EXPIRED", None, now - 1_000, true));
@@ -868,12 +924,27 @@ async fn debug_token_cases() {
     assert_eq!(d["is_valid"], true);
     assert_eq!(d["user_id"], "ASID1");
     assert_eq!(d["expires_at"], (now + 3_600_000) / 1000);
+    // Issued when registered (unless the registration says when).
+    let issued = d["issued_at"].as_i64().unwrap();
+    assert!((now / 1000..=sim.now_ms() / 1000).contains(&issued), "{d}");
     assert!(d["data_access_expires_at"].is_i64());
     assert_eq!(d["scopes"][1], "user_messenger_contact");
 
     let r = debug(&sim, &app_token, "EXPIRED").await;
     assert_eq!(r.body["data"]["is_valid"], false);
     assert_eq!(r.body["data"]["error"]["subcode"], 463);
+
+    // A token issued long ago (a replayed login) says so, and is still valid.
+    sim.register_user_token(UserTokenRegistration {
+        issued_at_ms: Some(now - 30 * DAY_MS),
+        ..user("OLD", None, 0, true)
+    });
+    let r = debug(&sim, &app_token, "OLD").await;
+    assert_eq!(r.body["data"]["is_valid"], true);
+    assert_eq!(
+        r.body["data"]["issued_at"],
+        (now - 30 * DAY_MS).div_euclid(1000)
+    );
 
     let r = debug(&sim, &app_token, "REVOKED").await;
     assert_eq!(r.body["data"]["is_valid"], false);
@@ -906,7 +977,7 @@ async fn debug_token_cases() {
     )
     .await
     .assert_err(100, None);
-    assert_eq!(sim.stats().debug_token_calls, 8);
+    assert_eq!(sim.stats().debug_token_calls, 9);
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@
 //!
 //! | item | `pk` | `sk` | attributes |
 //! |---|---|---|---|
-//! | opt-in | `OPTIN#<kind>#<id>` (PSID / IGSID: `OPTIN#<kind>#<page_id>#<id>`) | `OPTIN` | `recipient_kind` (`login_id`, `user_ref`, `psid`, `igsid`), `recipient_id`, `page_id`, `object`, `entry_point` (`login_connect`, `send_to_messenger`, `checkbox`), `source` (`webhook`, `login`, `reply`), `opted_in_at_ms`, `deadline_at_ms`, `state` (`pending`, `sending`, `sent`, `answered`, `failed`, `expired`, `opted_out`), `attempts`, `lease_until_ms`, `job_enqueued`, `job_claim_until_ms`, `schedule_name`, `created_by`, `updated_at_ms`, `generation` (absent in items written before generations: read as 1); optional `last_error`, `message_id`, `sent_at_ms`, `psid`, `answered_at_ms`, `reference_raw`, `reference_status`, `reference_payload`, `history` (`L` of `M`, oldest first, see below; absent = none) |
+//! | opt-in | `OPTIN#<kind>#<id>` (PSID / IGSID: `OPTIN#<kind>#<page_id>#<id>`) | `OPTIN` | `recipient_kind` (`login_id`, `user_ref`, `psid`, `igsid`), `recipient_id`, `page_id`, `object`, `entry_point` (`login_connect`, `send_to_messenger`, `checkbox`), `source` (`webhook`, `login`, `reply`), `opted_in_at_ms`, `deadline_at_ms`, `state` (`pending`, `sending`, `sent`, `answered`, `failed`, `expired`, `opted_out`), `attempts`, `lease_until_ms`, `job_enqueued`, `job_claim_until_ms`, `schedule_name`, `created_by`, `updated_at_ms`, `generation` (absent in items written before generations: read as 1); optional `last_error`, `message_id`, `sent_at_ms`, `psid`, `answered_at_ms`, `reference_raw`, `reference_status`, `reference_payload`, `history` (`L` of `M`, oldest first, see below; absent = none), `confirmed_at_ms` (a login-started generation the webhook confirmed) |
 //! | person | `PSID#<page_id>#<psid>` | `PERSON` | `page_id`, `psid`; optional `login_id`, `user_ref` (the first linked of each kind), `linked` (`SS` of `login_id:<id>` / `user_ref:<id>`, every identifier linked; read sorted), `linked_at_ms`, `last_user_message_at_ms`, `opted_out_at_ms`, `opted_out_reason`, `referral_at_ms`, `referral_reference`, `referral_source`, `referral_ad_id` |
 //! | marketing token | `PSID#<page_id>#<psid>` | `TOKEN#<topic>` | `page_id`, `psid`, `topic`, `status` (`active`, `stopped`), `status_at_ms`; optional `token`, `token_expires_at_ms` |
 //! | page config | `PAGE#<page_id>` | `CONFIG` | see below |
@@ -17,7 +17,8 @@
 //!
 //! A `history` entry is a map with `generation`, `source`, `opted_in_at_ms`, `state`, `attempts`,
 //! `closed_at_ms` and optional `sent_at_ms`, `message_id`, `answered_at_ms`, `last_error`,
-//! `reference` (a map: `raw`, `status`, optional `payload`): how one earlier generation ended.
+//! `reference` (a map: `raw`, `status`, optional `payload`), `confirmed_at_ms`: how one earlier
+//! generation ended.
 //!
 //! The person and its tokens share a partition: one `Query` on `pk` reads them all. People and
 //! tokens are only ever written by conditional updates (see `people.rs`); only their reading
@@ -108,6 +109,8 @@ struct OptinItem {
     generation: u32,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     history: Vec<GenerationOutcome>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    confirmed_at_ms: Option<i64>,
 }
 
 fn first_generation() -> u32 {
@@ -217,6 +220,7 @@ pub(super) fn optin_item(o: &Optin) -> Result<Item, PortError> {
         app_id: o.app_id.clone(),
         generation: o.generation,
         history: o.history.clone(),
+        confirmed_at_ms: o.confirmed_at_ms,
     })
 }
 
@@ -258,6 +262,7 @@ pub(super) fn optin_from(item: Item) -> Result<Optin, PortError> {
         app_id: i.app_id,
         generation: i.generation,
         history: i.history,
+        confirmed_at_ms: i.confirmed_at_ms,
     })
 }
 

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
-use lc_core::lifecycle::optin::{Optin, OptinState};
+use lc_core::lifecycle::optin::{Optin, OptinSource, OptinState};
 use lc_core::ports::store::{Claim, Created, Finish, Reopened};
 use lc_core::ports::{OptinStore, PortError};
 
@@ -24,12 +24,13 @@ fn free_condition(e: &mut Expr, now_ms: i64) -> String {
 }
 
 /// The closed states, in which a generation may be replaced by the next.
-const CLOSED: [OptinState; 5] = [
+const CLOSED: [OptinState; 6] = [
     OptinState::Sent,
     OptinState::Answered,
     OptinState::Failed,
     OptinState::Expired,
     OptinState::OptedOut,
+    OptinState::Declined,
 ];
 
 /// `seen` is still the stored record: same generation, state and `updated_at_ms`, and closed.
@@ -282,6 +283,26 @@ impl OptinStore for DynamoStore {
             Conditional::Failed(_) => Ok(None),
         }
     }
+    async fn confirm(&self, key: &str, generation: u32, at_ms: i64) -> Result<bool, PortError> {
+        let mut u = Updates::default();
+        u.set("confirmed_at_ms", n(at_ms))
+            .set("updated_at_ms", n(at_ms));
+        let cond = u.condition(|e| {
+            let generation = generation_condition(e, generation);
+            format!(
+                "attribute_exists({pk}) AND {generation} AND {source} = {login} \
+                 AND attribute_not_exists({confirmed})",
+                pk = e.name(PK),
+                source = e.name("source"),
+                login = e.value(s(OptinSource::Login.as_str())),
+                confirmed = e.name("confirmed_at_ms"),
+            )
+        });
+        Ok(self
+            .update(optin_key(key), u, cond, false, false)
+            .await?
+            .applied())
+    }
 }
 
 #[cfg(test)]
@@ -298,6 +319,7 @@ mod tests {
             OptinState::Failed,
             OptinState::Expired,
             OptinState::OptedOut,
+            OptinState::Declined,
         ] {
             assert_eq!(CLOSED.contains(&st), st.is_closed(), "{}", st.as_str());
         }

@@ -48,6 +48,8 @@ pub async fn run_all<S: Store>(s: &S, unique_prefix: &str) {
     finish_outcomes(s, p).await;
     expire_rules(s, p).await;
     take_job_rules(s, p).await;
+    confirm_rules(s, p).await;
+    confirm_reaches_the_history(s, p).await;
     concurrent_creates(s, p).await;
     concurrent_claims(s, p).await;
     user_message_monotonic(s, p).await;
@@ -390,6 +392,117 @@ pub async fn reopen_closed_generation<S: Store>(s: &S, p: &str) {
     assert_eq!(gen3.history[1].state, OptinState::Expired);
     let c = claimed_gen(s, &key, 3, at3 + 10).await;
     assert_eq!((c.generation, c.attempts), (3, 1));
+}
+
+/// A pending opt-in the login callback started, created at [`T0`].
+async fn created_by_login<S: Store>(s: &S, p: &str, name: &str) -> Optin {
+    let mut o = optin(p, name);
+    o.source = OptinSource::Login;
+    assert_eq!(
+        s.create_optin(&o).await.expect("create_optin"),
+        Created::Created
+    );
+    o
+}
+
+/// The webhook's confirmation of a login-started generation: recorded once, only on that
+/// generation, only for the login source, in any state; a missing key is not created.
+pub async fn confirm_rules<S: Store>(s: &S, p: &str) {
+    let o = created_by_login(s, p, "confirm").await;
+    let key = o.key();
+    assert!(
+        !s.confirm(&key, 2, T0 + 10).await.expect("confirm"),
+        "another generation"
+    );
+    assert_eq!(get(s, &key).await, o, "nothing written");
+    assert!(s.confirm(&key, 1, T0 + 20).await.expect("confirm"));
+    let confirmed = get(s, &key).await;
+    assert_eq!(confirmed.confirmed_at_ms, Some(T0 + 20));
+    assert_eq!(confirmed.updated_at_ms, T0 + 20, "a write moves updated_at");
+    assert_eq!(
+        confirmed,
+        Optin {
+            confirmed_at_ms: Some(T0 + 20),
+            updated_at_ms: T0 + 20,
+            ..o.clone()
+        },
+        "nothing else changes"
+    );
+    assert!(
+        !s.confirm(&key, 1, T0 + 30).await.expect("confirm"),
+        "confirmed once"
+    );
+    assert_eq!(
+        get(s, &key).await.confirmed_at_ms,
+        Some(T0 + 20),
+        "the first stays"
+    );
+
+    // A webhook-started opt-in is Meta's own: nothing to confirm.
+    let w = created(s, p, "confirm-webhook").await;
+    assert!(!s.confirm(&w.key(), 1, T0 + 20).await.expect("confirm"));
+    assert_eq!(get(s, &w.key()).await.confirmed_at_ms, None);
+
+    // Any state: the first message may be out before Meta's webhook arrives.
+    let sent = created_by_login(s, p, "confirm-sent").await;
+    let sent_key = sent.key();
+    let finish = Finish::Sent {
+        message_id: None,
+        sent_at_ms: T0 + 1_001,
+    };
+    let closed = finished(s, &sent_key, 1, finish, T0 + 1_000).await;
+    assert!(s.confirm(&sent_key, 1, T0 + 2_000).await.expect("confirm"));
+    let after = get(s, &sent_key).await;
+    assert_eq!(
+        (after.state, after.confirmed_at_ms),
+        (OptinState::Sent, Some(T0 + 2_000))
+    );
+    assert_eq!(after.sent_at_ms, closed.sent_at_ms);
+
+    let missing = optin_key(&login(p, "confirm-nobody"), &page(p));
+    assert!(!s.confirm(&missing, 1, T0).await.expect("confirm"));
+    assert_eq!(s.get_optin(&missing).await.expect("get_optin"), None);
+}
+
+/// A confirmation racing a new generation is not lost: it moves the record, so a reopen from
+/// the record read before it is refused, and the reopen from a fresh read keeps it in the
+/// history.
+pub async fn confirm_reaches_the_history<S: Store>(s: &S, p: &str) {
+    let o = created_by_login(s, p, "confirm-history").await;
+    let key = o.key();
+    let finish = Finish::Sent {
+        message_id: None,
+        sent_at_ms: T0 + 1_001,
+    };
+    let seen = finished(s, &key, 1, finish, T0 + 1_000).await;
+    assert!(s.confirm(&key, 1, T0 + 2_000).await.expect("confirm"));
+    let at2 = T0 + 2 * DAY_MS;
+    match s
+        .reopen(&seen, &later_optin(&seen, "optin:confirm-again", at2))
+        .await
+        .expect("reopen")
+    {
+        Reopened::Changed(now) => assert_eq!(now.confirmed_at_ms, Some(T0 + 2_000)),
+        other => panic!("a reopen from before the confirmation: {other:?}"),
+    }
+    let fresh = get(s, &key).await;
+    assert_eq!(
+        s.reopen(&fresh, &later_optin(&fresh, "optin:confirm-again", at2))
+            .await
+            .expect("reopen"),
+        Reopened::Reopened
+    );
+    let gen2 = get(s, &key).await;
+    assert_eq!(gen2.confirmed_at_ms, None, "generation 2 is not confirmed");
+    assert_eq!(gen2.history[0].confirmed_at_ms, Some(T0 + 2_000));
+    assert_eq!(
+        gen2.confirmation_of(1),
+        Some((OptinSource::Login, Some(T0 + 2_000)))
+    );
+    assert!(
+        !s.confirm(&key, 1, T0 + 3_000).await.expect("confirm"),
+        "generation 1 is history"
+    );
 }
 
 async fn claimed_gen<S: Store>(s: &S, key: &str, generation: u32, now: i64) -> Optin {

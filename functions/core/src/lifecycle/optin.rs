@@ -199,6 +199,11 @@ pub struct Optin {
     /// The outcomes of earlier generations, oldest first (at most [`MAX_HISTORY`]).
     #[serde(default)]
     pub history: Vec<GenerationOutcome>,
+    /// When a `messaging_optins` webhook confirmed this generation, which the login callback
+    /// started ([`Optin::confirmed_by`]): Meta's own event for the same grant, and proof that
+    /// the derived `login_id` is Meta's. `None` until then, and always for other sources.
+    #[serde(default)]
+    pub confirmed_at_ms: Option<i64>,
 }
 
 /// Earlier generations kept on one item: a person re-opting in this many times is far beyond
@@ -228,6 +233,9 @@ pub struct GenerationOutcome {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reference: Option<RefInfo>,
     pub closed_at_ms: i64,
+    /// See [`Optin::confirmed_at_ms`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmed_at_ms: Option<i64>,
 }
 
 impl Optin {
@@ -269,6 +277,7 @@ impl Optin {
             app_id: None,
             generation: 1,
             history: Vec::new(),
+            confirmed_at_ms: None,
         }
     }
 
@@ -290,6 +299,7 @@ impl Optin {
             last_error: self.last_error.clone(),
             reference: self.reference.clone(),
             closed_at_ms: self.updated_at_ms,
+            confirmed_at_ms: self.confirmed_at_ms,
         }
     }
 
@@ -310,6 +320,36 @@ impl Optin {
             _ => self.opted_in_at_ms,
         };
         event_at_ms > after
+    }
+
+    /// Whether a `source` opt-in event at `event_at_ms` confirms this generation: the webhook
+    /// for the grant of a generation the login callback started, stamped within
+    /// [`SAME_GRANT_MS`] of it (either side: Meta stamps the grant, the callback comes after).
+    pub fn confirmed_by(&self, event_at_ms: i64, source: OptinSource) -> bool {
+        self.source == OptinSource::Login
+            && source == OptinSource::Webhook
+            && event_at_ms
+                .saturating_sub(self.opted_in_at_ms)
+                .unsigned_abs()
+                <= SAME_GRANT_MS.unsigned_abs()
+    }
+
+    /// Of generation `generation` (this one or one in the history): its source and when it
+    /// was confirmed. `None` when the generation is unknown here (dropped from the history).
+    pub fn confirmation_of(&self, generation: u32) -> Option<(OptinSource, Option<i64>)> {
+        if generation == self.generation {
+            return Some((self.source, self.confirmed_at_ms));
+        }
+        self.history
+            .iter()
+            .find(|g| g.generation == generation)
+            .map(|g| (g.source, g.confirmed_at_ms))
+    }
+
+    /// The name of this generation's confirm check ([`CONFIRM_CHECK`]): its deadline
+    /// schedule's name + [`CONFIRM_SUFFIX`], so a retry names the same schedule.
+    pub fn confirm_schedule_name(&self) -> String {
+        format!("{}{CONFIRM_SUFFIX}", self.schedule_name)
     }
 
     /// Generation `n + 1` on this key, from a new opt-in (`next`, built like a first one):
@@ -365,6 +405,11 @@ pub fn optin_key(recipient: &Identity, page_id: &str) -> String {
         }
     }
 }
+
+/// The [`DeadlineCheck::check`] that asks whether a login-started generation met its webhook.
+pub const CONFIRM_CHECK: &str = "confirm";
+/// Suffix of a generation's confirm schedule (the re-armed final check uses `-f`).
+pub const CONFIRM_SUFFIX: &str = "-c";
 
 /// The webhook opt-in and the login callback for the same grant are stamped within this of
 /// each other (both come from the one login); a later event on a login-started generation is
@@ -425,7 +470,9 @@ pub struct DeadlineCheck {
     /// The generation the check guards; absent in checks written before generations.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generation: Option<u32>,
-    /// `at_risk` (before the deadline, by the margin) or `final` (at the deadline).
+    /// `at_risk` (before the deadline, by the margin), `final` (at the deadline), or
+    /// [`CONFIRM_CHECK`] (a login-started generation, an hour after the login: did the webhook
+    /// confirm it?).
     pub check: String,
 }
 
@@ -474,6 +521,50 @@ mod tests {
         assert!(o.claimable(5_000), "a lapsed lease can be claimed again");
         o.state = OptinState::Sent;
         assert!(!o.claimable(0) && !o.expirable(deadline));
+    }
+
+    #[test]
+    fn only_the_webhook_for_the_same_grant_confirms_a_login_generation() {
+        let mut o = optin();
+        o.source = OptinSource::Login;
+        let at = o.opted_in_at_ms;
+        assert!(o.confirmed_by(at, OptinSource::Webhook));
+        assert!(o.confirmed_by(at - SAME_GRANT_MS, OptinSource::Webhook));
+        assert!(o.confirmed_by(at + SAME_GRANT_MS, OptinSource::Webhook));
+        assert!(!o.confirmed_by(at + SAME_GRANT_MS + 1, OptinSource::Webhook));
+        assert!(!o.confirmed_by(at - SAME_GRANT_MS - 1, OptinSource::Webhook));
+        assert!(
+            !o.confirmed_by(at, OptinSource::Login),
+            "a login is no confirmation"
+        );
+        o.source = OptinSource::Webhook;
+        assert!(
+            !o.confirmed_by(at, OptinSource::Webhook),
+            "nothing to confirm"
+        );
+    }
+
+    #[test]
+    fn confirmation_survives_into_the_history() {
+        let mut first = optin();
+        first.source = OptinSource::Login;
+        first.state = OptinState::Sent;
+        first.confirmed_at_ms = Some(1_200);
+        let next = first.next_generation(optin());
+        assert_eq!(
+            next.confirmation_of(1),
+            Some((OptinSource::Login, Some(1_200)))
+        );
+        assert_eq!(next.confirmation_of(2), Some((OptinSource::Webhook, None)));
+        assert_eq!(next.confirmation_of(3), None);
+        assert_eq!(
+            first.confirm_schedule_name(),
+            format!("{}-c", first.schedule_name)
+        );
+        assert!(
+            first.confirm_schedule_name().len() <= 64,
+            "Scheduler's name limit"
+        );
     }
 
     #[test]

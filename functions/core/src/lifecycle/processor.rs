@@ -12,6 +12,7 @@ use serde_json::value::RawValue;
 
 use crate::lifecycle::optin::{
     optin_key, DeadlineCheck, EntryPoint, FirstMessageJob, Optin, OptinSource, OptinState, RefInfo,
+    CONFIRM_CHECK,
 };
 use crate::lifecycle::refs::{self, Keyring, RefCheck};
 use crate::ports::store::{
@@ -40,6 +41,9 @@ pub struct LifecycleConfig {
     pub job_claim_ms: i64,
     /// A schedule is never set closer than this to now.
     pub min_schedule_lead_ms: i64,
+    /// A generation the login callback started gets a confirm check this long after the login
+    /// (default 1 h): unconfirmed by the webhook by then, it is reported.
+    pub login_confirm_after_ms: i64,
 }
 
 impl Default for LifecycleConfig {
@@ -48,6 +52,7 @@ impl Default for LifecycleConfig {
             deadline_margin_ms: 60 * 60 * 1000,
             job_claim_ms: 60 * 1000,
             min_schedule_lead_ms: 60 * 1000,
+            login_confirm_after_ms: 60 * 60 * 1000,
         }
     }
 }
@@ -517,6 +522,9 @@ impl Lifecycle {
         // converge on one: the reopen is conditional on the record being exactly as read.
         for _ in 0..3 {
             if !existing.opens_generation(event.timestamp_ms, &event.key, source) {
+                if existing.confirmed_by(event.timestamp_ms, source) {
+                    self.confirm(&existing, now).await?;
+                }
                 return self.repeated(&optin, existing, now).await;
             }
             let next = existing.next_generation(optin.clone());
@@ -611,7 +619,52 @@ impl Lifecycle {
         })
     }
 
-    /// Creates the deadline check. `true` if this call created it (false: it existed).
+    /// The webhook for the grant of a generation the login callback started: Meta's own event
+    /// confirms it (and the derived `login_id`). Recorded once; its confirm check then finds it.
+    async fn confirm(&self, existing: &Optin, now: i64) -> Result<(), ProcessError> {
+        if existing.confirmed_at_ms.is_none()
+            && self
+                .table
+                .optins
+                .confirm(&existing.key(), existing.generation, now)
+                .await?
+        {
+            tracing::info!(
+                optin = %hash_id(&existing.key()),
+                generation = existing.generation,
+                "login opt-in confirmed by the webhook"
+            );
+        }
+        Ok(())
+    }
+
+    /// A generation the login callback started is checked once more, an hour after the login
+    /// ([`LifecycleConfig::login_confirm_after_ms`]): a derived `login_id` that never met a
+    /// webhook opt-in becomes visible instead of silent. Its own name, so a retry names it again.
+    async fn confirm_schedule(&self, optin: &Optin, now: i64) -> Result<(), ProcessError> {
+        let at_ms = optin
+            .opted_in_at_ms
+            .saturating_add(self.config.login_confirm_after_ms)
+            .max(now + self.config.min_schedule_lead_ms);
+        let input = serde_json::to_string(&DeadlineCheck {
+            v: 1,
+            optin_key: optin.key(),
+            generation: Some(optin.generation),
+            check: CONFIRM_CHECK.into(),
+        })
+        .map_err(|e| ProcessError::Retry(e.to_string()))?;
+        self.scheduler
+            .create_schedule(&OneTimeSchedule {
+                name: optin.confirm_schedule_name(),
+                at_ms,
+                input,
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// Creates the deadline check (and, for a login-started generation, its confirm check).
+    /// `true` if this call created the deadline check (false: it existed).
     async fn schedule(&self, optin: &Optin, now: i64) -> Result<bool, ProcessError> {
         let (at_ms, check) = deadline_check_time(
             optin.deadline_at_ms,
@@ -634,6 +687,9 @@ impl Lifecycle {
                 input,
             })
             .await?;
+        if optin.source == OptinSource::Login {
+            self.confirm_schedule(optin, now).await?;
+        }
         Ok(created == crate::ports::ScheduleCreated::Created)
     }
 

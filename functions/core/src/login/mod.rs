@@ -2,20 +2,48 @@
 //! free of HTTP (the router in `lc-api` maps them to statuses, fixed bodies, CORS and HTML).
 //!
 //! - [`Login::login`] takes the body of `POST /login`, `{"access_token": "<user token>",
-//!   "page_id": "<optional>"}`: verifies the token server-side with Graph `debug_token` (valid,
-//!   issued for our app, not expired, `user_messenger_contact` granted), takes the app-scoped user
-//!   id (ASID) from Graph's answer (never from the browser), derives the `login_id`
-//!   ([`crate::login::login_id`]), and puts a login opt-in
-//!   ([`crate::lifecycle::processor::login_event`]) on the same events queue as the webhook. The
-//!   events function's idempotency makes this callback and a later (or earlier)
-//!   `messaging_optins` webhook converge on one opt-in and one first message. The 24-hour clock
-//!   therefore starts at login even when the webhook is late or never comes.
+//!   "page_id": "<optional>", "grant": "new" | "existing" | "unknown"}`: verifies the token
+//!   server-side with Graph `debug_token` (valid, issued for our app, not expired,
+//!   `user_messenger_contact` granted), takes the app-scoped user id (ASID) from Graph's answer
+//!   (never from the browser), and derives the `login_id` ([`crate::login::login_id`]). Only
+//!   with evidence that the grant happened in this login (below) does it put a login opt-in
+//!   ([`crate::lifecycle::processor::login_event`]) on the same events queue as the webhook; the
+//!   events function's idempotency makes this callback and the `messaging_optins` webhook for
+//!   the same grant converge on one opt-in and one first message, and the 24-hour clock starts
+//!   at login even when the webhook is late. Without evidence it queues nothing and answers
+//!   [`LoginAnswer::AwaitingWebhook`]: the webhook records the opt-in if there is one.
 //! - [`Login::page`] gives what the sample page shows: the ids for the Facebook JS SDK login with
 //!   `messenger_page_id`, and a signed ref minted here for the Send to Messenger plugin's
 //!   `data-ref`.
 //!
 //! The user token is never echoed and never logged: [`LoginAnswer`] carries fixed reasons, and
 //! [`Outcome`] only a hash of the `login_id`.
+//!
+//! # A login is not an opt-in: evidence and trust
+//! A token carrying `user_messenger_contact` only says the person granted it at some time: on
+//! the first deploy over an existing app, after a restored table, and on every later login of
+//! someone who opted in long ago, the grant is old and Meta fires no new `messaging_optins`
+//! (it fires once per acceptance). Treating each such login as an opt-in would send a "first"
+//! message nobody just asked for. So the callback starts the clock only when both hold:
+//!
+//! - **The page saw the grant happen** (`"grant": "new"`): before `FB.login` it learned that
+//!   `user_messenger_contact` was not granted (not connected to the app, or `/me/permissions`
+//!   without it), and after the login `authResponse.grantedScopes` (`return_scopes`) holds it;
+//!   or the login used `reset_messenger_state`, which shows the consent again. Anything else
+//!   (`existing`, `unknown`, absent) is no evidence.
+//! - **The token is fresh**: `debug_token`'s `issued_at` is within
+//!   [`LoginConfig::max_token_age_ms`] of now (default [`DEFAULT_MAX_TOKEN_AGE_MS`]), so an old
+//!   token replayed from a stored session cannot start a clock. No `issued_at`: not fresh.
+//!
+//! The page's evidence is the browser's word, and the browser is the person's. A lying page can
+//! only claim a new grant for a token it holds, that is for the person who logged in, and only
+//! within minutes of that login: the worst it can do is make that one person's own first
+//! message arrive earlier (or a second time after a real re-consent). It cannot name another
+//! person (the ASID comes from Graph) nor another app. The `messaging_optins` webhook remains
+//! the authority: a callback without evidence does nothing, and one with evidence only starts
+//! the clock early for the opt-in the webhook will confirm (the lifecycle records that
+//! confirmation and reports a login-started opt-in that no webhook confirmed within an hour as
+//! `LoginOptinUnconfirmed`).
 //!
 //! # Provenance
 //! The `login_id` derivation comes from Meta's sample, not its documentation (see
@@ -53,6 +81,11 @@ pub const MAX_BODY_BYTES: usize = 8 * 1024;
 pub const REQUIRED_SCOPE: &str = "user_messenger_contact";
 /// Lifetime of the Send to Messenger plugin's signed ref.
 pub const REF_TTL_SECS: i64 = 24 * 60 * 60;
+/// A token issued longer ago than this is not a fresh login (the page posts it right after
+/// `FB.login`; ten minutes covers a slow network and clock skew).
+pub const DEFAULT_MAX_TOKEN_AGE_MS: i64 = 10 * 60 * 1000;
+/// The `grant` value that is evidence of a grant in this login.
+pub const GRANT_NEW: &str = "new";
 
 /// Longest access token accepted (Meta's are a few hundred characters).
 const MAX_TOKEN_LEN: usize = 4096;
@@ -69,8 +102,8 @@ pub struct LoginConfig {
     /// Origins (`https://shop.example`) whose scripts may read the answers. Exact matches
     /// (ASCII case-insensitive, trailing `/` ignored); no wildcards. Applied by the router.
     pub allowed_origins: Vec<String>,
-    /// Derive the `login_id` (Meta's sample algorithm, not documented). Off: the login is refused
-    /// as [`LoginAnswer::Disabled`] and only the webhook records opt-ins.
+    /// Derive the `login_id` (Meta's sample algorithm, not documented). Off (the default): the
+    /// login is refused as [`LoginAnswer::Disabled`] and only the webhook records opt-ins.
     pub derive_login_id: bool,
     /// The Login app's id: selects the credentials in the secret (empty = the secret's first
     /// app) and is the page's `appId` / `messenger_app_id`.
@@ -79,6 +112,8 @@ pub struct LoginConfig {
     pub sdk_url: String,
     /// Graph version for `FB.init`.
     pub graph_version: String,
+    /// A token issued longer ago than this (by `debug_token`'s `issued_at`) starts no clock.
+    pub max_token_age_ms: i64,
 }
 
 impl Default for LoginConfig {
@@ -86,10 +121,31 @@ impl Default for LoginConfig {
         LoginConfig {
             default_page_id: String::new(),
             allowed_origins: Vec::new(),
-            derive_login_id: true,
+            // Off unless a deployment asks for it: the derivation is Meta's sample, not its
+            // documentation (see `login_id`), and the webhook is the authority.
+            derive_login_id: false,
             app_id: String::new(),
             sdk_url: DEFAULT_SDK_URL.to_string(),
             graph_version: DEFAULT_GRAPH_VERSION.to_string(),
+            max_token_age_ms: DEFAULT_MAX_TOKEN_AGE_MS,
+        }
+    }
+}
+
+/// Why a verified login started no clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoEvidence {
+    /// The page did not report `"grant": "new"`.
+    GrantNotNew,
+    /// `debug_token` gave no `issued_at`, or one outside [`LoginConfig::max_token_age_ms`].
+    TokenNotFresh,
+}
+
+impl NoEvidence {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NoEvidence::GrantNotNew => "grant_not_new",
+            NoEvidence::TokenNotFresh => "token_not_fresh",
         }
     }
 }
@@ -104,6 +160,12 @@ pub enum LoginAnswer {
         login_id_hash: String,
         state: &'static str,
         deadline_at_ms: i64,
+    },
+    /// A verified login without evidence that the grant happened in it: nothing queued; the
+    /// webhook records the opt-in if there is one.
+    AwaitingWebhook {
+        login_id_hash: String,
+        reason: NoEvidence,
     },
     /// Body not JSON, no token, or a bad or unknown `page_id`.
     BadRequest(&'static str),
@@ -159,6 +221,12 @@ pub enum Outcome {
         /// The opt-in already existed (webhook or an earlier callback came first).
         existing: bool,
     },
+    /// Verified, but no evidence of a grant in this login: nothing queued.
+    AwaitingWebhook {
+        login_id_hash: String,
+        page_id: String,
+        reason: NoEvidence,
+    },
     BadRequest(&'static str),
     TooLarge,
     Disabled,
@@ -181,6 +249,16 @@ pub enum Outcome {
 struct LoginBody {
     access_token: Option<String>,
     page_id: Option<String>,
+    /// The page's evidence: [`GRANT_NEW`], or anything else for none.
+    grant: Option<String>,
+}
+
+/// What `parse_body` reads.
+struct Request {
+    token: Secret,
+    page_id: Option<String>,
+    /// The page reported the grant as new in this login.
+    grant_new: bool,
 }
 
 pub struct Login {
@@ -221,8 +299,12 @@ impl Login {
     /// A login from the page: check the token, derive the `login_id`, queue the opt-in.
     pub async fn login(&self, body: &[u8]) -> (LoginAnswer, Outcome) {
         let (answer, outcome) = self.decide_login(body).await;
-        if outcome == Outcome::EnqueueFailed {
-            self.metrics.record(Metric::EnqueueFailure);
+        match &outcome {
+            Outcome::EnqueueFailed => self.metrics.record(Metric::EnqueueFailure),
+            Outcome::AwaitingWebhook { reason, .. } => {
+                self.metrics.record(Metric::LoginAwaitingWebhook(*reason))
+            }
+            _ => {}
         }
         (answer, outcome)
     }
@@ -234,7 +316,11 @@ impl Login {
         if !self.config.derive_login_id {
             return (LoginAnswer::Disabled, Outcome::Disabled);
         }
-        let (token, requested_page) = match parse_body(body) {
+        let Request {
+            token,
+            page_id: requested_page,
+            grant_new,
+        } = match parse_body(body) {
             Ok(parsed) => parsed,
             Err(why) => return bad_request(why),
         };
@@ -277,6 +363,28 @@ impl Login {
 
         let login_id = derive_login_id(app.client_token.expose(), asid, &app.app_id, &page_id);
         let login_id_hash = hash_id(&login_id);
+        // A login is not an opt-in: without evidence that the grant happened now, leave it to
+        // the webhook (see the module doc).
+        let missing = if !grant_new {
+            Some(NoEvidence::GrantNotNew)
+        } else if !token_fresh(&info, now, self.config.max_token_age_ms) {
+            Some(NoEvidence::TokenNotFresh)
+        } else {
+            None
+        };
+        if let Some(reason) = missing {
+            return (
+                LoginAnswer::AwaitingWebhook {
+                    login_id_hash: login_id_hash.clone(),
+                    reason,
+                },
+                Outcome::AwaitingWebhook {
+                    login_id_hash,
+                    page_id,
+                    reason,
+                },
+            );
+        }
         if !self.enqueue(&page_id, &login_id, now).await {
             return (LoginAnswer::Unavailable, Outcome::EnqueueFailed);
         }
@@ -405,10 +513,12 @@ fn graph_failure(e: &SendError) -> (LoginAnswer, Outcome) {
     }
 }
 
-/// Reads `{access_token, page_id?}`. Reasons are fixed texts: nothing of the body is echoed.
-fn parse_body(body: &[u8]) -> Result<(Secret, Option<String>), &'static str> {
-    let parsed: LoginBody = serde_json::from_slice(body)
-        .map_err(|_| "expected a JSON object {\"access_token\": \"...\", \"page_id\": \"...\"}")?;
+/// Reads `{access_token, page_id?, grant?}`. Reasons are fixed texts: nothing of the body is
+/// echoed.
+fn parse_body(body: &[u8]) -> Result<Request, &'static str> {
+    let parsed: LoginBody = serde_json::from_slice(body).map_err(|_| {
+        "expected a JSON object {\"access_token\": \"...\", \"page_id\": \"...\", \"grant\": \"...\"}"
+    })?;
     let token = parsed.access_token.unwrap_or_default();
     if token.is_empty() {
         return Err("access_token is missing or empty");
@@ -422,7 +532,26 @@ fn parse_body(body: &[u8]) -> Result<(Secret, Option<String>), &'static str> {
         Some(p) if is_numeric_id(&p) => Some(p),
         Some(_) => return Err("page_id must be a numeric Page id"),
     };
-    Ok((Secret::new(token), page))
+    Ok(Request {
+        token: Secret::new(token),
+        page_id: page,
+        grant_new: parsed.grant.as_deref() == Some(GRANT_NEW),
+    })
+}
+
+/// `issued_at` is known and within `max_age_ms` of now, either way (a token "issued" far in
+/// the future is as suspect as an old one; the margin absorbs clock skew).
+fn token_fresh(info: &TokenInfo, now_ms: i64, max_age_ms: i64) -> bool {
+    let Some(issued_ms) = info
+        .issued_at_secs
+        .filter(|s| *s > 0)
+        .map(|s| s.saturating_mul(1000))
+    else {
+        return false;
+    };
+    // A negative setting means no token is fresh (nothing starts a clock), never "any age".
+    u64::try_from(max_age_ms)
+        .is_ok_and(|max| now_ms.saturating_sub(issued_ms).unsigned_abs() <= max)
 }
 
 fn is_numeric_id(s: &str) -> bool {
@@ -483,22 +612,44 @@ mod tests {
     use super::*;
 
     #[test]
+    fn derivation_is_off_by_default() {
+        // The webhook is the authority; a deployment turns the sample's derivation on itself.
+        assert!(!LoginConfig::default().derive_login_id);
+    }
+
+    #[test]
     fn body_parsing() {
         let ok = parse_body(br#"{"access_token":"EAAB","page_id":"100"}"#).unwrap();
-        assert_eq!(ok.0.expose(), "EAAB");
-        assert_eq!(ok.1.as_deref(), Some("100"));
+        assert_eq!(ok.token.expose(), "EAAB");
+        assert_eq!(ok.page_id.as_deref(), Some("100"));
+        assert!(!ok.grant_new, "no grant field: no evidence");
         assert_eq!(
             parse_body(br#"{"access_token":"EAAB","page_id":""}"#)
                 .unwrap()
-                .1,
+                .page_id,
             None
         );
+        for (grant, new) in [
+            ("\"new\"", true),
+            ("\"existing\"", false),
+            ("\"unknown\"", false),
+            ("\"NEW\"", false),
+            ("null", false),
+        ] {
+            let body = format!(r#"{{"access_token":"EAAB","grant":{grant}}}"#);
+            assert_eq!(
+                parse_body(body.as_bytes()).unwrap().grant_new,
+                new,
+                "{grant}"
+            );
+        }
         for bad in [
             &br#"{"page_id":"1"}"#[..],
             br#"{"access_token":""}"#,
             br#"{"access_token":"a b"}"#,
             br#"{"access_token":"a","page_id":"x1"}"#,
             br#"{"access_token":5}"#,
+            br#"{"access_token":"a","grant":true}"#,
             br#"[]"#,
             b"not json",
         ] {
@@ -514,6 +665,7 @@ mod tests {
             user_id: Some("42".into()),
             scopes: vec!["public_profile".into(), REQUIRED_SCOPE.into()],
             expires_at_secs: Some(2_000),
+            issued_at_secs: Some(900),
             error_message: None,
         };
         assert_eq!(check_token(&good, "1", 1_000_000).ok(), Some("42"));
@@ -552,6 +704,30 @@ mod tests {
             ..good
         };
         assert_eq!(refused(&no_scope), "scope");
+    }
+
+    #[test]
+    fn freshness_is_issued_at_within_the_max_age() {
+        let info = |issued: Option<i64>| TokenInfo {
+            is_valid: true,
+            app_id: Some("1".into()),
+            user_id: Some("42".into()),
+            scopes: vec![REQUIRED_SCOPE.into()],
+            expires_at_secs: Some(0),
+            issued_at_secs: issued,
+            error_message: None,
+        };
+        let now = 1_000_000_000;
+        let max = DEFAULT_MAX_TOKEN_AGE_MS;
+        let secs = |ms: i64| Some(ms / 1000);
+        assert!(token_fresh(&info(secs(now)), now, max));
+        assert!(token_fresh(&info(secs(now - max)), now, max));
+        assert!(!token_fresh(&info(secs(now - max - 1_000)), now, max));
+        assert!(token_fresh(&info(secs(now + max)), now, max), "skew");
+        assert!(!token_fresh(&info(secs(now + max + 1_000)), now, max));
+        assert!(!token_fresh(&info(None), now, max), "no issued_at: unsure");
+        assert!(!token_fresh(&info(Some(0)), now, max));
+        assert!(!token_fresh(&info(Some(i64::MAX)), now, max));
     }
 
     #[test]

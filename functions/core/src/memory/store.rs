@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
-use crate::lifecycle::optin::{Optin, OptinState};
+use crate::lifecycle::optin::{Optin, OptinSource, OptinState};
 use crate::ports::store::{
     Claim, Created, Finish, Link, LinkPlan, LinkResult, MarketingToken, PageConfig, Person,
     QuarantinedRecord, ReferralInfo, Reopened, UserMessage,
@@ -281,6 +281,23 @@ impl OptinStore for MemoryStore {
             o.last_error = Some(reason.to_string());
             o.updated_at_ms = now_ms;
             Ok(Some(o.clone()))
+        })
+        .await
+    }
+    async fn confirm(&self, key: &str, generation: u32, at_ms: i64) -> Result<bool, PortError> {
+        self.request("UpdateItem", |t| {
+            let Some(o) = t.optins.get_mut(key) else {
+                return Ok(false);
+            };
+            if o.generation != generation
+                || o.source != OptinSource::Login
+                || o.confirmed_at_ms.is_some()
+            {
+                return Ok(false);
+            }
+            o.confirmed_at_ms = Some(at_ms);
+            o.updated_at_ms = at_ms;
+            Ok(true)
         })
         .await
     }

@@ -138,6 +138,8 @@ pub struct TokenInfo {
     pub scopes: Vec<String>,
     /// Epoch seconds; `None` or 0 = does not expire.
     pub expires_at_secs: Option<i64>,
+    /// When the token was issued, epoch seconds (`issued_at`); `None` when Graph did not say.
+    pub issued_at_secs: Option<i64>,
     /// Meta's reason when invalid.
     pub error_message: Option<String>,
 }

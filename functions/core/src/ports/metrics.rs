@@ -10,6 +10,7 @@
 use std::sync::Mutex;
 
 use crate::lifecycle::optin::{EntryPoint, OptinSource};
+use crate::login::NoEvidence;
 use crate::sending::errors::ErrorClass;
 use crate::webhook::signature::SignatureError;
 
@@ -47,6 +48,11 @@ pub enum Metric {
     ScheduleDeleteFailure,
     /// A deadline check that found its opt-in already closed.
     DeadlineCheckNoop,
+    /// A verified login that started no clock: no evidence the grant happened in it.
+    LoginAwaitingWebhook(NoEvidence),
+    /// An opt-in the login callback started (derived `login_id`) that no `messaging_optins`
+    /// webhook confirmed within the confirm delay (default 1 h): the derivation may be wrong.
+    LoginOptinUnconfirmed,
 }
 
 /// The CloudWatch unit of a point.
@@ -87,7 +93,7 @@ impl Point {
 
 impl Metric {
     /// Every metric name this service writes, for docs and the alarms' contract test.
-    pub const NAMES: [&'static str; 15] = [
+    pub const NAMES: [&'static str; 17] = [
         "WebhookEvents",
         "SignatureFailures",
         "EnqueueFailures",
@@ -103,6 +109,8 @@ impl Metric {
         "PolicyWarnings",
         "ScheduleDeleteFailures",
         "DeadlineChecksNoop",
+        "LoginsAwaitingWebhook",
+        "LoginOptinUnconfirmed",
     ];
 
     /// Names written as distributions (every value kept); all others are summed counts.
@@ -153,6 +161,10 @@ impl Metric {
             Metric::PolicyWarning => one("PolicyWarnings"),
             Metric::ScheduleDeleteFailure => one("ScheduleDeleteFailures"),
             Metric::DeadlineCheckNoop => one("DeadlineChecksNoop"),
+            Metric::LoginAwaitingWebhook(why) => {
+                vec![Point::count("LoginsAwaitingWebhook", 1.0).with("reason", why.as_str())]
+            }
+            Metric::LoginOptinUnconfirmed => one("LoginOptinUnconfirmed"),
         }
     }
 }
@@ -227,6 +239,9 @@ mod tests {
             Metric::PolicyWarning,
             Metric::ScheduleDeleteFailure,
             Metric::DeadlineCheckNoop,
+            Metric::LoginAwaitingWebhook(NoEvidence::GrantNotNew),
+            Metric::LoginAwaitingWebhook(NoEvidence::TokenNotFresh),
+            Metric::LoginOptinUnconfirmed,
         ]
     }
 

@@ -112,6 +112,11 @@ pub trait OptinStore: Send + Sync {
         now_ms: i64,
         reason: &str,
     ) -> Result<Option<Optin>, PortError>;
+    /// Records that the webhook confirmed generation `generation`, which the login callback
+    /// started: sets `confirmed_at_ms` (and `updated_at_ms`, so a racing reopen re-reads and
+    /// carries it into the history) only if that generation is current, its source is `login`
+    /// and it is not confirmed yet, in any state. `true` if this call recorded it.
+    async fn confirm(&self, key: &str, generation: u32, at_ms: i64) -> Result<bool, PortError>;
 }
 
 /// Where a person came from (m.me link, ad, ...), kept as Meta sent it.
@@ -237,6 +242,7 @@ impl Link {
             app_id: None,
             generation: 1,
             history: Vec::new(),
+            confirmed_at_ms: None,
         })
     }
 
