@@ -12,4 +12,4 @@ pub mod store;
 pub use clock::ManualClock;
 pub use queue::{MemoryQueue, QueueFault, Received};
 pub use scheduler::MemoryScheduler;
-pub use store::MemoryStore;
+pub use store::{MemoryStore, StoreOp};
