@@ -1,6 +1,10 @@
 //! The sender against the Graph API simulator over real HTTP, on in-memory state: GIVEN
 //! opt-ins processed by the events function, WHEN their jobs run (duplicated, after opt-outs,
 //! under injected faults), THEN the simulator received exactly what Meta's rules allow.
+//!
+//! The simulator runs with `allow_repeat_login_id_sends` on ([`World::new`]): a second message
+//! to a login_id would be accepted, not refused by the simulator, so "sent once" is asserted
+//! on the *attempts* it saw per recipient.
 
 use std::collections::BTreeMap;
 
@@ -52,6 +56,12 @@ async fn login_id_first_message_goes_once_and_the_schedule_is_deleted() {
     );
     let sent = w.sim.messages();
     assert_eq!(sent.len(), 1);
+    assert_eq!(
+        w.attempts_for("L1"),
+        1,
+        "one attempt: {:?}",
+        w.sim.attempts()
+    );
     assert_eq!(sent[0].recipient, serde_json::json!({"login_id": "L1"}));
     assert_eq!(sent[0].messaging_type, "UPDATE");
     assert_eq!(sent[0].tag, None, "never a tag on a first message");
@@ -132,7 +142,22 @@ async fn a_storm_of_fifty_duplicate_jobs_sends_once() {
         .filter(|o| matches!(o, Ok(JobOutcome::Sent { .. })))
         .count();
     assert_eq!(sent, 1, "{outcomes:?}");
+    // The simulator would accept a second message (repeat mode): only our claim stops it.
+    assert_eq!(
+        w.attempts_for("L1"),
+        1,
+        "50 duplicate jobs must make one send attempt, got {:?}",
+        w.sim.attempts()
+    );
+    assert_eq!(w.sim.stats().duplicate_attempts, 0);
     assert_eq!(w.sim.messages().len(), 1);
+    let o = w
+        .store
+        .get_optin("OPTIN#login_id#L1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((o.state, o.attempts), (OptinState::Sent, 1));
 }
 
 #[tokio::test]
@@ -336,7 +361,13 @@ async fn faults_thirty_percent_5xx_ten_percent_timeouts() {
     for m in &sent {
         *per.entry(m.recipient.to_string()).or_default() += 1;
     }
-    let duplicates: usize = per.values().map(|c| c.saturating_sub(1)).sum();
+    // Plain 5xx and timeouts never reach Meta's rules, so retrying them is legitimate; an
+    // accepted message (repeat mode: a second one would be accepted too) must be the only one,
+    // and no attempt may follow it.
+    let tally = w.tally();
+    let duplicates: usize = tally.values().map(|t| t.accepted.saturating_sub(1)).sum();
+    let after_accept: usize = tally.values().map(|t| t.after_known_accept).sum();
+    let max_send_attempts = tally.values().map(|t| t.attempts).max().unwrap_or(0);
     let mut max_attempts = 0;
     let mut late = 0;
     for i in 0..n {
@@ -353,12 +384,20 @@ async fn faults_thirty_percent_5xx_ten_percent_timeouts() {
         }
     }
     println!(
-        "faults optins={n} sent={} duplicates={duplicates} max_attempts={max_attempts} late={late} retries={} rounds={rounds}",
+        "faults optins={n} sent={} duplicates={duplicates} max_attempts={max_attempts} max_send_attempts={max_send_attempts} late={late} retries={} rounds={rounds}",
         per.len(),
         outcomes.iter().filter(|o| matches!(o, JobOutcome::RetryLater { .. })).count()
     );
     assert_eq!(per.len(), n);
-    assert_eq!(duplicates, 0);
+    assert_eq!(duplicates, 0, "{tally:?}");
+    assert_eq!(
+        after_accept, 0,
+        "an attempt after an accepted send: {tally:?}"
+    );
+    assert_eq!(
+        tally.values().map(|t| t.attempts).sum::<usize>(),
+        w.sim.stats().attempts as usize
+    );
     assert_eq!(late, 0);
     assert!(w.scheduler.get_schedule("none").await.unwrap().is_none());
 }
@@ -378,6 +417,7 @@ async fn a_login_id_is_only_ever_sent_from_the_page_that_first_used_it() {
     drain(&w, 20).await;
     let sent = w.sim.messages();
     assert_eq!(sent.len(), 1);
+    assert_eq!(w.attempts_for("L1"), 1, "{:?}", w.sim.attempts());
     assert_eq!(sent[0].page_id, PAGE, "bound to the first page");
     let o = w
         .store
@@ -412,6 +452,13 @@ async fn meta_rate_limits_are_retried_and_paced_without_duplicates() {
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 12, "none twice");
+    // 613s are retried (refused attempts); nothing is attempted after an accepted send.
+    let tally = w.tally();
+    assert_eq!(tally.len(), 12);
+    for (id, t) in &tally {
+        assert_eq!(t.accepted, 1, "{id}: {t:?}");
+        assert_eq!(t.after_known_accept, 0, "{id}: {t:?}");
+    }
     assert!(
         outcomes
             .iter()
@@ -499,4 +546,5 @@ async fn a_failed_schedule_delete_is_harmless() {
         }
     );
     assert_eq!(w.sim.messages().len(), 1);
+    assert_eq!(w.attempts_for("L1"), 1, "{:?}", w.sim.attempts());
 }
