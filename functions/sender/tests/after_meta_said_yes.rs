@@ -390,24 +390,26 @@ async fn a_stale_attempts_late_failure_cannot_reopen_a_sent_optin() {
         w.sender.run_job(&job).await
     };
     let (first, second) = tokio::join!(first, second);
+    let state = w.store.get_optin(KEY).await.unwrap().unwrap().state;
+    // Every copy of the job from now on must find it sent.
+    w.advance(60_000);
+    let (outcomes, _) = w.drain(50).await;
+    assert_eq!(
+        w.attempts_for("L1"),
+        2,
+        "the lost answer's one resend, never a third: {:?}",
+        w.sim.attempts()
+    );
+    assert_eq!(state, OptinState::Sent, "the stale release did not apply");
     assert!(matches!(second, Ok(JobOutcome::Sent { .. })), "{second:?}");
     assert!(
         matches!(first, Ok(JobOutcome::RetryLater { .. })),
         "{first:?}"
     );
-    assert_eq!(
-        w.store.get_optin(KEY).await.unwrap().unwrap().state,
-        OptinState::Sent,
-        "the stale release did not apply"
-    );
-    // Every copy of the job from now on finds it sent.
-    w.advance(60_000);
-    let (outcomes, _) = w.drain(50).await;
     assert!(
         outcomes
             .iter()
             .all(|o| matches!(o, JobOutcome::AlreadyDone { .. })),
         "{outcomes:?}"
     );
-    assert_eq!(w.attempts_for("L1"), 2, "{:?}", w.sim.attempts());
 }
