@@ -11,12 +11,16 @@
 //!   Only with the table *and* the queue down for the whole budget is the job kept, and then
 //!   it sends again once (the remaining window, also in the README).
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use graph_sim::{AttemptOutcome, FaultKind, Faults, LostAnswerFaults};
+use lc_adapters::graph::{GraphClient, GraphConfig};
 use lc_core::consumer::Fate;
 use lc_core::lifecycle::optin::{FirstMessageJob, OptinState};
 use lc_core::memory::{QueueFault, StoreOp};
-use lc_core::ports::OptinStore;
-use lc_core::sending::sender::{JobOutcome, SenderConfig};
+use lc_core::ports::{OptinStore, Table};
+use lc_core::sending::sender::{JobOutcome, Sender, SenderConfig, SenderPorts};
 use lc_testkit::World;
 
 const KEY: &str = "OPTIN#login_id#L1";
@@ -411,5 +415,97 @@ async fn a_stale_attempts_late_failure_cannot_reopen_a_sent_optin() {
             .iter()
             .all(|o| matches!(o, JobOutcome::AlreadyDone { .. })),
         "{outcomes:?}"
+    );
+}
+
+/// A sender over the same world with its own Graph client timeout (another Lambda instance).
+fn another_sender(w: &World, client_timeout_ms: u64) -> Sender {
+    let graph = GraphClient::new(GraphConfig {
+        base_url: w.sim.base_url(),
+        timeout: Duration::from_millis(client_timeout_ms),
+        ..GraphConfig::default()
+    })
+    .expect("graph client");
+    Sender::new(
+        SenderPorts {
+            table: Table::new(w.store.clone()),
+            outbound: w.jobs.clone(),
+            graph: Arc::new(graph),
+            scheduler: w.scheduler.clone(),
+            secrets: Arc::new(lc_testkit::secrets()),
+            clock: Arc::new(w.clock.clone()),
+            metrics: w.metrics.clone(),
+        },
+        SenderConfig::default(),
+    )
+}
+
+/// Attempt 1's answer is lost (its client gives up at 400 ms) after, by our clock, its lease
+/// lapsed and attempt 2 (another instance, patient client) took over; attempt 2's answer is
+/// held too. Attempt 1's late release must not free attempt 2's claim: a third copy of the
+/// job arriving meanwhile finds the claim held and makes no attempt. Afterwards each lost
+/// answer costs its one resend, no more.
+#[tokio::test]
+async fn a_stale_attempts_late_failure_cannot_release_another_attempts_claim() {
+    let w = World::new(400).await;
+    w.sim
+        .set_faults(Faults {
+            timeout_ms: 1_500,
+            ..Faults::default()
+        })
+        .unwrap();
+    w.login_optin("L1").await;
+    let job = w.queued_jobs().pop().unwrap();
+    w.sim.lose_next_answers(2, FaultKind::Timeout);
+    let patient = another_sender(&w, 5_000);
+    let lease = SenderConfig::default().lease_ms;
+    let first_done = std::sync::atomic::AtomicBool::new(false);
+    let first = async {
+        let r = w.sender.run_job(&job).await;
+        first_done.store(true, std::sync::atomic::Ordering::SeqCst);
+        r
+    };
+    let second = async {
+        while w.attempts_for("L1") < 1 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        w.advance(lease + 1_000);
+        patient.run_job(&job).await
+    };
+    let third = async {
+        while !first_done.load(std::sync::atomic::Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        assert_eq!(w.attempts_for("L1"), 2, "attempt 2 is in flight");
+        let out = w.sender.run_job(&job).await;
+        (out, w.attempts_for("L1"))
+    };
+    let (first, second, (third, attempts_after_third)) = tokio::join!(first, second, third);
+    assert_eq!(
+        attempts_after_third,
+        2,
+        "a third copy sent while attempt 2 held the claim: {third:?} {:?}",
+        w.sim.attempts()
+    );
+    assert!(
+        matches!(third, Ok(JobOutcome::RetryLater { .. })),
+        "{third:?}"
+    );
+    assert!(
+        matches!(first, Ok(JobOutcome::RetryLater { .. })),
+        "{first:?}"
+    );
+    assert!(
+        matches!(second, Ok(JobOutcome::RetryLater { .. })),
+        "{second:?}"
+    );
+    // Attempt 2 released its own claim; the retry sends once more (its lost answer's resend).
+    w.advance(60_000);
+    w.drain(200).await;
+    let t = w.tally().remove("L1").unwrap_or_default();
+    assert_eq!((t.attempts, t.accepted_lost), (3, 2), "{t:?}");
+    assert_eq!(
+        w.store.get_optin(KEY).await.unwrap().unwrap().state,
+        OptinState::Sent
     );
 }
