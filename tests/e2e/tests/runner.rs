@@ -45,13 +45,23 @@ async fn demo_story_on_moto() {
         .expect("every step of the demo holds on moto");
 }
 
+/// Each Graph call's timeout in these pipelines. Generous on purpose: an answer that arrives
+/// after it (a busy 2-core machine running moto, the simulator and 4 workers on one test
+/// thread) is a *lost answer* to the sender, which then legitimately sends again (the known
+/// window, tested on its own in lc-sender's `after_meta_said_yes`). At 400 ms that happened
+/// here, and counting attempts showed it.
+const GRAPH_TIMEOUT_MS: u64 = 2_000;
+
+/// Fast retries, and the lease derived as deployed (`with_timeouts`: a 2 s Graph timeout in a
+/// 10 s "function" gives 15 s), not a fixed lease shorter than an attempt may take.
 fn fast_sender() -> SenderConfig {
     SenderConfig {
-        lease_ms: 3_000,
         backoff_base_ms: 100,
         backoff_cap_ms: 1_000,
         ..SenderConfig::default()
     }
+    .with_timeouts(GRAPH_TIMEOUT_MS as i64, 10_000)
+    .expect("2 s of Graph fit in 10 s")
 }
 
 fn pipeline(
@@ -65,7 +75,7 @@ fn pipeline(
         Arc::new(SystemClock),
         PipelineConfig {
             graph_base_url: graph,
-            graph_timeout: Duration::from_millis(400),
+            graph_timeout: Duration::from_millis(GRAPH_TIMEOUT_MS),
             // Short claims so a copy retried after a stop is taken over within seconds.
             lifecycle: LifecycleConfig {
                 job_claim_ms: 3_000,
@@ -135,7 +145,8 @@ async fn faults_across_the_whole_pipeline() {
     sim.set_faults(Faults {
         error_5xx_ratio: 0.30,
         timeout_ratio: 0.10,
-        timeout_ms: 600,
+        // Held longer than the client waits: a plain timeout (nothing recorded).
+        timeout_ms: 3_000,
         latency_ms: 0,
         seed: 11,
     })
@@ -206,7 +217,9 @@ async fn restart_mid_load_on_the_same_moto_state() {
     }
     tokio::time::sleep(Duration::from_millis(400)).await;
     let before = sim.messages().len();
+    let first_metrics = first.metrics.clone();
     drop(first); // stop mid-load: consumers abort wherever they are
+    let stopped_at = sim.now_ms();
     assert!(
         before < n,
         "the runner must stop before finishing ({before} of {n} sent)"
@@ -233,24 +246,47 @@ async fn restart_mid_load_on_the_same_moto_state() {
     }
     let second = pipeline(backends, secrets.clone(), sim.base_url());
     let per = wait_sent(&sim, n, Duration::from_secs(90)).await;
+    let second_metrics = second.metrics.clone();
     drop(second);
+    // Failed Graph answers the sender saw (no faults are injected here, so only a client
+    // timeout on a slow answer): each may be a lost answer, worth one legitimate resend.
+    let failed_answers = first_metrics
+        .snapshot()
+        .into_iter()
+        .chain(second_metrics.snapshot())
+        .filter(|m| matches!(m, lc_core::ports::Metric::GraphError(_)))
+        .count();
     let sent = per.values().filter(|t| t.accepted > 0).count();
     let extra: usize = per.values().map(|t| t.attempts - 1).sum();
     println!(
-        "restart optins={n} sent_before_stop={before} in_flight_at_stop={} sent={sent} duplicates={extra}",
+        "restart optins={n} sent_before_stop={before} in_flight_at_stop={} failed_answers={failed_answers} sent={sent} duplicates={extra}",
         in_flight.len()
     );
     assert_eq!(
         sent, n,
         "every opt-in got its first message after the restart"
     );
+    let all = sim.attempts();
+    for (id, t) in per.iter().filter(|(_, t)| t.attempts > 1) {
+        let seen: Vec<String> = all
+            .iter()
+            .filter(|a| a.recipient_id.as_deref() == Some(id.as_str()))
+            .map(|a| format!("seq={} at={} {:?}", a.seq, a.at_ms - stopped_at, a.outcome))
+            .collect();
+        println!("restart resent {id}: {t:?} {seen:?}");
+    }
+    // Only a send in flight at the stop, or one whose answer we lost, may go again, once.
+    let mut unexplained = 0;
     for (id, t) in &per {
-        if in_flight.contains(id) {
-            assert!(t.attempts <= 2, "{id}: at most one resend: {t:?}");
-        } else {
-            assert_eq!(t.attempts, 1, "{id} was not in flight at the stop: {t:?}");
+        assert!(t.attempts <= 2, "{id}: at most one resend: {t:?}");
+        if t.attempts > 1 && !in_flight.contains(id) {
+            unexplained += 1;
         }
     }
+    assert!(
+        unexplained <= failed_answers,
+        "{unexplained} resends neither in flight at the stop nor after a failed answer"
+    );
 }
 
 fn demo_settings(aws_endpoint: Option<String>) -> lc_local::serve::Settings {
