@@ -113,10 +113,12 @@ async fn lost_answers_over_many_seeds_resend_once_per_lost_answer() {
     let (mut recipients, mut lost_total, mut max_attempts, mut max_single) = (0, 0, 0, 0);
     let mut by_attempts = std::collections::BTreeMap::<usize, usize>::new();
     for seed in 0..SEEDS {
-        let w = World::new(100).await;
+        // The client waits long enough that only an injected hold (700 ms) times it out: a
+        // slow answer on a busy machine would be a lost answer the simulator did not count.
+        let w = World::new(300).await;
         w.sim
             .set_faults(Faults {
-                timeout_ms: 400,
+                timeout_ms: 700,
                 seed,
                 ..Faults::default()
             })
@@ -124,7 +126,7 @@ async fn lost_answers_over_many_seeds_resend_once_per_lost_answer() {
         w.sim
             .set_lost_answers(LostAnswerFaults {
                 lost_answer_5xx_ratio: 0.25,
-                lost_answer_timeout_ratio: 0.05,
+                lost_answer_timeout_ratio: 0.03,
             })
             .unwrap();
         for i in 0..OPTINS {
