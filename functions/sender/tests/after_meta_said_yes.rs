@@ -387,13 +387,15 @@ async fn a_stale_attempts_late_failure_cannot_reopen_a_sent_optin() {
     let job = w.queued_jobs().pop().unwrap();
     w.sim.lose_next_answers(1, FaultKind::Timeout);
     let lease = SenderConfig::default().lease_ms;
+    // Attempt 2 runs on another instance whose client waits for a slow answer.
+    let patient = another_sender(&w, 5_000);
     let first = w.sender.run_job(&job);
     let second = async {
         while w.attempts_for("L1") == 0 {
-            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
         w.advance(lease + 1_000);
-        w.sender.run_job(&job).await
+        patient.run_job(&job).await
     };
     let (first, second) = tokio::join!(first, second);
     let state = w.store.get_optin(KEY).await.unwrap().unwrap().state;
