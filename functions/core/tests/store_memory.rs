@@ -81,3 +81,47 @@ async fn put_page_is_read_back() {
     assert_eq!(store.get_page("100").await.unwrap(), Some(page));
     assert_eq!(store.get_person("100", "x").await.unwrap(), None);
 }
+
+/// `fail_next`: the next n calls of one operation fail as a whole and change nothing; the
+/// others are untouched; then it works again.
+#[tokio::test]
+async fn injected_failures_fail_whole_calls_then_stop() {
+    use lc_core::memory::StoreOp;
+    use lc_core::ports::store::Finish;
+    use lc_core::ports::PortError;
+    let store = MemoryStore::new();
+    let o = optin("fail", "one");
+    store.create_optin(&o).await.unwrap();
+    let now = o.opted_in_at_ms;
+    let Claim::Claimed(c) = store
+        .claim(&o.key(), o.generation, now, now + 1_000)
+        .await
+        .unwrap()
+    else {
+        panic!("claimable")
+    };
+    store.fail_next(StoreOp::Finish, 2);
+    assert_eq!(store.pending_failures(StoreOp::Finish), 2);
+    let sent = Finish::Sent {
+        message_id: Some("m_1".into()),
+        sent_at_ms: now,
+    };
+    for _ in 0..2 {
+        let err = store.finish(&o.key(), c.attempts, &sent, now).await;
+        assert!(
+            matches!(err, Err(PortError::Unavailable(ref m)) if m.contains("injected")),
+            "{err:?}"
+        );
+        // Reads still work, and the failed call changed nothing.
+        let seen = store.get_optin(&o.key()).await.unwrap().unwrap();
+        assert_eq!(seen.state, lc_core::lifecycle::optin::OptinState::Sending);
+    }
+    assert_eq!(store.pending_failures(StoreOp::Finish), 0);
+    assert!(store
+        .finish(&o.key(), c.attempts, &sent, now)
+        .await
+        .unwrap());
+    store.fail_next(StoreOp::GetOptin, 1);
+    store.fail_next(StoreOp::GetOptin, 0);
+    assert!(store.get_optin(&o.key()).await.is_ok(), "0 clears");
+}

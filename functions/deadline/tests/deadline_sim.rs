@@ -1,5 +1,8 @@
 //! The deadline check with an injected clock: opt-in at T, checks at T+23h, T+24h-1s and
 //! T+24h+1s, invoked with the exact input the schedule holds (as Scheduler would).
+//!
+//! The simulator accepts a repeated login_id message here ([`World::new`]), so every "one
+//! send" is asserted on the send *attempts* it saw, not on what it accepted.
 
 use graph_sim::Faults;
 use lc_core::deadline::DeadlineOutcome;
@@ -10,6 +13,12 @@ use lc_testkit::World;
 
 const HOUR: i64 = 3_600_000;
 const KEY: &str = "OPTIN#login_id#L1";
+const LOGIN_ID: &str = "L1";
+
+/// Send attempts at the simulator for the one login_id of these tests.
+fn attempts(w: &World) -> usize {
+    w.attempts_for(LOGIN_ID)
+}
 
 /// An opt-in whose job was lost (so only the deadline check can send).
 async fn pending_without_job(w: &World) {
@@ -29,6 +38,14 @@ async fn fire(w: &World, name: &str) -> serde_json::Value {
     let input: serde_json::Value = serde_json::from_str(&s.input).unwrap();
     let deadline = w.deadline(2_000);
     lc_deadline::handle(&deadline, input)
+        .await
+        .expect("handler succeeds")
+}
+
+/// The at-risk check's input as the (already deleted) schedule held it, delivered again.
+async fn fire_input(w: &World) -> serde_json::Value {
+    let input = serde_json::json!({"v": 1, "optin_key": KEY, "check": "at_risk"});
+    lc_deadline::handle(&w.deadline(2_000), input)
         .await
         .expect("handler succeeds")
 }
@@ -53,10 +70,15 @@ async fn at_t_plus_23h_a_pending_optin_gets_its_last_chance() {
     let out = fire(&w, &schedule_name(KEY)).await;
     assert_eq!(out["outcome"], "last_chance");
     assert_eq!(w.sim.messages().len(), 1);
+    assert_eq!(attempts(&w), 1);
     assert_eq!(
         w.store.get_optin(KEY).await.unwrap().unwrap().state,
         OptinState::Sent
     );
+    // Scheduler delivers the same input again (at least once): no second attempt.
+    let again = fire_input(&w).await;
+    assert_eq!(again["outcome"], "nothing_to_do");
+    assert_eq!(attempts(&w), 1);
 }
 
 #[tokio::test]
@@ -72,6 +94,7 @@ async fn one_second_before_the_deadline_still_sends() {
         }
     ));
     assert_eq!(w.sim.messages().len(), 1);
+    assert_eq!(attempts(&w), 1);
 }
 
 #[tokio::test]
@@ -85,6 +108,7 @@ async fn one_second_after_the_deadline_is_missed_and_nothing_is_sent() {
         w.sim.messages().is_empty(),
         "never a send after the deadline"
     );
+    assert_eq!(attempts(&w), 0, "not even an attempt");
     assert_eq!(
         w.store.get_optin(KEY).await.unwrap().unwrap().state,
         OptinState::Expired
@@ -113,6 +137,8 @@ async fn a_stuck_sending_optin_is_completed_by_the_last_chance_path() {
     let o = w.store.get_optin(KEY).await.unwrap().unwrap();
     assert_eq!((o.state, o.attempts), (OptinState::Sent, 2));
     assert_eq!(w.sim.messages().len(), 1);
+    // The crashed claim never reached Meta: one attempt at the simulator.
+    assert_eq!(attempts(&w), 1);
 }
 
 #[tokio::test]
@@ -125,6 +151,7 @@ async fn a_live_send_gets_a_final_check_instead_of_a_second_send() {
     let out = check(&w).await;
     assert_eq!(out, DeadlineOutcome::InFlight { rearmed: true });
     assert!(w.sim.messages().is_empty());
+    assert_eq!(attempts(&w), 0, "a live claim is not sent over");
     let fin = w
         .scheduler
         .get_schedule(&format!("{}-f", schedule_name(KEY)))
@@ -171,6 +198,20 @@ async fn failed_last_chance_rearms_and_the_final_check_reports_the_miss() {
     let out = fire(&w, &format!("{}-f", schedule_name(KEY))).await;
     assert_eq!(out["outcome"], "missed");
     assert!(w.sim.messages().is_empty(), "no message after deadline_at");
+    let deadline_at = w
+        .store
+        .get_optin(KEY)
+        .await
+        .unwrap()
+        .unwrap()
+        .deadline_at_ms;
+    let at_deadline = w
+        .sim
+        .attempts()
+        .iter()
+        .filter(|a| a.at_ms >= deadline_at)
+        .count();
+    assert_eq!(at_deadline, 0, "no attempt at or after deadline_at");
     let o = w.store.get_optin(KEY).await.unwrap().unwrap();
     assert_eq!(o.state, OptinState::Expired);
     assert!(o.last_error.unwrap_or_default().contains("last error"));
@@ -188,6 +229,7 @@ async fn closed_and_unknown_optins_need_nothing() {
             state: OptinState::Sent
         }
     );
+    assert_eq!(attempts(&w), 1);
     let unknown = w
         .deadline(2_000)
         .check(&DeadlineCheck {

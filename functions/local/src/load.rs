@@ -1,8 +1,14 @@
 //! `load --optins N --concurrency C`: signed opt-ins through the webhook endpoint until every
 //! first message reached the simulator. Latency is webhook POST to message accepted by the
 //! simulator. With `--aws-endpoint`, also the cost per opt-in from the counted AWS requests.
+//!
+//! `duplicates=` counts send *attempts* beyond the first per login_id at the simulator, which
+//! runs with `allow_repeat_login_id_sends` on: a second send shows up whatever Meta's
+//! one-message rule would have answered to it.
 
 use std::collections::HashMap;
+
+use graph_sim::{Attempt, SentMessage};
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -32,6 +38,11 @@ pub async fn load(common: &Common, args: &LoadArgs) -> Result<(), String> {
         .sim
         .as_ref()
         .ok_or("load needs the built-in Graph simulator")?;
+    // A second message to a login_id is accepted and counted instead of refused.
+    sim.update_config(graph_sim::ConfigUpdate {
+        allow_repeat_login_id_sends: Some(true),
+        ..graph_sim::ConfigUpdate::default()
+    });
     eprintln!(
         "load: {optins} opt-ins, concurrency {concurrency}, {} pages, {}, {} cores",
         pages.len(),
@@ -97,7 +108,11 @@ pub async fn load(common: &Common, args: &LoadArgs) -> Result<(), String> {
     let tty = std::io::stderr().is_terminal();
     let mut last = (0u64, Instant::now());
     loop {
-        let accepted = sim.stats().accepted;
+        // Distinct login_ids with an accepted message (a duplicate is not progress).
+        let accepted = {
+            let s = sim.stats();
+            s.accepted.saturating_sub(s.duplicate_accepted)
+        };
         if tty {
             let posted = next.load(Ordering::Relaxed).min(optins);
             eprint!("\r  posted {posted}/{optins}  sent {accepted}/{optins}   ");
@@ -121,14 +136,7 @@ pub async fn load(common: &Common, args: &LoadArgs) -> Result<(), String> {
     }
     let elapsed = wall.elapsed();
 
-    let mut first: HashMap<String, i64> = HashMap::new();
-    let mut total = 0usize;
-    for m in sim.messages() {
-        if let Some(id) = m.recipient.get("login_id").and_then(|v| v.as_str()) {
-            total += 1;
-            first.entry(id.to_string()).or_insert(m.at_ms);
-        }
-    }
+    let Tally { first, duplicates } = tally(&sim.messages(), &sim.attempts());
     let index: HashMap<&str, usize> = login_ids
         .iter()
         .enumerate()
@@ -151,9 +159,8 @@ pub async fn load(common: &Common, args: &LoadArgs) -> Result<(), String> {
     };
     let sent = first.len();
     println!(
-        "load optins={optins} sent={sent} lost={} duplicates={} throughput_per_s={:.1} p50_ms={} p99_ms={}",
+        "load optins={optins} sent={sent} lost={} duplicates={duplicates} throughput_per_s={:.1} p50_ms={} p99_ms={}",
         optins.saturating_sub(sent),
-        total - sent,
         sent as f64 / elapsed.as_secs_f64().max(0.001),
         pct(0.50),
         pct(0.99)
@@ -165,9 +172,105 @@ pub async fn load(common: &Common, args: &LoadArgs) -> Result<(), String> {
     if settings.aws_endpoint.is_some() {
         println!("{}", cost::line(&stack.pipeline.requests(), sent.max(1))?);
     }
-    if sent == optins && total == sent {
+    if sent == optins && duplicates == 0 {
         Ok(())
     } else {
         Err("some opt-ins were lost or duplicated".into())
+    }
+}
+
+/// What the simulator saw for the login_ids of a run.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Tally {
+    /// login_id -> when its first message was accepted (sim clock).
+    first: HashMap<String, i64>,
+    /// Send attempts beyond the first per login_id, whatever their outcome.
+    duplicates: usize,
+}
+
+fn tally(messages: &[SentMessage], attempts: &[Attempt]) -> Tally {
+    let mut first: HashMap<String, i64> = HashMap::new();
+    for m in messages {
+        if let Some(id) = m.recipient.get("login_id").and_then(|v| v.as_str()) {
+            first.entry(id.to_string()).or_insert(m.at_ms);
+        }
+    }
+    let mut per: HashMap<&str, usize> = HashMap::new();
+    for a in attempts {
+        if a.recipient_kind.as_deref() == Some("login_id") {
+            if let Some(id) = a.recipient_id.as_deref() {
+                *per.entry(id).or_default() += 1;
+            }
+        }
+    }
+    let duplicates = per.values().map(|n| n.saturating_sub(1)).sum();
+    Tally { first, duplicates }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use graph_sim::AttemptOutcome;
+
+    fn attempt(seq: u64, id: &str, outcome: AttemptOutcome) -> Attempt {
+        Attempt {
+            seq,
+            at_ms: seq as i64,
+            page_id: Some("1".into()),
+            recipient_kind: Some("login_id".into()),
+            recipient_id: Some(id.into()),
+            messaging_type: Some("UPDATE".into()),
+            tag: None,
+            sender_action: None,
+            outcome,
+            lost_answer: None,
+        }
+    }
+
+    fn message(id: &str, at_ms: i64) -> SentMessage {
+        SentMessage {
+            page_id: "1".into(),
+            recipient: serde_json::json!({ "login_id": id }),
+            messaging_type: "UPDATE".into(),
+            tag: None,
+            message: serde_json::json!({"text": "hi"}),
+            message_id: format!("m_{at_ms}"),
+            at_ms,
+        }
+    }
+
+    #[test]
+    fn duplicates_count_attempts_not_accepted_messages() {
+        let accepted = |n: &str| AttemptOutcome::Accepted {
+            message_id: Some(n.into()),
+        };
+        let attempts = vec![
+            attempt(1, "a", accepted("m_1")),
+            // Refused by Meta's one-message rule: still a second send by us.
+            attempt(
+                2,
+                "a",
+                AttemptOutcome::Refused {
+                    code: 10,
+                    subcode: Some(2_018_278),
+                },
+            ),
+            attempt(3, "b", accepted("m_3")),
+            attempt(4, "b", accepted("m_4")),
+            attempt(5, "c", accepted("m_5")),
+        ];
+        let messages = vec![
+            message("a", 1),
+            message("b", 3),
+            message("b", 4),
+            message("c", 5),
+        ];
+        let t = tally(&messages, &attempts);
+        assert_eq!(t.duplicates, 2);
+        assert_eq!(t.first.len(), 3);
+        assert_eq!(
+            t.first["b"], 3,
+            "latency runs to the first accepted message"
+        );
     }
 }

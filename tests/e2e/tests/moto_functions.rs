@@ -3,6 +3,9 @@
 //! Scheduler schedule + outbound job -> sender function -> message at the simulator -> state
 //! in DynamoDB, schedule deleted; and the deadline function invoked with the exact input the
 //! schedule holds (moto never fires schedules).
+//!
+//! The simulator accepts a repeated login_id message here (`allow_repeat_login_id_sends`), so
+//! "one send" is asserted on the send attempts it saw, not on Meta refusing the second.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,7 +24,7 @@ use lc_core::memory::ManualClock;
 use lc_core::ports::{
     Clock, MemoryMetrics, OptinStore, QueueReceiver, RequestCounter, Scheduler, Table,
 };
-use lc_core::sending::sender::{Sender, SenderConfig, SenderPorts};
+use lc_core::sending::sender::{Sender, SenderPorts};
 use lc_core::support::secret::Secrets;
 use lc_core::webhook::intake::{Intake, IntakeConfig};
 use lc_core::webhook::signature::sign;
@@ -93,9 +96,12 @@ async fn moto() -> Moto {
     )
     .expect("scheduler")
     .with_counter(counter.clone());
-    let sim = graph_sim::start(graph_sim::SimConfig::default().with_page(PAGE, TOKEN))
-        .await
-        .expect("sim");
+    let sim = graph_sim::start(graph_sim::SimConfig {
+        allow_repeat_login_id_sends: true,
+        ..graph_sim::SimConfig::default().with_page(PAGE, TOKEN)
+    })
+    .await
+    .expect("sim");
     // The business's side: a bus, and a rule that routes every event to its queue (what the
     // template's optional BusinessQueueArn parameter sets up).
     let business_url = sqs
@@ -214,7 +220,7 @@ impl Moto {
                 clock: Arc::new(self.clock.clone()),
                 metrics: self.metrics.clone(),
             },
-            SenderConfig::default(),
+            lc_testkit::sender_config(),
         )
     }
 
@@ -338,6 +344,7 @@ async fn signed_webhook_to_first_message_through_every_function() {
     delete_all(&m.jobs_q, &jobs, &[]).await;
     let sent = m.sim.messages();
     assert_eq!(sent.len(), 1);
+    assert_eq!(m.sim.attempts_for("L-e2e"), 1, "{:?}", m.sim.attempts());
     assert_eq!(sent[0].recipient, serde_json::json!({"login_id": "L-e2e"}));
     let o = m.store.get_optin(key).await.unwrap().unwrap();
     assert_eq!(o.state, OptinState::Sent);
@@ -510,6 +517,7 @@ async fn deadline_function_with_the_schedules_own_input() {
         .expect("deadline handler");
     assert_eq!(out["outcome"], "last_chance");
     assert_eq!(m.sim.messages().len(), 1);
+    assert_eq!(m.sim.attempts_for("L-late"), 1);
     assert_eq!(
         m.store.get_optin(key).await.unwrap().unwrap().state,
         OptinState::Sent
@@ -527,6 +535,7 @@ async fn deadline_function_with_the_schedules_own_input() {
         .expect("deadline handler");
     assert_eq!(again["outcome"], "nothing_to_do");
     assert_eq!(m.sim.messages().len(), 1);
+    assert_eq!(m.sim.attempts_for("L-late"), 1, "no second attempt");
 
     // Past the deadline an unsent opt-in is reported missed, never sent.
     m.sim.register_login_id("L-missed", None, m.clock.now_ms());
@@ -551,6 +560,7 @@ async fn deadline_function_with_the_schedules_own_input() {
         .unwrap();
     assert_eq!(out["outcome"], "missed");
     assert_eq!(m.sim.messages().len(), 1, "no message after the deadline");
+    assert_eq!(m.sim.attempts_for("L-missed"), 0, "not even an attempt");
     assert_eq!(
         m.store
             .get_optin("OPTIN#login_id#L-missed")

@@ -1,12 +1,18 @@
 //! A world for tests: the Graph simulator on 127.0.0.1 and the domain on in-memory adapters,
 //! with one manual clock. Webhook bodies go in through the real splitter; jobs come out of a
 //! real (in-memory) queue and run through the real sender and Graph client.
+//!
+//! [`World::new`] runs the simulator with `allow_repeat_login_id_sends` on: a second message
+//! to a `login_id` or `user_ref` is accepted and recorded instead of refused by the simulator
+//! (10/2018278), so an exactly-once test sees our own duplicate instead of Meta hiding it.
+//! Such tests assert on *attempts* ([`World::attempts_for`]). [`World::strict`] keeps Meta's
+//! own refusal, for the tests of what Meta does with a second message.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use graph_sim::{SimConfig, SimHandle};
+use graph_sim::{Attempt, AttemptOutcome, SimConfig, SimHandle};
 use lc_adapters::graph::{GraphClient, GraphConfig};
 use lc_core::consumer::Fate;
 use lc_core::deadline::Deadline;
@@ -35,6 +41,14 @@ pub struct World {
     pub sender: Arc<Sender>,
 }
 
+/// The sender settings of a test world: the defaults, with this world's one sender owning a
+/// Page's whole rate (the deployed share divides it among every sending process).
+pub fn sender_config() -> SenderConfig {
+    let mut c = SenderConfig::default();
+    c.pacing.instances = 1;
+    c
+}
+
 pub fn secrets() -> Arc<Secrets> {
     Arc::new(Secrets {
         apps: vec![AppCredentials {
@@ -49,9 +63,28 @@ pub fn secrets() -> Arc<Secrets> {
 }
 
 impl World {
-    /// A fresh world; `client_timeout_ms` bounds each Graph call.
+    /// A fresh world; `client_timeout_ms` bounds each Graph call. The simulator accepts a
+    /// repeated `login_id`/`user_ref` message (see the module doc): count attempts.
     pub async fn new(client_timeout_ms: u64) -> World {
-        let sim = match graph_sim::start(SimConfig::default().with_page(PAGE, TOKEN)).await {
+        World::with_sim(client_timeout_ms, |c| SimConfig {
+            allow_repeat_login_id_sends: true,
+            ..c
+        })
+        .await
+    }
+
+    /// A world whose simulator refuses a second `login_id`/`user_ref` message as Meta does.
+    pub async fn strict(client_timeout_ms: u64) -> World {
+        World::with_sim(client_timeout_ms, |c| c).await
+    }
+
+    /// A world with the simulator configured by `configure` (Page [`PAGE`] already set).
+    pub async fn with_sim(
+        client_timeout_ms: u64,
+        configure: impl FnOnce(SimConfig) -> SimConfig,
+    ) -> World {
+        let config = configure(SimConfig::default().with_page(PAGE, TOKEN));
+        let sim = match graph_sim::start(config).await {
             Ok(s) => s,
             Err(e) => panic!("the Graph simulator must start on 127.0.0.1: {e}"),
         };
@@ -97,7 +130,7 @@ impl World {
                     clock: Arc::new(clock.clone()),
                     metrics: metrics.clone(),
                 },
-                SenderConfig::default(),
+                sender_config(),
             )),
             metrics,
             bus,
@@ -130,12 +163,22 @@ impl World {
                 clock: Arc::new(self.clock.clone()),
                 metrics: self.metrics.clone(),
             },
-            SenderConfig::default(),
+            sender_config(),
         ))
     }
 
     pub fn now(&self) -> i64 {
         self.clock.now_ms()
+    }
+
+    /// Send attempts the simulator saw for this recipient value (any outcome).
+    pub fn attempts_for(&self, recipient_id: &str) -> usize {
+        self.sim.attempts_for(recipient_id)
+    }
+
+    /// Per recipient value: what the simulator saw (see [`Tally`]).
+    pub fn tally(&self) -> BTreeMap<String, Tally> {
+        tally(&self.sim.attempts())
     }
 
     /// Moves our clock and the simulator's together (Meta's window checks use its clock).
@@ -213,6 +256,83 @@ impl World {
         }
         (outcomes, max_rounds)
     }
+}
+
+impl World {
+    /// Plays the outbound queue through [`Sender::handle_message`], the per-message function
+    /// Lambda's event source calls: a backend error keeps the message for the queue's
+    /// visibility timeout (it is not a test failure), a timed retry changes its visibility.
+    /// Moves both clocks a second when nothing is visible; stops when the queue is empty or
+    /// after `max_rounds`. Returns every fate in order.
+    pub async fn pump(&self, max_rounds: usize) -> Vec<Fate> {
+        let mut fates = Vec::new();
+        for _ in 0..max_rounds {
+            if self.jobs.is_empty() {
+                break;
+            }
+            let batch = self.jobs.receive(10);
+            if batch.is_empty() {
+                self.advance(1_000);
+                continue;
+            }
+            for m in batch {
+                let fate = self.sender.handle_message(&m.body).await;
+                match &fate {
+                    Fate::Ack | Fate::DeadLetter { .. } => {
+                        self.jobs.delete(&m.receipt_handle);
+                    }
+                    Fate::Retry {
+                        after_secs: Some(secs),
+                        ..
+                    } => {
+                        self.jobs.change_visibility(&m.receipt_handle, *secs);
+                    }
+                    Fate::Retry { .. } => {}
+                }
+                fates.push(fate);
+            }
+        }
+        fates
+    }
+}
+
+/// What the simulator saw for one recipient.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tally {
+    /// Every send attempt, whatever its outcome.
+    pub attempts: usize,
+    /// Attempts Meta accepted (with repeat mode on, a duplicate is accepted too).
+    pub accepted: usize,
+    /// Accepted attempts whose answer the simulator lost (5xx or timeout after acceptance).
+    pub accepted_lost: usize,
+    /// Attempts made after one whose acceptance we were told: never allowed.
+    pub after_known_accept: usize,
+}
+
+/// Groups attempts by recipient value.
+pub fn tally(attempts: &[Attempt]) -> BTreeMap<String, Tally> {
+    let mut out: BTreeMap<String, Tally> = BTreeMap::new();
+    let mut answered: BTreeMap<String, bool> = BTreeMap::new();
+    for a in attempts {
+        let Some(id) = a.recipient_id.clone() else {
+            continue;
+        };
+        let t = out.entry(id.clone()).or_default();
+        t.attempts += 1;
+        let known = answered.entry(id).or_default();
+        if *known {
+            t.after_known_accept += 1;
+        }
+        if matches!(a.outcome, AttemptOutcome::Accepted { .. }) {
+            t.accepted += 1;
+            if a.lost_answer.is_some() {
+                t.accepted_lost += 1;
+            } else {
+                *known = true;
+            }
+        }
+    }
+    out
 }
 
 /// A `messaging_optins` webhook body for page [`PAGE`].

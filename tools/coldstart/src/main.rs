@@ -302,6 +302,7 @@ fn base_env(aws_endpoint: &str) -> Vec<(String, String)> {
         ("OUTBOUND_QUEUE_URL", queue("outbound")),
         ("OUTBOUND_DLQ_URL", queue("outbound-dlq")),
         ("SCHEDULE_GROUP", "coldstart".into()),
+        ("EVENT_BUS_NAME", "coldstart".into()),
         (
             "DEADLINE_FUNCTION_ARN",
             format!("arn:aws:lambda:{region}:{account}:function:deadline"),

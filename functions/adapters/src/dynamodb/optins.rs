@@ -333,7 +333,7 @@ mod tests {
         assert_eq!(
             unchanged_condition(&mut e, &seen),
             "attribute_exists(#n3) AND (attribute_not_exists(#n0) OR #n0 = :v0) AND #n1 = :v1 \
-             AND #n2 = :v2 AND #n1 IN (:v3, :v4, :v5, :v6, :v7)"
+             AND #n2 = :v2 AND #n1 IN (:v3, :v4, :v5, :v6, :v7, :v8)"
         );
         seen.generation = 4;
         let mut e = Expr::default();

@@ -14,4 +14,4 @@ pub use bus::MemoryBus;
 pub use clock::ManualClock;
 pub use queue::{MemoryQueue, QueueFault, Received};
 pub use scheduler::MemoryScheduler;
-pub use store::MemoryStore;
+pub use store::{MemoryStore, StoreOp};

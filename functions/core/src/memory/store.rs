@@ -39,11 +39,22 @@ struct Tables {
     quarantine: BTreeMap<String, QuarantinedRecord>,
 }
 
+/// An opt-in operation a test can make fail with [`MemoryStore::fail_next`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StoreOp {
+    GetOptin,
+    Claim,
+    Finish,
+    Expire,
+}
+
 /// The in-memory table. Cheap to share behind an `Arc`.
 #[derive(Debug)]
 pub struct MemoryStore {
     tables: Mutex<Tables>,
     counter: Arc<RequestCounter>,
+    /// Injected failures: the next `n` calls of an operation answer `Unavailable`.
+    failures: Mutex<HashMap<StoreOp, u32>>,
 }
 
 impl Default for MemoryStore {
@@ -63,7 +74,48 @@ impl MemoryStore {
         MemoryStore {
             tables: Mutex::new(Tables::default()),
             counter,
+            failures: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Makes the next `n` calls of `op` fail with [`PortError::Unavailable`] (a throttled or
+    /// unreachable table), without touching the data; `n` = 0 clears it. Calls add up.
+    pub fn fail_next(&self, op: StoreOp, n: u32) {
+        let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        if n == 0 {
+            f.remove(&op);
+        } else {
+            *f.entry(op).or_insert(0) += n;
+        }
+    }
+
+    /// Injected failures of `op` not used yet.
+    pub fn pending_failures(&self, op: StoreOp) -> u32 {
+        let f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        f.get(&op).copied().unwrap_or(0)
+    }
+
+    /// Uses up one injected failure of `op`, if any: the request is counted and fails as a
+    /// whole, like a throttled or unreachable DynamoDB.
+    async fn injected(&self, op: StoreOp, operation: &str) -> Result<(), PortError> {
+        let fail = {
+            let mut f = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+            match f.get_mut(&op) {
+                Some(n) if *n > 0 => {
+                    *n -= 1;
+                    true
+                }
+                _ => false,
+            }
+        };
+        if !fail {
+            return Ok(());
+        }
+        self.count(operation);
+        tokio::task::yield_now().await;
+        Err(PortError::Unavailable(format!(
+            "injected: {op:?} ({operation}) unavailable"
+        )))
     }
 
     pub fn counter(&self) -> &Arc<RequestCounter> {
@@ -128,6 +180,7 @@ impl OptinStore for MemoryStore {
     }
 
     async fn get_optin(&self, key: &str) -> Result<Option<Optin>, PortError> {
+        self.injected(StoreOp::GetOptin, "GetItem").await?;
         self.request("GetItem", |t| Ok(t.optins.get(key).cloned()))
             .await
     }
@@ -197,6 +250,7 @@ impl OptinStore for MemoryStore {
         now_ms: i64,
         lease_until_ms: i64,
     ) -> Result<Claim, PortError> {
+        self.injected(StoreOp::Claim, "UpdateItem").await?;
         self.request("UpdateItem", |t| {
             let Some(o) = t.optins.get_mut(key) else {
                 // The adapter learns "missing" from a follow-up consistent read.
@@ -222,6 +276,7 @@ impl OptinStore for MemoryStore {
         finish: &Finish,
         now_ms: i64,
     ) -> Result<bool, PortError> {
+        self.injected(StoreOp::Finish, "UpdateItem").await?;
         self.request("UpdateItem", |t| {
             let Some(o) = t.optins.get_mut(key) else {
                 return Ok(false);
@@ -270,6 +325,7 @@ impl OptinStore for MemoryStore {
         now_ms: i64,
         reason: &str,
     ) -> Result<Option<Optin>, PortError> {
+        self.injected(StoreOp::Expire, "UpdateItem").await?;
         self.request("UpdateItem", |t| {
             let Some(o) = t.optins.get_mut(key) else {
                 return Ok(None);
