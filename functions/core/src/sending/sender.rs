@@ -907,6 +907,28 @@ impl Sender {
             // Each closes this generation as failed with its reason and leaves the person
             // alone; retrying cannot help (a PSID's window reopens only when they write; a
             // login_id's one message is used or late).
+            ErrorClass::WindowClosed
+                if matches!(
+                    optin.recipient.kind,
+                    IdentityKind::LoginId | IdentityKind::UserRef
+                ) && earlier_answer_lost(optin) =>
+            {
+                // An earlier attempt's answer was lost (timeout or 5xx) and now Meta says the
+                // one message is used: that attempt was accepted. Recorded as sent, without a
+                // message id, rather than as a failure the person did not see.
+                tracing::warn!(
+                    optin = %hash_id(&key),
+                    attempt,
+                    "one message already used after a lost answer: recorded as sent"
+                );
+                self.record_sent(optin, None, now).await?;
+                self.delete_schedule(optin).await;
+                Ok(JobOutcome::Sent {
+                    message_id: String::new(),
+                    optin_to_sent_ms: now - optin.opted_in_at_ms,
+                    schedule_deleted: true,
+                })
+            }
             ErrorClass::WindowClosed | ErrorClass::UnknownRecipient | ErrorClass::Undeliverable => {
                 let why = match (class, optin.recipient.kind) {
                     (ErrorClass::WindowClosed, IdentityKind::LoginId | IdentityKind::UserRef) => {
@@ -1151,6 +1173,16 @@ pub fn outcome_events(job: &FirstMessageJob, outcome: &JobOutcome, now_ms: i64) 
         )],
         _ => Vec::new(),
     }
+}
+
+/// Did an earlier attempt of this generation end without an answer (a timeout, a connection
+/// cut, a 5xx)? Its message may have been accepted.
+fn earlier_answer_lost(optin: &Optin) -> bool {
+    optin.attempts > 1
+        && optin
+            .last_error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("transport") || e.starts_with("graph 5"))
 }
 
 fn channel_of_recipient(job: &FirstMessageJob) -> &'static str {
