@@ -199,6 +199,15 @@ pub struct Optin {
     /// The outcomes of earlier generations, oldest first (at most [`MAX_HISTORY`]).
     #[serde(default)]
     pub history: Vec<GenerationOutcome>,
+    /// The business's own id for the person, when a signed source named it (the login
+    /// callback's signed `external_id`, or a valid signed Send-to-Messenger ref). Kept across
+    /// generations: the key names the same person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+    /// The app-scoped user id, when the login callback saw it (Graph's `debug_token`): how a
+    /// data-deletion request from Meta finds this opt-in without the derivation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asid: Option<String>,
 }
 
 /// Earlier generations kept on one item: a person re-opting in this many times is far beyond
@@ -269,6 +278,8 @@ impl Optin {
             app_id: None,
             generation: 1,
             history: Vec::new(),
+            external_id: None,
+            asid: None,
         }
     }
 
@@ -324,6 +335,14 @@ impl Optin {
             history.drain(..history.len() - MAX_HISTORY);
         }
         next.history = history;
+        // The key names the same person: identities learnt earlier stay unless the new opt-in
+        // brings its own.
+        if next.external_id.is_none() {
+            next.external_id.clone_from(&self.external_id);
+        }
+        if next.asid.is_none() {
+            next.asid.clone_from(&self.asid);
+        }
         next
     }
 
@@ -406,6 +425,9 @@ pub struct FirstMessageJob {
     pub page_id: String,
     pub deadline_at_ms: i64,
     pub enqueued_at_ms: i64,
+    /// The opt-in's `external_id`, so the outcome events name the business's id too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
 }
 
 /// What Meta answered to an attempt whose record could not be written at once.
