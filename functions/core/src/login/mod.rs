@@ -32,7 +32,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::lifecycle::optin::{optin_key, DAY_MS};
-use crate::lifecycle::processor::login_event;
+use crate::lifecycle::processor::{login_event_with, LoginIdentity};
 use crate::lifecycle::refs::{self, Keyring};
 use crate::login::login_id::derive_login_id;
 use crate::ports::graph::{SendError, TokenInfo};
@@ -255,6 +255,18 @@ impl Login {
             Ok(app) => app,
             Err(why) => return (LoginAnswer::NotConfigured(why), Outcome::NotConfigured(why)),
         };
+        // The business's own id, signed by its backend: checked before Graph is asked anything.
+        let external_id = match crate::people::external_id::from_login_body(
+            body,
+            &secrets,
+            self.clock.now_ms(),
+        ) {
+            Ok(x) => x,
+            Err(crate::people::external_id::Refused::NotConfigured(why)) => {
+                return (LoginAnswer::NotConfigured(why), Outcome::NotConfigured(why))
+            }
+            Err(crate::people::external_id::Refused::BadRequest(why)) => return bad_request(why),
+        };
 
         let app_token = Secret::new(format!("{}|{}", app.app_id, app.app_secret.expose()));
         let info = match self.graph.debug_token(&app_token, &token).await {
@@ -277,7 +289,12 @@ impl Login {
 
         let login_id = derive_login_id(app.client_token.expose(), asid, &app.app_id, &page_id);
         let login_id_hash = hash_id(&login_id);
-        if !self.enqueue(&page_id, &login_id, now).await {
+        let identity = LoginIdentity {
+            app_id: app.app_id.clone(),
+            asid: asid.to_string(),
+            external_id,
+        };
+        if !self.enqueue(&page_id, &login_id, &identity, now).await {
             return (LoginAnswer::Unavailable, Outcome::EnqueueFailed);
         }
 
@@ -325,8 +342,14 @@ impl Login {
     }
 
     /// Puts the login opt-in on the events queue; `false` when the queue did not take it.
-    async fn enqueue(&self, page_id: &str, login_id: &str, now: i64) -> bool {
-        let Ok(event) = login_event(page_id, login_id, now, now) else {
+    async fn enqueue(
+        &self,
+        page_id: &str,
+        login_id: &str,
+        identity: &LoginIdentity,
+        now: i64,
+    ) -> bool {
+        let Ok(event) = login_event_with(page_id, login_id, now, now, Some(identity)) else {
             return false;
         };
         let Ok(messages) = encode(std::slice::from_ref(&event)) else {

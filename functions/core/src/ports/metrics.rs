@@ -9,6 +9,7 @@
 
 use std::sync::Mutex;
 
+use crate::funnel::FunnelStage;
 use crate::lifecycle::optin::{EntryPoint, OptinSource};
 use crate::sending::errors::ErrorClass;
 use crate::webhook::signature::SignatureError;
@@ -47,6 +48,12 @@ pub enum Metric {
     ScheduleDeleteFailure,
     /// A deadline check that found its opt-in already closed.
     DeadlineCheckNoop,
+    /// One step of the conversion funnel (opt-in, first message, reply within 24 h / 7 days,
+    /// opt-out, missed deadline), by entry point. Never by Page: see [`crate::funnel`].
+    Funnel {
+        stage: FunnelStage,
+        entry_point: EntryPoint,
+    },
 }
 
 /// The CloudWatch unit of a point.
@@ -87,7 +94,7 @@ impl Point {
 
 impl Metric {
     /// Every metric name this service writes, for docs and the alarms' contract test.
-    pub const NAMES: [&'static str; 15] = [
+    pub const NAMES: [&'static str; 16] = [
         "WebhookEvents",
         "SignatureFailures",
         "EnqueueFailures",
@@ -103,6 +110,7 @@ impl Metric {
         "PolicyWarnings",
         "ScheduleDeleteFailures",
         "DeadlineChecksNoop",
+        "Funnel",
     ];
 
     /// Names written as distributions (every value kept); all others are summed counts.
@@ -153,6 +161,9 @@ impl Metric {
             Metric::PolicyWarning => one("PolicyWarnings"),
             Metric::ScheduleDeleteFailure => one("ScheduleDeleteFailures"),
             Metric::DeadlineCheckNoop => one("DeadlineChecksNoop"),
+            Metric::Funnel { stage, entry_point } => vec![Point::count("Funnel", 1.0)
+                .with("stage", stage.as_str())
+                .with("entry_point", entry_point.as_str())],
         }
     }
 }
@@ -227,6 +238,10 @@ mod tests {
             Metric::PolicyWarning,
             Metric::ScheduleDeleteFailure,
             Metric::DeadlineCheckNoop,
+            Metric::Funnel {
+                stage: FunnelStage::Reply24h,
+                entry_point: EntryPoint::Checkbox,
+            },
         ]
     }
 
