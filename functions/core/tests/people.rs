@@ -101,6 +101,7 @@ impl World {
             Arc::new(self.clock.clone()),
             DeletionConfig {
                 default_page_id: PAGE.into(),
+                public_base_url: None,
             },
         )
     }

@@ -56,6 +56,9 @@ const MAX_REACH: usize = 200;
 pub struct DeletionConfig {
     /// A Page served here besides the secret's `page_tokens` (the login function's default).
     pub default_page_id: String,
+    /// Where the status page is reached (`https://example.org`, no trailing path); unset: the
+    /// request's own `Host` over https (a Lambda Function URL).
+    pub public_base_url: Option<String>,
 }
 
 /// What `POST /data-deletion` answers.
@@ -103,6 +106,10 @@ impl DataDeletion {
             clock,
             config,
         }
+    }
+
+    pub fn config(&self) -> &DeletionConfig {
+        &self.config
     }
 
     /// The callback: `body` is the form-encoded POST body.
