@@ -2,7 +2,8 @@
 //! free of HTTP (the router in `lc-api` maps them to statuses, fixed bodies, CORS and HTML).
 //!
 //! - [`Login::login`] takes the body of `POST /login`, `{"access_token": "<user token>",
-//!   "page_id": "<optional>"}`: verifies the token server-side with Graph `debug_token` (valid,
+//!   "page_id": "<optional>", "external_id": "<optional: the business's user id, signed by its
+//!   backend>"}` ([`crate::people::external_id`]): verifies the token server-side with Graph `debug_token` (valid,
 //!   issued for our app, not expired, `user_messenger_contact` granted), takes the app-scoped user
 //!   id (ASID) from Graph's answer (never from the browser), derives the `login_id`
 //!   ([`crate::login::login_id`]), and puts a login opt-in
