@@ -7,21 +7,44 @@ use lc_core::lifecycle::processor::LifecycleConfig;
 use lc_core::ports::RequestCounter;
 use lc_core::sending::first_message;
 use lc_core::sending::sender::SenderConfig;
+use lc_core::support::retention::Retention;
 
 use crate::dynamodb::DynamoStore;
 use crate::env::{optional, parse_or, required, ConfigError};
 use crate::scheduler::{EventBridgeScheduler, SchedulerConfig};
 use crate::sqs::SqsQueue;
 
-/// The table (`TABLE_NAME`).
+/// The table (`TABLE_NAME`), with the retention settings ([`retention`]).
 pub fn store(
     sdk: &aws_config::SdkConfig,
     counter: Option<Arc<RequestCounter>>,
 ) -> Result<DynamoStore, ConfigError> {
-    let s = DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), required("TABLE_NAME")?);
+    let s = DynamoStore::new(aws_sdk_dynamodb::Client::new(sdk), required("TABLE_NAME")?)
+        .with_retention(retention()?);
     Ok(match counter {
         Some(c) => s.with_counter(c),
         None => s,
+    })
+}
+
+/// How long items live, in days: `LC_RETENTION_OPTIN_DAYS` (closed opt-ins, default 400),
+/// `LC_RETENTION_PERSON_DAYS` (people and tokens after their last event, 400),
+/// `LC_RETENTION_QUARANTINE_DAYS` (90), `LC_RETENTION_RECEIPT_DAYS` (deletion receipts, 90).
+pub fn retention() -> Result<Retention, ConfigError> {
+    let d = Retention::default();
+    let days = |name: &'static str, default: i64| -> Result<i64, ConfigError> {
+        let v = parse_or(name, default)?;
+        if (1..=3650).contains(&v) {
+            Ok(v)
+        } else {
+            Err(ConfigError::Invalid(name, "expected 1 to 3650 days".into()))
+        }
+    };
+    Ok(Retention {
+        optin_days: days("LC_RETENTION_OPTIN_DAYS", d.optin_days)?,
+        person_days: days("LC_RETENTION_PERSON_DAYS", d.person_days)?,
+        quarantine_days: days("LC_RETENTION_QUARANTINE_DAYS", d.quarantine_days)?,
+        receipt_days: days("LC_RETENTION_RECEIPT_DAYS", d.receipt_days)?,
     })
 }
 

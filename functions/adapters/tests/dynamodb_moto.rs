@@ -632,3 +632,244 @@ async fn an_item_without_generation_is_generation_one() {
     assert!(matches!(item.get("history"), Some(AttributeValue::L(l)) if l.len() == 1));
     assert_eq!(store.get_optin(&o.key()).await.unwrap(), Some(next));
 }
+
+/// Every item of the table (a test table holds a few hundred at most).
+async fn scan_all(store: &DynamoStore) -> Vec<HashMap<String, AttributeValue>> {
+    let mut items = Vec::new();
+    let mut start = None;
+    loop {
+        let out = store
+            .client()
+            .scan()
+            .table_name(store.table())
+            .consistent_read(true)
+            .set_exclusive_start_key(start.take())
+            .send()
+            .await
+            .expect("scan");
+        items.extend(out.items.unwrap_or_default());
+        match out.last_evaluated_key {
+            Some(k) if !k.is_empty() => start = Some(k),
+            _ => return items,
+        }
+    }
+}
+
+fn n_of(item: &HashMap<String, AttributeValue>, attr: &str) -> Option<i64> {
+    match item.get(attr) {
+        Some(AttributeValue::N(v)) => v.parse().ok(),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs moto: run tests/run.sh"]
+async fn dynamo_store_meets_the_identity_contract() {
+    let (store, counter) = store().await;
+    lc_core::contract::identity::run_all(&store, &common::unique("id")).await;
+    lc_core::contract::identity::run_all(&store, &common::unique("id")).await;
+    println!("dynamodb requests for the suite: {:?}", counter.snapshot());
+}
+
+/// What each identity write costs, in requests (the figures the docs quote).
+#[tokio::test]
+#[ignore = "needs moto: run tests/run.sh"]
+async fn identity_request_counts() {
+    use lc_core::ports::identity::{IdentityPointer, IndexedId, OptinIdentity};
+    use lc_core::ports::IdentityStore;
+    let (store, counter) = store().await;
+    let p = common::unique("idn");
+    let o = optin(&p, "n");
+    store.create_optin(&o).await.unwrap();
+    let pointer = |id| IdentityPointer {
+        id,
+        optin_key: o.key(),
+        page_id: o.page_id.clone(),
+        at_ms: T0,
+    };
+    counter.reset();
+    store
+        .put_pointers(&[
+            pointer(IndexedId::ExternalId(format!("{p}-x"))),
+            pointer(IndexedId::Asid {
+                app_id: "1".into(),
+                asid: format!("{p}1"),
+            }),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(counter.snapshot().get("dynamodb.PutItem"), Some(&2));
+    assert_eq!(counter.total("dynamodb"), 2, "one write per identity");
+    counter.reset();
+    let got = store
+        .pointers(&IndexedId::ExternalId(format!("{p}-x")))
+        .await
+        .unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(counter.total("dynamodb"), 1, "one Query per lookup");
+    counter.reset();
+    let ids = OptinIdentity {
+        external_id: Some("x".into()),
+        asid: None,
+    };
+    assert!(store.add_optin_identity(&o.key(), &ids).await.unwrap());
+    assert_eq!(counter.snapshot().get("dynamodb.UpdateItem"), Some(&1));
+    assert_eq!(counter.total("dynamodb"), 1);
+}
+
+/// Items that hold personal data expire: a closed opt-in, a person, a token, an index item, a
+/// quarantined event and a receipt carry `expires_at` (epoch seconds); an open opt-in does not.
+/// Quarantined events go to 16 shards; records of the old single partition are still listed
+/// and deleted.
+#[tokio::test]
+#[ignore = "needs moto: run tests/run.sh"]
+async fn items_expire_and_quarantine_is_sharded() {
+    use lc_core::ports::identity::{DeletionReceipt, DeletionStatus, IdentityPointer, IndexedId};
+    use lc_core::ports::IdentityStore;
+    use lc_core::support::retention::Retention;
+    let (store, _) = store().await;
+    let store = store.with_retention(Retention {
+        optin_days: 10,
+        person_days: 20,
+        quarantine_days: 3,
+        receipt_days: 4,
+    });
+    let day = 86_400;
+    let p = common::unique("ttl");
+    let o = optin(&p, "ttl");
+    store.create_optin(&o).await.unwrap();
+    assert_eq!(
+        n_of(&raw_item(&store, &o.key(), "OPTIN").await, "expires_at"),
+        None
+    );
+    let now = T0 + 1_000;
+    let Claim::Claimed(c) = store.claim(&o.key(), 1, now, now + 60_000).await.unwrap() else {
+        panic!("claim")
+    };
+    let sent = Finish::Sent {
+        message_id: None,
+        sent_at_ms: now,
+    };
+    assert!(store
+        .finish(&o.key(), c.attempts, &sent, now)
+        .await
+        .unwrap());
+    assert_eq!(
+        n_of(&raw_item(&store, &o.key(), "OPTIN").await, "expires_at"),
+        Some(now / 1000 + 10 * day)
+    );
+
+    let psid = format!("{p}-psid");
+    store.record_user_message("100", &psid, T0).await.unwrap();
+    let token = MarketingToken {
+        topic: "t".into(),
+        token: Some("tok".into()),
+        status: lc_core::ports::store::TokenStatus::Active,
+        expires_at_ms: None,
+        status_at_ms: T0,
+    };
+    store.set_token("100", &psid, &token).await.unwrap();
+    let pk = format!("PSID#100#{psid}");
+    assert_eq!(
+        n_of(&raw_item(&store, &pk, "PERSON").await, "expires_at"),
+        Some(T0 / 1000 + 20 * day)
+    );
+    assert_eq!(
+        n_of(&raw_item(&store, &pk, "TOKEN#t").await, "expires_at"),
+        Some(T0 / 1000 + 20 * day)
+    );
+
+    let x = IndexedId::ExternalId(format!("{p}-x"));
+    store
+        .put_pointers(&[IdentityPointer {
+            id: x.clone(),
+            optin_key: o.key(),
+            page_id: "100".into(),
+            at_ms: T0,
+        }])
+        .await
+        .unwrap();
+    let ptr = raw_item(&store, &x.partition(), &o.key()).await;
+    assert_eq!(n_of(&ptr, "expires_at"), Some(T0 / 1000 + 40 * day));
+
+    let code = format!("{:0>32}", "ab");
+    store
+        .put_receipt(&DeletionReceipt {
+            code: code.clone(),
+            status: DeletionStatus::Completed,
+            requested_at_ms: T0,
+            completed_at_ms: Some(T0),
+            items_deleted: 1,
+        })
+        .await
+        .unwrap();
+    let receipt = raw_item(&store, &format!("DELETION#{code}"), "RECEIPT").await;
+    assert_eq!(n_of(&receipt, "expires_at"), Some(T0 / 1000 + 4 * day));
+    assert_eq!(receipt.get("status"), Some(&s("completed")));
+
+    // Quarantine: new records in shards, an old record in the legacy partition.
+    let rec = |i: i64| QuarantinedRecord {
+        id: format!("{:013}#{p}-q{i}", T0 + i),
+        reason: "r".into(),
+        received_at_ms: T0 + i,
+        event_json: "{}".into(),
+    };
+    for i in 1..=20 {
+        store.put_quarantined(&rec(i)).await.unwrap();
+    }
+    let legacy = rec(0);
+    raw_put(
+        &store,
+        &[
+            ("pk", s("QUARANTINE")),
+            ("sk", s(&legacy.id)),
+            ("reason", s("r")),
+            (
+                "received_at_ms",
+                AttributeValue::N(legacy.received_at_ms.to_string()),
+            ),
+            ("event_json", s("{}")),
+        ],
+    )
+    .await;
+    let items = scan_all(&store).await;
+    let shards: std::collections::BTreeSet<String> = items
+        .iter()
+        .filter(|i| matches!(i.get("sk"), Some(AttributeValue::S(sk)) if sk.contains(&format!("#{p}-q"))))
+        .filter_map(|i| match i.get("pk") {
+            Some(AttributeValue::S(pk)) => Some(pk.clone()),
+            _ => None,
+        })
+        .collect();
+    assert!(shards.len() > 5, "spread over shards: {shards:?}");
+    assert!(shards.contains("QUARANTINE"), "the legacy record is there");
+    for i in items.iter().filter(
+        |i| matches!(i.get("pk"), Some(AttributeValue::S(pk)) if pk.starts_with("QUARANTINE#")),
+    ) {
+        assert!(n_of(i, "expires_at").is_some(), "{i:?}");
+    }
+    let listed: Vec<QuarantinedRecord> = store
+        .list_quarantined(10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.id.contains(&format!("#{p}-q")))
+        .collect();
+    assert_eq!(listed.len(), 21);
+    assert_eq!(
+        listed[0], legacy,
+        "oldest first, the legacy record included"
+    );
+    assert!(listed.windows(2).all(|w| w[0].id < w[1].id));
+    assert_eq!(store.list_quarantined(3).await.unwrap().len(), 3);
+    store.delete_quarantined(&legacy.id).await.unwrap();
+    store.delete_quarantined(&rec(5).id).await.unwrap();
+    let left = store
+        .list_quarantined(10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.id.contains(&format!("#{p}-q")))
+        .count();
+    assert_eq!(left, 19);
+}

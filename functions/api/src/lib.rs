@@ -10,12 +10,17 @@
 //! | `/` | `GET` | login | the sample page ([`page`]) |
 //! | `/login` | `POST` | login | the login callback ([`login`]) |
 //! | `/`, `/login` | `OPTIONS` | login | CORS preflight |
+//! | `/v1/people` | `GET` | people | the identity lookup ([`people`]); `AWS_IAM` on its Function URL |
+//! | `/data-deletion` | `POST` | deletion | Meta's data-deletion callback ([`deletion`]) |
+//! | `/data-deletion/status` | `GET` | deletion | the request's status page |
 //!
 //! A Lambda mounts only the parts it has; a path no mounted part serves answers 404 with the
 //! fixed body of the part that owns the Function URL root, as each function always did.
 
+pub mod deletion;
 pub mod login;
 pub mod page;
+pub mod people;
 pub mod webhook;
 
 use std::sync::Arc;
@@ -23,6 +28,8 @@ use std::sync::Arc;
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
 use lc_core::login::Login;
+use lc_core::people::deletion::DataDeletion;
+use lc_core::people::People;
 use lc_core::webhook::intake::Intake;
 
 /// Lambda never delivers a larger request, so no deployed function sees one; below it, each
@@ -35,6 +42,8 @@ pub const MAX_REQUEST_BYTES: usize = 6 * 1024 * 1024;
 pub struct Api {
     intake: Option<Arc<Intake>>,
     login: Option<Arc<Login>>,
+    people: Option<Arc<People>>,
+    deletion: Option<Arc<DataDeletion>>,
 }
 
 impl Api {
@@ -54,8 +63,29 @@ impl Api {
         self
     }
 
+    /// The people lookup at `/v1/people` (the business's backend, SigV4 in AWS).
+    pub fn people(mut self, people: Arc<People>) -> Self {
+        self.people = Some(people);
+        self
+    }
+
+    /// Meta's data-deletion callback and its status page.
+    pub fn deletion(mut self, deletion: Arc<DataDeletion>) -> Self {
+        self.deletion = Some(deletion);
+        self
+    }
+
     pub fn router(self) -> Router {
         let mut router = Router::new();
+        // Which part's 404 the unknown paths get: the one that owns the Function URL.
+        let people_own_root =
+            self.intake.is_none() && (self.people.is_some() || self.deletion.is_some());
+        if let Some(people) = self.people {
+            router = router.merge(people::routes(people));
+        }
+        if let Some(deletion) = self.deletion {
+            router = router.merge(deletion::routes(deletion));
+        }
         if let Some(intake) = self.intake {
             router = router.merge(webhook::routes(intake, self.login.is_none()));
         }
@@ -65,6 +95,8 @@ impl Api {
         }
         let router = if login_owns_root {
             router.fallback(login::not_found)
+        } else if people_own_root {
+            router.fallback(people::not_found)
         } else {
             router.fallback(webhook::not_found)
         };

@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | 202 | `{"login_id_hash","state","deadline_at"}` | queued (state `queued`, or the opt-in's state when it already exists) |
 //! | 202 | `{"login_id_hash","state":"awaiting_webhook","reason"}` | verified, but no evidence the grant happened in this login (`reason`: `grant_not_new`, `token_not_fresh`): nothing queued, the webhook decides |
-//! | 400 | `{"error":"bad_request","detail"}` | body not JSON / no token / bad or unknown `page_id` |
+//! | 400 | `{"error":"bad_request","detail"}` | body not JSON / no token / bad or unknown `page_id` / an `external_id` that is forged, expired or not a valid id |
 //! | 401 | `{"error":"invalid_token","reason"}` | token invalid, expired, for another app, or not a user token |
 //! | 413 | `{"error":"payload_too_large"}` | body over [`lc_core::login::MAX_BODY_BYTES`] |
 //! | 422 | `{"error":"not_opted_in","detail"}` | `user_messenger_contact` not granted |

@@ -57,8 +57,15 @@ fn secrets() -> Arc<dyn SecretSource> {
         page_tokens: BTreeMap::from([(PAGE.to_string(), Secret::new(PAGE_TOKEN))]),
         ref_keys: BTreeMap::from([("3".to_string(), Secret::new(ref_key_b64()))]),
         page_apps: BTreeMap::new(),
+        external_id_keys: BTreeMap::from([(
+            "2".to_string(),
+            Secret::new(base64::engine::general_purpose::STANDARD.encode(EXTERNAL_ID_KEY)),
+        )]),
     }))
 }
+
+/// The business backend's key for signing its user ids (`external_id_keys` id 2).
+const EXTERNAL_ID_KEY: [u8; 32] = [0x5a; 32];
 
 /// Every secret value: none may reach a response.
 fn secret_values() -> Vec<String> {
@@ -68,6 +75,7 @@ fn secret_values() -> Vec<String> {
         PAGE_TOKEN.into(),
         VERIFY_TOKEN.into(),
         ref_key_b64(),
+        base64::engine::general_purpose::STANDARD.encode(EXTERNAL_ID_KEY),
     ]
 }
 
@@ -1200,4 +1208,65 @@ async fn unconfirmed_login_optin_is_counted_after_an_hour() {
     let out = w.deadline(2_000).handle_input(&input).await.unwrap();
     assert_eq!(out, DeadlineOutcome::LoginUnconfirmed);
     assert_eq!(w.metrics.take(), vec![Metric::LoginOptinUnconfirmed]);
+}
+
+/// The business's own id rides along with the login, signed by its backend: a valid one
+/// reaches the queued event (with the ASID); a forged, expired or unsigned one is a 400 and
+/// nothing is queued.
+#[tokio::test]
+async fn a_signed_external_id_rides_along_and_a_forged_one_is_refused() {
+    use lc_core::people::external_id::mint;
+    let s = setup().await;
+    user_token(&s.sim, USER_TOKEN, None, GOOD_SCOPES, 0);
+    let now_secs = s.clock.now_ms() / 1000;
+    let body =
+        |x: &str| serde_json::json!({"access_token": USER_TOKEN, "external_id": x}).to_string();
+    let refused = [
+        ("user-42".to_string(), "not signed"),
+        (
+            mint(2, &[0x11; 32], "user-42", now_secs + 600).expect("mint"),
+            "not signed",
+        ),
+        (
+            mint(9, &EXTERNAL_ID_KEY, "user-42", now_secs + 600).expect("mint"),
+            "not signed",
+        ),
+        (
+            mint(2, &EXTERNAL_ID_KEY, "user-42", now_secs).expect("mint"),
+            "expired",
+        ),
+    ];
+    for (x, why) in refused {
+        let resp = post(&s.endpoint, &body(&x), None).await;
+        assert_eq!(resp.status, 400, "{x}: {}", resp.body);
+        assert!(
+            json(&resp)["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains(why)),
+            "{}",
+            resp.body
+        );
+        assert_clean(&resp, &[USER_TOKEN]);
+    }
+    assert!(
+        s.queue.bodies().is_empty(),
+        "nothing queued for a refused id"
+    );
+    assert_eq!(
+        s.sim.stats().debug_token_calls,
+        0,
+        "refused before Graph is asked"
+    );
+
+    let signed = mint(2, &EXTERNAL_ID_KEY, "user-42", now_secs + 600).expect("mint");
+    let resp = post(&s.endpoint, &body(&signed), None).await;
+    assert_eq!(resp.status, 202, "{}", resp.body);
+    let bodies = s.queue.bodies();
+    assert_eq!(bodies.len(), 1);
+    let event = InboundEvent::from_json(&bodies[0]).expect("an inbound event");
+    let item: serde_json::Value = serde_json::from_str(event.item.get()).expect("item");
+    assert_eq!(
+        item["login"],
+        serde_json::json!({"app_id": APP_ID, "asid": ASID, "external_id": "user-42"})
+    );
 }

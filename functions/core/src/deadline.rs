@@ -121,6 +121,12 @@ impl Deadline {
                     )
                     .await?;
                     metrics.record(Metric::FirstMessageMissed);
+                    crate::funnel::record(
+                        metrics,
+                        crate::funnel::FunnelStage::Missed,
+                        optin.entry_point,
+                        &optin.page_id,
+                    );
                     tracing::error!(
                         optin = %hash_id(key),
                         page = %optin.page_id,
@@ -178,6 +184,7 @@ impl Deadline {
             page_id: optin.page_id.clone(),
             deadline_at_ms: optin.deadline_at_ms,
             enqueued_at_ms: now,
+            external_id: optin.external_id.clone(),
         };
         let outcome = self.sender.run_job(&job).await?;
         let settled = matches!(
@@ -218,7 +225,10 @@ impl Deadline {
                 "messenger"
             },
             &optin.page_id,
-            PersonIds::of(&optin.recipient),
+            PersonIds {
+                external_id: optin.external_id.clone(),
+                ..PersonIds::of(&optin.recipient)
+            },
             payload,
         );
         Ok(bus::publish_all(self.sender.bus(), &[event]).await?)

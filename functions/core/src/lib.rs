@@ -9,9 +9,11 @@ pub mod consumer;
 #[cfg(any(test, feature = "contract"))]
 pub mod contract;
 pub mod deadline;
+pub mod funnel;
 pub mod lifecycle;
 pub mod login;
 pub mod memory;
+pub mod people;
 pub mod ports;
 pub mod sending;
 pub mod support;

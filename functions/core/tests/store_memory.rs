@@ -125,3 +125,10 @@ async fn injected_failures_fail_whole_calls_then_stop() {
     store.fail_next(StoreOp::GetOptin, 0);
     assert!(store.get_optin(&o.key()).await.is_ok(), "0 clears");
 }
+
+#[tokio::test]
+async fn memory_store_meets_the_identity_contract() {
+    let store = MemoryStore::new();
+    lc_core::contract::identity::run_all(&store, "mem").await;
+    lc_core::contract::identity::run_all(&store, "again").await;
+}

@@ -10,6 +10,8 @@ use graph_sim::{SimConfig, SimHandle};
 use lc_api::Api;
 use lc_core::lifecycle::processor::LifecycleConfig;
 use lc_core::login::{Login, LoginConfig};
+use lc_core::people::deletion::{DataDeletion, DeletionConfig};
+use lc_core::people::People;
 use lc_core::ports::SystemClock;
 use lc_core::sending::sender::SenderConfig;
 use lc_core::support::secret::{AppCredentials, Secret, Secrets};
@@ -96,6 +98,10 @@ pub fn local_secrets(pages: &[String]) -> (Secrets, bool) {
                 Secret::new(base64_32(&generated("ref-key"))),
             )]),
             page_apps: BTreeMap::new(),
+            external_id_keys: BTreeMap::from([(
+                "1".to_string(),
+                Secret::new(base64_32(&generated("external-id-key"))),
+            )]),
         },
         generated_secret,
     )
@@ -207,16 +213,32 @@ impl Stack {
         if let Some(path) = &settings.events_log {
             spawn_events_log(pipeline.backends.published.clone(), path.clone())?;
         }
-        // Both Function URLs on one port, as the Lambdas serve them: the same router.
-        let app = Api::new()
-            .intake(pipeline.intake.clone())
-            .login(login)
-            .router();
         let addr = SocketAddr::from(([127, 0, 0, 1], settings.port));
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
+        let people = Arc::new(People::new(
+            pipeline.backends.table.clone(),
+            pipeline.clock.clone(),
+        ));
+        let deletion = Arc::new(DataDeletion::new(
+            pipeline.backends.table.clone(),
+            Arc::new(secrets.clone()),
+            pipeline.clock.clone(),
+            DeletionConfig {
+                default_page_id: PAGE.into(),
+                public_base_url: Some(format!("http://{addr}")),
+            },
+        ));
+        // Every Function URL on one port, as the Lambdas serve them: the same router. Locally
+        // the people lookup is open (127.0.0.1 only); in AWS its URL takes SigV4.
+        let app = Api::new()
+            .intake(pipeline.intake.clone())
+            .login(login)
+            .people(people)
+            .deletion(deletion)
+            .router();
         let server = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "http server stopped");
@@ -260,6 +282,10 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
     );
     println!("  webhook:        {}", stack.webhook_url());
     println!("  login page:     http://{}/   (POST /login; the page loads Facebook's JS SDK from the internet)", stack.addr);
+    println!(
+        "  people:         http://{}/v1/people?login_id=...   data deletion: POST http://{}/data-deletion",
+        stack.addr, stack.addr
+    );
     if let Some(name) = &stack.pipeline.backends.bus_name {
         println!("  event bus: {name}");
     }

@@ -13,7 +13,15 @@
 //! | person | `PSID#<page_id>#<psid>` | `PERSON` | `page_id`, `psid`; optional `login_id`, `user_ref` (the first linked of each kind), `linked` (`SS` of `login_id:<id>` / `user_ref:<id>`, every identifier linked; read sorted), `linked_at_ms`, `last_user_message_at_ms`, `opted_out_at_ms`, `opted_out_reason`, `referral_at_ms`, `referral_reference`, `referral_source`, `referral_ad_id` |
 //! | marketing token | `PSID#<page_id>#<psid>` | `TOKEN#<topic>` | `page_id`, `psid`, `topic`, `status` (`active`, `stopped`), `status_at_ms`; optional `token`, `token_expires_at_ms` |
 //! | page config | `PAGE#<page_id>` | `CONFIG` | see below |
-//! | quarantined event | `QUARANTINE` | `<received_at_ms, 13 digits>#<event key>` | `reason`, `received_at_ms`, `event_json`, `expires_at` (TTL: received + 90 days, epoch seconds) |
+//! | quarantined event | `QUARANTINE#<0..15>` (a hash of the id; older records: `QUARANTINE`) | `<received_at_ms, 13 digits>#<event key>` | `reason`, `received_at_ms`, `event_json`, `expires_at` (TTL: received + quarantine retention) |
+//! | identity pointer | `IDENT#external_id#<id>` / `IDENT#asid#<app_id>#<asid>` | the opt-in key | `page_id`, `at_ms`, `expires_at` (TTL: `at_ms` + opt-in retention + 30 days) |
+//! | deletion receipt | `DELETION#<code>` | `RECEIPT` | `status` (`in_progress`, `completed`), `requested_at_ms`, `items_deleted`, optional `completed_at_ms`, `expires_at` (TTL: requested + receipt retention) |
+//!
+//! The opt-in also holds optional `external_id` (the business's id) and `asid` (the app-scoped
+//! user id the login callback saw), and `expires_at` once closed (TTL: closed + opt-in
+//! retention; a new generation's write removes it). The person holds optional `external_id`
+//! (copied from the first linked opt-in that knew it); person and tokens get `expires_at` from
+//! their last event (TTL: + person retention). Retention: `lc_core::support::retention`.
 //!
 //! A `history` entry is a map with `generation`, `source`, `opted_in_at_ms`, `state`, `attempts`,
 //! `closed_at_ms` and optional `sent_at_ms`, `message_id`, `answered_at_ms`, `last_error`,
@@ -55,12 +63,11 @@ use lc_core::webhook::{Identity, IdentityKind};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::keys::{page_key, OPTIN_SK, PK, QUARANTINE_PK, SK, TOKEN_SK_PREFIX};
+use super::keys::{page_key, quarantine_pk, receipt_key, OPTIN_SK, PK, SK, TOKEN_SK_PREFIX, TTL};
+use lc_core::ports::identity::{DeletionReceipt, DeletionStatus, IdentityPointer, IndexedId};
+use lc_core::support::retention::Retention;
 
 pub(super) type Item = HashMap<String, AttributeValue>;
-
-/// How long a quarantined event is kept (TTL), in seconds.
-const QUARANTINE_TTL_SECS: i64 = 90 * 24 * 60 * 60;
 
 /// The keys are written with every whole item but never read back from it: the caller already
 /// knows them, and an item without them could not have been fetched.
@@ -111,6 +118,10 @@ struct OptinItem {
     history: Vec<GenerationOutcome>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     confirmed_at_ms: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    external_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    asid: Option<String>,
 }
 
 fn first_generation() -> u32 {
@@ -136,6 +147,7 @@ struct PersonItem {
     /// A String Set (read from `SS`; DynamoDB keeps no order).
     #[serde(default)]
     linked: Vec<String>,
+    external_id: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -188,6 +200,33 @@ struct QuarantineItem {
     expires_at: i64,
 }
 
+#[derive(Debug, Serialize, Deserialize)]
+struct PointerItem {
+    #[serde(skip_deserializing)]
+    pk: String,
+    /// The opt-in key.
+    sk: String,
+    page_id: String,
+    at_ms: i64,
+    #[serde(skip_deserializing)]
+    expires_at: i64,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct ReceiptItem {
+    #[serde(skip_deserializing)]
+    pk: String,
+    #[serde(skip_deserializing)]
+    sk: String,
+    status: DeletionStatus,
+    requested_at_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    completed_at_ms: Option<i64>,
+    items_deleted: u32,
+    #[serde(skip_deserializing)]
+    expires_at: i64,
+}
+
 pub(super) fn optin_item(o: &Optin) -> Result<Item, PortError> {
     let reference = o.reference.as_ref();
     to_item(OptinItem {
@@ -221,7 +260,22 @@ pub(super) fn optin_item(o: &Optin) -> Result<Item, PortError> {
         generation: o.generation,
         history: o.history.clone(),
         confirmed_at_ms: o.confirmed_at_ms,
+        external_id: o.external_id.clone(),
+        asid: o.asid.clone(),
     })
+}
+
+/// The whole item of an opt-in as written by a put, with its TTL when it is closed (a put
+/// replaces the item, so an open generation's item has none).
+pub(super) fn optin_put_item(o: &Optin, retention: &Retention) -> Result<Item, PortError> {
+    let mut item = optin_item(o)?;
+    if o.state.is_closed() {
+        item.insert(
+            TTL.to_string(),
+            AttributeValue::N(retention.optin_expires_at(o.updated_at_ms).to_string()),
+        );
+    }
+    Ok(item)
 }
 
 pub(super) fn optin_from(item: Item) -> Result<Optin, PortError> {
@@ -263,6 +317,8 @@ pub(super) fn optin_from(item: Item) -> Result<Optin, PortError> {
         generation: i.generation,
         history: i.history,
         confirmed_at_ms: i.confirmed_at_ms,
+        external_id: i.external_id,
+        asid: i.asid,
     })
 }
 
@@ -288,6 +344,7 @@ pub(super) fn person_from(item: Item, page_id: &str, psid: &str) -> Result<Perso
             ad_id: i.referral_ad_id,
             at_ms,
         }),
+        external_id: i.external_id,
     })
 }
 
@@ -341,14 +398,63 @@ pub(super) fn page_from(item: Item, page_id: &str) -> Result<PageConfig, PortErr
     })
 }
 
-pub(super) fn quarantined_item(r: &QuarantinedRecord) -> Result<Item, PortError> {
+pub(super) fn quarantined_item(
+    r: &QuarantinedRecord,
+    retention: &Retention,
+) -> Result<Item, PortError> {
     to_item(QuarantineItem {
-        pk: QUARANTINE_PK.to_string(),
+        pk: quarantine_pk(&r.id),
         sk: r.id.clone(),
         reason: r.reason.clone(),
         received_at_ms: r.received_at_ms,
         event_json: r.event_json.clone(),
-        expires_at: r.received_at_ms.div_euclid(1000) + QUARANTINE_TTL_SECS,
+        expires_at: retention.quarantine_expires_at(r.received_at_ms),
+    })
+}
+
+pub(super) fn pointer_item(p: &IdentityPointer, retention: &Retention) -> Result<Item, PortError> {
+    to_item(PointerItem {
+        pk: p.id.partition(),
+        sk: p.optin_key.clone(),
+        page_id: p.page_id.clone(),
+        at_ms: p.at_ms,
+        expires_at: retention.pointer_expires_at(p.at_ms),
+    })
+}
+
+pub(super) fn pointer_from(item: Item, id: &IndexedId) -> Result<IdentityPointer, PortError> {
+    let key = item_key(&item);
+    let i: PointerItem = from_item(item, &key)?;
+    Ok(IdentityPointer {
+        id: id.clone(),
+        optin_key: i.sk,
+        page_id: i.page_id,
+        at_ms: i.at_ms,
+    })
+}
+
+pub(super) fn receipt_item(r: &DeletionReceipt, retention: &Retention) -> Result<Item, PortError> {
+    let (pk, sk) = receipt_key(&r.code);
+    to_item(ReceiptItem {
+        pk,
+        sk,
+        status: r.status,
+        requested_at_ms: r.requested_at_ms,
+        completed_at_ms: r.completed_at_ms,
+        items_deleted: r.items_deleted,
+        expires_at: retention.receipt_expires_at(r.requested_at_ms),
+    })
+}
+
+pub(super) fn receipt_from(item: Item, code: &str) -> Result<DeletionReceipt, PortError> {
+    let key = item_key(&item);
+    let i: ReceiptItem = from_item(item, &key)?;
+    Ok(DeletionReceipt {
+        code: code.to_string(),
+        status: i.status,
+        requested_at_ms: i.requested_at_ms,
+        completed_at_ms: i.completed_at_ms,
+        items_deleted: i.items_deleted,
     })
 }
 
@@ -765,12 +871,13 @@ mod tests {
             received_at_ms: 1_700_000_000_123,
             event_json: "{}".into(),
         };
-        let item = quarantined_item(&r).unwrap();
+        let item = quarantined_item(&r, &Retention::default()).unwrap();
         assert_eq!(
             item.get(crate::dynamodb::keys::TTL),
             Some(&n(1_700_000_000 + 90 * 86_400))
         );
-        assert_eq!(item.get("pk"), Some(&s("QUARANTINE")));
+        assert_eq!(item.get("pk"), Some(&s(quarantine_pk(&r.id))));
+        assert!(quarantine_pk(&r.id).starts_with("QUARANTINE#"));
         assert_eq!(item.get("sk"), Some(&s("0000000001000#k")));
         assert_eq!(item.len(), 6);
         assert_eq!(quarantined_from(item), Ok(r));

@@ -11,8 +11,14 @@ pub(super) const OPTIN_SK: &str = "OPTIN";
 pub(super) const PERSON_SK: &str = "PERSON";
 pub(super) const PAGE_SK: &str = "CONFIG";
 pub(super) const TOKEN_SK_PREFIX: &str = "TOKEN#";
-/// The partition of the quarantined events.
+/// The partition quarantined events were written to before sharding: still read and cleaned,
+/// never written.
 pub(super) const QUARANTINE_PK: &str = "QUARANTINE";
+/// Quarantined events are spread over `QUARANTINE#0` .. `QUARANTINE#15` by a hash of their id:
+/// one partition takes about 1,000 writes a second, and a burst of unparseable events (a Meta
+/// schema change) can exceed that. Listing reads every shard and merges them by id.
+pub(super) const QUARANTINE_SHARDS: u8 = 16;
+pub(super) const RECEIPT_SK: &str = "RECEIPT";
 
 /// `pk` and `sk` of one item.
 pub(super) type Key = (String, String);
@@ -40,4 +46,48 @@ pub(super) fn token_key(page_id: &str, psid: &str, topic: &str) -> Key {
 
 pub(super) fn page_key(page_id: &str) -> Key {
     (format!("PAGE#{page_id}"), PAGE_SK.to_string())
+}
+
+/// The shard partition of a quarantined record: a stable hash of its id.
+pub(super) fn quarantine_pk(id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let shard = Sha256::digest(id.as_bytes())[0] % QUARANTINE_SHARDS;
+    format!("{QUARANTINE_PK}#{shard}")
+}
+
+/// Every partition a quarantined record may be in: the shards, then the legacy partition.
+pub(super) fn quarantine_partitions() -> Vec<String> {
+    (0..QUARANTINE_SHARDS)
+        .map(|n| format!("{QUARANTINE_PK}#{n}"))
+        .chain(std::iter::once(QUARANTINE_PK.to_string()))
+        .collect()
+}
+
+/// A pointer of the identity index: the identity's partition, the opt-in key.
+pub(super) fn pointer_key(partition: String, optin_key: &str) -> Key {
+    (partition, optin_key.to_string())
+}
+
+pub(super) fn receipt_key(code: &str) -> Key {
+    (format!("DELETION#{code}"), RECEIPT_SK.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quarantine_shards_are_stable_and_spread() {
+        assert_eq!(quarantine_pk("a"), quarantine_pk("a"));
+        let used: std::collections::BTreeSet<String> = (0..400)
+            .map(|i| quarantine_pk(&format!("{i:013}#k{i}")))
+            .collect();
+        assert_eq!(
+            used.len(),
+            usize::from(QUARANTINE_SHARDS),
+            "every shard is used"
+        );
+        assert_eq!(quarantine_partitions().len(), 17);
+        assert_eq!(quarantine_partitions()[16], "QUARANTINE");
+    }
 }

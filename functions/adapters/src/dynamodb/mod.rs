@@ -18,6 +18,7 @@
 
 mod errors;
 mod expr;
+mod identity;
 mod items;
 mod keys;
 mod optins;
@@ -35,6 +36,7 @@ use aws_sdk_dynamodb::types::{
 use aws_sdk_dynamodb::Client;
 use lc_core::ports::store::PageConfig;
 use lc_core::ports::{PortError, RequestCounter};
+use lc_core::support::retention::Retention;
 
 use self::errors::{condition_failed_update, error_code, port_error};
 use self::expr::{s, Expr, Updates};
@@ -49,6 +51,8 @@ pub struct DynamoStore {
     client: Client,
     table: String,
     counter: Option<Arc<RequestCounter>>,
+    /// How long items live (their `expires_at`).
+    retention: Retention,
 }
 
 /// What a conditional update came to. `Failed` carries the item as it was, when DynamoDB
@@ -70,7 +74,18 @@ impl DynamoStore {
             client,
             table: table.into(),
             counter: None,
+            retention: Retention::default(),
         }
+    }
+
+    /// Items get their TTLs from `retention` (default: [`Retention::default`]).
+    pub fn with_retention(mut self, retention: Retention) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    pub fn retention(&self) -> &Retention {
+        &self.retention
     }
 
     /// Counts every request into `counter` (service `dynamodb`).
@@ -168,6 +183,35 @@ impl DynamoStore {
                 _ => return Ok(items),
             }
         }
+    }
+
+    /// One unconditional `DeleteItem` (absent is fine). `true` if an item was there.
+    async fn delete_item(&self, (pk, sk): Key) -> Result<bool, PortError> {
+        self.count("DeleteItem");
+        let out = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key(PK, s(pk))
+            .key(SK, s(sk))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(|e| port_error("DeleteItem", &e))?;
+        Ok(out.attributes.is_some_and(|a| !a.is_empty()))
+    }
+
+    /// One unconditional `PutItem` (replaces what is there).
+    async fn put_item(&self, item: Item) -> Result<(), PortError> {
+        self.count("PutItem");
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| port_error("PutItem", &e))?;
+        Ok(())
     }
 
     /// One conditional `UpdateItem`. `return_new`: the applied item comes back (`ALL_NEW`);

@@ -8,8 +8,8 @@ use lc_core::ports::{OptinStore, PortError};
 
 use super::errors::{condition_failed_put, port_error};
 use super::expr::{b, generation_condition, n, s, Expr, Updates};
-use super::items::{optin_from, optin_item};
-use super::keys::{optin_key, PK};
+use super::items::{optin_from, optin_put_item};
+use super::keys::{optin_key, PK, TTL};
 use super::{Conditional, DynamoStore};
 
 /// `state = pending OR (state = sending AND lease_until_ms <= now)`: free to be claimed or
@@ -52,7 +52,7 @@ fn unchanged_condition(e: &mut Expr, seen: &Optin) -> String {
 #[async_trait]
 impl OptinStore for DynamoStore {
     async fn create_optin(&self, optin: &Optin) -> Result<Created, PortError> {
-        let item = optin_item(optin)?;
+        let item = optin_put_item(optin, &self.retention)?;
         self.count("PutItem");
         let res = self
             .client
@@ -137,7 +137,7 @@ impl OptinStore for DynamoStore {
                 next.generation, seen.generation
             )));
         }
-        let item = optin_item(next)?;
+        let item = optin_put_item(next, &self.retention)?;
         let mut e = Expr::default();
         let cond = unchanged_condition(&mut e, seen);
         self.count("PutItem");
@@ -240,6 +240,10 @@ impl OptinStore for DynamoStore {
                     .set("last_error", s(reason));
             }
         }
+        // A closed opt-in is kept for the retention period, then DynamoDB's TTL removes it.
+        if !matches!(finish, Finish::Release { .. }) {
+            u.set(TTL, n(self.retention.optin_expires_at(now_ms)));
+        }
         u.set("updated_at_ms", n(now_ms));
         let cond = u.condition(|e| {
             format!(
@@ -265,6 +269,7 @@ impl OptinStore for DynamoStore {
         let mut u = Updates::default();
         u.set("state", s(OptinState::Expired.as_str()))
             .set("last_error", s(reason))
+            .set(TTL, n(self.retention.optin_expires_at(now_ms)))
             .set("updated_at_ms", n(now_ms));
         let cond = u.condition(|e| {
             let free = free_condition(e, now_ms);

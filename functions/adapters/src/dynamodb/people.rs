@@ -16,9 +16,10 @@ use super::errors::port_error;
 use super::expr::{
     generation_condition, n, newer_condition, s, transact_check, transact_put, Expr, Updates,
 };
-use super::items::{optin_item, person_from, token_from};
-use super::keys::{optin_key, person_key, person_pk, token_key, PK, TOKEN_SK_PREFIX};
+use super::items::{optin_put_item, person_from, token_from};
+use super::keys::{optin_key, person_key, person_pk, token_key, PK, TOKEN_SK_PREFIX, TTL};
 use super::{Conditional, DynamoStore};
+use lc_core::support::retention::Retention;
 
 /// The opt-in's place in the link transaction (the person's update comes first and has no
 /// condition): its cancellation reason tells a changed opt-in from a conflict.
@@ -95,7 +96,10 @@ fn link_optin_item(
     plan: LinkPlan,
     read: Option<&Optin>,
     now_ms: i64,
+    retention: &Retention,
 ) -> Result<TransactWriteItem, PortError> {
+    // Answered (or closed and now linked): kept for the retention period from now.
+    let ttl = n(retention.optin_expires_at(now_ms));
     let key = optin_key(&link.optin_key);
     let stored = |what: &str| {
         PortError::Rejected(format!(
@@ -109,6 +113,7 @@ fn link_optin_item(
             u.set("state", s(OptinState::Answered.as_str()))
                 .set_if_absent("psid", s(&link.psid))
                 .set_if_absent("answered_at_ms", n(link.at_ms))
+                .set(TTL, ttl)
                 .set("updated_at_ms", n(now_ms));
             let cond = u.condition(|e| same_state(e, read, now_ms));
             u.into_transact_item(table, key, Some(cond))
@@ -116,7 +121,9 @@ fn link_optin_item(
         LinkPlan::SetPsid => {
             let read = read.ok_or_else(|| stored("SetPsid"))?;
             let mut u = Updates::default();
-            u.set("psid", s(&link.psid)).set("updated_at_ms", n(now_ms));
+            u.set("psid", s(&link.psid))
+                .set(TTL, ttl)
+                .set("updated_at_ms", n(now_ms));
             let cond = u.condition(|e| {
                 let same = same_state(e, read, now_ms);
                 format!("{same} AND attribute_not_exists({})", e.name("psid"))
@@ -133,7 +140,8 @@ fn link_optin_item(
         LinkPlan::Create => {
             let mut e = Expr::default();
             let cond = format!("attribute_not_exists({})", e.name(PK));
-            transact_put(table, optin_item(&link.reply_optin(now_ms)?)?, cond, &e)
+            let item = optin_put_item(&link.reply_optin(now_ms)?, retention)?;
+            transact_put(table, item, cond, &e)
         }
         LinkPlan::Absent => {
             let mut e = Expr::default();
@@ -164,7 +172,8 @@ impl PersonStore for DynamoStore {
         let mut u = Updates::default();
         u.set("page_id", s(page_id))
             .set("psid", s(psid))
-            .set("last_user_message_at_ms", n(at_ms));
+            .set("last_user_message_at_ms", n(at_ms))
+            .set(TTL, n(self.retention.person_expires_at(at_ms)));
         let cond = u.condition(|e| newer_condition(e, "last_user_message_at_ms", at_ms));
         // ALL_NEW on success, ALL_OLD on a refused condition: the person either way, in the
         // same request (the events published for the message carry its identities).
@@ -192,20 +201,34 @@ impl PersonStore for DynamoStore {
                 return Ok(LinkResult::SendInFlight);
             }
 
-            // The first identifier of a kind stays; every one joins the set.
+            // The first identifier of a kind stays; every one joins the set. The opt-in's
+            // business id joins the person (the first known stays): it was just read, so this
+            // costs nothing more.
             let mut person = Updates::default();
             person
                 .set("page_id", s(&link.page_id))
                 .set("psid", s(&link.psid))
                 .set_if_absent(id_attr, s(&link.identifier.id))
                 .set_if_absent("linked_at_ms", n(link.at_ms))
+                // The message this reply is records the person's newest time right after.
+                .set_if_absent(TTL, n(self.retention.person_expires_at(link.at_ms)))
                 .add_to_set("linked", vec![link.tag()]);
+            if let Some(x) = read.as_ref().and_then(|o| o.external_id.as_deref()) {
+                person.set_if_absent("external_id", s(x));
+            }
             let person = person.into_transact_item(
                 &self.table,
                 person_key(&link.page_id, &link.psid),
                 None,
             )?;
-            let optin = link_optin_item(&self.table, link, plan, read.as_ref(), now_ms)?;
+            let optin = link_optin_item(
+                &self.table,
+                link,
+                plan,
+                read.as_ref(),
+                now_ms,
+                &self.retention,
+            )?;
 
             self.count("TransactWriteItems");
             match self
@@ -238,6 +261,7 @@ impl PersonStore for DynamoStore {
         u.set("page_id", s(page_id))
             .set("psid", s(psid))
             .set("referral_at_ms", n(referral.at_ms))
+            .set(TTL, n(self.retention.person_expires_at(referral.at_ms)))
             .set_opt("referral_reference", referral.reference.as_deref().map(s))
             .set_opt("referral_source", referral.source.as_deref().map(s))
             .set_opt("referral_ad_id", referral.ad_id.as_deref().map(s));
@@ -259,7 +283,8 @@ impl PersonStore for DynamoStore {
             .set("psid", s(psid))
             .set("topic", s(&token.topic))
             .set("status", s(token_status_str(token.status)))
-            .set("status_at_ms", n(token.status_at_ms));
+            .set("status_at_ms", n(token.status_at_ms))
+            .set(TTL, n(self.retention.person_expires_at(token.status_at_ms)));
         // A change that names a token replaces token and expiry; one that does not (STOP /
         // RESUME) keeps the stored token, and its expiry unless it brings one.
         match &token.token {
@@ -309,7 +334,9 @@ impl PersonStore for DynamoStore {
         u.set("page_id", s(page_id))
             .set("psid", s(psid))
             .set("opted_out_at_ms", n(at_ms))
-            .set("opted_out_reason", s(reason));
+            .set("opted_out_reason", s(reason))
+            // A person known only from an opt-out still expires; a later message extends it.
+            .set_if_absent(TTL, n(self.retention.person_expires_at(at_ms)));
         // The earliest opt-out (by event time) is kept, with its reason.
         let cond = u.condition(|e| {
             let k = e.name("opted_out_at_ms");

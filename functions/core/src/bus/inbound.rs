@@ -17,6 +17,11 @@ pub struct Learnt {
     pub person: Option<Person>,
     /// The identifier a reply linked to the sender (`prior_message`).
     pub linked: Option<Identity>,
+    /// The business's own id for the person of an opt-in (signed login, signed ref, or what
+    /// the stored opt-in already knew).
+    pub external_id: Option<String>,
+    /// A reply that gave its opt-in the PSID: a funnel step, counted after publishing.
+    pub first_reply: Option<crate::funnel::FirstReply>,
 }
 
 /// The events for one processed inbound event.
@@ -79,6 +84,7 @@ pub fn events_for(event: &InboundEvent, done: &Processed, learnt: &Learnt) -> Ve
             if let Some(s) = &event.sender {
                 who.set(s);
             }
+            who.external_id.clone_from(&learnt.external_id);
             let mut payload = json!({
                 "entry_point": o.map(|o| entry_point_name(o.entry_point())),
                 "source": if event.channel == Channel::Login { "login" } else { "webhook" },

@@ -144,7 +144,8 @@ impl PersonIds {
         *slot = Some(identity.id.clone());
     }
 
-    /// Adds what the person item knows (the first linked login_id / user_ref).
+    /// Adds what the person item knows (the first linked login_id / user_ref, the business's
+    /// external_id).
     pub fn with_person(mut self, person: Option<&Person>) -> PersonIds {
         if let Some(p) = person {
             if self.login_id.is_none() {
@@ -152,6 +153,9 @@ impl PersonIds {
             }
             if self.user_ref.is_none() {
                 self.user_ref.clone_from(&p.user_ref);
+            }
+            if self.external_id.is_none() {
+                self.external_id.clone_from(&p.external_id);
             }
         }
         self

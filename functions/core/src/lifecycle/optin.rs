@@ -204,6 +204,15 @@ pub struct Optin {
     /// the derived `login_id` is Meta's. `None` until then, and always for other sources.
     #[serde(default)]
     pub confirmed_at_ms: Option<i64>,
+    /// The business's own id for the person, when a signed source named it (the login
+    /// callback's signed `external_id`, or a valid signed Send-to-Messenger ref). Kept across
+    /// generations: the key names the same person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+    /// The app-scoped user id, when the login callback saw it (Graph's `debug_token`): how a
+    /// data-deletion request from Meta finds this opt-in without the derivation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub asid: Option<String>,
 }
 
 /// Earlier generations kept on one item: a person re-opting in this many times is far beyond
@@ -278,6 +287,8 @@ impl Optin {
             generation: 1,
             history: Vec::new(),
             confirmed_at_ms: None,
+            external_id: None,
+            asid: None,
         }
     }
 
@@ -364,6 +375,14 @@ impl Optin {
             history.drain(..history.len() - MAX_HISTORY);
         }
         next.history = history;
+        // The key names the same person: identities learnt earlier stay unless the new opt-in
+        // brings its own.
+        if next.external_id.is_none() {
+            next.external_id.clone_from(&self.external_id);
+        }
+        if next.asid.is_none() {
+            next.asid.clone_from(&self.asid);
+        }
         next
     }
 
@@ -451,6 +470,9 @@ pub struct FirstMessageJob {
     pub page_id: String,
     pub deadline_at_ms: i64,
     pub enqueued_at_ms: i64,
+    /// The opt-in's `external_id`, so the outcome events name the business's id too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
 }
 
 /// What Meta answered to an attempt whose record could not be written at once.

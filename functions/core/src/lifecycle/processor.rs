@@ -23,6 +23,8 @@ use std::sync::Arc;
 
 use crate::bus::{self, inbound::Learnt};
 use crate::consumer::Fate;
+use crate::funnel::{self, FirstReply, FunnelStage};
+use crate::ports::identity::{valid_external_id, IdentityPointer, IndexedId, OptinIdentity};
 use crate::ports::{
     Clock, EventBus, Metric, Metrics, OneTimeSchedule, OutMessage, PortError, QueueSender,
     Scheduler, SecretSource, Table,
@@ -31,6 +33,7 @@ use crate::support::privacy::hash_id;
 use crate::support::secret::Secrets;
 use crate::webhook::model::{MessagingItem, OptinEntryPoint, PolicyAction};
 use crate::webhook::{Channel, EventKind, Identity, IdentityKind, InboundEvent};
+use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone)]
 pub struct LifecycleConfig {
@@ -291,7 +294,27 @@ impl Lifecycle {
         if let Some(m) = done.metric() {
             self.metrics.record(m);
         }
+        self.count_funnel(event, &done, &learnt);
         Ok(done)
+    }
+
+    /// The funnel steps this event took (see [`crate::funnel`]), once its events are out.
+    fn count_funnel(&self, event: &InboundEvent, done: &Processed, learnt: &Learnt) {
+        let metrics = self.metrics.as_ref();
+        let page = event.account_id.as_str();
+        match done {
+            Processed::OptinCreated { entry_point, .. } => {
+                funnel::record(metrics, FunnelStage::Optin, *entry_point, page);
+            }
+            Processed::OptinMissedOnArrival { entry_point } => {
+                funnel::record(metrics, FunnelStage::Optin, *entry_point, page);
+                funnel::record(metrics, FunnelStage::Missed, *entry_point, page);
+            }
+            _ => {}
+        }
+        if let Some(reply) = &learnt.first_reply {
+            reply.record(metrics);
+        }
     }
 
     async fn process_event(
@@ -309,7 +332,7 @@ impl Lifecycle {
                 self.quarantine(event, &reason).await
             }
             EventKind::Malformed => self.quarantine(event, "malformed item").await,
-            EventKind::Optin => self.optin(event).await,
+            EventKind::Optin => self.optin(event, learnt).await,
             EventKind::Message | EventKind::Postback => self.user_action(event, learnt).await,
             EventKind::Referral => self.referral(event, learnt).await,
             EventKind::PolicyEnforcement => self.policy(event).await,
@@ -355,7 +378,11 @@ impl Lifecycle {
 
     // ---- opt-ins --------------------------------------------------------------------------
 
-    async fn optin(&self, event: &InboundEvent) -> Result<Processed, ProcessError> {
+    async fn optin(
+        &self,
+        event: &InboundEvent,
+        learnt: &mut Learnt,
+    ) -> Result<Processed, ProcessError> {
         let Some(item) = self.parse_item(event) else {
             return self.quarantine(event, "opt-in item does not parse").await;
         };
@@ -376,7 +403,7 @@ impl Lifecycle {
                         .await;
                 };
                 let who = Identity::new(IdentityKind::LoginId, login_id);
-                self.new_optin(event, who, EntryPoint::LoginConnect, source, None)
+                self.new_optin(event, who, EntryPoint::LoginConnect, source, None, learnt)
                     .await
             }
             OptinEntryPoint::Checkbox => {
@@ -386,7 +413,7 @@ impl Lifecycle {
                         .await;
                 };
                 let who = Identity::new(IdentityKind::UserRef, user_ref);
-                self.new_optin(event, who, EntryPoint::Checkbox, source, None)
+                self.new_optin(event, who, EntryPoint::Checkbox, source, None, learnt)
                     .await
             }
             OptinEntryPoint::SendToMessenger => {
@@ -403,8 +430,15 @@ impl Lifecycle {
                     Some(r) => Some(self.check_ref(r).await?),
                     None => None,
                 };
-                self.new_optin(event, who, EntryPoint::SendToMessenger, source, reference)
-                    .await
+                self.new_optin(
+                    event,
+                    who,
+                    EntryPoint::SendToMessenger,
+                    source,
+                    reference,
+                    learnt,
+                )
+                .await
             }
             OptinEntryPoint::NotificationMessages => {
                 let Some(psid) = event
@@ -493,6 +527,7 @@ impl Lifecycle {
         entry_point: EntryPoint,
         source: OptinSource,
         reference: Option<RefInfo>,
+        learnt: &mut Learnt,
     ) -> Result<Processed, ProcessError> {
         let now = self.clock.now_ms();
         let mut optin = Optin::pending(
@@ -505,8 +540,24 @@ impl Lifecycle {
             &event.key,
             now,
         );
+        // Who the person is beyond the key: the login callback's ASID and signed business id,
+        // or the business id in a valid signed plugin ref.
+        let login = login_identity_of(event);
+        optin.external_id = login
+            .as_ref()
+            .and_then(|l| l.external_id.clone())
+            .or_else(|| reference.as_ref().and_then(external_id_in_ref))
+            .filter(|x| valid_external_id(x));
+        optin.asid = login.as_ref().map(|l| l.asid.clone());
         optin.reference = reference;
         optin.app_id.clone_from(&event.app_id);
+        learnt.external_id.clone_from(&optin.external_id);
+        // The index first: a crash after it leaves a pointer to nothing (skipped by readers),
+        // never an opt-in its identities cannot find.
+        let pointers = pointers_for(&optin, login.as_ref(), event.timestamp_ms);
+        if !pointers.is_empty() {
+            self.table.identities.put_pointers(&pointers).await?;
+        }
         if now >= optin.deadline_at_ms {
             optin.state = OptinState::Expired;
             optin.last_error = Some("opt-in processed after its deadline".into());
@@ -518,6 +569,28 @@ impl Lifecycle {
             Created::Created => return self.opened(&optin, now).await,
             Created::Exists(existing) => *existing,
         };
+        // The same person's opt-in, known first from another path (the webhook before the
+        // login callback): it learns the identities it lacks, and the events say them.
+        let learn = OptinIdentity {
+            external_id: optin
+                .external_id
+                .clone()
+                .filter(|_| existing.external_id.is_none()),
+            asid: optin.asid.clone().filter(|_| existing.asid.is_none()),
+        };
+        if !learn.is_empty()
+            && self
+                .table
+                .identities
+                .add_optin_identity(&existing.key(), &learn)
+                .await?
+        {
+            existing.external_id = existing.external_id.or(learn.external_id);
+            existing.asid = existing.asid.or(learn.asid);
+        }
+        if learnt.external_id.is_none() {
+            learnt.external_id.clone_from(&existing.external_id);
+        }
         // A later opt-in on a closed generation opens the next one. Copies racing to open it
         // converge on one: the reopen is conditional on the record being exactly as read.
         for _ in 0..3 {
@@ -703,6 +776,7 @@ impl Lifecycle {
             page_id: optin.page_id.clone(),
             deadline_at_ms: optin.deadline_at_ms,
             enqueued_at_ms: now,
+            external_id: optin.external_id.clone(),
         };
         let body = serde_json::to_string(&job).map_err(|e| ProcessError::Retry(e.to_string()))?;
         let failed = self
@@ -772,6 +846,8 @@ impl Lifecycle {
                     create_missing: documented,
                 };
                 let tag = link.tag();
+                // What the opt-in was before this reply: its first reply is a funnel step.
+                let before = self.table.optins.get_optin(&link.optin_key).await?;
                 if let Some(person) = self.table.people.get_person(page, &who.id).await? {
                     if !person.linked.is_empty() && !person.linked.contains(&tag) {
                         tracing::warn!(
@@ -786,6 +862,13 @@ impl Lifecycle {
                     LinkResult::Linked => {
                         linked = true;
                         learnt.linked = Some(link.identifier.clone());
+                        learnt.first_reply = before
+                            .filter(|o| o.psid.is_none() && o.state != OptinState::Declined)
+                            .map(|o| FirstReply {
+                                entry_point: o.entry_point,
+                                page_id: o.page_id.clone(),
+                                after_ms: event.timestamp_ms - o.opted_in_at_ms,
+                            });
                     }
                     LinkResult::SendInFlight => {
                         return Err(ProcessError::Retry(
@@ -916,6 +999,60 @@ pub fn deadline_check_time(
     }
 }
 
+/// What the login callback knows of the person besides the `login_id`: carried in the login
+/// event's item under `"login"` (only the login function writes [`Channel::Login`] events; a
+/// webhook item never reaches the processor on that channel).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginIdentity {
+    /// The Login app the ASID belongs to.
+    pub app_id: String,
+    /// The app-scoped user id, from Graph's `debug_token` (never from the browser).
+    pub asid: String,
+    /// The business's own id, already verified against `external_id_keys`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+}
+
+/// The login identity of a login event (none for webhook events or an item without one).
+fn login_identity_of(event: &InboundEvent) -> Option<LoginIdentity> {
+    if event.channel != Channel::Login {
+        return None;
+    }
+    let item: serde_json::Value = serde_json::from_str(event.item.get()).ok()?;
+    serde_json::from_value(item.get("login")?.clone()).ok()
+}
+
+/// `external_id` in a valid signed ref whose payload is a JSON object: the business minted it
+/// (with `ref_keys`), so it may vouch for its own user id. Any other payload names none.
+fn external_id_in_ref(reference: &RefInfo) -> Option<String> {
+    if reference.status != "valid" {
+        return None;
+    }
+    let payload: serde_json::Value = serde_json::from_str(reference.payload.as_deref()?).ok()?;
+    Some(payload.get("external_id")?.as_str()?.to_string())
+}
+
+/// The index items of a new opt-in: one per identity that is not its key.
+fn pointers_for(optin: &Optin, login: Option<&LoginIdentity>, at_ms: i64) -> Vec<IdentityPointer> {
+    let pointer = |id| IdentityPointer {
+        id,
+        optin_key: optin.key(),
+        page_id: optin.page_id.clone(),
+        at_ms,
+    };
+    let mut out = Vec::new();
+    if let Some(x) = &optin.external_id {
+        out.push(pointer(IndexedId::ExternalId(x.clone())));
+    }
+    if let Some(l) = login {
+        out.push(pointer(IndexedId::Asid {
+            app_id: l.app_id.clone(),
+            asid: l.asid.clone(),
+        }));
+    }
+    out
+}
+
 /// Builds the inbound event for a login callback (Option 2): the same shape as the webhook's
 /// `messaging_optins` item, so both paths converge on one opt-in.
 pub fn login_event(
@@ -924,12 +1061,26 @@ pub fn login_event(
     at_ms: i64,
     received_at_ms: i64,
 ) -> Result<InboundEvent, serde_json::Error> {
-    let item = serde_json::json!({
+    login_event_with(page_id, login_id, at_ms, received_at_ms, None)
+}
+
+/// [`login_event`] with what the callback knows of the person (ASID, the business's id).
+pub fn login_event_with(
+    page_id: &str,
+    login_id: &str,
+    at_ms: i64,
+    received_at_ms: i64,
+    identity: Option<&LoginIdentity>,
+) -> Result<InboundEvent, serde_json::Error> {
+    let mut item = serde_json::json!({
         "recipient": {"id": page_id},
         "timestamp": at_ms,
         "optin": {"login_id": login_id}
-    })
-    .to_string();
+    });
+    if let Some(identity) = identity {
+        item["login"] = serde_json::to_value(identity)?;
+    }
+    let item = item.to_string();
     let raw = RawValue::from_string(item)?;
     let sender = Identity::new(IdentityKind::LoginId, login_id);
     let key = crate::webhook::inbound::idempotency_key(

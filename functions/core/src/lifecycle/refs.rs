@@ -136,9 +136,22 @@ impl Keyring {
     /// keys are decoded, for minting (login page) and verifying (lifecycle). Invalid entries are
     /// skipped with a warning naming the key id, never the value.
     pub fn from_secrets(secrets: &crate::support::secret::Secrets) -> Keyring {
+        Keyring::from_map(&secrets.ref_keys, "ref_keys")
+    }
+
+    /// The keyring in the secret's `external_id_keys`: what the business's backend signs the
+    /// `external_id` of a login with.
+    pub fn external_id_keys(secrets: &crate::support::secret::Secrets) -> Keyring {
+        Keyring::from_map(&secrets.external_id_keys, "external_id_keys")
+    }
+
+    fn from_map(
+        map: &BTreeMap<String, crate::support::secret::Secret>,
+        field: &'static str,
+    ) -> Keyring {
         use base64::engine::general_purpose::STANDARD;
         let mut ring = Keyring::new();
-        for (id, value) in &secrets.ref_keys {
+        for (id, value) in map {
             let key_id: Option<u8> = id.trim().parse().ok();
             let bytes = STANDARD
                 .decode(value.expose().trim())
@@ -147,7 +160,7 @@ impl Keyring {
             match (key_id, bytes) {
                 (Some(k), Some(b)) => ring.insert(k, b),
                 _ => {
-                    tracing::warn!(key_id = %id, "ref key skipped: need a numeric id and 32 base64 bytes")
+                    tracing::warn!(field, key_id = %id, "key skipped: need a numeric id and 32 base64 bytes")
                 }
             }
         }

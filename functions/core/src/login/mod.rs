@@ -2,15 +2,17 @@
 //! free of HTTP (the router in `lc-api` maps them to statuses, fixed bodies, CORS and HTML).
 //!
 //! - [`Login::login`] takes the body of `POST /login`, `{"access_token": "<user token>",
-//!   "page_id": "<optional>", "grant": "new" | "existing" | "unknown"}`: verifies the token
-//!   server-side with Graph `debug_token` (valid, issued for our app, not expired,
-//!   `user_messenger_contact` granted), takes the app-scoped user id (ASID) from Graph's answer
-//!   (never from the browser), and derives the `login_id` ([`crate::login::login_id`]). Only
-//!   with evidence that the grant happened in this login (below) does it put a login opt-in
-//!   ([`crate::lifecycle::processor::login_event`]) on the same events queue as the webhook; the
-//!   events function's idempotency makes this callback and the `messaging_optins` webhook for
-//!   the same grant converge on one opt-in and one first message, and the 24-hour clock starts
-//!   at login even when the webhook is late. Without evidence it queues nothing and answers
+//!   "page_id": "<optional>", "grant": "new" | "existing" | "unknown", "external_id":
+//!   "<optional: the business's user id, signed by its backend>"}`
+//!   ([`crate::people::external_id`]): verifies the token server-side with Graph `debug_token`
+//!   (valid, issued for our app, not expired, `user_messenger_contact` granted), takes the
+//!   app-scoped user id (ASID) from Graph's answer (never from the browser), and derives the
+//!   `login_id` ([`crate::login::login_id`]). Only with evidence that the grant happened in this
+//!   login (below) does it put a login opt-in ([`crate::lifecycle::processor::login_event`]),
+//!   carrying the ASID and the external id, on the same events queue as the webhook; the events
+//!   function's idempotency makes this callback and the `messaging_optins` webhook for the same
+//!   grant converge on one opt-in and one first message, and the 24-hour clock starts at login
+//!   even when the webhook is late. Without evidence it queues nothing and answers
 //!   [`LoginAnswer::AwaitingWebhook`]: the webhook records the opt-in if there is one.
 //! - [`Login::page`] gives what the sample page shows: the ids for the Facebook JS SDK login with
 //!   `messenger_page_id`, and a signed ref minted here for the Send to Messenger plugin's
@@ -60,7 +62,7 @@ use std::sync::Arc;
 use serde::Deserialize;
 
 use crate::lifecycle::optin::{optin_key, DAY_MS};
-use crate::lifecycle::processor::login_event;
+use crate::lifecycle::processor::{login_event_with, LoginIdentity};
 use crate::lifecycle::refs::{self, Keyring};
 use crate::login::login_id::derive_login_id;
 use crate::ports::graph::{SendError, TokenInfo};
@@ -341,6 +343,18 @@ impl Login {
             Ok(app) => app,
             Err(why) => return (LoginAnswer::NotConfigured(why), Outcome::NotConfigured(why)),
         };
+        // The business's own id, signed by its backend: checked before Graph is asked anything.
+        let external_id = match crate::people::external_id::from_login_body(
+            body,
+            &secrets,
+            self.clock.now_ms(),
+        ) {
+            Ok(x) => x,
+            Err(crate::people::external_id::Refused::NotConfigured(why)) => {
+                return (LoginAnswer::NotConfigured(why), Outcome::NotConfigured(why))
+            }
+            Err(crate::people::external_id::Refused::BadRequest(why)) => return bad_request(why),
+        };
 
         let app_token = Secret::new(format!("{}|{}", app.app_id, app.app_secret.expose()));
         let info = match self.graph.debug_token(&app_token, &token).await {
@@ -385,7 +399,12 @@ impl Login {
                 },
             );
         }
-        if !self.enqueue(&page_id, &login_id, now).await {
+        let identity = LoginIdentity {
+            app_id: app.app_id.clone(),
+            asid: asid.to_string(),
+            external_id,
+        };
+        if !self.enqueue(&page_id, &login_id, &identity, now).await {
             return (LoginAnswer::Unavailable, Outcome::EnqueueFailed);
         }
 
@@ -433,8 +452,14 @@ impl Login {
     }
 
     /// Puts the login opt-in on the events queue; `false` when the queue did not take it.
-    async fn enqueue(&self, page_id: &str, login_id: &str, now: i64) -> bool {
-        let Ok(event) = login_event(page_id, login_id, now, now) else {
+    async fn enqueue(
+        &self,
+        page_id: &str,
+        login_id: &str,
+        identity: &LoginIdentity,
+        now: i64,
+    ) -> bool {
+        let Ok(event) = login_event_with(page_id, login_id, now, now, Some(identity)) else {
             return false;
         };
         let Ok(messages) = encode(std::slice::from_ref(&event)) else {

@@ -16,12 +16,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 
 use crate::lifecycle::optin::{Optin, OptinSource, OptinState};
+use crate::ports::identity::{
+    DeletionReceipt, IdentityPointer, IndexedId, OptinIdentity, MAX_POINTERS,
+};
 use crate::ports::store::{
     Claim, Created, Finish, Link, LinkPlan, LinkResult, MarketingToken, PageConfig, Person,
     QuarantinedRecord, ReferralInfo, Reopened, UserMessage,
 };
 use crate::ports::{
-    OptinStore, PageStore, PersonStore, PortError, QuarantineStore, RequestCounter,
+    IdentityStore, OptinStore, PageStore, PersonStore, PortError, QuarantineStore, RequestCounter,
 };
 use crate::webhook::IdentityKind;
 
@@ -37,6 +40,10 @@ struct Tables {
     pages: HashMap<String, PageConfig>,
     /// By id, which sorts by receipt time.
     quarantine: BTreeMap<String, QuarantinedRecord>,
+    /// `(partition, opt-in key)`: ordered like the pointers' sort keys.
+    pointers: BTreeMap<(String, String), IdentityPointer>,
+    /// Data-deletion receipts by confirmation code.
+    receipts: HashMap<String, DeletionReceipt>,
 }
 
 /// An opt-in operation a test can make fail with [`MemoryStore::fail_next`].
@@ -402,6 +409,11 @@ impl PersonStore for MemoryStore {
                 return Ok(LinkResult::SendInFlight);
             }
             self.count("TransactWriteItems");
+            // The opt-in's business id joins the person (the first one known stays).
+            let external_id = t
+                .optins
+                .get(&link.optin_key)
+                .and_then(|o| o.external_id.clone());
             let p = t
                 .people
                 .entry(person_key(&link.page_id, &link.psid))
@@ -417,6 +429,9 @@ impl PersonStore for MemoryStore {
                 p.linked.insert(at, tag);
             }
             p.linked_at_ms.get_or_insert(link.at_ms);
+            if let Some(x) = external_id {
+                p.external_id.get_or_insert(x);
+            }
             let stored = t.optins.get_mut(&link.optin_key);
             match (plan, stored) {
                 (LinkPlan::Answer, Some(o)) => {
@@ -598,5 +613,95 @@ impl QuarantineStore for MemoryStore {
             Ok(())
         })
         .await
+    }
+}
+
+#[async_trait]
+impl IdentityStore for MemoryStore {
+    async fn put_pointers(&self, pointers: &[IdentityPointer]) -> Result<(), PortError> {
+        for ptr in pointers {
+            self.request("PutItem", |t| {
+                t.pointers
+                    .insert((ptr.id.partition(), ptr.optin_key.clone()), ptr.clone());
+            })
+            .await;
+        }
+        Ok(())
+    }
+
+    async fn pointers(&self, id: &IndexedId) -> Result<Vec<IdentityPointer>, PortError> {
+        let partition = id.partition();
+        self.request("Query", |t| {
+            Ok(t.pointers
+                .iter()
+                .filter(|((pk, _), _)| *pk == partition)
+                .map(|(_, v)| v.clone())
+                .take(MAX_POINTERS)
+                .collect())
+        })
+        .await
+    }
+
+    async fn add_optin_identity(
+        &self,
+        optin_key: &str,
+        ids: &OptinIdentity,
+    ) -> Result<bool, PortError> {
+        self.request("UpdateItem", |t| {
+            let Some(o) = t.optins.get_mut(optin_key) else {
+                return Ok(false);
+            };
+            if let Some(x) = &ids.external_id {
+                o.external_id.get_or_insert_with(|| x.clone());
+            }
+            if let Some(a) = &ids.asid {
+                o.asid.get_or_insert_with(|| a.clone());
+            }
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn delete_optin(&self, optin_key: &str) -> Result<bool, PortError> {
+        self.request("DeleteItem", |t| Ok(t.optins.remove(optin_key).is_some()))
+            .await
+    }
+
+    async fn delete_person(&self, page_id: &str, psid: &str) -> Result<usize, PortError> {
+        // The adapter reads the partition, then deletes each item it found: one Query and a
+        // DeleteItem per item, counted the same way.
+        self.request("Query", |t| {
+            let before = t.tokens.len();
+            t.tokens.retain(|(p, s, _), _| !(p == page_id && s == psid));
+            let tokens = before - t.tokens.len();
+            let person = usize::from(t.people.remove(&person_key(page_id, psid)).is_some());
+            let n = person + tokens;
+            for _ in 0..n {
+                self.count("DeleteItem");
+            }
+            Ok(n)
+        })
+        .await
+    }
+
+    async fn delete_pointer(&self, id: &IndexedId, optin_key: &str) -> Result<(), PortError> {
+        self.request("DeleteItem", |t| {
+            t.pointers.remove(&(id.partition(), optin_key.to_string()));
+            Ok(())
+        })
+        .await
+    }
+
+    async fn put_receipt(&self, receipt: &DeletionReceipt) -> Result<(), PortError> {
+        self.request("PutItem", |t| {
+            t.receipts.insert(receipt.code.clone(), receipt.clone());
+            Ok(())
+        })
+        .await
+    }
+
+    async fn get_receipt(&self, code: &str) -> Result<Option<DeletionReceipt>, PortError> {
+        self.request("GetItem", |t| Ok(t.receipts.get(code).cloned()))
+            .await
     }
 }

@@ -9,6 +9,7 @@
 
 use std::sync::Mutex;
 
+use crate::funnel::FunnelStage;
 use crate::lifecycle::optin::{EntryPoint, OptinSource};
 use crate::login::NoEvidence;
 use crate::sending::errors::ErrorClass;
@@ -53,6 +54,12 @@ pub enum Metric {
     /// An opt-in the login callback started (derived `login_id`) that no `messaging_optins`
     /// webhook confirmed within the confirm delay (default 1 h): the derivation may be wrong.
     LoginOptinUnconfirmed,
+    /// One step of the conversion funnel (opt-in, first message, reply within 24 h / 7 days,
+    /// opt-out, missed deadline), by entry point. Never by Page: see [`crate::funnel`].
+    Funnel {
+        stage: FunnelStage,
+        entry_point: EntryPoint,
+    },
 }
 
 /// The CloudWatch unit of a point.
@@ -93,7 +100,7 @@ impl Point {
 
 impl Metric {
     /// Every metric name this service writes, for docs and the alarms' contract test.
-    pub const NAMES: [&'static str; 17] = [
+    pub const NAMES: [&'static str; 18] = [
         "WebhookEvents",
         "SignatureFailures",
         "EnqueueFailures",
@@ -111,6 +118,7 @@ impl Metric {
         "DeadlineChecksNoop",
         "LoginsAwaitingWebhook",
         "LoginOptinUnconfirmed",
+        "Funnel",
     ];
 
     /// Names written as distributions (every value kept); all others are summed counts.
@@ -165,6 +173,9 @@ impl Metric {
                 vec![Point::count("LoginsAwaitingWebhook", 1.0).with("reason", why.as_str())]
             }
             Metric::LoginOptinUnconfirmed => one("LoginOptinUnconfirmed"),
+            Metric::Funnel { stage, entry_point } => vec![Point::count("Funnel", 1.0)
+                .with("stage", stage.as_str())
+                .with("entry_point", entry_point.as_str())],
         }
     }
 }
@@ -242,6 +253,10 @@ mod tests {
             Metric::LoginAwaitingWebhook(NoEvidence::GrantNotNew),
             Metric::LoginAwaitingWebhook(NoEvidence::TokenNotFresh),
             Metric::LoginOptinUnconfirmed,
+            Metric::Funnel {
+                stage: FunnelStage::Reply24h,
+                entry_point: EntryPoint::Checkbox,
+            },
         ]
     }
 

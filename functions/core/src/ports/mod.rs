@@ -5,6 +5,7 @@
 pub mod bus;
 pub mod clock;
 pub mod graph;
+pub mod identity;
 pub mod metering;
 pub mod metrics;
 pub mod queue;
@@ -15,6 +16,7 @@ pub mod store;
 pub use bus::{EventBus, NoBus};
 pub use clock::{Clock, SystemClock};
 pub use graph::GraphApi;
+pub use identity::IdentityStore;
 pub use metering::RequestCounter;
 pub use metrics::{MemoryMetrics, Metric, Metrics, NoMetrics};
 pub use queue::{

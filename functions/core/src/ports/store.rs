@@ -11,7 +11,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use super::PortError;
+use super::{IdentityStore, PortError};
 use crate::lifecycle::optin::{schedule_name, EntryPoint, Optin, OptinSource, OptinState, DAY_MS};
 use crate::webhook::{Identity, IdentityKind};
 
@@ -177,6 +177,9 @@ pub struct Person {
     pub opted_out_reason: Option<String>,
     #[serde(default)]
     pub referral: Option<ReferralInfo>,
+    /// The business's own id, copied from the first linked opt-in that knew it.
+    #[serde(default)]
+    pub external_id: Option<String>,
 }
 
 /// A reply carrying `prior_message`: the identifier it names and the PSID it came from.
@@ -243,6 +246,8 @@ impl Link {
             generation: 1,
             history: Vec::new(),
             confirmed_at_ms: None,
+            external_id: None,
+            asid: None,
         })
     }
 
@@ -425,26 +430,29 @@ pub trait QuarantineStore: Send + Sync {
     async fn delete_quarantined(&self, id: &str) -> Result<(), PortError>;
 }
 
-/// The one table, as the four ports its items serve. Built from any store that implements them
-/// all (DynamoDB, the in-memory twin), shared by every consumer.
+/// The one table, as the ports its items serve. Built from any store that implements them all
+/// (DynamoDB, the in-memory twin), shared by every consumer.
 #[derive(Clone)]
 pub struct Table {
     pub optins: Arc<dyn OptinStore>,
     pub people: Arc<dyn PersonStore>,
     pub pages: Arc<dyn PageStore>,
     pub quarantine: Arc<dyn QuarantineStore>,
+    /// The identity index and data-deletion receipts.
+    pub identities: Arc<dyn IdentityStore>,
 }
 
 impl Table {
     pub fn new<T>(store: Arc<T>) -> Table
     where
-        T: OptinStore + PersonStore + PageStore + QuarantineStore + 'static,
+        T: OptinStore + PersonStore + PageStore + QuarantineStore + IdentityStore + 'static,
     {
         Table {
             optins: store.clone(),
             people: store.clone(),
             pages: store.clone(),
-            quarantine: store,
+            quarantine: store.clone(),
+            identities: store,
         }
     }
 }

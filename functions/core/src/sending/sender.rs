@@ -323,6 +323,7 @@ impl Sender {
         if let Some(m) = outcome.metric() {
             self.metrics.record(m);
         }
+        crate::funnel::after_job(self.metrics.as_ref(), job, &outcome);
         Ok(outcome)
     }
 
@@ -590,6 +591,7 @@ impl Sender {
             page_id: claimed.page_id.clone(),
             deadline_at_ms: claimed.deadline_at_ms,
             enqueued_at_ms: self.clock.now_ms(),
+            external_id: claimed.external_id.clone(),
         };
         let body = serde_json::to_string(&job)
             .map_err(|e| JobError::Backend(PortError::Rejected(e.to_string())))?;
@@ -1100,7 +1102,10 @@ pub fn recipient_of(optin: &Optin) -> Recipient {
 pub fn outcome_events(job: &FirstMessageJob, outcome: &JobOutcome, now_ms: i64) -> Vec<BusEvent> {
     let generation = job.generation.unwrap_or(1);
     let fact = |what: &str| format!("{}#g{generation}:{what}", job.optin_key);
-    let person = PersonIds::of(&job.recipient);
+    let person = PersonIds {
+        external_id: job.external_id.clone(),
+        ..PersonIds::of(&job.recipient)
+    };
     let event = |t: DetailType, what: &str, payload: serde_json::Value| {
         BusEvent::new(
             t,

@@ -68,6 +68,11 @@ pub struct Secrets {
     /// Key id -> base64 32-byte key, for signed `ref` values.
     #[serde(default)]
     pub ref_keys: BTreeMap<String, Secret>,
+    /// Key id -> base64 32-byte key, shared with the business's backend: it signs the
+    /// `external_id` it hands the login page (the same format as signed refs). A separate set,
+    /// so a key that can mint plugin refs cannot vouch for a business's user id.
+    #[serde(default)]
+    pub external_id_keys: BTreeMap<String, Secret>,
     /// Page id -> the app id whose secret signs `appsecret_proof` for that Page's token. Needed
     /// only with several apps and proofs on, when the app that delivered an opt-in is not the
     /// one that owns the token.
@@ -134,6 +139,7 @@ const DOCUMENT: &[Field] = &[
     Field::required("verify_token", Shape::Str),
     Field::optional("page_tokens", Shape::StrMap),
     Field::optional("ref_keys", Shape::StrMap),
+    Field::optional("external_id_keys", Shape::StrMap),
     Field::optional("page_apps", Shape::StrMap),
 ];
 
@@ -338,7 +344,8 @@ mod tests {
                       "client_token": format!("{MARKER}-ct")}],
             "verify_token": format!("{MARKER}-vt"),
             "page_tokens": {"10": format!("{MARKER}-pt")},
-            "ref_keys": {"k1": format!("{MARKER}-rk")}
+            "ref_keys": {"k1": format!("{MARKER}-rk")},
+            "external_id_keys": {"k1": format!("{MARKER}-xk")}
         })
     }
 
@@ -350,6 +357,7 @@ mod tests {
         "/verify_token",
         "/page_tokens/10",
         "/ref_keys/k1",
+        "/external_id_keys/k1",
     ];
 
     /// Values of the wrong type, each carrying the marker somewhere serde would quote it.
@@ -386,7 +394,13 @@ mod tests {
             }
         }
         // A marker string where a container belongs.
-        for pos in ["/apps", "/apps/0", "/page_tokens", "/ref_keys"] {
+        for pos in [
+            "/apps",
+            "/apps/0",
+            "/page_tokens",
+            "/ref_keys",
+            "/external_id_keys",
+        ] {
             let mut doc = marked();
             *doc.pointer_mut(pos).expect("position") = serde_json::json!(MARKER);
             docs.push(doc.to_string());
