@@ -18,7 +18,8 @@ pub use graph::GraphApi;
 pub use metering::RequestCounter;
 pub use metrics::{MemoryMetrics, Metric, Metrics, NoMetrics};
 pub use queue::{
-    EntryFailure, OutMessage, Queue, QueueReceiver, QueueSender, Received, VisibilityControl,
+    EntryFailure, GroupedMessage, OutMessage, Queue, QueueReceiver, QueueSender, Received,
+    VisibilityControl,
 };
 pub use scheduler::{OneTimeSchedule, ScheduleCreated, Scheduler};
 pub use secrets::SecretSource;
