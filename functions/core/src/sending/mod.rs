@@ -1,6 +1,7 @@
 //! Sending: the first-message sender, the messaging policy, Meta's Send API error taxonomy,
 //! usage-header pacing, and first-message content.
 
+pub mod delivery;
 pub mod errors;
 pub mod first_message;
 pub mod policy;
