@@ -444,6 +444,10 @@ async fn page_config_written_by_hand() {
         paused_at_ms: None,
         pause_event_at_ms: None,
         first_message: Some(r#"{"text":"hi"}"#.into()),
+        human_agent: true,
+        utility_messaging: false,
+        phone_number_messaging: true,
+        linked_page_id: Some("4242".into()),
     };
     store.put_page(&full).await.unwrap();
     assert_eq!(
