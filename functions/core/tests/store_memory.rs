@@ -81,3 +81,10 @@ async fn put_page_is_read_back() {
     assert_eq!(store.get_page("100").await.unwrap(), Some(page));
     assert_eq!(store.get_person("100", "x").await.unwrap(), None);
 }
+
+#[tokio::test]
+async fn memory_store_meets_the_request_contract() {
+    let store = MemoryStore::new();
+    lc_core::contract::requests::run_all(&store, "mem").await;
+    lc_core::contract::requests::run_all(&store, "again").await;
+}

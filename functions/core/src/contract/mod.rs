@@ -9,5 +9,6 @@
 //! this crate's integration tests), behind the `contract` feature.
 
 pub mod races;
+pub mod requests;
 pub mod scheduler;
 pub mod store;

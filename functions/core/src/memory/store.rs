@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use async_trait::async_trait;
 
 use crate::lifecycle::optin::{Optin, OptinState};
+use crate::ports::requests::RequestRecord;
 use crate::ports::store::{
     Claim, Created, Finish, Link, LinkPlan, LinkResult, MarketingToken, PageConfig, Person,
     QuarantinedRecord, ReferralInfo, Reopened, UserMessage,
@@ -28,7 +29,7 @@ use crate::webhook::IdentityKind;
 const SERVICE: &str = "dynamodb";
 
 #[derive(Debug, Default)]
-struct Tables {
+pub(super) struct Tables {
     optins: HashMap<String, Optin>,
     /// `(page_id, psid)`.
     people: HashMap<(String, String), Person>,
@@ -37,6 +38,8 @@ struct Tables {
     pages: HashMap<String, PageConfig>,
     /// By id, which sorts by receipt time.
     quarantine: BTreeMap<String, QuarantinedRecord>,
+    /// Follow-up requests by `(page_id, idempotency_key)` (`memory::requests`).
+    pub(super) requests: HashMap<(String, String), RequestRecord>,
 }
 
 /// The in-memory table. Cheap to share behind an `Arc`.
@@ -84,7 +87,7 @@ impl MemoryStore {
         self.tables.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn count(&self, operation: &str) {
+    pub(super) fn count(&self, operation: &str) {
         self.counter.incr(SERVICE, operation);
     }
 
@@ -92,7 +95,11 @@ impl MemoryStore {
     /// a yield to the scheduler before the lock is taken and after it is released. The change
     /// itself stays atomic (one request), but whatever the caller does between two requests can
     /// be interleaved with other tasks, as it would be over the network.
-    async fn request<R>(&self, operation: &str, apply: impl FnOnce(&mut Tables) -> R) -> R {
+    pub(super) async fn request<R>(
+        &self,
+        operation: &str,
+        apply: impl FnOnce(&mut Tables) -> R,
+    ) -> R {
         self.count(operation);
         tokio::task::yield_now().await;
         let r = apply(&mut self.lock());

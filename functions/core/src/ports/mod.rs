@@ -8,6 +8,7 @@ pub mod graph;
 pub mod metering;
 pub mod metrics;
 pub mod queue;
+pub mod requests;
 pub mod scheduler;
 pub mod secrets;
 pub mod store;
@@ -21,6 +22,7 @@ pub use queue::{
     EntryFailure, GroupedMessage, OutMessage, Queue, QueueReceiver, QueueSender, Received,
     VisibilityControl,
 };
+pub use requests::RequestStore;
 pub use scheduler::{OneTimeSchedule, ScheduleCreated, Scheduler};
 pub use secrets::SecretSource;
 pub use store::{OptinStore, PageStore, PersonStore, QuarantineStore, Table};

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use super::requests::RequestStore;
 use super::PortError;
 use crate::lifecycle::optin::{schedule_name, EntryPoint, Optin, OptinSource, OptinState, DAY_MS};
 use crate::webhook::{Identity, IdentityKind};
@@ -437,7 +438,7 @@ pub trait QuarantineStore: Send + Sync {
     async fn delete_quarantined(&self, id: &str) -> Result<(), PortError>;
 }
 
-/// The one table, as the four ports its items serve. Built from any store that implements them
+/// The one table, as the ports its items serve. Built from any store that implements them
 /// all (DynamoDB, the in-memory twin), shared by every consumer.
 #[derive(Clone)]
 pub struct Table {
@@ -445,18 +446,21 @@ pub struct Table {
     pub people: Arc<dyn PersonStore>,
     pub pages: Arc<dyn PageStore>,
     pub quarantine: Arc<dyn QuarantineStore>,
+    /// The business's follow-up requests (`POST /v1/messages`).
+    pub requests: Arc<dyn RequestStore>,
 }
 
 impl Table {
     pub fn new<T>(store: Arc<T>) -> Table
     where
-        T: OptinStore + PersonStore + PageStore + QuarantineStore + 'static,
+        T: OptinStore + PersonStore + PageStore + QuarantineStore + RequestStore + 'static,
     {
         Table {
             optins: store.clone(),
             people: store.clone(),
             pages: store.clone(),
-            quarantine: store,
+            quarantine: store.clone(),
+            requests: store,
         }
     }
 }
