@@ -10,11 +10,13 @@
 //! | `/` | `GET` | login | the sample page ([`page`]) |
 //! | `/login` | `POST` | login | the login callback ([`login`]) |
 //! | `/`, `/login` | `OPTIONS` | login | CORS preflight |
+//! | `/v1/messages` | `POST` | messages | the business's follow-ups: 202, 400, 409, 413, 422, 503 ([`messages`]) |
 //!
 //! A Lambda mounts only the parts it has; a path no mounted part serves answers 404 with the
 //! fixed body of the part that owns the Function URL root, as each function always did.
 
 pub mod login;
+pub mod messages;
 pub mod page;
 pub mod webhook;
 
@@ -23,6 +25,7 @@ use std::sync::Arc;
 use axum::extract::DefaultBodyLimit;
 use axum::Router;
 use lc_core::login::Login;
+use lc_core::sending::followup::FollowUps;
 use lc_core::webhook::intake::Intake;
 
 /// Lambda never delivers a larger request, so no deployed function sees one; below it, each
@@ -35,6 +38,7 @@ pub const MAX_REQUEST_BYTES: usize = 6 * 1024 * 1024;
 pub struct Api {
     intake: Option<Arc<Intake>>,
     login: Option<Arc<Login>>,
+    messages: Option<Arc<FollowUps>>,
 }
 
 impl Api {
@@ -54,8 +58,17 @@ impl Api {
         self
     }
 
+    /// The business's follow-ups at `POST /v1/messages`.
+    pub fn messages(mut self, followups: Arc<FollowUps>) -> Self {
+        self.messages = Some(followups);
+        self
+    }
+
     pub fn router(self) -> Router {
         let mut router = Router::new();
+        if let Some(followups) = self.messages {
+            router = router.merge(messages::routes(followups));
+        }
         if let Some(intake) = self.intake {
             router = router.merge(webhook::routes(intake, self.login.is_none()));
         }
