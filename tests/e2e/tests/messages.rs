@@ -15,6 +15,7 @@ use lc_core::bus::DetailType;
 use lc_core::lifecycle::optin::DAY_MS;
 use lc_core::memory::{ManualClock, MemoryStore};
 use lc_core::ports::store::PageConfig;
+use lc_core::ports::Clock;
 use lc_core::ports::{
     EntryFailure, GroupedMessage, OutMessage, PortError, Queue, QueueReceiver, QueueSender,
     Received, Table, VisibilityControl,
@@ -82,15 +83,43 @@ struct World {
 
 impl World {
     async fn new() -> World {
+        World::with(None).await
+    }
+
+    /// The AWS adapters against moto (DynamoDB request items, the SQS FIFO queue, EventBridge).
+    async fn on_moto() -> World {
+        let endpoint = std::env::var("AWS_ENDPOINT_URL").unwrap_or_default();
+        assert!(
+            endpoint.starts_with("http://127.0.0.1"),
+            "run tests/run.sh (moto on 127.0.0.1), got {endpoint:?}"
+        );
+        World::with(Some(endpoint)).await
+    }
+
+    async fn with(aws: Option<String>) -> World {
         let (secrets, _) = local_secrets(&page_ids(1));
         let secret = secrets.apps[0].app_secret.expose().to_string();
         let secrets = Arc::new(secrets);
         let sim = start_sim(&secrets, 300).await.expect("sim");
         sim.freeze_clock();
         let clock = ManualClock::at(sim.now_ms());
-        let mut backends = Backends::memory(Arc::new(clock.clone()), 30_000);
         let store = Arc::new(MemoryStore::new());
-        backends.table = Table::new(store.clone());
+        let mut backends = match aws {
+            Some(endpoint) => {
+                let run = format!(
+                    "msg{}",
+                    std::process::id() as u64 * 1000 + (clock.now_ms() % 1000) as u64
+                );
+                Backends::aws(&endpoint, &run, 30)
+                    .await
+                    .expect("moto backends")
+            }
+            None => {
+                let mut b = Backends::memory(Arc::new(clock.clone()), 30_000);
+                b.table = Table::new(store.clone());
+                b
+            }
+        };
         let requests = Arc::new(Recording {
             inner: backends.requests.clone(),
             accepted: tokio::sync::Mutex::new(Vec::new()),
@@ -126,7 +155,6 @@ impl World {
     }
 
     fn now(&self) -> i64 {
-        use lc_core::ports::Clock;
         self.clock.now_ms()
     }
 
@@ -547,4 +575,29 @@ async fn recipients_the_policy_knows_no_window_for() {
     let (status, body, _) = w.post(&json!({"recipient": {"psid": PSID}})).await;
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"], "bad_request");
+}
+
+/// The same path on the AWS adapters against moto: the request item in DynamoDB, the FIFO queue
+/// in SQS (group and deduplication ids on the wire), the outcome on EventBridge.
+#[tokio::test]
+#[ignore = "needs moto: run tests/run.sh"]
+async fn a_follow_up_on_moto_is_sent_once() {
+    let w = World::on_moto().await;
+    w.person_writes(PSID).await;
+    let body = reply(PSID, "On moto", "moto-1");
+    let (status, first, _) = w.post(&body).await;
+    assert_eq!(status, 202, "{first}");
+    let (status, again, _) = w.post(&body).await;
+    assert_eq!(status, 202, "{again}");
+    assert_eq!(again["request_id"], first["request_id"]);
+    let sent = w.wait_sent(PSID, 1).await;
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].messaging_type, "RESPONSE");
+    let request_id = first["request_id"].as_str().unwrap().to_string();
+    w.wait_event(DetailType::MessageSent, &request_id).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(w.sim.attempts_for(PSID), 1);
+    let (status, done, _) = w.post(&body).await;
+    assert_eq!(status, 202);
+    assert_eq!(done["status"], "sent");
 }
