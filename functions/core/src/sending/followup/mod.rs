@@ -223,6 +223,36 @@ struct Job {
     fingerprint: String,
 }
 
+impl Job {
+    /// The request as stored when it is accepted, with the policy's decision.
+    fn record(
+        &self,
+        messaging_type: MessagingType,
+        tag: Option<&str>,
+        rule: Rule,
+        now: i64,
+    ) -> RequestRecord {
+        RequestRecord {
+            page_id: self.resolved.page_id.clone(),
+            idempotency_key: self.req.idempotency_key.clone(),
+            request_id: self.request_id.clone(),
+            fingerprint: self.fingerprint.clone(),
+            body: self.req.to_json().to_string(),
+            state: RequestState::Accepted,
+            messaging_type,
+            tag: tag.map(str::to_string),
+            rule: rule.as_str().to_string(),
+            attempts: 0,
+            lease_until_ms: 0,
+            created_at_ms: now,
+            updated_at_ms: now,
+            message_id: None,
+            sent_at_ms: None,
+            last_error: None,
+        }
+    }
+}
+
 /// A record-only message: Meta accepted the send, but `sent` could not be written at once.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct RecordSent {
@@ -297,24 +327,7 @@ impl FollowUps {
                 });
             }
         };
-        let record = RequestRecord {
-            page_id: page.clone(),
-            idempotency_key: key.clone(),
-            request_id: job.request_id.clone(),
-            fingerprint: job.fingerprint.clone(),
-            body: job.req.to_json().to_string(),
-            state: RequestState::Accepted,
-            messaging_type,
-            tag: tag.map(str::to_string),
-            rule: rule.as_str().to_string(),
-            attempts: 0,
-            lease_until_ms: 0,
-            created_at_ms: now,
-            updated_at_ms: now,
-            message_id: None,
-            sent_at_ms: None,
-            last_error: None,
-        };
+        let record = job.record(messaging_type, tag, rule, now);
         match self.p.table.requests.create_request(&record).await? {
             RequestCreated::Created => {}
             // A concurrent copy of the same request won the create: answer as it did.
@@ -465,24 +478,7 @@ impl FollowUps {
         };
         if stored.is_none() {
             // A request the business queued itself: store it, as the HTTP path does.
-            let record = RequestRecord {
-                page_id: page.clone(),
-                idempotency_key: key.clone(),
-                request_id: job.request_id.clone(),
-                fingerprint: job.fingerprint.clone(),
-                body: job.req.to_json().to_string(),
-                state: RequestState::Accepted,
-                messaging_type,
-                tag: tag.map(str::to_string),
-                rule: rule.as_str().to_string(),
-                attempts: 0,
-                lease_until_ms: 0,
-                created_at_ms: now,
-                updated_at_ms: now,
-                message_id: None,
-                sent_at_ms: None,
-                last_error: None,
-            };
+            let record = job.record(messaging_type, tag, rule, now);
             if let RequestCreated::Exists(r) = self.p.table.requests.create_request(&record).await?
             {
                 if let Some(fate) = self.settled_or_busy(&job, &r, now).await? {
