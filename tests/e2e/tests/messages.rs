@@ -601,3 +601,78 @@ async fn a_follow_up_on_moto_is_sent_once() {
     assert_eq!(status, 202);
     assert_eq!(done["status"], "sent");
 }
+
+/// Instagram through the Page token: the account's config names its Page, the send goes to
+/// `/me/messages` with the IGSID; Instagram's 1000 characters are checked before Meta.
+#[tokio::test]
+async fn instagram_goes_through_the_linked_page() {
+    const IG: &str = "17841400000000001";
+    const IGSID: &str = "9100000000000001";
+    let w = World::new().await;
+    w.sim.update_page_features(PageFeaturesUpdate {
+        page_id: PAGE.into(),
+        instagram_account_id: Some(IG.into()),
+        ..PageFeaturesUpdate::default()
+    });
+    w.store.put_page(PageConfig {
+        page_id: IG.into(),
+        linked_page_id: Some(PAGE.into()),
+        ..PageConfig::default()
+    });
+    // The person writes on Instagram (the webhook's entry is the Instagram account).
+    let ts = w.now();
+    let body = json!({"object": "instagram", "entry": [{"id": IG, "time": ts, "messaging": [{
+        "sender": {"id": IGSID}, "recipient": {"id": IG}, "timestamp": ts,
+        "message": {"mid": "m_ig_1", "text": "hi"}}]}]})
+    .to_string();
+    let req = Request::post("/webhook")
+        .header("x-hub-signature-256", sign(&w.secret, body.as_bytes()))
+        .body(Body::from(body))
+        .expect("request");
+    assert_eq!(w.router.clone().oneshot(req).await.unwrap().status(), 200);
+    w.sim.register_instagram_person(IG, IGSID, ts);
+    let people = w.pipeline.backends.table.people.clone();
+    wait_for("the Instagram message to be processed", || {
+        let people = people.clone();
+        async move {
+            people
+                .get_person(IG, IGSID)
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|p| p.last_user_message_at_ms == Some(ts))
+        }
+    })
+    .await;
+
+    let ig = |text: String, key: &str| {
+        json!({
+            "recipient": {"igsid": IGSID},
+            "page_id": IG,
+            "message": {"text": text},
+            "idempotency_key": key,
+        })
+    };
+    let (status, body, _) = w.post(&ig("x".repeat(1001), "ig-long")).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["rule"], "instagram_text_limit");
+
+    let (status, body, _) = w.post(&ig("x".repeat(1000), "ig-ok")).await;
+    assert_eq!(status, 202, "{body}");
+    let sent = w.wait_sent(IGSID, 1).await;
+    assert_eq!(sent.len(), 1, "sent with the Page's token");
+    assert_eq!(sent[0].page_id, PAGE);
+    assert_eq!(sent[0].messaging_type, "RESPONSE");
+    assert_eq!(
+        w.sim.attempts_for(IGSID),
+        1,
+        "the long one never reached Meta"
+    );
+    let event = w
+        .wait_event(
+            DetailType::MessageSent,
+            body["request_id"].as_str().unwrap(),
+        )
+        .await;
+    assert_eq!(event["messaging_type"], "RESPONSE");
+}
