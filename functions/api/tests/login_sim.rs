@@ -1219,8 +1219,10 @@ async fn a_signed_external_id_rides_along_and_a_forged_one_is_refused() {
     let s = setup().await;
     user_token(&s.sim, USER_TOKEN, None, GOOD_SCOPES, 0);
     let now_secs = s.clock.now_ms() / 1000;
-    let body =
-        |x: &str| serde_json::json!({"access_token": USER_TOKEN, "external_id": x}).to_string();
+    let body = |x: &str| {
+        serde_json::json!({"access_token": USER_TOKEN, "grant": "new", "external_id": x})
+            .to_string()
+    };
     let refused = [
         ("user-42".to_string(), "not signed"),
         (
