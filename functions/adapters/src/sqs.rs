@@ -6,8 +6,8 @@ use aws_sdk_sqs::Client;
 use std::sync::Arc;
 
 use lc_core::ports::{
-    EntryFailure, OutMessage, PortError, QueueReceiver, QueueSender, Received, RequestCounter,
-    VisibilityControl,
+    EntryFailure, GroupedMessage, OutMessage, PortError, QueueReceiver, QueueSender, Received,
+    RequestCounter, VisibilityControl,
 };
 
 use crate::aws::port_error;
@@ -69,13 +69,12 @@ fn entry(m: &OutMessage) -> Result<SendMessageBatchRequestEntry, PortError> {
         .map_err(|e| PortError::Rejected(format!("batch entry: {e}")))
 }
 
-#[async_trait]
-impl QueueSender for SqsQueue {
-    async fn send_batch(&self, messages: &[OutMessage]) -> Result<Vec<EntryFailure>, PortError> {
-        if messages.is_empty() {
-            return Ok(Vec::new());
-        }
-        let entries = messages.iter().map(entry).collect::<Result<Vec<_>, _>>()?;
+impl SqsQueue {
+    async fn send_entries(
+        &self,
+        messages: &[&OutMessage],
+        entries: Vec<SendMessageBatchRequestEntry>,
+    ) -> Result<Vec<EntryFailure>, PortError> {
         self.count("SendMessageBatch");
         let out = self
             .client
@@ -95,7 +94,7 @@ impl QueueSender for SqsQueue {
             })
             .collect();
         // Trust nothing implicitly: an entry neither reported successful nor failed is failed.
-        for m in messages {
+        for m in messages.iter() {
             let ok = out.successful().iter().any(|s| s.id() == m.id);
             let failed = failures.iter().any(|f| f.id == m.id);
             if !ok && !failed {
@@ -107,6 +106,40 @@ impl QueueSender for SqsQueue {
             }
         }
         Ok(failures)
+    }
+}
+
+#[async_trait]
+impl QueueSender for SqsQueue {
+    async fn send_batch(&self, messages: &[OutMessage]) -> Result<Vec<EntryFailure>, PortError> {
+        if messages.is_empty() {
+            return Ok(Vec::new());
+        }
+        let entries = messages.iter().map(entry).collect::<Result<Vec<_>, _>>()?;
+        let refs: Vec<&OutMessage> = messages.iter().collect();
+        self.send_entries(&refs, entries).await
+    }
+
+    /// FIFO queues: each entry with its `MessageGroupId` and `MessageDeduplicationId` (SQS
+    /// refuses the whole call on a standard queue, and a per-message delay on a FIFO one).
+    async fn send_grouped(
+        &self,
+        messages: &[GroupedMessage],
+    ) -> Result<Vec<EntryFailure>, PortError> {
+        if messages.is_empty() {
+            return Ok(Vec::new());
+        }
+        let entries = messages
+            .iter()
+            .map(|g| {
+                let mut e = entry(&g.message)?;
+                e.message_group_id = Some(g.group_id.clone());
+                e.message_deduplication_id = Some(g.dedup_id.clone());
+                Ok(e)
+            })
+            .collect::<Result<Vec<_>, PortError>>()?;
+        let refs: Vec<&OutMessage> = messages.iter().map(|g| &g.message).collect();
+        self.send_entries(&refs, entries).await
     }
 }
 
@@ -143,6 +176,9 @@ impl QueueReceiver for SqsQueue {
             .message_system_attribute_names(
                 aws_sdk_sqs::types::MessageSystemAttributeName::ApproximateReceiveCount,
             )
+            .message_system_attribute_names(
+                aws_sdk_sqs::types::MessageSystemAttributeName::MessageGroupId,
+            )
             .message_attribute_names("All")
             .send()
             .await
@@ -152,6 +188,10 @@ impl QueueReceiver for SqsQueue {
             .unwrap_or_default()
             .into_iter()
             .map(|m| Received {
+                group_id: m
+                    .attributes()
+                    .and_then(|a| a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::MessageGroupId))
+                    .cloned(),
                 receive_count: m
                     .attributes()
                     .and_then(|a| {

@@ -218,6 +218,55 @@ async fn dynamo_store_meets_the_contract() {
     println!("dynamodb requests for the suite: {:?}", counter.snapshot());
 }
 
+/// The follow-up request contract. Racing claims go one at a time, as for the opt-ins (moto
+/// does not apply conditions atomically); dynalite races them (`dynamodb_races.rs`).
+#[tokio::test]
+#[ignore = "needs moto: run tests/run.sh"]
+async fn dynamo_store_meets_the_request_contract() {
+    let (store, _) = store().await;
+    lc_core::contract::requests::run_all(&OneAtATime::new(store), &common::unique("rq")).await;
+}
+
+#[async_trait]
+impl lc_core::ports::RequestStore for OneAtATime {
+    async fn create_request(
+        &self,
+        r: &lc_core::ports::requests::RequestRecord,
+    ) -> Result<lc_core::ports::requests::RequestCreated, PortError> {
+        let _g = self.gate.lock().await;
+        self.inner.create_request(r).await
+    }
+    async fn get_request(
+        &self,
+        page: &str,
+        key: &str,
+    ) -> Result<Option<lc_core::ports::requests::RequestRecord>, PortError> {
+        let _g = self.gate.lock().await;
+        self.inner.get_request(page, key).await
+    }
+    async fn claim_request(
+        &self,
+        page: &str,
+        key: &str,
+        now: i64,
+        lease: i64,
+    ) -> Result<lc_core::ports::requests::RequestClaim, PortError> {
+        let _g = self.gate.lock().await;
+        self.inner.claim_request(page, key, now, lease).await
+    }
+    async fn finish_request(
+        &self,
+        page: &str,
+        key: &str,
+        attempt: u32,
+        f: &lc_core::ports::requests::RequestFinish,
+        now: i64,
+    ) -> Result<bool, PortError> {
+        let _g = self.gate.lock().await;
+        self.inner.finish_request(page, key, attempt, f, now).await
+    }
+}
+
 #[tokio::test]
 #[ignore = "needs moto: run tests/run.sh"]
 async fn two_runs_share_one_table() {
@@ -502,6 +551,10 @@ async fn page_config_written_by_hand() {
         paused_at_ms: None,
         pause_event_at_ms: None,
         first_message: Some(r#"{"text":"hi"}"#.into()),
+        human_agent: true,
+        utility_messaging: false,
+        phone_number_messaging: true,
+        linked_page_id: Some("4242".into()),
     };
     store.put_page(&full).await.unwrap();
     assert_eq!(

@@ -98,3 +98,10 @@ async fn two_runs_share_one_table() {
     races::run_all(&s, &common::unique("a"), false).await;
     races::run_all(&s, &common::unique("b"), false).await;
 }
+
+/// Twenty copies of one follow-up request claim at once: one sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs dynalite (tests/run.sh)"]
+async fn concurrent_request_claims() {
+    lc_core::contract::requests::concurrent_claims(&*store().await, &common::unique("q")).await;
+}

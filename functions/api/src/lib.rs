@@ -13,12 +13,14 @@
 //! | `/v1/people` | `GET` | people | the identity lookup ([`people`]); `AWS_IAM` on its Function URL |
 //! | `/data-deletion` | `POST` | deletion | Meta's data-deletion callback ([`deletion`]) |
 //! | `/data-deletion/status` | `GET` | deletion | the request's status page |
+//! | `/v1/messages` | `POST` | messages | the business's follow-ups: 202, 400, 409, 413, 422, 503 ([`messages`]) |
 //!
 //! A Lambda mounts only the parts it has; a path no mounted part serves answers 404 with the
 //! fixed body of the part that owns the Function URL root, as each function always did.
 
 pub mod deletion;
 pub mod login;
+pub mod messages;
 pub mod page;
 pub mod people;
 pub mod webhook;
@@ -30,6 +32,7 @@ use axum::Router;
 use lc_core::login::Login;
 use lc_core::people::deletion::DataDeletion;
 use lc_core::people::People;
+use lc_core::sending::followup::FollowUps;
 use lc_core::webhook::intake::Intake;
 
 /// Lambda never delivers a larger request, so no deployed function sees one; below it, each
@@ -44,6 +47,7 @@ pub struct Api {
     login: Option<Arc<Login>>,
     people: Option<Arc<People>>,
     deletion: Option<Arc<DataDeletion>>,
+    messages: Option<Arc<FollowUps>>,
 }
 
 impl Api {
@@ -75,6 +79,12 @@ impl Api {
         self
     }
 
+    /// The business's follow-ups at `POST /v1/messages`.
+    pub fn messages(mut self, followups: Arc<FollowUps>) -> Self {
+        self.messages = Some(followups);
+        self
+    }
+
     pub fn router(self) -> Router {
         let mut router = Router::new();
         // Which part's 404 the unknown paths get: the one that owns the Function URL.
@@ -85,6 +95,9 @@ impl Api {
         }
         if let Some(deletion) = self.deletion {
             router = router.merge(deletion::routes(deletion));
+        }
+        if let Some(followups) = self.messages {
+            router = router.merge(messages::routes(followups));
         }
         if let Some(intake) = self.intake {
             router = router.merge(webhook::routes(intake, self.login.is_none()));

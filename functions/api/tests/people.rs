@@ -20,7 +20,7 @@ use lc_core::people::People;
 use lc_core::ports::store::{MarketingToken, ReferralInfo, TokenStatus};
 use lc_core::ports::{
     IdentityStore, NoBus, NoMetrics, OptinStore, PageStore, PersonStore, QuarantineStore,
-    SecretSource, Table,
+    RequestStore, SecretSource, Table,
 };
 use lc_core::support::secret::{AppCredentials, Secret, Secrets};
 use lc_core::webhook::{split_body, SplitOutcome};
@@ -53,8 +53,14 @@ fn secrets() -> Arc<Secrets> {
     })
 }
 
-trait Store: OptinStore + PersonStore + PageStore + QuarantineStore + IdentityStore {}
-impl<T: OptinStore + PersonStore + PageStore + QuarantineStore + IdentityStore> Store for T {}
+trait Store:
+    OptinStore + PersonStore + PageStore + QuarantineStore + IdentityStore + RequestStore
+{
+}
+impl<T> Store for T where
+    T: OptinStore + PersonStore + PageStore + QuarantineStore + IdentityStore + RequestStore
+{
+}
 
 struct World {
     router: Router,

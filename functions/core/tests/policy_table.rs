@@ -7,7 +7,10 @@ use std::collections::HashSet;
 use lc_core::lifecycle::optin::{EntryPoint, Optin, OptinSource, OptinState, DAY_MS};
 use lc_core::ports::graph::{MessagingType, Recipient};
 use lc_core::ports::store::{MarketingToken, PageConfig, Person, TokenStatus};
-use lc_core::sending::policy::{decide, Attempt, Decision, PolicyConfig, Rule};
+use lc_core::sending::policy::{
+    decide, decide_followup, Attempt, Channel, Decision, FollowUp, FollowUpDecision,
+    FollowUpRecipient, Intent, PolicyConfig, Rule,
+};
 use lc_core::webhook::{Identity, IdentityKind};
 use MessagingType::{MessageTag, Response, Update, Utility};
 
@@ -666,11 +669,16 @@ fn rows() -> Vec<Row> {
             ..psid("MESSAGE_TAG with a blank tag", Refuse("tag_missing"))
         },
         Row {
-            tag: Some("POST_PURCHASE_UPDATE"),
+            tag: Some("CUSTOMER_FEEDBACK"),
             ..human_agent(
                 "tag not on the default allow-list",
                 Refuse("tag_not_allowed"),
             )
+        },
+        Row {
+            tag: Some("POST_PURCHASE_UPDATE"),
+            reason_contains: "retired",
+            ..human_agent("retired tag, not on the allow-list", Refuse("retired_tag"))
         },
         Row {
             config: PolicyConfig {
@@ -682,6 +690,8 @@ fn rows() -> Vec<Row> {
                 Refuse("tag_not_allowed"),
             )
         },
+        // Meta retired the three update tags on 2026-04-27 (meta-platform.md §0): refused before
+        // Meta is called, even where an operator left them on the allow-list.
         Row {
             tag: Some("POST_PURCHASE_UPDATE"),
             now_ms: T0 + 30 * DAY_MS,
@@ -689,13 +699,51 @@ fn rows() -> Vec<Row> {
                 allowed_tags: vec!["HUMAN_AGENT".into(), "POST_PURCHASE_UPDATE".into()],
                 ..PolicyConfig::default()
             },
-            ..human_agent("allowed update tag, no window", Allow("message_tag"))
+            reason_contains: "retired",
+            ..human_agent(
+                "retired POST_PURCHASE_UPDATE on the allow-list",
+                Refuse("retired_tag"),
+            )
         },
         Row {
-            tag: Some("account_update"),
+            tag: Some("confirmed_event_update"),
+            config: PolicyConfig {
+                allowed_tags: vec!["CONFIRMED_EVENT_UPDATE".into()],
+                ..PolicyConfig::default()
+            },
+            reason_contains: "retired",
+            ..human_agent(
+                "retired CONFIRMED_EVENT_UPDATE, any case",
+                Refuse("retired_tag"),
+            )
+        },
+        Row {
+            tag: Some("ACCOUNT_UPDATE"),
             person: None,
             config: PolicyConfig {
                 allowed_tags: vec!["Account_Update".into()],
+                ..PolicyConfig::default()
+            },
+            reason_contains: "retired",
+            ..human_agent("retired ACCOUNT_UPDATE", Refuse("retired_tag"))
+        },
+        Row {
+            tag: Some("FUTURE_TAG"),
+            now_ms: T0 + 30 * DAY_MS,
+            config: PolicyConfig {
+                allowed_tags: vec!["HUMAN_AGENT".into(), "FUTURE_TAG".into()],
+                ..PolicyConfig::default()
+            },
+            ..human_agent(
+                "allowed tag other than HUMAN_AGENT, no window",
+                Allow("message_tag"),
+            )
+        },
+        Row {
+            tag: Some("future_tag"),
+            person: None,
+            config: PolicyConfig {
+                allowed_tags: vec!["Future_Tag".into()],
                 ..PolicyConfig::default()
             },
             ..human_agent("allowed tag compared upper-case", Allow("message_tag"))
@@ -890,7 +938,11 @@ fn every_rule_has_a_stable_unique_name_and_a_row() {
         );
         assert_eq!(rule.to_string(), name);
     }
-    let covered: HashSet<&str> = rows().iter().map(|r| r.expect.rule()).collect();
+    let covered: HashSet<&str> = rows()
+        .iter()
+        .map(|r| r.expect.rule())
+        .chain(followup_rows().iter().map(|r| r.expect.rule()))
+        .collect();
     let untested: Vec<&str> = seen.difference(&covered).copied().collect();
     assert!(untested.is_empty(), "rules without a row: {untested:?}");
     let unknown: Vec<&str> = covered.difference(&seen).copied().collect();
@@ -904,4 +956,675 @@ fn default_config() {
     assert_eq!(c.standard_window_ms, DAY_MS);
     assert_eq!(c.human_agent_window_ms, 7 * DAY_MS);
     assert!(!c.allow_utility && !c.allow_phone_number);
+}
+
+// ---- Follow-ups (decide_followup): the policy picks the messaging_type from the intent ------
+
+#[derive(Debug, Clone, Copy)]
+enum FExpect {
+    /// Allowed with this rule, messaging_type and tag.
+    Send(&'static str, MessagingType, Option<&'static str>),
+    Refuse(&'static str),
+}
+
+impl FExpect {
+    fn rule(self) -> &'static str {
+        match self {
+            FExpect::Send(r, ..) | FExpect::Refuse(r) => r,
+        }
+    }
+}
+
+use FExpect::{Refuse as No, Send};
+
+#[derive(Debug, Clone, Copy)]
+enum FTo {
+    Scoped,
+    Unlinked(IdentityKind),
+    Phone,
+    Unknown(&'static str),
+}
+
+struct FRow {
+    name: &'static str,
+    now_ms: i64,
+    channel: Channel,
+    to: FTo,
+    intent: Intent,
+    human_author: Option<bool>,
+    tag: Option<&'static str>,
+    text_chars: usize,
+    page: Option<PageConfig>,
+    person: Option<Person>,
+    optin: Option<Optin>,
+    config: PolicyConfig,
+    expect: FExpect,
+    reason_contains: &'static str,
+    /// For refusals: the window-closed time and the human-agent-until time it must carry.
+    window_closed_at_ms: Option<i64>,
+    human_agent_until_ms: Option<i64>,
+}
+
+fn agent_page() -> PageConfig {
+    PageConfig {
+        human_agent: true,
+        ..active_page()
+    }
+}
+
+/// A reply to a PSID who last wrote at `T0`, one second later.
+fn f(name: &'static str, intent: Intent, expect: FExpect) -> FRow {
+    FRow {
+        name,
+        now_ms: T0 + SEC,
+        channel: Channel::Messenger,
+        to: FTo::Scoped,
+        intent,
+        human_author: None,
+        tag: None,
+        text_chars: 5,
+        page: Some(active_page()),
+        person: Some(person(Some(T0))),
+        optin: None,
+        config: PolicyConfig::default(),
+        expect,
+        reason_contains: "",
+        window_closed_at_ms: None,
+        human_agent_until_ms: None,
+    }
+}
+
+/// A human agent's reply (the Page has the feature) at `now_ms`.
+fn agent(name: &'static str, now_ms: i64, expect: FExpect) -> FRow {
+    FRow {
+        now_ms,
+        human_author: Some(true),
+        page: Some(agent_page()),
+        ..f(name, Intent::HumanAgent, expect)
+    }
+}
+
+fn linked_optin(state: OptinState, psid: Option<&str>) -> Optin {
+    Optin {
+        psid: psid.map(str::to_string),
+        ..login_optin(state)
+    }
+}
+
+fn followup_rows() -> Vec<FRow> {
+    use MessagingType::{MessageTag as Tagged, Response as Resp, Update as Upd, Utility as Util};
+    vec![
+        // ---- the 24-hour window ----
+        f(
+            "reply inside 24 h",
+            Intent::Reply,
+            Send("standard_window", Resp, None),
+        ),
+        f(
+            "update inside 24 h",
+            Intent::Update,
+            Send("standard_window", Upd, None),
+        ),
+        FRow {
+            now_ms: T0 + DAY_MS - SEC,
+            ..f(
+                "reply at 23:59:59",
+                Intent::Reply,
+                Send("standard_window", Resp, None),
+            )
+        },
+        FRow {
+            now_ms: T0 + DAY_MS - 1,
+            ..f(
+                "reply at 24 h - 1 ms",
+                Intent::Reply,
+                Send("standard_window", Resp, None),
+            )
+        },
+        FRow {
+            now_ms: T0 + DAY_MS,
+            window_closed_at_ms: Some(T0 + DAY_MS),
+            human_agent_until_ms: Some(T0 + WEEK),
+            reason_contains: "human agent",
+            ..f(
+                "reply at exactly 24:00:00",
+                Intent::Reply,
+                No("standard_window"),
+            )
+        },
+        FRow {
+            now_ms: T0 + DAY_MS + 1,
+            window_closed_at_ms: Some(T0 + DAY_MS),
+            ..f("reply at 24 h + 1 ms", Intent::Reply, No("standard_window"))
+        },
+        FRow {
+            now_ms: T0 + 25 * 60 * 60 * SEC,
+            window_closed_at_ms: Some(T0 + DAY_MS),
+            human_agent_until_ms: Some(T0 + WEEK),
+            ..f("update 25 h later", Intent::Update, No("standard_window"))
+        },
+        FRow {
+            now_ms: T0 + WEEK + DAY_MS,
+            window_closed_at_ms: Some(T0 + DAY_MS),
+            human_agent_until_ms: None,
+            ..f(
+                "reply after 8 days: no human agent hint",
+                Intent::Reply,
+                No("standard_window"),
+            )
+        },
+        FRow {
+            person: Some(person(None)),
+            reason_contains: "never wrote",
+            ..f(
+                "reply to someone who never wrote",
+                Intent::Reply,
+                No("standard_window"),
+            )
+        },
+        FRow {
+            person: None,
+            reason_contains: "never wrote",
+            ..f(
+                "reply without a person record",
+                Intent::Reply,
+                No("standard_window"),
+            )
+        },
+        FRow {
+            person: Some(Person {
+                page_id: OTHER_PAGE.into(),
+                ..person(Some(T0))
+            }),
+            ..f(
+                "another page's record opens no window",
+                Intent::Reply,
+                No("standard_window"),
+            )
+        },
+        // ---- HUMAN_AGENT: 24 h to 7 days, a human, the Page's feature ----
+        agent(
+            "human agent inside 24 h goes as RESPONSE",
+            T0 + SEC,
+            Send("standard_window", Resp, None),
+        ),
+        FRow {
+            page: Some(active_page()),
+            ..agent(
+                "human agent inside 24 h needs no feature",
+                T0 + SEC,
+                Send("standard_window", Resp, None),
+            )
+        },
+        agent(
+            "human agent on day 3",
+            T0 + 3 * DAY_MS,
+            Send("human_agent_window", Tagged, Some("HUMAN_AGENT")),
+        ),
+        agent(
+            "human agent at exactly 24 h",
+            T0 + DAY_MS,
+            Send("human_agent_window", Tagged, Some("HUMAN_AGENT")),
+        ),
+        agent(
+            "human agent at 7 d - 1 s",
+            T0 + WEEK - SEC,
+            Send("human_agent_window", Tagged, Some("HUMAN_AGENT")),
+        ),
+        agent(
+            "human agent at 7 d - 1 ms",
+            T0 + WEEK - 1,
+            Send("human_agent_window", Tagged, Some("HUMAN_AGENT")),
+        ),
+        FRow {
+            window_closed_at_ms: Some(T0 + WEEK),
+            ..agent(
+                "human agent at exactly 7 d",
+                T0 + WEEK,
+                No("human_agent_window"),
+            )
+        },
+        FRow {
+            window_closed_at_ms: Some(T0 + WEEK),
+            ..agent(
+                "human agent at 7 d + 1 ms",
+                T0 + WEEK + 1,
+                No("human_agent_window"),
+            )
+        },
+        FRow {
+            human_author: Some(false),
+            reason_contains: "human",
+            ..agent(
+                "bot-authored human agent on day 3",
+                T0 + 3 * DAY_MS,
+                No("human_agent_author"),
+            )
+        },
+        FRow {
+            human_author: Some(false),
+            ..agent(
+                "bot-authored human agent inside 24 h",
+                T0 + SEC,
+                No("human_agent_author"),
+            )
+        },
+        FRow {
+            human_author: None,
+            ..agent(
+                "human agent without an author",
+                T0 + 3 * DAY_MS,
+                No("human_agent_author"),
+            )
+        },
+        FRow {
+            page: Some(active_page()),
+            reason_contains: "Human Agent feature",
+            ..agent(
+                "human agent on day 3 without the Page's feature",
+                T0 + 3 * DAY_MS,
+                No("human_agent_feature"),
+            )
+        },
+        FRow {
+            page: None,
+            ..agent(
+                "human agent on day 3, no page config",
+                T0 + 3 * DAY_MS,
+                No("human_agent_feature"),
+            )
+        },
+        FRow {
+            config: PolicyConfig {
+                allowed_tags: vec![],
+                ..PolicyConfig::default()
+            },
+            ..agent(
+                "human agent on day 3, HUMAN_AGENT off the allow-list",
+                T0 + 3 * DAY_MS,
+                No("tag_not_allowed"),
+            )
+        },
+        FRow {
+            tag: Some("HUMAN_AGENT"),
+            ..agent(
+                "the HUMAN_AGENT tag with intent human_agent",
+                T0 + 3 * DAY_MS,
+                Send("human_agent_window", Tagged, Some("HUMAN_AGENT")),
+            )
+        },
+        FRow {
+            now_ms: T0 + 3 * DAY_MS,
+            window_closed_at_ms: Some(T0 + DAY_MS),
+            human_agent_until_ms: Some(T0 + WEEK),
+            ..f(
+                "a bot's reply on day 3",
+                Intent::Reply,
+                No("standard_window"),
+            )
+        },
+        // ---- retired and unknown tags ----
+        FRow {
+            tag: Some("CONFIRMED_EVENT_UPDATE"),
+            reason_contains: "retired",
+            ..f("CONFIRMED_EVENT_UPDATE", Intent::Update, No("retired_tag"))
+        },
+        FRow {
+            tag: Some("post_purchase_update"),
+            reason_contains: "retired",
+            ..f(
+                "POST_PURCHASE_UPDATE, any case",
+                Intent::Update,
+                No("retired_tag"),
+            )
+        },
+        FRow {
+            tag: Some("ACCOUNT_UPDATE"),
+            now_ms: T0 + 3 * DAY_MS,
+            reason_contains: "retired",
+            ..f(
+                "ACCOUNT_UPDATE outside the window",
+                Intent::Update,
+                No("retired_tag"),
+            )
+        },
+        FRow {
+            tag: Some("ACCOUNT_UPDATE"),
+            config: PolicyConfig {
+                allowed_tags: vec!["ACCOUNT_UPDATE".into()],
+                ..PolicyConfig::default()
+            },
+            ..f(
+                "a retired tag on the allow-list",
+                Intent::Update,
+                No("retired_tag"),
+            )
+        },
+        FRow {
+            tag: Some("ISSUE_RESOLUTION"),
+            ..f("an unknown tag", Intent::Reply, No("tag_not_allowed"))
+        },
+        // ---- Instagram ----
+        FRow {
+            channel: Channel::Instagram,
+            text_chars: 1000,
+            ..f(
+                "Instagram text of 1000 characters",
+                Intent::Reply,
+                Send("standard_window", Resp, None),
+            )
+        },
+        FRow {
+            channel: Channel::Instagram,
+            text_chars: 1001,
+            reason_contains: "1000",
+            ..f(
+                "Instagram text of 1001 characters",
+                Intent::Reply,
+                No("instagram_text_limit"),
+            )
+        },
+        FRow {
+            text_chars: 1001,
+            ..f(
+                "Messenger text of 1001 characters",
+                Intent::Reply,
+                Send("standard_window", Resp, None),
+            )
+        },
+        FRow {
+            channel: Channel::Instagram,
+            page: Some(PageConfig {
+                utility_messaging: true,
+                ..active_page()
+            }),
+            ..f(
+                "utility on Instagram",
+                Intent::Utility,
+                No("instagram_utility"),
+            )
+        },
+        FRow {
+            channel: Channel::Instagram,
+            ..agent(
+                "Instagram human agent on day 3",
+                T0 + 3 * DAY_MS,
+                Send("human_agent_window", Tagged, Some("HUMAN_AGENT")),
+            )
+        },
+        FRow {
+            channel: Channel::Instagram,
+            now_ms: T0 + DAY_MS,
+            window_closed_at_ms: Some(T0 + DAY_MS),
+            ..f(
+                "Instagram reply at exactly 24 h",
+                Intent::Reply,
+                No("standard_window"),
+            )
+        },
+        // ---- utility templates ----
+        FRow {
+            now_ms: T0 + 30 * DAY_MS,
+            page: Some(PageConfig {
+                utility_messaging: true,
+                ..active_page()
+            }),
+            ..f(
+                "utility 30 days later, Page enabled",
+                Intent::Utility,
+                Send("utility", Util, None),
+            )
+        },
+        FRow {
+            now_ms: T0 + 30 * DAY_MS,
+            config: PolicyConfig {
+                allow_utility: true,
+                ..PolicyConfig::default()
+            },
+            ..f(
+                "utility, deployment enabled",
+                Intent::Utility,
+                Send("utility", Util, None),
+            )
+        },
+        FRow {
+            person: None,
+            page: Some(PageConfig {
+                utility_messaging: true,
+                ..active_page()
+            }),
+            ..f(
+                "utility to someone who never wrote",
+                Intent::Utility,
+                Send("utility", Util, None),
+            )
+        },
+        f(
+            "utility, not enabled",
+            Intent::Utility,
+            No("utility_disabled"),
+        ),
+        // ---- login_id / user_ref: only the one first message ----
+        FRow {
+            to: FTo::Unlinked(IdentityKind::LoginId),
+            person: None,
+            optin: Some(login_optin(OptinState::Sent)),
+            reason_contains: "wait for the person's reply",
+            ..f(
+                "login_id after its first message",
+                Intent::Update,
+                No("login_id_once"),
+            )
+        },
+        FRow {
+            to: FTo::Unlinked(IdentityKind::LoginId),
+            person: None,
+            optin: Some(login_optin(OptinState::Pending)),
+            ..f(
+                "login_id before its first message",
+                Intent::Reply,
+                No("login_id_once"),
+            )
+        },
+        FRow {
+            to: FTo::Unlinked(IdentityKind::UserRef),
+            person: None,
+            optin: Some(optin_for(IdentityKind::UserRef, USER_REF, OptinState::Sent)),
+            ..f(
+                "user_ref after its first message",
+                Intent::Update,
+                No("login_id_once"),
+            )
+        },
+        FRow {
+            to: FTo::Unlinked(IdentityKind::LoginId),
+            person: None,
+            optin: Some(login_optin(OptinState::Sent)),
+            page: Some(PageConfig {
+                utility_messaging: true,
+                ..active_page()
+            }),
+            ..f(
+                "utility to a login_id",
+                Intent::Utility,
+                No("login_id_once"),
+            )
+        },
+        FRow {
+            optin: Some(linked_optin(OptinState::Answered, Some(PSID))),
+            ..f(
+                "login_id whose person replied: its PSID's window",
+                Intent::Reply,
+                Send("standard_window", Resp, None),
+            )
+        },
+        FRow {
+            to: FTo::Unlinked(IdentityKind::LoginId),
+            person: None,
+            optin: Some(login_optin(OptinState::OptedOut)),
+            ..f(
+                "login_id opted out beats once",
+                Intent::Update,
+                No("opted_out"),
+            )
+        },
+        // ---- unknown recipients, opt-outs, pauses ----
+        FRow {
+            to: FTo::Unknown("an external_id needs the identity link"),
+            person: None,
+            reason_contains: "identity link",
+            ..f(
+                "external_id without the identity link",
+                Intent::Reply,
+                No("unknown_recipient"),
+            )
+        },
+        FRow {
+            person: Some(opted_out_person()),
+            reason_contains: "blocked",
+            ..f("opted-out person", Intent::Reply, No("opted_out"))
+        },
+        FRow {
+            person: Some(opted_out_person()),
+            ..agent(
+                "opted out beats human agent",
+                T0 + 3 * DAY_MS,
+                No("opted_out"),
+            )
+        },
+        FRow {
+            page: Some(paused_page()),
+            reason_contains: "policy_enforcement",
+            ..f("paused page", Intent::Reply, No("page_paused"))
+        },
+        FRow {
+            page: Some(paused_page()),
+            person: Some(opted_out_person()),
+            ..f(
+                "paused page beats opted out",
+                Intent::Reply,
+                No("page_paused"),
+            )
+        },
+        FRow {
+            page: Some(paused_page()),
+            to: FTo::Unknown("nobody"),
+            ..f(
+                "paused page beats an unknown recipient",
+                Intent::Reply,
+                No("page_paused"),
+            )
+        },
+        FRow {
+            tag: Some("POST_PURCHASE_UPDATE"),
+            to: FTo::Unknown("nobody"),
+            ..f(
+                "a retired tag beats an unknown recipient",
+                Intent::Reply,
+                No("retired_tag"),
+            )
+        },
+        // ---- phone numbers (Customer Matching) ----
+        FRow {
+            to: FTo::Phone,
+            person: None,
+            ..f(
+                "phone number, not enabled",
+                Intent::Update,
+                No("phone_number_disabled"),
+            )
+        },
+        FRow {
+            to: FTo::Phone,
+            person: None,
+            page: Some(PageConfig {
+                phone_number_messaging: true,
+                ..active_page()
+            }),
+            ..f(
+                "phone number, Page enabled",
+                Intent::Update,
+                Send("phone_number", Upd, None),
+            )
+        },
+        FRow {
+            to: FTo::Phone,
+            person: None,
+            human_author: Some(true),
+            page: Some(PageConfig {
+                phone_number_messaging: true,
+                ..agent_page()
+            }),
+            ..f(
+                "human agent to a phone number",
+                Intent::HumanAgent,
+                No("human_agent_window"),
+            )
+        },
+    ]
+}
+
+#[test]
+fn followup_policy_table() {
+    let rows = followup_rows();
+    let mut names = HashSet::new();
+    let mut failures = Vec::new();
+    for row in &rows {
+        assert!(names.insert(row.name), "duplicate row name: {}", row.name);
+        let recipient = match row.to {
+            FTo::Scoped => FollowUpRecipient::Scoped(PSID),
+            FTo::Unlinked(kind) => FollowUpRecipient::Unlinked(kind),
+            FTo::Phone => FollowUpRecipient::PhoneNumber,
+            FTo::Unknown(why) => FollowUpRecipient::Unknown(why),
+        };
+        let decision = decide_followup(
+            &FollowUp {
+                now_ms: row.now_ms,
+                page_id: PAGE,
+                channel: row.channel,
+                recipient,
+                intent: row.intent,
+                human_author: row.human_author,
+                tag: row.tag,
+                text_chars: row.text_chars,
+                page: row.page.as_ref(),
+                person: row.person.as_ref(),
+                optin: row.optin.as_ref(),
+            },
+            &row.config,
+        );
+        let ok = match (row.expect, &decision) {
+            (
+                Send(rule, messaging_type, tag),
+                FollowUpDecision::Send {
+                    rule: got,
+                    messaging_type: got_type,
+                    tag: got_tag,
+                },
+            ) => got.as_str() == rule && *got_type == messaging_type && *got_tag == tag,
+            (No(rule), FollowUpDecision::Refuse(r)) => {
+                r.rule.as_str() == rule
+                    && !r.reason.is_empty()
+                    && r.reason.contains(row.reason_contains)
+                    && (row.window_closed_at_ms.is_none()
+                        || r.window_closed_at_ms == row.window_closed_at_ms)
+                    && (row.human_agent_until_ms.is_none()
+                        || r.human_agent_until_ms == row.human_agent_until_ms)
+            }
+            _ => false,
+        };
+        if !ok {
+            failures.push(format!(
+                "{}: expected {:?}, got {:?}",
+                row.name, row.expect, decision
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} rows failed:\n{}",
+        failures.len(),
+        rows.len(),
+        failures.join("\n")
+    );
 }

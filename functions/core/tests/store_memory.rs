@@ -132,3 +132,10 @@ async fn memory_store_meets_the_identity_contract() {
     lc_core::contract::identity::run_all(&store, "mem").await;
     lc_core::contract::identity::run_all(&store, "again").await;
 }
+
+#[tokio::test]
+async fn memory_store_meets_the_request_contract() {
+    let store = MemoryStore::new();
+    lc_core::contract::requests::run_all(&store, "mem").await;
+    lc_core::contract::requests::run_all(&store, "again").await;
+}

@@ -41,6 +41,8 @@ pub enum Command {
     Send(SendArgs),
     /// Signed opt-ins through the webhook until every first message reached the simulator.
     Load(LoadArgs),
+    /// POST one follow-up to a running `serve` (`/v1/messages`) and print the answer.
+    Message(MessageArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -68,6 +70,31 @@ pub struct SendArgs {
     pub file: std::path::PathBuf,
     /// The webhook URL.
     #[arg(long, default_value = "http://127.0.0.1:8080/webhook")]
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct MessageArgs {
+    /// The person's PSID on the Page.
+    #[arg(long)]
+    pub psid: String,
+    /// The message text.
+    #[arg(long)]
+    pub text: String,
+    /// The Page (default: the runner's default Page).
+    #[arg(long, default_value = crate::serve::PAGE)]
+    pub page: String,
+    /// reply, update, human_agent (needs --agent) or utility.
+    #[arg(long, default_value = "reply")]
+    pub intent: String,
+    /// The human agent who wrote it (sent as author {kind: human, id}).
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// The idempotency key (default: a fresh random one).
+    #[arg(long)]
+    pub key: Option<String>,
+    /// The endpoint.
+    #[arg(long, default_value = "http://127.0.0.1:8080/v1/messages")]
     pub url: String,
 }
 
@@ -107,5 +134,19 @@ mod tests {
             Some(Command::Load(a)) => assert_eq!((a.optins, a.concurrency), (5, 32)),
             other => panic!("{other:?}"),
         }
+        let cli = Cli::try_parse_from(["login-connect", "message", "--psid", "7", "--text", "hi"])
+            .expect("parses");
+        match cli.command {
+            Some(Command::Message(a)) => {
+                assert_eq!((a.psid.as_str(), a.text.as_str()), ("7", "hi"));
+                assert_eq!(
+                    (a.page.as_str(), a.intent.as_str()),
+                    (crate::serve::PAGE, "reply")
+                );
+                assert!(a.url.ends_with("/v1/messages"));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(Cli::try_parse_from(["login-connect", "message", "--text", "hi"]).is_err());
     }
 }

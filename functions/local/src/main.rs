@@ -35,6 +35,7 @@ fn main() -> ExitCode {
             )))
         }
         Some(Command::Send(args)) => runtime.block_on(serve::send(&args)),
+        Some(Command::Message(args)) => runtime.block_on(serve::message(&args)),
         Some(Command::Load(args)) => {
             init_logs();
             runtime.block_on(load::load(&cli.common, &args))

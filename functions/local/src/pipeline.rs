@@ -16,6 +16,7 @@ use lc_core::ports::{
     Clock, EventBus, MemoryMetrics, Queue, QueueSender, Received, RequestCounter, Scheduler,
     SecretSource, Table,
 };
+use lc_core::sending::followup::{FollowUpConfig, FollowUpPorts, FollowUps};
 use lc_core::sending::sender::{Sender, SenderConfig, SenderPorts};
 use lc_core::support::secret::Secrets;
 use lc_core::webhook::intake::{Intake, IntakeConfig};
@@ -29,6 +30,9 @@ pub struct Backends {
     pub events: Arc<dyn Queue>,
     pub jobs: Arc<dyn Queue>,
     pub jobs_dlq: Arc<dyn Queue>,
+    /// The FIFO requests queue of `POST /v1/messages` (and its FIFO dead-letter queue).
+    pub requests: Arc<dyn Queue>,
+    pub requests_dlq: Arc<dyn Queue>,
     /// The business's event bus.
     pub bus: Arc<dyn EventBus>,
     /// Every event the bus accepted, in order (in memory; with `--aws-endpoint` a copy of what
@@ -56,6 +60,14 @@ impl Backends {
             clock.clone(),
             visibility_ms,
         ));
+        let requests_dlq = Arc::new(
+            MemoryQueue::with_clock("requests-dlq.fifo", clock.clone(), visibility_ms).fifo(),
+        );
+        let requests = Arc::new(
+            MemoryQueue::with_clock("requests.fifo", clock.clone(), visibility_ms)
+                .fifo()
+                .with_redrive(10, requests_dlq.clone()),
+        );
         Backends {
             table: Table::new(Arc::new(MemoryStore::with_counter(counter.clone()))),
             scheduler: scheduler.clone(),
@@ -69,6 +81,8 @@ impl Backends {
                     .with_redrive(100, jobs_dlq.clone()),
             ),
             jobs_dlq,
+            requests,
+            requests_dlq,
             bus: bus.clone(),
             published: bus,
             bus_name: None,
@@ -109,13 +123,15 @@ impl Backends {
             let sqs = sqs.clone();
             let counter = counter.clone();
             async move {
-                let url = sqs
-                    .create_queue()
-                    .queue_name(&name)
-                    .attributes(
-                        aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
-                        visibility,
-                    )
+                let mut create = sqs.create_queue().queue_name(&name).attributes(
+                    aws_sdk_sqs::types::QueueAttributeName::VisibilityTimeout,
+                    visibility,
+                );
+                if name.ends_with(".fifo") {
+                    create = create
+                        .attributes(aws_sdk_sqs::types::QueueAttributeName::FifoQueue, "true");
+                }
+                let url = create
                     .send()
                     .await
                     .map_err(|e| format!("create queue {name}: {e}"))?
@@ -129,6 +145,8 @@ impl Backends {
         let events = queue(format!("lc-{run_id}-events")).await?;
         let jobs = queue(format!("lc-{run_id}-outbound")).await?;
         let jobs_dlq = queue(format!("lc-{run_id}-outbound-dlq")).await?;
+        let requests = queue(format!("lc-{run_id}-requests.fifo")).await?;
+        let requests_dlq = queue(format!("lc-{run_id}-requests-dlq.fifo")).await?;
         let sched = aws_sdk_scheduler::Client::new(&sdk);
         let group = format!("lc-{run_id}");
         lc_adapters::scheduler::create_group(&sched, &group)
@@ -169,6 +187,8 @@ impl Backends {
             events,
             jobs,
             jobs_dlq,
+            requests,
+            requests_dlq,
             bus,
             published,
             bus_name: Some(bus_name),
@@ -265,6 +285,52 @@ async fn settle_batch(
     }
 }
 
+/// Runs a FIFO batch as Lambda does: groups at once, each group's messages in order; once one
+/// is kept, the rest of its group goes back at once (unprocessed) behind it.
+pub async fn run_fifo_batch<F, Fut>(queue: &dyn Queue, batch: Vec<Received>, handle: F)
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Fate>,
+{
+    let mut groups: BTreeMap<String, Vec<Received>> = BTreeMap::new();
+    for m in batch {
+        groups
+            .entry(m.group_id.clone().unwrap_or_default())
+            .or_default()
+            .push(m);
+    }
+    let handle = &handle;
+    let via = Settling {
+        queue: Some(queue),
+        // A FIFO dead-letter queue takes no ungrouped messages: the redrive policy moves them.
+        dead_letters: None,
+    };
+    let runs = groups.into_values().map(|messages| async move {
+        let mut stopped = false;
+        for m in messages {
+            if stopped {
+                if let Err(e) = queue.change_visibility(&m.receipt_handle, 0).await {
+                    tracing::debug!(error = %e, "unprocessed message not returned at once");
+                }
+                continue;
+            }
+            let fate = handle(m.body.clone()).await;
+            match settle(fate, &m.receipt_handle, &m.body, via).await {
+                Settled::Delete => {
+                    if let Err(e) = queue.delete(&m.receipt_handle).await {
+                        tracing::warn!(error = %e, "delete failed; the message will come back");
+                    }
+                }
+                Settled::Keep { reason } => {
+                    tracing::debug!(reason = %reason, "message kept");
+                    stopped = true;
+                }
+            }
+        }
+    });
+    join_all(runs).await;
+}
+
 /// Waits for the next non-empty batch, as Lambda's event source does (errors are logged and
 /// polled through).
 async fn next_batch(q: &dyn Queue, poll: Duration, name: &str) -> Vec<lc_core::ports::Received> {
@@ -285,6 +351,8 @@ pub struct Pipeline {
     pub lifecycle: Arc<Lifecycle>,
     pub sender: Arc<Sender>,
     pub deadline: Arc<Deadline>,
+    /// `POST /v1/messages` and the requests-queue consumer.
+    pub followups: Arc<FollowUps>,
     pub clock: Arc<dyn Clock>,
     /// Everything the components counted, as the Lambdas would write it to CloudWatch.
     pub metrics: Arc<MemoryMetrics>,
@@ -346,6 +414,18 @@ impl Pipeline {
             clock: clock.clone(),
             metrics: metrics.clone(),
         };
+        let followups = Arc::new(FollowUps::new(
+            FollowUpPorts {
+                table: backends.table.clone(),
+                requests: backends.requests.clone(),
+                bus: backends.bus.clone(),
+                graph: sender_ports.graph.clone(),
+                secrets: sender_ports.secrets.clone(),
+                clock: clock.clone(),
+                metrics: metrics.clone(),
+            },
+            FollowUpConfig::from_sender(&config.sender),
+        ));
         let sender = Arc::new(Sender::new(sender_ports.clone(), config.sender.clone()));
         let deadline = Arc::new(Deadline::new(Sender::new(sender_ports, config.sender)));
         let mut p = Pipeline {
@@ -354,6 +434,7 @@ impl Pipeline {
             lifecycle,
             sender,
             deadline,
+            followups,
             clock,
             metrics,
             tasks: Vec::new(),
@@ -369,7 +450,8 @@ impl Pipeline {
         self.start_scheduler(poll);
     }
 
-    /// One events consumer and one sender consumer, like one concurrent Lambda instance each:
+    /// One events consumer, one sender consumer and one requests consumer, like one concurrent
+    /// Lambda instance each:
     /// the same per-message functions and the same settling as the Lambdas.
     fn start_consumers(&mut self, poll: Duration) {
         let (events, lifecycle) = (self.backends.events.clone(), self.lifecycle.clone());
@@ -391,6 +473,17 @@ impl Pipeline {
                 let batch = next_batch(jobs.as_ref(), poll, "outbound").await;
                 let fates = join_all(batch.iter().map(|m| sender.handle_message(&m.body))).await;
                 settle_batch(jobs.as_ref(), Some(dlq.as_ref()), batch, fates).await;
+            }
+        }));
+        let (requests, followups) = (self.backends.requests.clone(), self.followups.clone());
+        self.tasks.push(tokio::spawn(async move {
+            loop {
+                let batch = next_batch(requests.as_ref(), poll, "requests").await;
+                let followups = &followups;
+                run_fifo_batch(requests.as_ref(), batch, |body| async move {
+                    followups.handle_message(&body).await
+                })
+                .await;
             }
         }));
     }

@@ -232,12 +232,14 @@ impl Stack {
             },
         ));
         // Every Function URL on one port, as the Lambdas serve them: the same router. Locally
-        // the people lookup is open (127.0.0.1 only); in AWS its URL takes SigV4.
+        // the people lookup and the messages endpoint are open (127.0.0.1 only); in AWS their
+        // URLs take SigV4, checked before the Lambda runs.
         let app = Api::new()
             .intake(pipeline.intake.clone())
             .login(login)
             .people(people)
             .deletion(deletion)
+            .messages(pipeline.followups.clone())
             .router();
         let server = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
@@ -255,6 +257,10 @@ impl Stack {
 
     pub fn webhook_url(&self) -> String {
         format!("http://{}/webhook", self.addr)
+    }
+
+    pub fn messages_url(&self) -> String {
+        format!("http://{}{}", self.addr, lc_api::messages::MESSAGES_PATH)
     }
 
     pub fn app_secret(&self) -> &str {
@@ -318,6 +324,36 @@ pub async fn serve(settings: Settings) -> Result<(), String> {
     if let Some(sim) = &stack.sim {
         sim.register_login_id("sample-login-id", None, now_ms());
     }
+    // A person who wrote a moment ago, so the printed follow-up has an open window.
+    let now = now_ms();
+    if let Err(e) = stack
+        .pipeline
+        .backends
+        .table
+        .people
+        .record_user_message(PAGE, SAMPLE_PSID, now)
+        .await
+    {
+        return Err(format!("seeding the sample person: {e}"));
+    }
+    if let Some(sim) = &stack.sim {
+        sim.register_person(PAGE, SAMPLE_PSID, now);
+    }
+    println!(
+        "  messages:       {}   (POST; SigV4 when deployed, none on 127.0.0.1)",
+        stack.messages_url()
+    );
+    println!("  try a follow-up to the sample person (psid {SAMPLE_PSID}, wrote just now):");
+    println!(
+        "    curl -s -X POST {} -H 'content-type: application/json' \\\n      --data-binary '{}'",
+        stack.messages_url(),
+        sample_message(
+            SAMPLE_PSID,
+            "Your order has shipped.",
+            &generated("key")[..12]
+        )
+    );
+    println!("    (or: login-connect message --psid {SAMPLE_PSID} --text 'Hi again')");
     println!("  try a signed Login Connect opt-in:");
     println!(
         "    curl -s -X POST {} -H 'content-type: application/json' \\\n      -H 'x-hub-signature-256: {}' \\\n      --data-binary '{}'",
@@ -367,6 +403,52 @@ pub fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// The person `serve` seeds: wrote to the default Page when the runner started.
+pub const SAMPLE_PSID: &str = "7000000000000001";
+
+/// A follow-up request body (what `message` and the printed curl send).
+pub fn sample_message(psid: &str, text: &str, key: &str) -> String {
+    serde_json::json!({
+        "recipient": {"psid": psid},
+        "page_id": PAGE,
+        "message": {"text": text},
+        "intent": "reply",
+        "idempotency_key": key,
+    })
+    .to_string()
+}
+
+/// `message --psid … --text …`: one follow-up to the local endpoint; prints the answer.
+pub async fn message(args: &crate::cli::MessageArgs) -> Result<(), String> {
+    let key = args
+        .key
+        .clone()
+        .unwrap_or_else(|| generated("idempotency-key")[..16].to_string());
+    let mut body: serde_json::Value =
+        serde_json::from_str(&sample_message(&args.psid, &args.text, &key))
+            .map_err(|e| e.to_string())?;
+    body["page_id"] = serde_json::json!(args.page);
+    body["intent"] = serde_json::json!(args.intent);
+    if let Some(agent) = &args.agent {
+        body["author"] = serde_json::json!({"kind": "human", "id": agent});
+    }
+    let resp = reqwest::Client::new()
+        .post(&args.url)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .map_err(|e| e.without_url().to_string())?;
+    let status = resp.status().as_u16();
+    let text = resp.text().await.map_err(|e| e.without_url().to_string())?;
+    println!("{status} {text}");
+    if status == 202 {
+        Ok(())
+    } else {
+        Err(format!("messages answered {status}"))
+    }
 }
 
 fn sample_optin() -> String {

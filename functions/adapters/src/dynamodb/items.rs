@@ -42,6 +42,10 @@
 //! | `paused_at_ms` | `N` | when it was paused, epoch ms |
 //! | `pause_event_at_ms` | `N` | event time of the last pause/unpause written by the functions: an event older than this is ignored. Leave it alone when pausing by hand (a webhook event newer than it can still unpause) |
 //! | `first_message` | `S` | JSON of the first message: `{"text": "...", "quick_replies": [...]}`; validated when used |
+//! | `human_agent` | `BOOL` | Meta approved the Human Agent feature for the Page: follow-ups a human wrote may go with `HUMAN_AGENT` up to 7 days (absent = `false`) |
+//! | `utility_messaging` | `BOOL` | the app has `page_utility_messaging` for the Page: utility templates (absent = `false`) |
+//! | `phone_number_messaging` | `BOOL` | the app has `pages_messaging_phone_number`: follow-ups to phone numbers (absent = `false`) |
+//! | `linked_page_id` | `S` | on an Instagram account's item (`PAGE#<ig_account_id>`): the Facebook Page whose token sends its messages |
 //!
 //! To pause a Page by hand: create or edit `pk = PAGE#<page_id>`, `sk = CONFIG`, set `paused`
 //! to `true` and `paused_reason` to a note.
@@ -183,6 +187,14 @@ struct PageItem {
     pause_event_at_ms: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     first_message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    human_agent: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    utility_messaging: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    phone_number_messaging: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    linked_page_id: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -381,6 +393,11 @@ pub(super) fn page_item(p: &PageConfig) -> Result<Item, PortError> {
         paused_at_ms: p.paused_at_ms,
         pause_event_at_ms: p.pause_event_at_ms,
         first_message: p.first_message.clone(),
+        // Written only when set, so a console edit stays one field.
+        human_agent: p.human_agent.then_some(true),
+        utility_messaging: p.utility_messaging.then_some(true),
+        phone_number_messaging: p.phone_number_messaging.then_some(true),
+        linked_page_id: p.linked_page_id.clone(),
     })
 }
 
@@ -395,6 +412,10 @@ pub(super) fn page_from(item: Item, page_id: &str) -> Result<PageConfig, PortErr
         paused_at_ms: i.paused_at_ms,
         pause_event_at_ms: i.pause_event_at_ms,
         first_message: i.first_message,
+        human_agent: i.human_agent.unwrap_or(false),
+        utility_messaging: i.utility_messaging.unwrap_or(false),
+        phone_number_messaging: i.phone_number_messaging.unwrap_or(false),
+        linked_page_id: i.linked_page_id,
     })
 }
 
@@ -469,7 +490,7 @@ pub(super) fn quarantined_from(item: Item) -> Result<QuarantinedRecord, PortErro
     })
 }
 
-fn to_item<T: Serialize>(record: T) -> Result<Item, PortError> {
+pub(super) fn to_item<T: Serialize>(record: T) -> Result<Item, PortError> {
     // Flat structs of strings, integers and flags always serialize; an error here is a bug in
     // a record type, reported rather than panicking.
     serde_dynamo::aws_sdk_dynamodb_1::to_item(record)
@@ -477,7 +498,7 @@ fn to_item<T: Serialize>(record: T) -> Result<Item, PortError> {
 }
 
 /// A malformed item is `Rejected`, naming its key and attribute, never a panic.
-fn from_item<T: DeserializeOwned>(mut item: Item, key: &str) -> Result<T, PortError> {
+pub(super) fn from_item<T: DeserializeOwned>(mut item: Item, key: &str) -> Result<T, PortError> {
     // serde_dynamo panics converting a value type the SDK did not recognise (`Unknown`, only
     // possible with a newer DynamoDB type). Such an attribute is dropped: if the record needs
     // it, it reads as missing.
@@ -503,7 +524,7 @@ fn known(v: &AttributeValue) -> bool {
     }
 }
 
-fn item_key(item: &Item) -> String {
+pub(super) fn item_key(item: &Item) -> String {
     let part = |k: &str| match item.get(k) {
         Some(AttributeValue::S(v)) => v.as_str(),
         _ => "?",
@@ -855,12 +876,26 @@ mod tests {
             paused_at_ms: Some(5),
             pause_event_at_ms: Some(5),
             first_message: Some("{}".into()),
+            ..PageConfig::default()
         };
         let item = page_item(&full).unwrap();
         assert_eq!(item.get("pk"), Some(&s("PAGE#100")));
         assert_eq!(item.get("paused"), Some(&b(true)));
         assert_eq!(item.len(), 8);
-        assert_eq!(page_from(item, "100"), Ok(full));
+        assert_eq!(page_from(item, "100"), Ok(full.clone()));
+        // The follow-up settings: each one attribute, absent when off.
+        let settings = PageConfig {
+            human_agent: true,
+            utility_messaging: true,
+            phone_number_messaging: true,
+            linked_page_id: Some("200".into()),
+            ..full
+        };
+        let item = page_item(&settings).unwrap();
+        assert_eq!(item.get("human_agent"), Some(&b(true)));
+        assert_eq!(item.get("linked_page_id"), Some(&s("200")));
+        assert_eq!(item.len(), 12);
+        assert_eq!(page_from(item, "100"), Ok(settings));
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! DynamoDB: the table ports ([`OptinStore`], [`PersonStore`], [`PageStore`],
-//! [`QuarantineStore`]) on one on-demand table with string keys `pk` / `sk`.
+//! [`QuarantineStore`], [`RequestStore`]) on one on-demand table with string keys `pk` / `sk`.
 //!
 //! Every state change is one conditional request (`ConditionExpression`): the condition is the
 //! rule, so concurrent duplicates cannot both win. The one read-then-write is `link` (a
@@ -15,6 +15,7 @@
 //! [`PersonStore`]: lc_core::ports::PersonStore
 //! [`PageStore`]: lc_core::ports::PageStore
 //! [`QuarantineStore`]: lc_core::ports::QuarantineStore
+//! [`RequestStore`]: lc_core::ports::RequestStore
 
 mod errors;
 mod expr;
@@ -25,6 +26,7 @@ mod optins;
 mod pages;
 mod people;
 mod quarantine;
+mod requests;
 
 use std::sync::Arc;
 use std::time::Duration;

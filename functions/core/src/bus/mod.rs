@@ -60,10 +60,16 @@ pub enum DetailType {
     MessageEcho,
     DeliveryRead,
     Unhandled,
+    /// A follow-up (`POST /v1/messages`, the requests queue) reached Meta.
+    MessageSent,
+    /// The policy refused a follow-up before Meta was called.
+    MessageRefused,
+    /// Meta refused a follow-up, or it could not be delivered within its retries.
+    MessageFailed,
 }
 
 impl DetailType {
-    pub const ALL: [DetailType; 19] = [
+    pub const ALL: [DetailType; 22] = [
         DetailType::OptInReceived,
         DetailType::FirstMessageSent,
         DetailType::FirstMessageFailed,
@@ -83,6 +89,9 @@ impl DetailType {
         DetailType::MessageEcho,
         DetailType::DeliveryRead,
         DetailType::Unhandled,
+        DetailType::MessageSent,
+        DetailType::MessageRefused,
+        DetailType::MessageFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -106,6 +115,9 @@ impl DetailType {
             DetailType::MessageEcho => "MessageEcho",
             DetailType::DeliveryRead => "DeliveryRead",
             DetailType::Unhandled => "Unhandled",
+            DetailType::MessageSent => "MessageSent",
+            DetailType::MessageRefused => "MessageRefused",
+            DetailType::MessageFailed => "MessageFailed",
         }
     }
 }

@@ -10,5 +10,6 @@
 
 pub mod identity;
 pub mod races;
+pub mod requests;
 pub mod scheduler;
 pub mod store;

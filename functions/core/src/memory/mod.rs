@@ -7,6 +7,7 @@
 pub mod bus;
 pub mod clock;
 pub mod queue;
+mod requests;
 pub mod scheduler;
 pub mod store;
 

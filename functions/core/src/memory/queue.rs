@@ -1,15 +1,23 @@
 //! An SQS-like queue in memory: visibility timeouts, receive counts, redrive to a dead-letter
 //! queue after `max_receives`, per-entry batch failures, and fault injection for tests.
+//!
+//! A FIFO queue ([`MemoryQueue::fifo`]) keeps SQS FIFO's semantics: a message is delivered only
+//! once every earlier message of its group is deleted (or moved to the dead-letter queue), so a
+//! message in flight or waiting out a retry holds its whole group back; several messages of one
+//! group may come in one receive, in order; a deduplication id accepted within 5 minutes is
+//! accepted again without a second copy; entries without a group and per-message delays are
+//! refused, as SQS refuses them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
+use crate::ports::queue::FIFO_DEDUP_WINDOW_MS;
 pub use crate::ports::Received;
 use crate::ports::{
-    Clock, EntryFailure, OutMessage, PortError, QueueReceiver, QueueSender, SystemClock,
-    VisibilityControl,
+    Clock, EntryFailure, GroupedMessage, OutMessage, PortError, QueueReceiver, QueueSender,
+    SystemClock, VisibilityControl,
 };
 
 /// Failures a test can ask for.
@@ -30,6 +38,8 @@ struct Stored {
     visible_at_ms: i64,
     receive_count: u32,
     receipt: Option<String>,
+    /// FIFO only.
+    group: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -39,6 +49,8 @@ struct State {
     messages: BTreeMap<u64, Stored>,
     fault: QueueFault,
     calls: u64,
+    /// FIFO: deduplication id -> when it was accepted.
+    dedup: HashMap<String, i64>,
 }
 
 pub struct MemoryQueue {
@@ -47,6 +59,7 @@ pub struct MemoryQueue {
     clock: Arc<dyn Clock>,
     visibility_timeout_ms: i64,
     max_receives: Option<(u32, Arc<MemoryQueue>)>,
+    fifo: bool,
 }
 
 impl std::fmt::Debug for MemoryQueue {
@@ -69,7 +82,18 @@ impl MemoryQueue {
             clock,
             visibility_timeout_ms: visibility_ms,
             max_receives: None,
+            fifo: false,
         }
+    }
+
+    /// Makes it a FIFO queue (see the module docs); its dead-letter queue must be one too.
+    pub fn fifo(mut self) -> Self {
+        self.fifo = true;
+        self
+    }
+
+    pub fn is_fifo(&self) -> bool {
+        self.fifo
     }
 
     /// After `max_receives` deliveries without a delete, a message moves to `dlq`.
@@ -125,6 +149,16 @@ impl MemoryQueue {
     }
 
     pub fn push(&self, body: String, attributes: Vec<(String, String)>, delay_secs: u32) {
+        self.push_to_group(body, attributes, delay_secs, None);
+    }
+
+    fn push_to_group(
+        &self,
+        body: String,
+        attributes: Vec<(String, String)>,
+        delay_secs: u32,
+        group: Option<String>,
+    ) {
         let now = self.clock.now_ms();
         let mut st = self.lock();
         st.next_id += 1;
@@ -137,6 +171,7 @@ impl MemoryQueue {
                 visible_at_ms: now + i64::from(delay_secs) * 1000,
                 receive_count: 0,
                 receipt: None,
+                group,
             },
         );
     }
@@ -148,10 +183,25 @@ impl MemoryQueue {
         let mut dead = Vec::new();
         {
             let mut st = self.lock();
+            // FIFO: a group whose oldest message is not visible (in flight, or waiting out a
+            // retry) is held back whole; its visible head and the visible run after it may go.
+            let mut held: HashSet<&str> = HashSet::new();
             let ids: Vec<u64> = st
                 .messages
                 .iter()
-                .filter(|(_, m)| m.visible_at_ms <= now)
+                .filter(|(_, m)| match (&m.group, self.fifo) {
+                    (Some(g), true) => {
+                        if held.contains(g.as_str()) {
+                            false
+                        } else if m.visible_at_ms > now {
+                            held.insert(g.as_str());
+                            false
+                        } else {
+                            true
+                        }
+                    }
+                    _ => m.visible_at_ms <= now,
+                })
                 .map(|(id, _)| *id)
                 .collect();
             for id in ids {
@@ -178,6 +228,7 @@ impl MemoryQueue {
                     body: m.body.clone(),
                     attributes: m.attributes.clone(),
                     receive_count: m.receive_count,
+                    group_id: m.group.clone(),
                 });
             }
             let moved: Vec<Stored> = dead
@@ -187,7 +238,7 @@ impl MemoryQueue {
             drop(st);
             if let Some((_, dlq)) = &self.max_receives {
                 for m in moved {
-                    dlq.push(m.body, m.attributes, 0);
+                    dlq.push_to_group(m.body, m.attributes, 0, m.group);
                 }
             }
         }
@@ -230,7 +281,7 @@ impl MemoryQueue {
             .collect();
         let n = moved.len();
         for m in moved {
-            target.push(m.body, m.attributes, 0);
+            target.push_to_group(m.body, m.attributes, 0, m.group);
         }
         n
     }
@@ -253,6 +304,15 @@ impl QueueSender for MemoryQueue {
                 }
             }
             for m in messages {
+                if self.fifo {
+                    // SQS: a FIFO queue needs a MessageGroupId on every entry.
+                    failures.push(EntryFailure {
+                        id: m.id.clone(),
+                        code: "MissingParameter".into(),
+                        sender_fault: true,
+                    });
+                    continue;
+                }
                 if let QueueFault::RejectEntries { containing, times } = &mut st.fault {
                     if *times > 0 && m.body.contains(containing.as_str()) {
                         *times -= 1;
@@ -273,6 +333,80 @@ impl QueueSender for MemoryQueue {
         tokio::task::yield_now().await;
         Ok(failures)
     }
+
+    async fn send_grouped(
+        &self,
+        messages: &[GroupedMessage],
+    ) -> Result<Vec<EntryFailure>, PortError> {
+        if !self.fifo {
+            return Err(PortError::Rejected(format!(
+                "queue {} is not a FIFO queue: it takes no message groups",
+                self.name
+            )));
+        }
+        tokio::task::yield_now().await;
+        let now = self.clock.now_ms();
+        let mut failures = Vec::new();
+        let mut accepted = Vec::new();
+        {
+            let mut st = self.lock();
+            st.calls += 1;
+            if let QueueFault::FailCalls(n) = &mut st.fault {
+                if *n > 0 {
+                    *n -= 1;
+                    return Err(PortError::Unavailable("injected: queue unavailable".into()));
+                }
+            }
+            st.dedup
+                .retain(|_, at| now.saturating_sub(*at) < FIFO_DEDUP_WINDOW_MS);
+            for g in messages {
+                let invalid = g.message.delay_secs > 0
+                    || !fifo_id_ok(&g.group_id)
+                    || !fifo_id_ok(&g.dedup_id);
+                if invalid {
+                    failures.push(EntryFailure {
+                        id: g.message.id.clone(),
+                        code: "InvalidParameterValue".into(),
+                        sender_fault: true,
+                    });
+                    continue;
+                }
+                if let QueueFault::RejectEntries { containing, times } = &mut st.fault {
+                    if *times > 0 && g.message.body.contains(containing.as_str()) {
+                        *times -= 1;
+                        failures.push(EntryFailure {
+                            id: g.message.id.clone(),
+                            code: "InternalError".into(),
+                            sender_fault: false,
+                        });
+                        continue;
+                    }
+                }
+                // A duplicate within the window is accepted, and not stored again.
+                if st.dedup.contains_key(&g.dedup_id) {
+                    continue;
+                }
+                st.dedup.insert(g.dedup_id.clone(), now);
+                accepted.push(g);
+            }
+        }
+        for g in accepted {
+            self.push_to_group(
+                g.message.body.clone(),
+                g.message.attributes.clone(),
+                0,
+                Some(g.group_id.clone()),
+            );
+        }
+        tokio::task::yield_now().await;
+        Ok(failures)
+    }
+}
+
+/// SQS's rule for `MessageGroupId` and `MessageDeduplicationId`: 1-128 printable ASCII
+/// characters (letters, digits, punctuation; no spaces).
+fn fifo_id_ok(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic())
 }
 
 #[async_trait]
@@ -384,6 +518,122 @@ mod tests {
         assert_eq!(failed.len(), 1);
         assert_eq!(failed[0].id, "b");
         assert_eq!(q.bodies(), vec!["ok".to_string()]);
+    }
+
+    fn grouped(id: &str, body: &str, group: &str, dedup: &str) -> GroupedMessage {
+        GroupedMessage {
+            message: out(id, body),
+            group_id: group.into(),
+            dedup_id: dedup.into(),
+        }
+    }
+
+    fn bodies(got: &[Received]) -> Vec<&str> {
+        got.iter().map(|r| r.body.as_str()).collect()
+    }
+
+    #[tokio::test]
+    async fn fifo_holds_a_group_while_its_head_is_in_flight_or_waiting() {
+        let clock = Arc::new(TestClock(AtomicI64::new(0)));
+        let q = MemoryQueue::with_clock("q.fifo", clock.clone(), 30_000).fifo();
+        q.send_grouped(&[
+            grouped("1", "a1", "A", "d-a1"),
+            grouped("2", "a2", "A", "d-a2"),
+            grouped("3", "b1", "B", "d-b1"),
+        ])
+        .await
+        .unwrap();
+
+        let first = q.receive(1);
+        assert_eq!(bodies(&first), ["a1"]);
+        assert_eq!(first[0].group_id.as_deref(), Some("A"));
+        // a1 is in flight: all of A waits; B does not.
+        assert_eq!(bodies(&q.receive(10)), ["b1"]);
+        assert!(q.receive(10).is_empty());
+
+        // A retry (visibility change) keeps holding the group, even for later messages.
+        assert!(q.change_visibility(&first[0].receipt_handle, 5));
+        q.send_grouped(&[grouped("4", "a3", "A", "d-a3")])
+            .await
+            .unwrap();
+        clock.0.store(4_999, Ordering::SeqCst);
+        assert!(q.receive(10).is_empty());
+        clock.0.store(5_000, Ordering::SeqCst);
+        // Visible again: the group's run comes in order, in one receive.
+        let again = q.receive(10);
+        assert_eq!(bodies(&again), ["a1", "a2", "a3"]);
+        assert_eq!(again[0].receive_count, 2);
+        for r in &again {
+            assert!(q.delete(&r.receipt_handle));
+        }
+    }
+
+    #[tokio::test]
+    async fn fifo_deduplicates_within_five_minutes() {
+        let clock = Arc::new(TestClock(AtomicI64::new(0)));
+        let q = MemoryQueue::with_clock("q.fifo", clock.clone(), 30_000).fifo();
+        let failed = q
+            .send_grouped(&[
+                grouped("1", "x", "G", "key-1"),
+                grouped("2", "x", "G", "key-1"),
+            ])
+            .await
+            .unwrap();
+        assert!(failed.is_empty(), "a duplicate is accepted, not stored");
+        assert_eq!(q.len(), 1);
+        clock.0.store(FIFO_DEDUP_WINDOW_MS - 1, Ordering::SeqCst);
+        q.send_grouped(&[grouped("1", "x", "G", "key-1")])
+            .await
+            .unwrap();
+        assert_eq!(q.len(), 1);
+        clock.0.store(FIFO_DEDUP_WINDOW_MS, Ordering::SeqCst);
+        q.send_grouped(&[grouped("1", "x", "G", "key-1")])
+            .await
+            .unwrap();
+        assert_eq!(q.len(), 2, "the window is over");
+    }
+
+    #[tokio::test]
+    async fn fifo_refuses_what_sqs_refuses() {
+        let fifo = MemoryQueue::new("q.fifo").fifo();
+        let failed = fifo.send_batch(&[out("a", "no group")]).await.unwrap();
+        assert_eq!(failed.len(), 1);
+        assert!(failed[0].sender_fault && failed[0].code == "MissingParameter");
+        let mut delayed = grouped("d", "x", "G", "k");
+        delayed.message.delay_secs = 5;
+        let failed = fifo
+            .send_grouped(&[delayed, grouped("s", "x", "has space", "k2")])
+            .await
+            .unwrap();
+        assert_eq!(failed.len(), 2);
+        assert!(fifo.is_empty());
+        let standard = MemoryQueue::new("q");
+        assert!(standard
+            .send_grouped(&[grouped("a", "x", "G", "k")])
+            .await
+            .is_err());
+    }
+
+    #[tokio::test]
+    async fn fifo_redrive_keeps_the_group_and_lets_it_go_on() {
+        let clock = Arc::new(TestClock(AtomicI64::new(0)));
+        let dlq = Arc::new(MemoryQueue::with_clock("dlq.fifo", clock.clone(), 1000).fifo());
+        let q = MemoryQueue::with_clock("q.fifo", clock.clone(), 1000)
+            .fifo()
+            .with_redrive(1, dlq.clone());
+        q.send_grouped(&[
+            grouped("1", "poison", "A", "p"),
+            grouped("2", "next", "A", "n"),
+        ])
+        .await
+        .unwrap();
+        assert_eq!(bodies(&q.receive(1)), ["poison"]);
+        clock.0.store(1000, Ordering::SeqCst);
+        // The poison message moves to the DLQ; its group goes on with the next one.
+        assert_eq!(bodies(&q.receive(10)), ["next"]);
+        let dead = dlq.receive(10);
+        assert_eq!(bodies(&dead), ["poison"]);
+        assert_eq!(dead[0].group_id.as_deref(), Some("A"));
     }
 
     #[tokio::test]

@@ -19,6 +19,7 @@ use crate::lifecycle::optin::{Optin, OptinSource, OptinState};
 use crate::ports::identity::{
     DeletionReceipt, IdentityPointer, IndexedId, OptinIdentity, MAX_POINTERS,
 };
+use crate::ports::requests::RequestRecord;
 use crate::ports::store::{
     Claim, Created, Finish, Link, LinkPlan, LinkResult, MarketingToken, PageConfig, Person,
     QuarantinedRecord, ReferralInfo, Reopened, UserMessage,
@@ -31,7 +32,7 @@ use crate::webhook::IdentityKind;
 const SERVICE: &str = "dynamodb";
 
 #[derive(Debug, Default)]
-struct Tables {
+pub(super) struct Tables {
     optins: HashMap<String, Optin>,
     /// `(page_id, psid)`.
     people: HashMap<(String, String), Person>,
@@ -44,6 +45,8 @@ struct Tables {
     pointers: BTreeMap<(String, String), IdentityPointer>,
     /// Data-deletion receipts by confirmation code.
     receipts: HashMap<String, DeletionReceipt>,
+    /// Follow-up requests by `(page_id, idempotency_key)` (`memory::requests`).
+    pub(super) requests: HashMap<(String, String), RequestRecord>,
 }
 
 /// An opt-in operation a test can make fail with [`MemoryStore::fail_next`].
@@ -143,7 +146,7 @@ impl MemoryStore {
         self.tables.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn count(&self, operation: &str) {
+    pub(super) fn count(&self, operation: &str) {
         self.counter.incr(SERVICE, operation);
     }
 
@@ -151,7 +154,11 @@ impl MemoryStore {
     /// a yield to the scheduler before the lock is taken and after it is released. The change
     /// itself stays atomic (one request), but whatever the caller does between two requests can
     /// be interleaved with other tasks, as it would be over the network.
-    async fn request<R>(&self, operation: &str, apply: impl FnOnce(&mut Tables) -> R) -> R {
+    pub(super) async fn request<R>(
+        &self,
+        operation: &str,
+        apply: impl FnOnce(&mut Tables) -> R,
+    ) -> R {
         self.count(operation);
         tokio::task::yield_now().await;
         let r = apply(&mut self.lock());

@@ -9,6 +9,7 @@ pub mod identity;
 pub mod metering;
 pub mod metrics;
 pub mod queue;
+pub mod requests;
 pub mod scheduler;
 pub mod secrets;
 pub mod store;
@@ -20,8 +21,10 @@ pub use identity::IdentityStore;
 pub use metering::RequestCounter;
 pub use metrics::{MemoryMetrics, Metric, Metrics, NoMetrics};
 pub use queue::{
-    EntryFailure, OutMessage, Queue, QueueReceiver, QueueSender, Received, VisibilityControl,
+    EntryFailure, GroupedMessage, OutMessage, Queue, QueueReceiver, QueueSender, Received,
+    VisibilityControl,
 };
+pub use requests::RequestStore;
 pub use scheduler::{OneTimeSchedule, ScheduleCreated, Scheduler};
 pub use secrets::SecretSource;
 pub use store::{OptinStore, PageStore, PersonStore, QuarantineStore, Table};

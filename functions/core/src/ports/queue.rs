@@ -42,11 +42,38 @@ pub struct EntryFailure {
     pub sender_fault: bool,
 }
 
+/// A message for a FIFO queue: delivered after every earlier message of its group is deleted,
+/// and dropped when its deduplication id was accepted within the last 5 minutes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupedMessage {
+    /// `delay_secs` must be 0: FIFO queues have no per-message delay.
+    pub message: OutMessage,
+    /// `MessageGroupId` (1-128 chars of `[A-Za-z0-9!"#$%&'()*+,-./:;<=>?@[\]^_`{|}~]`).
+    pub group_id: String,
+    /// `MessageDeduplicationId` (same alphabet and length).
+    pub dedup_id: String,
+}
+
+/// How long a FIFO queue remembers a deduplication id (SQS: 5 minutes).
+pub const FIFO_DEDUP_WINDOW_MS: i64 = 5 * 60 * 1000;
+
 #[async_trait]
 pub trait QueueSender: Send + Sync {
     /// Sends one batch (at most [`MAX_BATCH_ENTRIES`] entries, [`MAX_BATCH_BYTES`] bytes).
     /// `Ok` lists the entries that failed; `Err` means the whole call failed.
     async fn send_batch(&self, messages: &[OutMessage]) -> Result<Vec<EntryFailure>, PortError>;
+
+    /// Sends one batch to a FIFO queue (same limits and answers as [`Self::send_batch`]). A
+    /// queue that is not FIFO refuses the call.
+    async fn send_grouped(
+        &self,
+        messages: &[GroupedMessage],
+    ) -> Result<Vec<EntryFailure>, PortError> {
+        let _ = messages;
+        Err(PortError::Rejected(
+            "this queue takes no message groups (not a FIFO queue)".into(),
+        ))
+    }
 }
 
 /// Groups messages into batches that respect both SQS limits, keeping order.
@@ -93,6 +120,8 @@ pub struct Received {
     pub attributes: Vec<(String, String)>,
     /// 1 on the first delivery.
     pub receive_count: u32,
+    /// A FIFO queue's `MessageGroupId`.
+    pub group_id: Option<String>,
 }
 
 /// Polling a queue (what Lambda's event source does for the deployed functions; the local

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use super::requests::RequestStore;
 use super::{IdentityStore, PortError};
 use crate::lifecycle::optin::{schedule_name, EntryPoint, Optin, OptinSource, OptinState, DAY_MS};
 use crate::webhook::{Identity, IdentityKind};
@@ -381,6 +382,20 @@ pub struct PageConfig {
     /// JSON of the first message (`{"text": ..., "quick_replies": [...]}`); validated on use.
     #[serde(default)]
     pub first_message: Option<String>,
+    /// Meta approved the Human Agent feature for this Page: follow-ups written by a human may
+    /// go with the `HUMAN_AGENT` tag up to 7 days after the person's last message.
+    #[serde(default)]
+    pub human_agent: bool,
+    /// The app has `page_utility_messaging` for this Page: utility templates (UTILITY).
+    #[serde(default)]
+    pub utility_messaging: bool,
+    /// The app has `pages_messaging_phone_number` for this Page (Customer Matching).
+    #[serde(default)]
+    pub phone_number_messaging: bool,
+    /// For an Instagram account's config: the Facebook Page whose token sends its messages
+    /// (Messenger API for Instagram, `POST /me/messages` with the Page token).
+    #[serde(default)]
+    pub linked_page_id: Option<String>,
 }
 
 impl Default for PageConfig {
@@ -393,6 +408,10 @@ impl Default for PageConfig {
             paused_at_ms: None,
             pause_event_at_ms: None,
             first_message: None,
+            human_agent: false,
+            utility_messaging: false,
+            phone_number_messaging: false,
+            linked_page_id: None,
         }
     }
 }
@@ -440,19 +459,28 @@ pub struct Table {
     pub quarantine: Arc<dyn QuarantineStore>,
     /// The identity index and data-deletion receipts.
     pub identities: Arc<dyn IdentityStore>,
+    /// The business's follow-up requests (`POST /v1/messages`).
+    pub requests: Arc<dyn RequestStore>,
 }
 
 impl Table {
     pub fn new<T>(store: Arc<T>) -> Table
     where
-        T: OptinStore + PersonStore + PageStore + QuarantineStore + IdentityStore + 'static,
+        T: OptinStore
+            + PersonStore
+            + PageStore
+            + QuarantineStore
+            + IdentityStore
+            + RequestStore
+            + 'static,
     {
         Table {
             optins: store.clone(),
             people: store.clone(),
             pages: store.clone(),
             quarantine: store.clone(),
-            identities: store,
+            identities: store.clone(),
+            requests: store,
         }
     }
 }

@@ -51,14 +51,36 @@ pub fn parse(json: &str) -> Result<OutgoingMessage, String> {
             "first_message.text has {n} characters; Meta allows {MAX_TEXT_CHARS}"
         ));
     }
-    if c.quick_replies.len() > MAX_QUICK_REPLIES {
+    let quick_replies = quick_replies(
+        c.quick_replies
+            .into_iter()
+            .map(|q| QuickReply {
+                content_type: q.content_type,
+                title: q.title,
+                payload: q.payload,
+                image_url: q.image_url,
+            })
+            .collect(),
+    )?;
+    Ok(OutgoingMessage {
+        text: Some(text.to_string()),
+        quick_replies,
+        attachment: None,
+        metadata: None,
+    })
+}
+
+/// Validates quick replies as Meta checks them (count, content types, titles, payloads) and
+/// trims their titles. Shared by the first message and the follow-ups.
+pub fn quick_replies(list: Vec<QuickReply>) -> Result<Vec<QuickReply>, String> {
+    if list.len() > MAX_QUICK_REPLIES {
         return Err(format!(
-            "first_message has {} quick replies; Meta allows {MAX_QUICK_REPLIES}",
-            c.quick_replies.len()
+            "the message has {} quick replies; Meta allows {MAX_QUICK_REPLIES}",
+            list.len()
         ));
     }
-    let mut quick_replies = Vec::with_capacity(c.quick_replies.len());
-    for (i, q) in c.quick_replies.into_iter().enumerate() {
+    let mut out = Vec::with_capacity(list.len());
+    for (i, q) in list.into_iter().enumerate() {
         match q.content_type.as_str() {
             "text" => {
                 let title = q.title.as_deref().map(str::trim).unwrap_or("");
@@ -84,19 +106,12 @@ pub fn parse(json: &str) -> Result<OutgoingMessage, String> {
                 "quick reply {i}: payload longer than {MAX_PAYLOAD_CHARS} characters"
             ));
         }
-        quick_replies.push(QuickReply {
-            content_type: q.content_type,
+        out.push(QuickReply {
             title: q.title.map(|t| t.trim().to_string()),
-            payload: q.payload,
-            image_url: q.image_url,
+            ..q
         });
     }
-    Ok(OutgoingMessage {
-        text: Some(text.to_string()),
-        quick_replies,
-        attachment: None,
-        metadata: None,
-    })
+    Ok(out)
 }
 
 /// The stack default: plain text.

@@ -6,8 +6,7 @@
 //! (or Meta's answer is lost to a timeout), the next attempt sends again. The Send API has no
 //! idempotency key, so "at most one resend, only after a crash or a lost answer" is the bound.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use crate::bus::{self, BusEvent, DetailType, PersonIds};
 use crate::consumer::Fate;
@@ -20,7 +19,8 @@ use crate::ports::{
     Clock, EventBus, GraphApi, Metric, Metrics, OutMessage, PortError, QueueSender, Scheduler,
     SecretSource, Table,
 };
-use crate::sending::errors::{classify, classify_transport, ErrorClass};
+use crate::sending::delivery::{self, page_auth, read_failure, AuthError, PagePacer};
+use crate::sending::errors::{ErrorClass, RequestContext};
 use crate::sending::first_message;
 use crate::sending::pacing::{Pacer, PacingConfig};
 use crate::sending::policy::{self, Attempt, Decision, PolicyConfig, Rule};
@@ -244,9 +244,9 @@ pub struct Sender {
     clock: Arc<dyn Clock>,
     metrics: Arc<dyn Metrics>,
     config: SenderConfig,
-    /// Page id -> not before (epoch ms): pacing learned from Meta's usage headers. Per
-    /// process on purpose: cheap, and every instance learns it from its own answers.
-    pace: Mutex<HashMap<String, i64>>,
+    /// Pacing learned from Meta's usage headers. Per process on purpose: cheap, and every
+    /// instance learns it from its own answers.
+    pace: PagePacer,
     /// This process's share of every Page's rate (see [`crate::sending::pacing`]).
     pacer: Pacer,
 }
@@ -264,7 +264,7 @@ impl Sender {
             metrics: ports.metrics,
             pacer: Pacer::new(config.pacing.clone()),
             config,
-            pace: Mutex::new(HashMap::new()),
+            pace: PagePacer::default(),
         }
     }
 
@@ -390,7 +390,7 @@ impl Sender {
                 self.paused(p.paused_reason.clone().unwrap_or_default()),
             ));
         }
-        if let Some(delay) = self.paced(&optin.page_id, now) {
+        if let Some(delay) = self.pace.paced(&optin.page_id, now) {
             return Err(Stop::Done(JobOutcome::RetryLater {
                 delay_ms: delay,
                 reason: "pacing the page (Meta usage above threshold)".into(),
@@ -468,7 +468,13 @@ impl Sender {
     async fn credentials(&self, claimed: &Optin, now: i64) -> Result<PageAuth, Stop> {
         let key = claimed.key();
         let attempt = claimed.attempts;
-        match self.auth(&claimed.page_id, claimed.app_id.as_deref()).await {
+        let auth = page_auth(
+            self.secrets.as_ref(),
+            &claimed.page_id,
+            claimed.app_id.as_deref(),
+            self.config.appsecret_proof,
+        );
+        match auth.await {
             Ok(a) => Ok(a),
             Err(AuthError::Unavailable(reason)) => {
                 // A Secrets Manager blip: retry soon, do not pause the Page for it.
@@ -513,7 +519,7 @@ impl Sender {
             Ok(ok) => ok,
             Err(err) => return Ok(self.failed(claimed, attempt, err, after).await?),
         };
-        self.learn_pace(
+        self.pace.learn(
             &claimed.page_id,
             ok.usage.pace(self.config.pace_threshold_percent),
             after,
@@ -557,27 +563,21 @@ impl Sender {
             message_id: message_id.clone(),
             sent_at_ms,
         };
-        let mut wait_ms = self.config.record_backoff_ms;
-        let mut last_error = None;
-        for round in 0..self.config.record_attempts.max(1) {
-            if round > 0 {
-                tokio::time::sleep(std::time::Duration::from_millis(wait_ms.max(0) as u64)).await;
-                wait_ms = wait_ms.saturating_mul(2);
-            }
-            let now = self.clock.now_ms();
-            match self
-                .table
-                .optins
-                .finish(&key, claimed.attempts, &finish, now)
-                .await
-            {
-                Ok(applied) => return Ok(applied),
-                Err(e) => {
-                    tracing::warn!(optin = %hash_id(&key), round, error = %e, "sent not recorded yet");
-                    last_error = Some(e);
-                }
-            }
-        }
+        let written = delivery::retry_record(
+            self.config.record_attempts,
+            self.config.record_backoff_ms,
+            "sent",
+            || {
+                self.table
+                    .optins
+                    .finish(&key, claimed.attempts, &finish, self.clock.now_ms())
+            },
+        )
+        .await;
+        let last_error = match written {
+            Ok(applied) => return Ok(applied),
+            Err(e) => e,
+        };
         let job = FirstMessageJob {
             v: 1,
             sent: Some(SentRecord {
@@ -613,9 +613,7 @@ impl Sender {
                 // Both the table and the queue are down for the whole retry budget: the one
                 // way left to a second send. Said loudly; the job stays for a retry.
                 tracing::error!(optin = %hash_id(&key), "message sent but its record could not be kept anywhere");
-                Err(JobError::Backend(last_error.unwrap_or_else(|| {
-                    PortError::Unavailable("record not written".into())
-                })))
+                Err(JobError::Backend(last_error))
             }
         }
     }
@@ -686,25 +684,16 @@ impl Sender {
 
     /// Pauses the Page (an operator must act) and keeps the job for later.
     async fn pause(&self, page_id: &str, reason: String, now: i64) -> Result<JobOutcome, JobError> {
-        let applied = self
-            .table
-            .pages
-            .set_paused(page_id, Some(&reason), now)
-            .await?;
-        if applied {
-            let event = BusEvent::new(
-                DetailType::PagePaused,
-                &format!("pause:{page_id}:{now}"),
-                now,
-                "messenger",
-                page_id,
-                PersonIds::default(),
-                serde_json::json!({"reason": reason, "by": "sender"}),
-            );
-            bus::publish_all(self.bus.as_ref(), &[event]).await?;
-        }
-        self.metrics.record(Metric::PagePaused);
-        tracing::error!(page = %page_id, reason = %reason, "page paused: operator action needed");
+        delivery::pause_page(
+            &self.table,
+            self.bus.as_ref(),
+            self.metrics.as_ref(),
+            page_id,
+            &reason,
+            "sender",
+            now,
+        )
+        .await?;
         Ok(self.paused(reason))
     }
 
@@ -713,42 +702,6 @@ impl Sender {
             Some(json) => first_message::parse(json),
             None => Ok(self.config.default_message.clone()),
         }
-    }
-
-    async fn auth(&self, page_id: &str, delivered_by: Option<&str>) -> Result<PageAuth, AuthError> {
-        let secrets = self
-            .secrets
-            .secrets()
-            .await
-            .map_err(|e| AuthError::Unavailable(format!("secrets unavailable: {e}")))?;
-        let page_token = secrets
-            .page_tokens
-            .get(page_id)
-            .filter(|t| !t.is_empty())
-            .cloned()
-            .ok_or_else(|| {
-                AuthError::Missing(format!(
-                    "no page access token configured for page {page_id}"
-                ))
-            })?;
-        let app_secret = if self.config.appsecret_proof {
-            // The proof must be keyed by the app that owns this token, which with several
-            // apps is not simply the first one.
-            let app = secrets.proof_app(page_id, delivered_by).ok_or_else(|| {
-                AuthError::Missing(format!(
-                    "appsecret_proof: cannot tell which of {} apps owns page {page_id}'s \
-                     token; name it in the secret's page_apps",
-                    secrets.apps.len()
-                ))
-            })?;
-            Some(app.app_secret.clone())
-        } else {
-            None
-        };
-        Ok(PageAuth {
-            page_token,
-            app_secret,
-        })
     }
 
     fn paused(&self, reason: String) -> JobOutcome {
@@ -849,40 +802,15 @@ impl Sender {
         now: i64,
     ) -> Result<JobOutcome, JobError> {
         let key = optin.key();
-        let (class, rule, max_attempts, wait_hint_ms, detail) = match &err {
-            SendError::Graph { error, usage } => {
-                let c = classify(error);
-                self.learn_pace(
-                    &optin.page_id,
-                    usage.pace(self.config.pace_threshold_percent),
-                    now,
-                );
-                (
-                    c.class,
-                    c.rule,
-                    c.max_attempts,
-                    c.wait_hint_secs.map(|s| s as i64 * 1000),
-                    format!(
-                        "graph {} code={} subcode={} {}",
-                        error.http_status,
-                        error.code.unwrap_or(0),
-                        error.subcode.unwrap_or(0),
-                        error.message
-                    ),
-                )
-            }
-            SendError::Transport { failure, detail } => {
-                let c = classify_transport(*failure);
-                (
-                    c.class,
-                    c.rule,
-                    c.max_attempts,
-                    None,
-                    format!("transport: {detail}"),
-                )
-            }
-        };
-        self.metrics.record(Metric::GraphError(class));
+        let f = read_failure(
+            &err,
+            &RequestContext::default(),
+            self.config.pace_threshold_percent,
+            self.metrics.as_ref(),
+        );
+        self.pace.learn(&optin.page_id, f.pace, now);
+        let (class, rule, max_attempts, wait_hint_ms, detail) =
+            (f.class, f.rule, f.max_attempts, f.wait_hint_ms, f.detail);
         tracing::warn!(
             class = class.as_str(),
             rule,
@@ -1056,35 +984,6 @@ impl Sender {
             reason: detail.to_string(),
         })
     }
-
-    fn paced(&self, page_id: &str, now: i64) -> Option<i64> {
-        let map = self.pace.lock().unwrap_or_else(|p| p.into_inner());
-        map.get(page_id)
-            .filter(|until| **until > now)
-            .map(|until| until - now)
-    }
-
-    fn learn_pace(&self, page_id: &str, pace: Option<std::time::Duration>, now: i64) {
-        if let Some(d) = pace {
-            let until = now + d.as_millis() as i64;
-            let mut map = self.pace.lock().unwrap_or_else(|p| p.into_inner());
-            let e = map.entry(page_id.to_string()).or_insert(0);
-            *e = (*e).max(until);
-            tracing::info!(
-                page = page_id,
-                pace_ms = d.as_millis() as u64,
-                "pacing page"
-            );
-        }
-    }
-}
-
-/// Why a send has no credentials.
-enum AuthError {
-    /// The secret could not be read now (transient).
-    Unavailable(String),
-    /// The secret has no token for the Page (configuration).
-    Missing(String),
 }
 
 /// The Send API recipient for an opt-in.
