@@ -3,10 +3,20 @@
 use aws_sdk_sqs::error::{ProvideErrorMetadata, SdkError};
 use lc_core::ports::PortError;
 
+use crate::env::ConfigError;
+
 /// Loads the SDK configuration from the environment (region, credentials, and
-/// `AWS_ENDPOINT_URL` when set). Call once per cold start.
-pub async fn load_config() -> aws_config::SdkConfig {
-    aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await
+/// `AWS_ENDPOINT_URL` when set), with the HTTPS client of [`crate::tls::aws_http_client`]: the
+/// Amazon Trust Services roots compiled in, unless `LC_TLS_NATIVE_ROOTS=true`. Call once per
+/// cold start; every SDK client built from the result shares that HTTPS client.
+pub async fn load_config() -> Result<aws_config::SdkConfig, ConfigError> {
+    let trust = crate::tls::TrustSource::from_env()?;
+    let http = crate::tls::aws_http_client(trust)
+        .map_err(|e| ConfigError::Invalid(crate::tls::NATIVE_ROOTS_VAR, e))?;
+    Ok(aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(http)
+        .load()
+        .await)
 }
 
 /// Error codes that mean "try again later" across SQS, DynamoDB, Scheduler and Secrets Manager.
