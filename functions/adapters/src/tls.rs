@@ -138,6 +138,13 @@ pub fn aws_http_client(source: TrustSource) -> Result<SharedHttpClient, String> 
     // replaces: the plain `Builder::build_https` would ignore the proxy variables.
     Ok(
         Builder::new().build_with_connector_fn(move |settings, components| {
+            if settings.is_none() && components.is_none() {
+                // The warm-up call: every `Client::new` builds a connector and drops it, so that
+                // a native store is loaded at init rather than on the first request. Compiled-in
+                // roots need no warming, and the real connector is built on the first request
+                // (once per timeout setting, shared by every client of this `SdkConfig`).
+                return ConnectorBuilder::default().build_http();
+            }
             let mut builder = ConnectorBuilder::default()
                 .tls_provider(Provider::rustls(CryptoMode::AwsLc))
                 .tls_context(context.clone());
