@@ -11,9 +11,10 @@
 //!   [`crate::graph::GraphClient`]. `graph.facebook.com` chains to DigiCert Global Root G2.
 //! - **AWS SDK** ([`aws_http_client`]): the roots of the same set that AWS endpoints chain to,
 //!   Amazon Trust Services ([`AWS_ROOTS`]: Amazon Root CA 1-4 and Starfield Services Root
-//!   Certificate Authority - G2), taken as whole certificates from `webpki-root-certs` because
-//!   the SDK only takes PEM. The SDK parses its trust store each time it builds a connector
-//!   (about 5 µs per certificate): five certificates, not 118.
+//!   Certificate Authority - G2), picked out of `webpki-root-certs` (the same set as whole
+//!   certificates) by the build script and compiled in as PEM ([`AWS_ROOTS_PEM`]), because the
+//!   SDK only takes PEM. The SDK parses its trust store when it builds a connector (about 5 µs
+//!   per certificate): five certificates, not 118.
 //!
 //! `LC_TLS_NATIVE_ROOTS=true` ([`NATIVE_ROOTS_VAR`], off by default) makes both use the
 //! system's store instead, e.g. behind a corporate proxy that re-signs TLS with its own CA
@@ -27,11 +28,12 @@ use aws_smithy_http_client::tls::rustls_provider::CryptoMode;
 use aws_smithy_http_client::tls::{Provider, TlsContext, TrustStore};
 use aws_smithy_http_client::{Builder, ConnectorBuilder};
 use aws_smithy_runtime_api::client::http::SharedHttpClient;
-use base64::Engine;
-use rustls::pki_types::CertificateDer;
 use rustls::{ClientConfig, RootCertStore};
 
 use crate::env::ConfigError;
+
+#[cfg(test)]
+mod der;
 
 /// `true` to trust the system's certificate store instead of the compiled-in roots.
 pub const NATIVE_ROOTS_VAR: &str = "LC_TLS_NATIVE_ROOTS";
@@ -67,11 +69,6 @@ impl TrustSource {
     }
 }
 
-/// Every root certificate of the compiled-in Mozilla set, whole (`webpki-root-certs`).
-pub fn bundled_certs() -> &'static [CertificateDer<'static>] {
-    webpki_root_certs::TLS_SERVER_ROOT_CERTS
-}
-
 /// The compiled-in Mozilla set as a rustls root store of trust anchors (`webpki-roots`), built
 /// once per process: a copy of 120-odd static references, no parsing.
 pub fn bundled_root_store() -> Arc<RootCertStore> {
@@ -83,23 +80,10 @@ pub fn bundled_root_store() -> Arc<RootCertStore> {
     STORE.clone()
 }
 
-/// The compiled-in roots whose subject common name is in [`AWS_ROOTS`].
-pub fn aws_certs() -> Vec<&'static CertificateDer<'static>> {
-    bundled_certs()
-        .iter()
-        .filter(|c| {
-            subject(c)
-                .and_then(|s| attribute(s, OID_COMMON_NAME))
-                .is_some_and(|cn| AWS_ROOTS.contains(&cn))
-        })
-        .collect()
-}
-
-/// [`aws_certs`] as one PEM text (what the SDK's [`TrustStore`] takes), built once per process.
-fn aws_pem() -> &'static [u8] {
-    static PEM: LazyLock<Vec<u8>> = LazyLock::new(|| pem(aws_certs()));
-    &PEM
-}
+/// The roots of [`AWS_ROOTS`] as PEM, picked out of `webpki-root-certs` by the build script
+/// (`build.rs`): the binary carries these five certificates only, and nothing is selected or
+/// encoded at start.
+pub const AWS_ROOTS_PEM: &str = include_str!(concat!(env!("OUT_DIR"), "/aws_roots.pem"));
 
 /// The rustls configuration of the Graph client: TLS 1.2 and 1.3 with aws-lc-rs (the provider
 /// reqwest would pick), HTTP/1.1 by ALPN (reqwest is built without HTTP/2), roots from
@@ -127,7 +111,7 @@ pub fn aws_http_client(source: TrustSource) -> Result<SharedHttpClient, String> 
     let store = match source {
         TrustSource::Bundled => TrustStore::empty()
             .with_native_roots(false)
-            .with_pem_certificate(aws_pem()),
+            .with_pem_certificate(AWS_ROOTS_PEM.as_bytes()),
         TrustSource::Native => TrustStore::default(),
     };
     let context = TlsContext::builder()
@@ -158,101 +142,13 @@ pub fn aws_http_client(source: TrustSource) -> Result<SharedHttpClient, String> 
     )
 }
 
-fn pem<'a>(certs: impl IntoIterator<Item = &'a CertificateDer<'a>>) -> Vec<u8> {
-    let mut out = Vec::new();
-    for cert in certs {
-        out.extend_from_slice(b"-----BEGIN CERTIFICATE-----\n");
-        let b64 = base64::engine::general_purpose::STANDARD.encode(cert.as_ref());
-        for line in b64.as_bytes().chunks(64) {
-            out.extend_from_slice(line);
-            out.push(b'\n');
-        }
-        out.extend_from_slice(b"-----END CERTIFICATE-----\n");
-    }
-    out
-}
-
-// A few DER reads, enough to pick roots by subject (no signature is checked: these are the
-// compiled-in roots, not something received).
-
-/// id-at-commonName (2.5.4.3), DER-encoded.
-const OID_COMMON_NAME: &[u8] = &[0x55, 0x04, 0x03];
-/// id-at-organizationName (2.5.4.10).
-const OID_ORGANIZATION: &[u8] = &[0x55, 0x04, 0x0a];
-/// id-at-countryName (2.5.4.6).
-const OID_COUNTRY: &[u8] = &[0x55, 0x04, 0x06];
-/// id-at-organizationalUnitName (2.5.4.11).
-const OID_ORG_UNIT: &[u8] = &[0x55, 0x04, 0x0b];
-
-/// One DER element: (tag, contents, what follows).
-fn tlv(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
-    let (&tag, rest) = input.split_first()?;
-    let (&first, rest) = rest.split_first()?;
-    let (len, rest) = match first {
-        n if n < 0x80 => (usize::from(n), rest),
-        0x81..=0x83 => {
-            let n = usize::from(first - 0x80);
-            let (bytes, rest) = (rest.get(..n)?, rest.get(n..)?);
-            (
-                bytes.iter().fold(0usize, |a, &b| a << 8 | usize::from(b)),
-                rest,
-            )
-        }
-        _ => return None,
-    };
-    Some((tag, rest.get(..len)?, rest.get(len..)?))
-}
-
-/// The contents of a certificate's subject `Name` (a sequence of RDN sets).
-pub(crate) fn subject(cert: &[u8]) -> Option<&[u8]> {
-    let (_, cert, _) = tlv(cert)?; // Certificate
-    let (_, tbs, _) = tlv(cert)?; // TBSCertificate
-    let mut rest = tbs;
-    let (tag, _, r) = tlv(rest)?;
-    if tag == 0xa0 {
-        rest = r; // [0] version
-    }
-    // serialNumber, signature, issuer, validity, then subject.
-    for _ in 0..4 {
-        rest = tlv(rest)?.2;
-    }
-    let (tag, name, _) = tlv(rest)?;
-    (tag == 0x30).then_some(name)
-}
-
-/// The first value of attribute `oid` in a `Name`'s contents, if it is a string.
-pub(crate) fn attribute<'a>(name: &'a [u8], oid: &[u8]) -> Option<&'a str> {
-    let mut rdns = name;
-    while let Some((_, set, rest)) = tlv(rdns) {
-        rdns = rest;
-        let mut atvs = set;
-        while let Some((_, atv, rest)) = tlv(atvs) {
-            atvs = rest;
-            let (_, this_oid, value) = tlv(atv)?;
-            if this_oid == oid {
-                return std::str::from_utf8(tlv(value)?.1).ok();
-            }
-        }
-    }
-    None
-}
-
-/// `C=US, O=Amazon, CN=Amazon Root CA 1`: a subject's usual attributes, for tests and messages.
-pub fn subject_text(name: &[u8]) -> String {
-    [
-        ("C", OID_COUNTRY),
-        ("O", OID_ORGANIZATION),
-        ("OU", OID_ORG_UNIT),
-        ("CN", OID_COMMON_NAME),
-    ]
-    .iter()
-    .filter_map(|(k, oid)| attribute(name, oid).map(|v| format!("{k}={v}")))
-    .collect::<Vec<_>>()
-    .join(", ")
-}
-
 #[cfg(test)]
 mod tests {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    use sha2::{Digest, Sha256};
+
+    use super::der::{attribute, spki, subject, subject_text, OID_COMMON_NAME};
     use super::*;
 
     /// What AWS (Amazon Trust Services) and graph.facebook.com (DigiCert) chain to. A crate bump
@@ -260,6 +156,39 @@ mod tests {
     const AMAZON_ROOT_CA_1: &str = "C=US, O=Amazon, CN=Amazon Root CA 1";
     const DIGICERT_GLOBAL_ROOT_G2: &str =
         "C=US, O=DigiCert Inc, OU=www.digicert.com, CN=DigiCert Global Root G2";
+
+    /// SHA-256 of each root's SubjectPublicKeyInfo, as Amazon Trust Services publishes them
+    /// (https://www.amazontrust.com/repository/, which recommends exactly these five for custom
+    /// trust stores).
+    const AWS_ROOT_SPKI_SHA256: [(&str, &str); 5] = [
+        (
+            "Amazon Root CA 1",
+            "fbe3018031f9586bcbf41727e417b7d1c45c2f47f93be372a17b96b50757d5a2",
+        ),
+        (
+            "Amazon Root CA 2",
+            "7f4296fc5b6a4e3b35d3c369623e364ab1af381d8fa7121533c9d6c633ea2461",
+        ),
+        (
+            "Amazon Root CA 3",
+            "36abc32656acfc645c61b71613c4bf21c787f5cabbee48348d58597803d7abc9",
+        ),
+        (
+            "Amazon Root CA 4",
+            "f7ecded5c66047d28ed6466b543c40e0743abe81d109254dcf845d4c2c7853c5",
+        ),
+        (
+            "Starfield Services Root Certificate Authority - G2",
+            "2b071c59a0a0ae76b0eadb2bad23bad4580b69c3601b630c2eaf0613afa83f92",
+        ),
+    ];
+
+    /// The certificates handed to the SDK.
+    fn aws_certs() -> Vec<CertificateDer<'static>> {
+        CertificateDer::pem_slice_iter(AWS_ROOTS_PEM.as_bytes())
+            .collect::<Result<_, _>>()
+            .expect("valid PEM")
+    }
 
     #[test]
     fn the_graph_store_holds_the_roots_aws_and_meta_chain_to() {
@@ -283,8 +212,7 @@ mod tests {
 
     #[test]
     fn the_aws_store_is_exactly_the_amazon_trust_services_roots() {
-        let certs = aws_certs();
-        let mut names: Vec<String> = certs
+        let mut names: Vec<String> = aws_certs()
             .iter()
             .map(|c| subject_text(subject(c).expect("subject")))
             .collect();
@@ -299,20 +227,38 @@ mod tests {
                 "C=US, O=Starfield Technologies, Inc., CN=Starfield Services Root Certificate Authority - G2",
             ]
         );
-        // The PEM handed to the SDK decodes back to the same certificates.
-        use rustls::pki_types::pem::PemObject;
-        let decoded: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(aws_pem())
-            .collect::<Result<_, _>>()
-            .expect("valid PEM");
-        assert_eq!(decoded.len(), certs.len());
-        assert!(decoded.iter().zip(&certs).all(|(a, b)| a == *b));
+        // The build script's list is this module's.
+        let mut cns: Vec<&str> = AWS_ROOTS.to_vec();
+        cns.sort();
+        let build_rs = include_str!("../../build.rs");
+        for cn in cns {
+            assert!(
+                build_rs.contains(&format!("\"{cn}\",")),
+                "{cn} not in build.rs"
+            );
+        }
+    }
+
+    #[test]
+    fn the_aws_roots_have_the_keys_amazon_publishes() {
+        let certs = aws_certs();
+        assert_eq!(certs.len(), AWS_ROOT_SPKI_SHA256.len());
+        for cert in &certs {
+            let cn = attribute(subject(cert).expect("subject"), OID_COMMON_NAME).expect("CN");
+            let (_, expected) = AWS_ROOT_SPKI_SHA256
+                .iter()
+                .find(|(name, _)| *name == cn)
+                .unwrap_or_else(|| panic!("{cn} has no published key hash"));
+            let key = spki(cert).expect("spki");
+            assert_eq!(hex::encode(Sha256::digest(key)), *expected, "{cn}");
+        }
     }
 
     #[test]
     fn both_crates_agree_on_the_aws_roots_and_the_der_reader_agrees_with_webpki() {
         let anchors = bundled_root_store();
         let mut parsed = RootCertStore::empty();
-        for cert in bundled_certs() {
+        for cert in webpki_root_certs::TLS_SERVER_ROOT_CERTS {
             parsed
                 .add(cert.clone())
                 .expect("every compiled-in certificate parses");
@@ -321,7 +267,7 @@ mod tests {
         }
         for cert in aws_certs() {
             let mut one = RootCertStore::empty();
-            one.add(cert.clone()).expect("parses");
+            one.add(cert).expect("parses");
             let anchor = &one.roots[0];
             assert!(
                 anchors.roots.iter().any(|a| a.subject == anchor.subject
