@@ -1,5 +1,5 @@
 //! The Graph API adapter: [`GraphClient`] implements [`GraphApi`] (Messenger Send API and
-//! `debug_token`) over HTTPS with reqwest (rustls).
+//! `debug_token`) over HTTPS with reqwest (rustls; roots: [`crate::tls`]).
 //!
 //! Build it once per cold start from a [`GraphConfig`] ([`GraphConfig::from_env`]) and share it:
 //! the connection pool is reused across invocations of a warm Lambda.
@@ -118,7 +118,9 @@ pub struct GraphClient {
 
 impl GraphClient {
     /// Builds the client: validates the configuration and creates the connection pool. Redirects
-    /// are not followed (a redirect would carry the token to another URL).
+    /// are not followed (a redirect would carry the token to another URL). TLS trusts the
+    /// compiled-in Mozilla roots ([`crate::tls::graph_tls_config`], shared by every client of the
+    /// process), or the system's store with `LC_TLS_NATIVE_ROOTS=true`.
     pub fn new(config: GraphConfig) -> Result<Self, GraphClientError> {
         let base = parse_base_url(&config.base_url).map_err(GraphClientError::Config)?;
         check_version(&config.api_version).map_err(GraphClientError::Config)?;
@@ -127,7 +129,16 @@ impl GraphClient {
                 "timeouts must be greater than 0".to_owned(),
             ));
         }
-        let http = Client::builder()
+        let builder = match crate::tls::TrustSource::from_env()
+            .map_err(|e| GraphClientError::Config(e.to_string()))?
+        {
+            crate::tls::TrustSource::Bundled => Client::builder().tls_backend_preconfigured(
+                crate::tls::graph_tls_config().map_err(GraphClientError::Http)?,
+            ),
+            // reqwest's own default: the platform verifier over the system's store.
+            crate::tls::TrustSource::Native => Client::builder(),
+        };
+        let http = builder
             .connect_timeout(config.connect_timeout)
             .timeout(config.timeout)
             .redirect(reqwest::redirect::Policy::none())

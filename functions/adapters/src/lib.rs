@@ -15,6 +15,7 @@ pub mod scheduler;
 pub mod secrets;
 pub mod sqs;
 pub mod telemetry;
+pub mod tls;
 pub mod wiring;
 
 /// Serialises the tests that touch process-wide state (the EMF recorder's totals, the cold-start

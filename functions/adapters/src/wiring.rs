@@ -50,10 +50,21 @@ pub fn retention() -> Result<Retention, ConfigError> {
 
 /// A queue by the name of its URL variable.
 pub fn queue(sdk: &aws_config::SdkConfig, url_var: &'static str) -> Result<SqsQueue, ConfigError> {
-    Ok(SqsQueue::new(
-        aws_sdk_sqs::Client::new(sdk),
-        required(url_var)?,
-    ))
+    queue_on(&aws_sdk_sqs::Client::new(sdk), url_var)
+}
+
+/// An SQS client for [`queue_on`].
+pub fn sqs_client(sdk: &aws_config::SdkConfig) -> aws_sdk_sqs::Client {
+    aws_sdk_sqs::Client::new(sdk)
+}
+
+/// A queue by the name of its URL variable, on an SQS client the caller already has (a function
+/// with several queues builds one client: each `Client::new` costs its cold start).
+pub fn queue_on(
+    client: &aws_sdk_sqs::Client,
+    url_var: &'static str,
+) -> Result<SqsQueue, ConfigError> {
+    Ok(SqsQueue::new(client.clone(), required(url_var)?))
 }
 
 /// The business's event bus (`EVENT_BUS_NAME`).

@@ -22,7 +22,7 @@ async fn store() -> Arc<DynamoStore> {
         url.starts_with("http://127.0.0.1") || url.starts_with("http://localhost"),
         "LC_DYNALITE_URL must point at a local dynalite (run tests/run.sh), got {url:?}"
     );
-    let sdk = lc_adapters::aws::load_config().await;
+    let sdk = lc_adapters::aws::load_config().await.expect("AWS config");
     let conf = aws_sdk_dynamodb::config::Builder::from(&sdk)
         .endpoint_url(url)
         .build();

@@ -456,7 +456,7 @@ mod moto {
             endpoint.starts_with("http://127.0.0.1") || endpoint.starts_with("http://localhost"),
             "AWS_ENDPOINT_URL must point at a local moto server (run tests/run.sh), got {endpoint:?}"
         );
-        let sdk = lc_adapters::aws::load_config().await;
+        let sdk = lc_adapters::aws::load_config().await.expect("aws config");
         let client = aws_sdk_dynamodb::Client::new(&sdk);
         let table = format!("lc-people-{}", std::process::id());
         create_table(&client, &table).await.expect("table");

@@ -9,7 +9,7 @@ use lc_core::sending::sender::{Sender, SenderPorts};
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::init("deadline");
-    let sdk = aws::load_config().await;
+    let sdk = aws::load_config().await?;
     let graph = GraphClient::from_env()?;
     let deadline = Deadline::new(Sender::new(
         SenderPorts {

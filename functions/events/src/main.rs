@@ -7,7 +7,7 @@ use lc_core::ports::{SystemClock, Table};
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::init("events");
-    let sdk = aws::load_config().await;
+    let sdk = aws::load_config().await?;
     let lifecycle = Lifecycle::new(
         LifecyclePorts {
             table: Table::new(Arc::new(wiring::store(&sdk, None)?)),

@@ -110,7 +110,9 @@ impl Backends {
                 std::env::set_var(k, v);
             }
         }
-        let sdk = lc_adapters::aws::load_config().await;
+        let sdk = lc_adapters::aws::load_config()
+            .await
+            .map_err(|e| format!("AWS config: {e}"))?;
         let counter = Arc::new(RequestCounter::new());
         let ddb = aws_sdk_dynamodb::Client::new(&sdk);
         let table_name = format!("lc-{run_id}");

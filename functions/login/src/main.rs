@@ -12,7 +12,7 @@ use lc_core::ports::SystemClock;
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     telemetry::init("login");
-    let sdk = aws::load_config().await;
+    let sdk = aws::load_config().await?;
     let queue = wiring::queue(&sdk, "EVENTS_QUEUE_URL")?;
     let store = wiring::store(&sdk, None)?;
     let secrets = env::secret_source(&sdk)?;

@@ -48,7 +48,7 @@ fn parts() -> Result<(bool, bool), ConfigError> {
 async fn main() -> Result<(), lambda_http::Error> {
     let (people, deletion) = parts()?;
     telemetry::init(if people { "people" } else { "data-deletion" });
-    let sdk = aws::load_config().await;
+    let sdk = aws::load_config().await?;
     let table = Table::new(Arc::new(wiring::store(&sdk, None)?));
     let mut api = Api::new();
     if people {

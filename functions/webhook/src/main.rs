@@ -10,7 +10,7 @@ use lc_core::webhook::intake::{Intake, IntakeConfig};
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     telemetry::init("webhook");
-    let sdk = aws::load_config().await;
+    let sdk = aws::load_config().await?;
     let queue = SqsQueue::new(
         aws_sdk_sqs::Client::new(&sdk),
         env::required("EVENTS_QUEUE_URL")?,

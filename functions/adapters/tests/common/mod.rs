@@ -12,7 +12,7 @@ pub async fn moto_config() -> aws_config::SdkConfig {
         endpoint.starts_with("http://127.0.0.1") || endpoint.starts_with("http://localhost"),
         "AWS_ENDPOINT_URL must point at a local moto server (run tests/run.sh), got {endpoint:?}"
     );
-    lc_adapters::aws::load_config().await
+    lc_adapters::aws::load_config().await.expect("AWS config")
 }
 
 /// A name unique to this process and call.

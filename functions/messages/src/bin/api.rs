@@ -11,7 +11,7 @@ use lc_messages::{followups, Role};
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     telemetry::init("messages-api");
-    let sdk = aws::load_config().await;
+    let sdk = aws::load_config().await?;
     let followups = followups(&sdk, Role::Api).await?;
     let router = Api::new().messages(Arc::new(followups)).router();
     lambda_http::run(invocation::http(router)).await

@@ -7,7 +7,7 @@ use lc_messages::{followups, handle, Role};
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::init("messages-worker");
-    let sdk = aws::load_config().await;
+    let sdk = aws::load_config().await?;
     let followups = followups(&sdk, Role::Worker).await?;
     let queue = wiring::queue(&sdk, "REQUESTS_QUEUE_URL")?;
     let (followups, queue) = (&followups, &queue);
