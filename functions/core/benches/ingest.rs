@@ -1,29 +1,48 @@
-//! CPU per event of the webhook hot path, against a floor.
+//! CPU per event of the webhook hot path, against a floor and against a Node.js peer.
 //!
 //! Path: what the webhook function does per request before the SQS call:
-//! `signature::verify` + `split_body` + `ingest::encode` (outputs dropped inside the timed loop,
-//! as the handler drops them after sending).
+//! `signature::verify` + `intake::encode_body` (the queue messages of `split_body`'s events as
+//! `intake::encode` writes them, written straight from the items; outputs dropped inside the
+//! timed loop, as the handler drops them after sending).
 //!
 //! Floor: the least work any handler must do on the same bytes: HMAC-SHA256 of the body, then a
 //! typed parse (`serde_json::from_slice::<Envelope>` and `MessagingItem::parse` on every item).
 //!
 //! Cases: (a) a ~1 KB single-event body (a Messenger text message with a quick_reply, escaped
 //! unicode and `\/`, and the built-in NLP block Meta attaches), (b) a 20-event batched body (4
-//! entries x 5 messaging items of mixed kinds).
+//! entries x 5 messaging items of mixed kinds). When the peer bodies are present
+//! (`../shared/peers/*.json` beside the repo root, or `$LC_PEERS_DIR`), each of them is a case
+//! too, and if `node` runs, the Node.js peer (`node-ingest.js`: what a webhook written like
+//! Meta's Express samples does) is timed on the same bytes in the same run, its runs
+//! interleaved with ours.
 //!
-//! Criterion measures the four combinations (Throughput::Elements = events). Criterion does not
-//! hand back numbers, so the bench then times path and floor itself (median of 7 rounds of
-//! >= 200 ms each, path and floor rounds alternating) and ends stdout with:
+//! Criterion measures the four combinations of (a) and (b) (Throughput::Elements = events).
+//! Criterion does not hand back numbers, so the bench then times path and floor itself (median of
+//! 7 rounds of >= 200 ms each, path and floor rounds alternating) and ends stdout with:
 //!
 //! ```text
 //! ingest per_event_ns=<n> floor_ns=<n> ratio=<x>
 //! ingest batch20 per_event_ns=<n> floor_ns=<n> ratio=<x>
+//! ingest <peer body> per_event_ns=<n> floor_ns=<n> ratio=<x>          (per peer body)
+//! ingest peer <peer body> ours_ns=<n> node_ns=<n> node_over_ours=<x>  (per peer body, with node)
+//! ingest vs floor: single=<x>x batch20=<x>x <peer body>=<x>x ... (goal <= 1.25x)
+//! ingest vs node: <peer body>=<x>x ... cheaper per event (goal >= 3.0x)
 //! ```
 //!
+//! Every figure is wall time on a machine that may be shared: the rounds alternate so that
+//! what is compared sees the same load, and medians are taken. The ratios are the result;
+//! the ns are only comparable within one run.
+//!
 //! In test mode (`cargo bench -- --test`, `cargo test --benches`) the manual timing is one
-//! iteration, so those numbers are meaningless there.
+//! iteration, so those numbers are meaningless there, and the peer is not run.
+//!
+//! Profiling: `LC_INGEST_LOOP=<case>:<path|floor>:<iterations>` (case `single`, `batch20` or a
+//! peer body's name) runs only that loop and exits, e.g. under
+//! `valgrind --tool=callgrind` (instruction counts do not care about the machine's load).
 
 use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, Criterion, Throughput};
@@ -32,7 +51,7 @@ use sha2::Sha256;
 
 use lc_core::ports::OutMessage;
 use lc_core::support::secret::Secret;
-use lc_core::webhook::intake::encode;
+use lc_core::webhook::intake::{encode, encode_body};
 use lc_core::webhook::model::{Envelope, MessagingItem};
 use lc_core::webhook::signature::{sign, verify};
 use lc_core::webhook::{split_body, EventKind, SplitOutcome};
@@ -50,6 +69,14 @@ const APP_ID: &str = "1517776481860111";
 const ROUNDS: usize = 7;
 const MIN_ROUND: Duration = Duration::from_millis(200);
 const WARM_UP: Duration = Duration::from_millis(300);
+/// Peer bodies: (path, floor) measured this many times, each followed by one Node run.
+const PEER_REPEATS: usize = 5;
+/// Issue 15's goals, printed beside the summary: path within this much of the floor, and this
+/// many times cheaper per event than the Node peer.
+const GOAL_VS_FLOOR: f64 = 1.25;
+const GOAL_VS_NODE: f64 = 3.0;
+/// Events the Node peer processes per run (its own warm-up comes on top).
+const PEER_EVENTS_PER_RUN: u64 = 200_000;
 
 // ---------------------------------------------------------------------------------------------
 // Bodies, written the way Meta serializes them: `/` as `\/`, non-ASCII as `\uXXXX`.
@@ -208,27 +235,31 @@ impl Case {
             events,
         };
         let secrets = [Secret::new(APP_SECRET)];
+        let messages = path(&case.body, &case.header, &secrets);
+        let general = match split_body(&case.body, RECEIVED_AT_MS) {
+            SplitOutcome::Events(events) => encode(&events).expect("encode"),
+            SplitOutcome::Quarantined { .. } => unreachable!("checked above"),
+        };
         assert_eq!(
-            path(&case.body, &case.header, &secrets).len() as u64,
-            events
+            messages, general,
+            "encode_body differs from encode(split_body)"
         );
+        assert_eq!(messages.len() as u64, events);
         assert_eq!(floor(&case.body, APP_SECRET.as_bytes()).1 as u64, events);
         case
     }
 }
 
-/// verify + split_body + encode: the webhook's per-request CPU before the SQS call.
+/// verify + encode_body: the webhook's per-request CPU before the SQS call (`Intake::receive`
+/// writes the messages of a body like these with `encode_body`, which is byte for byte
+/// `encode(split_body(..))` without building the events; `Case::new` checks that too).
 fn path(body: &[u8], header: &str, secrets: &[Secret]) -> Vec<OutMessage> {
     if verify(Some(header), false, body, secrets).is_err() {
         panic!("signature refused");
     }
-    let events = match split_body(body, RECEIVED_AT_MS) {
-        SplitOutcome::Events(events) => events,
-        SplitOutcome::Quarantined { reason, .. } => panic!("quarantined: {reason}"),
-    };
-    match encode(&events) {
-        Ok(messages) => messages,
-        Err(e) => panic!("encode: {e}"),
+    match encode_body(body, RECEIVED_AT_MS, None) {
+        Some(messages) => messages,
+        None => panic!("not on the usual path (quarantined or oversized)"),
     }
 }
 
@@ -373,7 +404,125 @@ fn time_case(quick: bool, case: &Case) -> (f64, f64) {
     (path_ns / events, floor_ns / events)
 }
 
+/// The peer bodies and the Node script: `$LC_PEERS_DIR`, else `../shared/peers/` beside the
+/// repo root.
+fn peers_dir() -> Option<PathBuf> {
+    let dir = match std::env::var_os("LC_PEERS_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/peers"),
+    };
+    dir.is_dir().then_some(dir)
+}
+
+/// The peer bodies present (`*.json` in [`peers_dir`]), by name, sorted.
+fn peer_bodies(dir: &Path) -> Vec<(String, PathBuf)> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<(String, PathBuf)> = entries
+        .filter_map(|e| {
+            let path = e.ok()?.path();
+            let name = path
+                .file_name()?
+                .to_str()?
+                .strip_suffix(".json")?
+                .to_owned();
+            Some((name, path))
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// One run of the Node peer on `body`: its per-event ns, or why not.
+fn node_per_event_ns(script: &Path, body: &Path, events: u64) -> Result<f64, String> {
+    let iterations = (PEER_EVENTS_PER_RUN / events.max(1)).max(1000);
+    let out = Command::new("node")
+        .arg(script)
+        .arg(body)
+        .arg(iterations.to_string())
+        .output()
+        .map_err(|e| format!("node: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "node exited {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let field = |name: &str| -> Option<f64> {
+        text.split_whitespace()
+            .find_map(|w| w.strip_prefix(name)?.parse().ok())
+    };
+    let (Some(ns), Some(node_events)) = (field("per_event_ns="), field("events=")) else {
+        return Err(format!("unexpected peer output {:?}", text.trim()));
+    };
+    if node_events as u64 != events {
+        return Err(format!(
+            "the peer counts {node_events} events, we count {events}"
+        ));
+    }
+    Ok(ns)
+}
+
+/// `LC_INGEST_LOOP=<case>:<path|floor>:<iterations>`: only that loop, for a profiler.
+fn profile_loop(spec: &str, cases: &[(String, Case)]) {
+    let mut parts = spec.split(':');
+    let (Some(name), Some(which), Some(iters)) = (parts.next(), parts.next(), parts.next()) else {
+        panic!("LC_INGEST_LOOP wants <case>:<path|floor>:<iterations>, got {spec:?}");
+    };
+    let Some((_, case)) = cases.iter().find(|(n, _)| n == name) else {
+        let names: Vec<&str> = cases.iter().map(|(n, _)| n.as_str()).collect();
+        panic!("no case {name:?}; cases: {names:?}");
+    };
+    let iters: u64 = iters.parse().expect("iterations");
+    let secrets = [Secret::new(APP_SECRET)];
+    for _ in 0..iters {
+        match which {
+            "path" => {
+                black_box(path(
+                    black_box(&case.body),
+                    black_box(&case.header),
+                    black_box(&secrets),
+                ));
+            }
+            "floor" => {
+                black_box(floor(
+                    black_box(&case.body),
+                    black_box(APP_SECRET.as_bytes()),
+                ));
+            }
+            other => panic!("{other:?}: path or floor"),
+        }
+    }
+    eprintln!("{name} {which} x{iters}: {} events each", case.events);
+}
+
 fn main() {
+    let peers = peers_dir();
+    let peer_cases: Vec<(String, PathBuf, Case)> = peers
+        .as_deref()
+        .map(peer_bodies)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(name, file)| {
+            let body = std::fs::read(&file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+            let body = String::from_utf8(body).expect("peer bodies are UTF-8");
+            (name, file, Case::new(body))
+        })
+        .collect();
+
+    if let Ok(spec) = std::env::var("LC_INGEST_LOOP") {
+        let mut cases = vec![
+            ("single".to_owned(), Case::new(single_body())),
+            ("batch20".to_owned(), Case::new(batch_body())),
+        ];
+        cases.extend(peer_cases.into_iter().map(|(n, _, c)| (n, c)));
+        profile_loop(&spec, &cases);
+        return;
+    }
+
     benches();
     Criterion::default().configure_from_args().final_summary();
 
@@ -401,6 +550,56 @@ fn main() {
     );
     let (a_path, a_floor) = time_case(quick, &single);
     let (b_path, b_floor) = time_case(quick, &batch);
+
+    // Peer bodies: path and floor, then one Node run, repeated, so all see the same load.
+    let script = peers.as_ref().map(|d| d.join("node-ingest.js"));
+    match &peers {
+        None => {
+            eprintln!("ingest peer: no ../shared/peers/ beside the repo root (nor $LC_PEERS_DIR)")
+        }
+        Some(d) if quick => eprintln!("ingest peer: {} (test mode: Node not run)", d.display()),
+        Some(d) => eprintln!("ingest peer: {}", d.display()),
+    }
+    let mut node_ok = !quick;
+    let mut peer_lines = Vec::new();
+    // The summary: path over floor per case, and Node over ours per peer body.
+    let mut vs_floor = vec![
+        ("single".to_owned(), a_path / a_floor),
+        ("batch20".to_owned(), b_path / b_floor),
+    ];
+    let mut vs_node = Vec::new();
+    for (name, file, case) in &peer_cases {
+        let (mut paths, mut floors, mut nodes) = (Vec::new(), Vec::new(), Vec::new());
+        for _ in 0..if quick { 1 } else { PEER_REPEATS } {
+            let (p, f) = time_case(quick, case);
+            paths.push(p);
+            floors.push(f);
+            if let (true, Some(script)) = (node_ok, &script) {
+                match node_per_event_ns(script, file, case.events) {
+                    Ok(ns) => nodes.push(ns),
+                    Err(why) => {
+                        eprintln!("ingest peer: Node not measured: {why}");
+                        node_ok = false;
+                    }
+                }
+            }
+        }
+        let (p, f) = (median(paths), median(floors));
+        vs_floor.push((name.clone(), p / f));
+        peer_lines.push(format!(
+            "ingest {name} per_event_ns={p:.0} floor_ns={f:.0} ratio={:.2}",
+            p / f
+        ));
+        if node_ok && !nodes.is_empty() {
+            let n = median(nodes);
+            vs_node.push((name.clone(), n / p));
+            peer_lines.push(format!(
+                "ingest peer {name} ours_ns={p:.0} node_ns={n:.0} node_over_ours={:.2}",
+                n / p
+            ));
+        }
+    }
+
     println!(
         "ingest per_event_ns={:.0} floor_ns={:.0} ratio={:.2}",
         a_path,
@@ -413,4 +612,26 @@ fn main() {
         b_floor,
         b_path / b_floor
     );
+    for line in peer_lines {
+        println!("{line}");
+    }
+    let list = |ratios: &[(String, f64)]| -> String {
+        let parts: Vec<String> = ratios
+            .iter()
+            .map(|(name, x)| format!("{name}={x:.2}x"))
+            .collect();
+        parts.join(" ")
+    };
+    println!(
+        "ingest vs floor: {} (goal <= {GOAL_VS_FLOOR:.2}x)",
+        list(&vs_floor)
+    );
+    if vs_node.is_empty() {
+        println!("ingest vs node: not measured (see stderr)");
+    } else {
+        println!(
+            "ingest vs node: {} cheaper per event (goal >= {GOAL_VS_NODE:.1}x)",
+            list(&vs_node)
+        );
+    }
 }

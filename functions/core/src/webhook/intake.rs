@@ -13,7 +13,8 @@ use futures::future::join_all;
 
 use crate::ports::queue::batches;
 use crate::ports::{Clock, Metric, Metrics, OutMessage, PortError, QueueSender, SecretSource};
-use crate::webhook::normalize::quarantine;
+use crate::webhook::inbound::{write_key, EventJson};
+use crate::webhook::normalize::{self, quarantine};
 use crate::webhook::signature::{self, SignatureError};
 use crate::webhook::{split_body, EventKind, InboundEvent, SplitOutcome};
 
@@ -180,50 +181,25 @@ impl Intake {
         };
 
         let received_at = self.clock.now_ms();
-        let (mut events, mut quarantined) = match split_body(body, received_at) {
-            SplitOutcome::Events(events) => (events, 0),
-            SplitOutcome::Quarantined { events, .. } => {
-                let n = events.len();
-                (events, n)
+        // The usual body: its messages written straight from its items. Otherwise (a body to
+        // quarantine, an event too large for a message) the general path below.
+        let (messages, events, quarantined) = match encode_body(body, received_at, app.as_deref()) {
+            Some(messages) => {
+                let n = messages.len();
+                (messages, n, 0)
             }
-        };
-        if app.is_some() {
-            for e in &mut events {
-                e.app_id.clone_from(&app);
-            }
-        }
-        // An event too large for one queue message (a giant field repeated in the item and the
-        // key) cannot be queued as it is: the whole body is kept in quarantine instead of it,
-        // so nothing signed is lost, and the other events go on as usual.
-        let oversized = events
-            .iter()
-            .filter(|e| e.kind != EventKind::Quarantined)
-            .filter(|e| e.to_json().map_or(true, |j| j.len() > MAX_EVENT_BYTES))
-            .count();
-        if oversized > 0 {
-            events.retain(|e| {
-                e.kind == EventKind::Quarantined
-                    || e.to_json().is_ok_and(|j| j.len() <= MAX_EVENT_BYTES)
-            });
-            let reason = format!("{oversized} event(s) too large for one queue message");
-            if let SplitOutcome::Quarantined { events: parts, .. } =
-                quarantine(body, reason, received_at)
-            {
-                quarantined += parts.len();
-                events.extend(parts);
-            }
-        }
-        let not_queued = |unsent| {
-            (
-                Receipt::NotQueued,
-                Outcome::EnqueueFailed {
-                    events: events.len(),
-                    unsent,
-                },
-            )
-        };
-        let Ok(messages) = encode(&events) else {
-            return not_queued(events.len());
+            None => match general_messages(body, received_at, app) {
+                Ok(prepared) => prepared,
+                Err(events) => {
+                    return (
+                        Receipt::NotQueued,
+                        Outcome::EnqueueFailed {
+                            events,
+                            unsent: events,
+                        },
+                    )
+                }
+            },
         };
         match self.send_all(messages).await {
             SendReport {
@@ -233,13 +209,16 @@ impl Intake {
             } => (
                 Receipt::Accepted,
                 Outcome::Accepted {
-                    events: events.len(),
+                    events,
                     quarantined,
                     send_calls: calls,
                     retried_entries: retried,
                 },
             ),
-            SendReport { unsent, .. } => not_queued(unsent),
+            SendReport { unsent, .. } => (
+                Receipt::NotQueued,
+                Outcome::EnqueueFailed { events, unsent },
+            ),
         }
     }
 
@@ -306,29 +285,164 @@ struct SendReport {
     retried: usize,
 }
 
+/// The general path of [`Intake::receive`]: split the body into events (or quarantine it),
+/// quarantine the whole body as well when an event is too large for one queue message, encode.
+/// `(messages, events, quarantined)`, or the number of events if they could not be encoded.
+fn general_messages(
+    body: &[u8],
+    received_at: i64,
+    app: Option<String>,
+) -> Result<(Vec<OutMessage>, usize, usize), usize> {
+    let (mut events, mut quarantined) = match split_body(body, received_at) {
+        SplitOutcome::Events(events) => (events, 0),
+        SplitOutcome::Quarantined { events, .. } => {
+            let n = events.len();
+            (events, n)
+        }
+    };
+    if app.is_some() {
+        for e in &mut events {
+            e.app_id.clone_from(&app);
+        }
+    }
+    // An event too large for one queue message (a giant field repeated in the item and the
+    // key) cannot be queued as it is: the whole body is kept in quarantine instead of it,
+    // so nothing signed is lost, and the other events go on as usual.
+    let oversized = events
+        .iter()
+        .filter(|e| e.kind != EventKind::Quarantined)
+        .filter(|e| e.to_json().map_or(true, |j| j.len() > MAX_EVENT_BYTES))
+        .count();
+    if oversized > 0 {
+        events.retain(|e| {
+            e.kind == EventKind::Quarantined
+                || e.to_json().is_ok_and(|j| j.len() <= MAX_EVENT_BYTES)
+        });
+        let reason = format!("{oversized} event(s) too large for one queue message");
+        if let SplitOutcome::Quarantined { events: parts, .. } =
+            quarantine(body, reason, received_at)
+        {
+            quarantined += parts.len();
+            events.extend(parts);
+        }
+    }
+    match encode(&events) {
+        Ok(messages) => Ok((messages, events.len(), quarantined)),
+        Err(_) => Err(events.len()),
+    }
+}
+
+/// The queue messages of a signed body whose envelope parses and whose events each fit one
+/// message: byte for byte what [`encode`] makes of [`split_body`]'s events with `app_id` set on
+/// each, but written straight from the items (no events built, one buffer per message).
+/// `None` for every other body: those take [`Intake::receive`]'s general path.
+pub fn encode_body(
+    body: &[u8],
+    received_at_ms: i64,
+    app_id: Option<&str>,
+) -> Option<Vec<OutMessage>> {
+    let envelope = normalize::parse_envelope(body).ok()?;
+    let mut messages = Vec::with_capacity(normalize::item_count(&envelope));
+    let mut key = String::new();
+    let mut oversized = false;
+    // U+FFFE / U+FFFF (EF BF BE / EF BF BF) reach a message only in bytes of the body (the
+    // item) or in strings read out of it (an escape unescaped): without an 0xEF byte in
+    // either, the message needs no look for them.
+    let body_has_ef = body.contains(&0xEF);
+    normalize::for_each_item(envelope, received_at_ms, |ctx, head, raw| {
+        key.clear();
+        write_key(
+            &mut key,
+            head.kind,
+            head.mid,
+            ctx.object,
+            ctx.account_id,
+            head.sender,
+            head.timestamp_ms,
+            raw.get().as_bytes(),
+        );
+        let json = EventJson {
+            v: InboundEvent::SCHEMA_VERSION,
+            key: &key,
+            object: ctx.object,
+            account_id: ctx.account_id,
+            channel: head.channel,
+            kind: head.kind,
+            sender: head.sender,
+            timestamp_ms: head.timestamp_ms.unwrap_or(ctx.received_at_ms),
+            received_at_ms: ctx.received_at_ms,
+            item: raw.get(),
+            app_id,
+        };
+        let mut body = String::with_capacity(json.len_hint());
+        json.write(&mut body);
+        oversized |= body.len() > MAX_EVENT_BYTES;
+        let has_ef = |s: &str| s.as_bytes().contains(&0xEF);
+        let body = if body_has_ef
+            || has_ef(&key)
+            || has_ef(ctx.object)
+            || has_ef(ctx.account_id)
+            || head.sender.is_some_and(|(_, id)| has_ef(id))
+            || app_id.is_some_and(has_ef)
+        {
+            sqs_safe(body)
+        } else {
+            body
+        };
+        messages.push(message(messages.len(), body, head.kind, ctx.object));
+    });
+    (!oversized).then_some(messages)
+}
+
 /// Encodes events as queue messages. Entry ids are positions, unique within the body.
 pub fn encode(events: &[InboundEvent]) -> Result<Vec<OutMessage>, serde_json::Error> {
-    events
-        .iter()
-        .enumerate()
-        .map(|(i, e)| {
-            Ok(OutMessage {
-                id: i.to_string(),
-                body: sqs_safe(e.to_json()?),
-                attributes: vec![
-                    ("kind".into(), e.kind.as_str().into()),
-                    ("object".into(), attribute_safe(&e.object)),
-                ],
-                delay_secs: 0,
-            })
-        })
-        .collect()
+    let mut messages = Vec::with_capacity(events.len());
+    for (i, e) in events.iter().enumerate() {
+        messages.push(message(i, sqs_safe(e.to_json()?), e.kind, &e.object));
+    }
+    Ok(messages)
+}
+
+/// Entry `i` of a batch: the event's JSON (made [`sqs_safe`]) and its routing attributes.
+fn message(i: usize, body: String, kind: EventKind, object: &str) -> OutMessage {
+    OutMessage {
+        id: entry_id(i),
+        body,
+        attributes: vec![
+            ("kind".into(), kind.as_str().into()),
+            ("object".into(), attribute_safe(object)),
+        ],
+        delay_secs: 0,
+    }
+}
+
+/// `i` in decimal (`i.to_string()` without the formatting machinery).
+fn entry_id(mut i: usize) -> String {
+    let mut digits = [0u8; 20];
+    let mut n = digits.len();
+    loop {
+        n -= 1;
+        digits[n] = b'0' + (i % 10) as u8;
+        i /= 10;
+        if i == 0 {
+            break;
+        }
+    }
+    // ASCII digits: always UTF-8.
+    std::str::from_utf8(&digits[n..])
+        .unwrap_or_default()
+        .to_owned()
 }
 
 /// An attribute value SQS accepts: non-empty, at most 64 characters, and only the characters
 /// SQS allows (tab, LF, CR, U+0020..=U+D7FF, U+E000..=U+FFFD, supplementary planes); anything
 /// else becomes `?`. It is a routing hint only: the event in the body is intact.
 fn attribute_safe(s: &str) -> String {
+    // The usual case (`page`, `instagram`): printable ASCII, not blank, short. As is.
+    if s.len() <= 64 && s.bytes().all(|b| (0x20..0x7f).contains(&b)) && s.bytes().any(|b| b != b' ')
+    {
+        return s.to_owned();
+    }
     let allowed = |c: char| {
         matches!(c, '\t' | '\n' | '\r')
             || ('\u{20}'..='\u{D7FF}').contains(&c)
@@ -350,7 +464,9 @@ fn attribute_safe(s: &str) -> String {
 /// SQS refuses U+FFFE and U+FFFF in a body. JSON only allows them inside strings, where the
 /// `\uXXXX` escape means the same thing, so escaping them keeps the event and its meaning.
 fn sqs_safe(json: String) -> String {
-    if !json.contains(['\u{FFFE}', '\u{FFFF}']) {
+    // Both are encoded EF BF BE / EF BF BF: without an 0xEF byte (a byte search, not a walk
+    // over the characters) there is nothing to do.
+    if !json.as_bytes().contains(&0xEF) || !json.contains(['\u{FFFE}', '\u{FFFF}']) {
         return json;
     }
     json.replace('\u{FFFE}', "\\ufffe")
@@ -362,8 +478,41 @@ mod tests {
     use super::*;
 
     #[test]
+    fn entry_ids_are_decimal_positions() {
+        for i in [0, 1, 9, 10, 99, 100, 12345, usize::MAX] {
+            assert_eq!(entry_id(i), i.to_string());
+        }
+    }
+
+    #[test]
+    fn attribute_fast_path_agrees() {
+        for s in [
+            "page",
+            "instagram",
+            "",
+            " ",
+            "   ",
+            "a b",
+            "~",
+            &"x".repeat(64),
+            &"x".repeat(65),
+        ] {
+            let slow: String = s.chars().take(64).collect();
+            let want = if slow.trim().is_empty() {
+                "-".to_owned()
+            } else {
+                slow
+            };
+            assert_eq!(attribute_safe(s), want, "{s:?}");
+        }
+        assert_eq!(attribute_safe("p\u{0}ge\u{FFFF}"), "p?ge?");
+        assert_eq!(attribute_safe("\t"), "-");
+    }
+
+    #[test]
     fn sqs_safe_escapes_only_forbidden_chars() {
         assert_eq!(sqs_safe("{\"a\":\"é\"}".into()), "{\"a\":\"é\"}");
+        assert_eq!(sqs_safe("\u{FFFD}\u{F000}".into()), "\u{FFFD}\u{F000}");
         let fixed = sqs_safe("{\"a\":\"x\u{FFFF}\"}".into());
         assert_eq!(fixed, "{\"a\":\"x\\uffff\"}");
         let v: serde_json::Value = serde_json::from_str(&fixed).unwrap();

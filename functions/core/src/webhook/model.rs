@@ -368,11 +368,16 @@ impl Party {
 
     /// Who this party is, as an identity. Ids are PSIDs on pages and IGSIDs on Instagram.
     pub fn identity(&self, object: &str) -> Option<Identity> {
+        self.identity_ref(object)
+            .map(|(kind, id)| Identity::new(kind, id))
+    }
+
+    /// [`Party::identity`], borrowed.
+    pub fn identity_ref(&self, object: &str) -> Option<(IdentityKind, &str)> {
         if let Some(id) = self.id() {
-            return Some(Identity::new(identity_kind_for(object), id));
+            return Some((identity_kind_for(object), id));
         }
-        self.user_ref()
-            .map(|r| Identity::new(IdentityKind::UserRef, r))
+        self.user_ref().map(|r| (IdentityKind::UserRef, r))
     }
 }
 
@@ -490,19 +495,25 @@ impl MessagingItem {
     /// the page); the sender's id, else its `user_ref`; with no usable sender, an opt-in
     /// `user_ref` (checkbox plugin); otherwise nobody (policy enforcement, app roles...).
     pub fn subject(&self, object: &str) -> Option<Identity> {
+        self.subject_ref(object)
+            .map(|(kind, id)| Identity::new(kind, id))
+    }
+
+    /// [`MessagingItem::subject`], borrowed.
+    pub fn subject_ref(&self, object: &str) -> Option<(IdentityKind, &str)> {
         if let Some(login_id) = self.optin.as_ref().and_then(Optin::login_id) {
-            return Some(Identity::new(IdentityKind::LoginId, login_id));
+            return Some((IdentityKind::LoginId, login_id));
         }
         if self.kind() == EventKind::Echo {
-            return self.recipient.as_ref().and_then(|r| r.identity(object));
+            return self.recipient.as_ref().and_then(|r| r.identity_ref(object));
         }
-        if let Some(who) = self.sender.as_ref().and_then(|s| s.identity(object)) {
+        if let Some(who) = self.sender.as_ref().and_then(|s| s.identity_ref(object)) {
             return Some(who);
         }
         self.optin
             .as_ref()
             .and_then(|o| non_empty(&o.user_ref))
-            .map(|r| Identity::new(IdentityKind::UserRef, r))
+            .map(|r| (IdentityKind::UserRef, r))
     }
 
     /// The page (or Instagram account) side of the conversation.

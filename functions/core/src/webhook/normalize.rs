@@ -11,8 +11,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::inbound::{
-    idempotency_key, idempotency_key_untimed, Channel, EventKind, Identity, IdentityKind,
-    InboundEvent, Quarantine,
+    write_key, Channel, EventKind, Identity, IdentityKind, InboundEvent, Quarantine,
 };
 use super::model::{self, ChangeItem, Envelope, MessagingItem, OBJECT_INSTAGRAM};
 
@@ -58,31 +57,51 @@ impl SplitOutcome {
 /// Splits a (signature-checked) webhook body into events, in body order: entries in order, and
 /// within an entry its `messaging`, then `standby`, then `changes` items.
 pub fn split_body(body: &[u8], received_at_ms: i64) -> SplitOutcome {
+    let envelope = match parse_envelope(body) {
+        Ok(envelope) => envelope,
+        Err(reason) => return quarantine(body, reason, received_at_ms),
+    };
+    let mut events = Vec::with_capacity(item_count(&envelope));
+    for_each_item(envelope, received_at_ms, |ctx, head, raw| {
+        events.push(ctx.event(head, raw));
+    });
+    SplitOutcome::Events(events)
+}
+
+/// The envelope of a body, or why the body must be quarantined.
+pub(crate) fn parse_envelope(body: &[u8]) -> Result<Envelope, String> {
     let text = match std::str::from_utf8(body) {
         Ok(text) => text,
-        Err(e) => {
-            return quarantine(
-                body,
-                format!("body is not valid UTF-8: {e}"),
-                received_at_ms,
-            )
-        }
+        Err(e) => return Err(format!("body is not valid UTF-8: {e}")),
     };
     // Derived structs also accept a JSON array (fields by position): require an object.
     if !text.trim_start().starts_with('{') {
-        let reason = match serde_json::from_str::<&RawValue>(text) {
+        return Err(match serde_json::from_str::<&RawValue>(text) {
             Ok(_) => "body is JSON but not an object".to_owned(),
             Err(e) => parse_error_reason(&e),
-        };
-        return quarantine(body, reason, received_at_ms);
+        });
     }
-    let envelope: Envelope = match serde_json::from_str(text) {
-        Ok(envelope) => envelope,
-        Err(e) => return quarantine(body, parse_error_reason(&e), received_at_ms),
-    };
+    serde_json::from_str(text).map_err(|e| parse_error_reason(&e))
+}
 
+/// How many events the envelope makes.
+pub(crate) fn item_count(envelope: &Envelope) -> usize {
+    envelope
+        .entry
+        .iter()
+        .map(|e| e.messaging.len() + e.standby.len() + e.changes.len())
+        .sum()
+}
+
+/// Reads every item of the envelope, in [`split_body`]'s order, and hands `f` what its entry
+/// shares, what its event says, and the raw item (moved: its bytes were copied once, by the
+/// envelope parse).
+pub(crate) fn for_each_item(
+    envelope: Envelope,
+    received_at_ms: i64,
+    mut f: impl FnMut(&EntryContext<'_>, Head<'_>, Box<RawValue>),
+) {
     let object = envelope.object;
-    let mut events = Vec::new();
     for entry in envelope.entry {
         let ctx = EntryContext {
             object: &object,
@@ -90,62 +109,85 @@ pub fn split_body(body: &[u8], received_at_ms: i64) -> SplitOutcome {
             entry_time_ms: entry.time_ms(),
             received_at_ms,
         };
-        for raw in &entry.messaging {
-            events.push(ctx.messaging_event(Channel::Messaging, raw));
+        for raw in entry.messaging {
+            ctx.messaging_item(Channel::Messaging, raw, &mut f);
         }
-        for raw in &entry.standby {
-            events.push(ctx.messaging_event(Channel::Standby, raw));
+        for raw in entry.standby {
+            ctx.messaging_item(Channel::Standby, raw, &mut f);
         }
-        for raw in &entry.changes {
-            events.push(ctx.change_event(raw));
+        for raw in entry.changes {
+            ctx.change_item(raw, &mut f);
         }
     }
-    SplitOutcome::Events(events)
 }
 
 /// What every event of one entry shares.
-struct EntryContext<'a> {
-    object: &'a str,
-    account_id: &'a str,
+pub(crate) struct EntryContext<'a> {
+    pub object: &'a str,
+    pub account_id: &'a str,
     entry_time_ms: Option<i64>,
-    received_at_ms: i64,
+    pub received_at_ms: i64,
+}
+
+/// What one item's event says besides the item, borrowed from the item's parse.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Head<'a> {
+    pub channel: Channel,
+    pub kind: EventKind,
+    /// The message id that keys the event, if any.
+    pub mid: Option<&'a str>,
+    pub sender: Option<(IdentityKind, &'a str)>,
+    /// The item's time, else the entry's; `None` if neither has one (the key then does not
+    /// depend on a time, and the event takes the receipt time).
+    pub timestamp_ms: Option<i64>,
 }
 
 impl EntryContext<'_> {
-    fn messaging_event(&self, channel: Channel, raw: &RawValue) -> InboundEvent {
-        match MessagingItem::parse(raw) {
+    fn messaging_item<F>(&self, channel: Channel, raw: Box<RawValue>, f: &mut F)
+    where
+        F: FnMut(&EntryContext<'_>, Head<'_>, Box<RawValue>),
+    {
+        match MessagingItem::parse(&raw) {
             Ok(item) => {
-                let timestamp_ms = item.timestamp.or(self.entry_time_ms);
-                self.event(
+                let head = Head {
                     channel,
-                    item.kind(),
-                    item.mid(),
-                    item.subject(self.object),
-                    timestamp_ms,
-                    raw,
-                )
+                    kind: item.kind(),
+                    mid: item.mid(),
+                    sender: item.subject_ref(self.object),
+                    timestamp_ms: item.timestamp.or(self.entry_time_ms),
+                };
+                f(self, head, raw);
             }
-            Err(_) => self.malformed(channel, raw),
+            Err(_) => self.malformed(channel, raw, f),
         }
     }
 
-    fn change_event(&self, raw: &RawValue) -> InboundEvent {
-        match ChangeItem::parse(raw) {
-            Ok(change) => self.event(
-                Channel::Changes,
-                EventKind::Change,
-                None,
-                change.subject(self.object),
-                change.timestamp_ms().or(self.entry_time_ms),
-                raw,
-            ),
-            Err(_) => self.malformed(Channel::Changes, raw),
+    fn change_item<F>(&self, raw: Box<RawValue>, f: &mut F)
+    where
+        F: FnMut(&EntryContext<'_>, Head<'_>, Box<RawValue>),
+    {
+        match ChangeItem::parse(&raw) {
+            Ok(change) => {
+                let sender = change.subject(self.object);
+                let head = Head {
+                    channel: Channel::Changes,
+                    kind: EventKind::Change,
+                    mid: None,
+                    sender: sender.as_ref().map(|s| (s.kind, s.id.as_str())),
+                    timestamp_ms: change.timestamp_ms().or(self.entry_time_ms),
+                };
+                f(self, head, raw);
+            }
+            Err(_) => self.malformed(Channel::Changes, raw, f),
         }
     }
 
     /// An item the typed model rejected: flagged, kept raw, with whatever sender and timestamp
     /// a generic read finds.
-    fn malformed(&self, channel: Channel, raw: &RawValue) -> InboundEvent {
+    fn malformed<F>(&self, channel: Channel, raw: Box<RawValue>, f: &mut F)
+    where
+        F: FnMut(&EntryContext<'_>, Head<'_>, Box<RawValue>),
+    {
         let value: Value = serde_json::from_str(raw.get()).unwrap_or(Value::Null);
         let (sender, timestamp_ms) = if channel == Channel::Changes {
             (None, self.entry_time_ms)
@@ -155,48 +197,41 @@ impl EntryContext<'_> {
                 model::value_timestamp(&value).or(self.entry_time_ms),
             )
         };
-        self.event(
+        let head = Head {
             channel,
-            EventKind::Malformed,
-            None,
-            sender,
+            kind: EventKind::Malformed,
+            mid: None,
+            sender: sender.as_ref().map(|s| (s.kind, s.id.as_str())),
             timestamp_ms,
-            raw,
-        )
+        };
+        f(self, head, raw);
     }
 
-    fn event(
-        &self,
-        channel: Channel,
-        kind: EventKind,
-        mid: Option<&str>,
-        sender: Option<Identity>,
-        timestamp_ms: Option<i64>,
-        raw: &RawValue,
-    ) -> InboundEvent {
-        let (object, account, who, bytes) = (
+    /// The event of one item.
+    fn event(&self, head: Head<'_>, raw: Box<RawValue>) -> InboundEvent {
+        let mut key = String::new();
+        write_key(
+            &mut key,
+            head.kind,
+            head.mid,
             self.object,
             self.account_id,
-            sender.as_ref(),
+            head.sender,
+            head.timestamp_ms,
             raw.get().as_bytes(),
         );
-        let key = match timestamp_ms {
-            Some(t) => idempotency_key(kind, mid, object, account, who, t, bytes),
-            None => idempotency_key_untimed(kind, mid, object, account, who, bytes),
-        };
-        // The event still needs a time; the key above does not depend on this one.
-        let timestamp_ms = timestamp_ms.unwrap_or(self.received_at_ms);
         InboundEvent {
             v: InboundEvent::SCHEMA_VERSION,
             key,
             object: self.object.to_owned(),
             account_id: self.account_id.to_owned(),
-            channel,
-            kind,
-            sender,
-            timestamp_ms,
+            channel: head.channel,
+            kind: head.kind,
+            sender: head.sender.map(|(kind, id)| Identity::new(kind, id)),
+            // The key above does not depend on this fallback.
+            timestamp_ms: head.timestamp_ms.unwrap_or(self.received_at_ms),
             received_at_ms: self.received_at_ms,
-            item: raw.to_owned(),
+            item: raw,
             quarantine: None,
             app_id: None,
         }
