@@ -54,7 +54,10 @@ use lc_core::webhook::{Identity, IdentityKind};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::keys::{page_key, OPTIN_SK, PK, QUARANTINE_PK, SK, TOKEN_SK_PREFIX};
+use super::keys::{
+    page_key, paused_sk, unsent_pk, unsent_sk, OPTIN_SK, PAUSED_PK, PK, QUARANTINE_PK, SK,
+    TOKEN_SK_PREFIX,
+};
 
 pub(super) type Item = HashMap<String, AttributeValue>;
 
@@ -108,6 +111,11 @@ struct OptinItem {
     generation: u32,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     history: Vec<GenerationOutcome>,
+    /// The sparse `ops` index keys, while a first message is owed (`keys::OPS_INDEX`).
+    #[serde(skip_deserializing, skip_serializing_if = "Option::is_none")]
+    ops_pk: Option<String>,
+    #[serde(skip_deserializing, skip_serializing_if = "Option::is_none")]
+    ops_sk: Option<String>,
 }
 
 fn first_generation() -> u32 {
@@ -168,6 +176,11 @@ struct PageItem {
     pause_event_at_ms: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     first_message: Option<String>,
+    /// The sparse `ops` index keys, while paused.
+    #[serde(skip_deserializing, skip_serializing_if = "Option::is_none")]
+    ops_pk: Option<String>,
+    #[serde(skip_deserializing, skip_serializing_if = "Option::is_none")]
+    ops_sk: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -187,6 +200,7 @@ struct QuarantineItem {
 
 pub(super) fn optin_item(o: &Optin) -> Result<Item, PortError> {
     let reference = o.reference.as_ref();
+    let owed = !o.state.is_closed();
     to_item(OptinItem {
         pk: o.key(),
         sk: OPTIN_SK.to_string(),
@@ -217,6 +231,8 @@ pub(super) fn optin_item(o: &Optin) -> Result<Item, PortError> {
         app_id: o.app_id.clone(),
         generation: o.generation,
         history: o.history.clone(),
+        ops_pk: owed.then(|| unsent_pk(&o.key())),
+        ops_sk: owed.then(|| unsent_sk(o.opted_in_at_ms)),
     })
 }
 
@@ -319,6 +335,10 @@ pub(super) fn page_item(p: &PageConfig) -> Result<Item, PortError> {
         paused_at_ms: p.paused_at_ms,
         pause_event_at_ms: p.pause_event_at_ms,
         first_message: p.first_message.clone(),
+        ops_pk: p.paused.then(|| PAUSED_PK.to_string()),
+        ops_sk: p
+            .paused
+            .then(|| paused_sk(p.paused_at_ms.unwrap_or(0), &p.page_id)),
     })
 }
 
@@ -748,8 +768,47 @@ mod tests {
         let item = page_item(&full).unwrap();
         assert_eq!(item.get("pk"), Some(&s("PAGE#100")));
         assert_eq!(item.get("paused"), Some(&b(true)));
-        assert_eq!(item.len(), 8);
-        assert_eq!(page_from(item, "100"), Ok(full));
+        // A paused Page is in the sparse `ops` index.
+        assert_eq!(item.get("ops_pk"), Some(&s("PAUSED")));
+        assert_eq!(item.get("ops_sk"), Some(&s("0000000000005#100")));
+        assert_eq!(item.len(), 10);
+        assert_eq!(page_from(item, "100"), Ok(full.clone()));
+        let running = page_item(&PageConfig {
+            paused: false,
+            ..full
+        })
+        .unwrap();
+        assert!(!running.contains_key("ops_pk") && !running.contains_key("ops_sk"));
+    }
+
+    #[test]
+    fn only_an_owed_optin_is_in_the_ops_index() {
+        let mut o = sample();
+        for (state, owed) in [
+            (OptinState::Pending, true),
+            (OptinState::Sending, true),
+            (OptinState::Sent, false),
+            (OptinState::Answered, false),
+            (OptinState::Failed, false),
+            (OptinState::Expired, false),
+            (OptinState::OptedOut, false),
+            (OptinState::Declined, false),
+        ] {
+            o.state = state;
+            let item = optin_item(&o).unwrap();
+            assert_eq!(item.contains_key("ops_pk"), owed, "{}", state.as_str());
+            if owed {
+                assert_eq!(item.get("ops_sk"), Some(&s("0000000001000")));
+                assert!(
+                    matches!(item.get("ops_pk"), Some(AttributeValue::S(v)) if v.starts_with("UNSENT#"))
+                );
+            }
+            assert_eq!(
+                optin_from(item).unwrap(),
+                o,
+                "the index keys are not read back"
+            );
+        }
     }
 
     #[test]

@@ -17,7 +17,9 @@ use super::expr::{
     generation_condition, n, newer_condition, s, transact_check, transact_put, Expr, Updates,
 };
 use super::items::{optin_item, person_from, token_from};
-use super::keys::{optin_key, person_key, person_pk, token_key, PK, TOKEN_SK_PREFIX};
+use super::keys::{
+    optin_key, person_key, person_pk, token_key, OPS_PK, OPS_SK, PK, TOKEN_SK_PREFIX,
+};
 use super::{Conditional, DynamoStore};
 
 /// The opt-in's place in the link transaction (the person's update comes first and has no
@@ -109,7 +111,9 @@ fn link_optin_item(
             u.set("state", s(OptinState::Answered.as_str()))
                 .set_if_absent("psid", s(&link.psid))
                 .set_if_absent("answered_at_ms", n(link.at_ms))
-                .set("updated_at_ms", n(now_ms));
+                .set("updated_at_ms", n(now_ms))
+                .remove(OPS_PK)
+                .remove(OPS_SK);
             let cond = u.condition(|e| same_state(e, read, now_ms));
             u.into_transact_item(table, key, Some(cond))
         }
