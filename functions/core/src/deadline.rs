@@ -162,6 +162,7 @@ impl Deadline {
             page_id: optin.page_id.clone(),
             deadline_at_ms: optin.deadline_at_ms,
             enqueued_at_ms: now,
+            redriven_at_ms: None,
         };
         let outcome = self.sender.run_job(&job).await?;
         let settled = matches!(

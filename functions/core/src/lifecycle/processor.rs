@@ -647,6 +647,7 @@ impl Lifecycle {
             page_id: optin.page_id.clone(),
             deadline_at_ms: optin.deadline_at_ms,
             enqueued_at_ms: now,
+            redriven_at_ms: None,
         };
         let body = serde_json::to_string(&job).map_err(|e| ProcessError::Retry(e.to_string()))?;
         let failed = self
