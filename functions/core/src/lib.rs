@@ -12,6 +12,7 @@ pub mod deadline;
 pub mod lifecycle;
 pub mod login;
 pub mod memory;
+pub mod operations;
 pub mod ports;
 pub mod sending;
 pub mod support;

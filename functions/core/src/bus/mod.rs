@@ -60,10 +60,12 @@ pub enum DetailType {
     MessageEcho,
     DeliveryRead,
     Unhandled,
+    /// An operator ran a command of the operations function (who, what, the outcome).
+    OperatorCommand,
 }
 
 impl DetailType {
-    pub const ALL: [DetailType; 19] = [
+    pub const ALL: [DetailType; 20] = [
         DetailType::OptInReceived,
         DetailType::FirstMessageSent,
         DetailType::FirstMessageFailed,
@@ -83,6 +85,7 @@ impl DetailType {
         DetailType::MessageEcho,
         DetailType::DeliveryRead,
         DetailType::Unhandled,
+        DetailType::OperatorCommand,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -106,6 +109,7 @@ impl DetailType {
             DetailType::MessageEcho => "MessageEcho",
             DetailType::DeliveryRead => "DeliveryRead",
             DetailType::Unhandled => "Unhandled",
+            DetailType::OperatorCommand => "OperatorCommand",
         }
     }
 }
