@@ -14,6 +14,7 @@ pub mod lifecycle;
 pub mod login;
 pub mod memory;
 pub mod people;
+pub mod operations;
 pub mod ports;
 pub mod sending;
 pub mod support;
