@@ -20,7 +20,6 @@ use lc_core::ports::{
     EntryFailure, GroupedMessage, OutMessage, PortError, Queue, QueueReceiver, QueueSender,
     Received, Table, VisibilityControl,
 };
-use lc_core::sending::sender::SenderConfig;
 use lc_core::webhook::signature::sign;
 use lc_local::pipeline::{Backends, Pipeline, PipelineConfig};
 use lc_local::serve::{local_secrets, page_ids, start_sim, PAGE};
@@ -133,7 +132,7 @@ impl World {
                 graph_base_url: sim.base_url(),
                 graph_timeout: Duration::from_secs(5),
                 lifecycle: Default::default(),
-                sender: SenderConfig::default(),
+                sender: lc_testkit::sender_config(),
                 poll: Duration::from_millis(5),
                 workers: 4,
             },
