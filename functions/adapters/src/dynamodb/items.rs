@@ -68,8 +68,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::keys::{
-    page_key, paused_sk, quarantine_pk, receipt_key, unsent_pk, unsent_sk, OPTIN_SK, PAUSED_PK,
-    PK, SK, TOKEN_SK_PREFIX, TTL,
+    page_key, paused_sk, quarantine_pk, receipt_key, unsent_pk, unsent_sk, OPTIN_SK, PAUSED_PK, PK,
+    SK, TOKEN_SK_PREFIX, TTL,
 };
 use lc_core::ports::identity::{DeletionReceipt, DeletionStatus, IdentityPointer, IndexedId};
 use lc_core::support::retention::Retention;

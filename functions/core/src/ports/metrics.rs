@@ -315,6 +315,7 @@ mod tests {
             Metric::Funnel {
                 stage: FunnelStage::Reply24h,
                 entry_point: EntryPoint::Checkbox,
+            },
             Metric::PagesPausedNow(2),
             Metric::OldestUnsentFirstMessageAge { seconds: 90 },
             Metric::PageTokenValid {
