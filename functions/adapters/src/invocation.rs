@@ -101,6 +101,26 @@ pub fn cold_start() -> bool {
     current().map_or_else(|| !STARTED.load(Ordering::Relaxed), |i| i.cold_start)
 }
 
+/// Who invoked, as far as the Lambda context tells: the account (from the function's ARN), the
+/// request id, and a Cognito identity when the caller came through the AWS mobile SDKs. The
+/// context carries no IAM principal: a console *Test* (or `aws lambda invoke`) is named by
+/// CloudTrail's `Invoke` data event for this request id, when the trail logs Lambda data
+/// events (docs/operations/README.md says how).
+pub fn caller(ctx: &lambda_runtime::Context) -> lc_core::operations::Caller {
+    // arn:aws:lambda:<region>:<account>:function:<name>
+    let account = ctx
+        .invoked_function_arn
+        .split(':')
+        .nth(4)
+        .filter(|a| !a.is_empty() && a.bytes().all(|b| b.is_ascii_digit()))
+        .map(str::to_string);
+    lc_core::operations::Caller {
+        account,
+        request_id: ctx.request_id.clone(),
+        identity: ctx.identity.as_ref().map(|i| i.identity_id.clone()),
+    }
+}
+
 /// Runs `fut` as the given invocation, without flushing metrics (tests that format lines and
 /// must not touch the process's cold-start flag or recorder).
 #[cfg(test)]
@@ -250,6 +270,17 @@ mod tests {
         let after = at("between invocations")[0];
         assert_eq!(after["cold_start"], false, "the cold start is over");
         assert!(after.get("function_request_id").is_none());
+    }
+
+    #[test]
+    fn the_caller_is_the_account_and_the_request() {
+        let mut c = ctx("req-9");
+        c.invoked_function_arn = "arn:aws:lambda:us-east-1:123456789012:function:lc-ops".into();
+        let who = caller(&c);
+        assert_eq!(who.account.as_deref(), Some("123456789012"));
+        assert_eq!(who.request_id, "req-9");
+        assert_eq!(who.identity, None);
+        assert_eq!(caller(&ctx("req-10")).account, None, "no ARN, no account");
     }
 
     #[tokio::test]

@@ -42,7 +42,11 @@ impl Metrics for Emf {
 }
 
 fn record_point(p: &Point) {
-    let labels: Vec<Label> = p.dims.iter().map(|(k, v)| Label::new(*k, *v)).collect();
+    let labels: Vec<Label> = p
+        .dims
+        .iter()
+        .map(|(k, v)| Label::new(*k, v.clone().into_owned()))
+        .collect();
     if p.distribution {
         ::metrics::histogram!(p.name, labels).record(p.value);
     } else if p.value >= 1.0 {
@@ -55,6 +59,7 @@ fn unit(u: CoreUnit) -> Unit {
     match u {
         CoreUnit::Count => Unit::Count,
         CoreUnit::Milliseconds => Unit::Milliseconds,
+        CoreUnit::Seconds => Unit::Seconds,
     }
 }
 
@@ -176,6 +181,7 @@ mod tests {
                 assert!(Metric::NAMES.contains(&name), "{name} not in NAMES");
                 let want_unit = match Metric::unit_of(name) {
                     CoreUnit::Milliseconds => "Milliseconds",
+                    CoreUnit::Seconds => "Seconds",
                     CoreUnit::Count => "Count",
                 };
                 assert_eq!(m["Unit"], want_unit, "{name}");
@@ -220,11 +226,17 @@ mod tests {
         emf.record(Metric::DeadlineCheckNoop);
         // Nothing to count: no point written for it.
         emf.record(Metric::Quarantined(0));
+        // A gauge writes its zero, and a Page-token gauge its page_id.
+        emf.record(Metric::PagesPausedNow(0));
+        emf.record(Metric::PageTokenDaysToExpiry {
+            page_id: "100".into(),
+            days: 6,
+        });
 
         let (docs, seen) = flushed(Some("req-7"));
         // Dimensionless metrics share a document; one per (class), (source, entry_point),
-        // (reason) value set.
-        assert_eq!(docs.len(), 5, "one document per dimension set: {docs:#?}");
+        // (reason), (page_id) value set.
+        assert_eq!(docs.len(), 6, "one document per dimension set: {docs:#?}");
         for doc in &docs {
             assert_eq!(doc[REQUEST_ID_PROPERTY], "req-7", "{doc}");
         }
@@ -244,8 +256,14 @@ mod tests {
         assert_eq!(seen["PolicyWarnings"], 1);
         assert_eq!(seen["DeadlineChecksNoop"], 1);
         assert!(!seen.contains_key("QuarantinedEvents"), "{seen:?}");
+        assert_eq!(seen["PagesPausedNow"], serde_json::json!([0.0]));
+        assert_eq!(
+            seen["PageTokenDaysToExpiry page_id=100"],
+            serde_json::json!([6.0])
+        );
 
-        // The next invocation starts from zero: nothing to write when idle.
+        // The next invocation starts from zero: nothing to write when idle (a gauge is not
+        // written again with its last value).
         let (docs, _) = flushed(Some("req-8"));
         assert!(docs.is_empty(), "{docs:?}");
 

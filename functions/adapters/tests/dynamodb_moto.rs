@@ -13,7 +13,7 @@ use lc_core::contract::store::{optin, run_all, T0};
 use lc_core::lifecycle::optin::Optin;
 use lc_core::ports::store::{
     Claim, Created, Finish, Link, LinkResult, MarketingToken, PageConfig, Person,
-    QuarantinedRecord, ReferralInfo, Reopened, UserMessage,
+    QuarantinedRecord, ReferralInfo, Reopened, Unsent, UserMessage,
 };
 use lc_core::ports::{
     OptinStore, PageStore, PersonStore, PortError, QuarantineStore, RequestCounter,
@@ -127,6 +127,14 @@ impl OptinStore for OneAtATime {
         let _g = self.gate.lock().await;
         self.inner.confirm(key, g, at).await
     }
+    async fn retry_failed(&self, seen: &Optin, now: i64, note: &str) -> Result<bool, PortError> {
+        let _g = self.gate.lock().await;
+        self.inner.retry_failed(seen, now, note).await
+    }
+    async fn oldest_unsent(&self, limit: usize) -> Result<Vec<Unsent>, PortError> {
+        let _g = self.gate.lock().await;
+        self.inner.oldest_unsent(limit).await
+    }
 }
 
 #[async_trait]
@@ -191,6 +199,10 @@ impl PageStore for OneAtATime {
     async fn set_paused(&self, page: &str, r: Option<&str>, at: i64) -> Result<bool, PortError> {
         let _g = self.gate.lock().await;
         self.inner.set_paused(page, r, at).await
+    }
+    async fn list_paused(&self, limit: usize) -> Result<Vec<PageConfig>, PortError> {
+        let _g = self.gate.lock().await;
+        self.inner.list_paused(limit).await
     }
 }
 

@@ -185,6 +185,7 @@ impl Deadline {
             deadline_at_ms: optin.deadline_at_ms,
             enqueued_at_ms: now,
             external_id: optin.external_id.clone(),
+            redriven_at_ms: None,
         };
         let outcome = self.sender.run_job(&job).await?;
         let settled = matches!(

@@ -13,6 +13,7 @@ pub mod funnel;
 pub mod lifecycle;
 pub mod login;
 pub mod memory;
+pub mod operations;
 pub mod people;
 pub mod ports;
 pub mod sending;

@@ -67,7 +67,10 @@ use lc_core::webhook::{Identity, IdentityKind};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::keys::{page_key, quarantine_pk, receipt_key, OPTIN_SK, PK, SK, TOKEN_SK_PREFIX, TTL};
+use super::keys::{
+    page_key, paused_sk, quarantine_pk, receipt_key, unsent_pk, unsent_sk, OPTIN_SK, PAUSED_PK, PK,
+    SK, TOKEN_SK_PREFIX, TTL,
+};
 use lc_core::ports::identity::{DeletionReceipt, DeletionStatus, IdentityPointer, IndexedId};
 use lc_core::support::retention::Retention;
 
@@ -126,6 +129,11 @@ struct OptinItem {
     external_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     asid: Option<String>,
+    /// The sparse `ops` index keys, while a first message is owed (`keys::OPS_INDEX`).
+    #[serde(skip_deserializing, skip_serializing_if = "Option::is_none")]
+    ops_pk: Option<String>,
+    #[serde(skip_deserializing, skip_serializing_if = "Option::is_none")]
+    ops_sk: Option<String>,
 }
 
 fn first_generation() -> u32 {
@@ -195,6 +203,11 @@ struct PageItem {
     phone_number_messaging: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     linked_page_id: Option<String>,
+    /// The sparse `ops` index keys, while paused.
+    #[serde(skip_deserializing, skip_serializing_if = "Option::is_none")]
+    ops_pk: Option<String>,
+    #[serde(skip_deserializing, skip_serializing_if = "Option::is_none")]
+    ops_sk: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -241,6 +254,7 @@ struct ReceiptItem {
 
 pub(super) fn optin_item(o: &Optin) -> Result<Item, PortError> {
     let reference = o.reference.as_ref();
+    let owed = !o.state.is_closed();
     to_item(OptinItem {
         pk: o.key(),
         sk: OPTIN_SK.to_string(),
@@ -274,6 +288,8 @@ pub(super) fn optin_item(o: &Optin) -> Result<Item, PortError> {
         confirmed_at_ms: o.confirmed_at_ms,
         external_id: o.external_id.clone(),
         asid: o.asid.clone(),
+        ops_pk: owed.then(|| unsent_pk(&o.key())),
+        ops_sk: owed.then(|| unsent_sk(o.opted_in_at_ms)),
     })
 }
 
@@ -398,6 +414,10 @@ pub(super) fn page_item(p: &PageConfig) -> Result<Item, PortError> {
         utility_messaging: p.utility_messaging.then_some(true),
         phone_number_messaging: p.phone_number_messaging.then_some(true),
         linked_page_id: p.linked_page_id.clone(),
+        ops_pk: p.paused.then(|| PAUSED_PK.to_string()),
+        ops_sk: p
+            .paused
+            .then(|| paused_sk(p.paused_at_ms.unwrap_or(0), &p.page_id)),
     })
 }
 
@@ -881,7 +901,10 @@ mod tests {
         let item = page_item(&full).unwrap();
         assert_eq!(item.get("pk"), Some(&s("PAGE#100")));
         assert_eq!(item.get("paused"), Some(&b(true)));
-        assert_eq!(item.len(), 8);
+        // A paused Page is in the sparse `ops` index.
+        assert_eq!(item.get("ops_pk"), Some(&s("PAUSED")));
+        assert_eq!(item.get("ops_sk"), Some(&s("0000000000005#100")));
+        assert_eq!(item.len(), 10);
         assert_eq!(page_from(item, "100"), Ok(full.clone()));
         // The follow-up settings: each one attribute, absent when off.
         let settings = PageConfig {
@@ -889,13 +912,49 @@ mod tests {
             utility_messaging: true,
             phone_number_messaging: true,
             linked_page_id: Some("200".into()),
-            ..full
+            ..full.clone()
         };
         let item = page_item(&settings).unwrap();
         assert_eq!(item.get("human_agent"), Some(&b(true)));
         assert_eq!(item.get("linked_page_id"), Some(&s("200")));
-        assert_eq!(item.len(), 12);
+        assert_eq!(item.len(), 14);
         assert_eq!(page_from(item, "100"), Ok(settings));
+        let running = page_item(&PageConfig {
+            paused: false,
+            ..full
+        })
+        .unwrap();
+        assert!(!running.contains_key("ops_pk") && !running.contains_key("ops_sk"));
+    }
+
+    #[test]
+    fn only_an_owed_optin_is_in_the_ops_index() {
+        let mut o = sample();
+        for (state, owed) in [
+            (OptinState::Pending, true),
+            (OptinState::Sending, true),
+            (OptinState::Sent, false),
+            (OptinState::Answered, false),
+            (OptinState::Failed, false),
+            (OptinState::Expired, false),
+            (OptinState::OptedOut, false),
+            (OptinState::Declined, false),
+        ] {
+            o.state = state;
+            let item = optin_item(&o).unwrap();
+            assert_eq!(item.contains_key("ops_pk"), owed, "{}", state.as_str());
+            if owed {
+                assert_eq!(item.get("ops_sk"), Some(&s("0000000001000")));
+                assert!(
+                    matches!(item.get("ops_pk"), Some(AttributeValue::S(v)) if v.starts_with("UNSENT#"))
+                );
+            }
+            assert_eq!(
+                optin_from(item).unwrap(),
+                o,
+                "the index keys are not read back"
+            );
+        }
     }
 
     #[test]

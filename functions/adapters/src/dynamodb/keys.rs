@@ -72,6 +72,43 @@ pub(super) fn receipt_key(code: &str) -> Key {
     (format!("DELETION#{code}"), RECEIPT_SK.to_string())
 }
 
+/// The table's one secondary index, sparse: only items that carry [`OPS_PK`] are in it: the
+/// opt-ins still owed a first message (`UNSENT#<shard>`, sorted by opt-in time) and the Pages
+/// paused now ([`PAUSED_PK`], sorted by pause time). The operations sweep reads it every
+/// minute; nothing else is in it, so its size and cost follow the backlog, not the traffic.
+pub(super) const OPS_INDEX: &str = "ops";
+pub(super) const OPS_PK: &str = "ops_pk";
+pub(super) const OPS_SK: &str = "ops_sk";
+/// The index partition of the paused Pages.
+pub(super) const PAUSED_PK: &str = "PAUSED";
+/// The owed opt-ins are spread over this many index partitions, so no one index key takes
+/// every opt-in's write (a partition key value takes about 1,000 writes/s).
+pub(super) const UNSENT_SHARDS: u32 = 8;
+
+/// The index partition of an owed opt-in: `UNSENT#<0..UNSENT_SHARDS>`, by a hash of its key.
+pub(super) fn unsent_pk(optin_key: &str) -> String {
+    let mut h: u32 = 0x811c_9dc5;
+    for b in optin_key.bytes() {
+        h ^= u32::from(b);
+        h = h.wrapping_mul(0x0100_0193);
+    }
+    unsent_shard_pk(h % UNSENT_SHARDS)
+}
+
+pub(super) fn unsent_shard_pk(shard: u32) -> String {
+    format!("UNSENT#{shard}")
+}
+
+/// Index sort key of an owed opt-in: its opt-in time, 13 digits (sorts as text).
+pub(super) fn unsent_sk(opted_in_at_ms: i64) -> String {
+    format!("{:013}", opted_in_at_ms.max(0))
+}
+
+/// Index sort key of a paused Page: the pause time, 13 digits, then the Page id.
+pub(super) fn paused_sk(paused_at_ms: i64, page_id: &str) -> String {
+    format!("{:013}#{page_id}", paused_at_ms.max(0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,5 +126,17 @@ mod tests {
         );
         assert_eq!(quarantine_partitions().len(), 17);
         assert_eq!(quarantine_partitions()[16], "QUARANTINE");
+    }
+
+    #[test]
+    fn index_keys_sort_as_their_times() {
+        assert!(unsent_sk(999) < unsent_sk(1_000));
+        assert!(unsent_sk(1_700_000_000_000) < unsent_sk(1_800_000_000_000));
+        assert!(paused_sk(5, "9") < paused_sk(40, "1"));
+        let shards: std::collections::BTreeSet<String> = (0..200)
+            .map(|i| unsent_pk(&format!("OPTIN#login_id#{i}")))
+            .collect();
+        assert_eq!(shards.len(), UNSENT_SHARDS as usize, "every shard is used");
+        assert_eq!(unsent_pk("OPTIN#a"), unsent_pk("OPTIN#a"));
     }
 }

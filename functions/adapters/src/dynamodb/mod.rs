@@ -32,8 +32,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ReturnValue,
-    ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TableStatus, TimeToLiveSpecification,
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ReturnValue, ReturnValuesOnConditionCheckFailure, ScalarAttributeType,
+    TableStatus, TimeToLiveSpecification,
 };
 use aws_sdk_dynamodb::Client;
 use lc_core::ports::store::PageConfig;
@@ -43,7 +44,12 @@ use lc_core::support::retention::Retention;
 use self::errors::{condition_failed_update, error_code, port_error};
 use self::expr::{s, Expr, Updates};
 use self::items::{page_item, Item};
-use self::keys::{Key, PK, SK, TTL};
+use self::keys::{Key, OPS_INDEX, OPS_PK, OPS_SK, PK, SK, TTL};
+
+/// What the `ops` index holds besides its keys and the table's: the pause fields of a Page
+/// (an opt-in has only `page_id` of these, which never changes, so an opt-in's updates never
+/// write the index). `template.yaml` declares the same.
+pub const OPS_INDEX_ATTRIBUTES: [&str; 4] = ["page_id", "paused", "paused_reason", "paused_at_ms"];
 
 const SERVICE: &str = "dynamodb";
 
@@ -216,6 +222,55 @@ impl DynamoStore {
         Ok(())
     }
 
+    /// The `ops` index partition `ops_pk` in sort-key order (oldest first), at most `limit`
+    /// items; `paused_only` keeps the items whose `paused` is true (a Page unpaused by hand in
+    /// the console keeps its index keys). Eventually consistent, as every index read is.
+    async fn query_index(
+        &self,
+        ops_pk: &str,
+        limit: usize,
+        paused_only: bool,
+    ) -> Result<Vec<Item>, PortError> {
+        let mut items = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let remaining = limit.saturating_sub(items.len());
+            if remaining == 0 {
+                return Ok(items);
+            }
+            let mut e = Expr::default();
+            let cond = format!("{} = {}", e.name(OPS_PK), e.value(s(ops_pk)));
+            let filter = paused_only.then(|| {
+                format!(
+                    "{} = {}",
+                    e.name("paused"),
+                    e.value(aws_sdk_dynamodb::types::AttributeValue::Bool(true))
+                )
+            });
+            self.count("Query");
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(OPS_INDEX)
+                .key_condition_expression(cond)
+                .set_filter_expression(filter)
+                .set_expression_attribute_names(e.names())
+                .set_expression_attribute_values(e.values())
+                .scan_index_forward(true)
+                .limit(i32::try_from(remaining).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| port_error("Query", &e))?;
+            items.extend(out.items.unwrap_or_default());
+            match out.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => return Ok(items),
+            }
+        }
+    }
+
     /// One conditional `UpdateItem`. `return_new`: the applied item comes back (`ALL_NEW`);
     /// `return_old_on_failure`: so does the item that failed the condition (`ALL_OLD`).
     async fn update(
@@ -255,8 +310,9 @@ impl DynamoStore {
     }
 }
 
-/// Creates the table (on-demand, `pk` / `sk` strings, TTL on `expires_at`) for tests and the
-/// local runner. A table that already exists is left as it is.
+/// Creates the table (on-demand, `pk` / `sk` strings, TTL on `expires_at`, the sparse `ops`
+/// index as `template.yaml` declares it) for tests and the local runner. A table that already
+/// exists is left as it is.
 pub async fn create_table(client: &Client, name: &str) -> Result<(), PortError> {
     let attr = |n: &str| {
         AttributeDefinition::builder()
@@ -272,14 +328,31 @@ pub async fn create_table(client: &Client, name: &str) -> Result<(), PortError> 
             .build()
             .map_err(|e| PortError::Rejected(format!("CreateTable: {e}")))
     };
+    let ops_index = GlobalSecondaryIndex::builder()
+        .index_name(OPS_INDEX)
+        .key_schema(key(OPS_PK, KeyType::Hash)?)
+        .key_schema(key(OPS_SK, KeyType::Range)?)
+        .projection(
+            Projection::builder()
+                .projection_type(ProjectionType::Include)
+                .set_non_key_attributes(Some(
+                    OPS_INDEX_ATTRIBUTES.iter().map(|a| a.to_string()).collect(),
+                ))
+                .build(),
+        )
+        .build()
+        .map_err(|e| PortError::Rejected(format!("CreateTable: {e}")))?;
     let created = client
         .create_table()
         .table_name(name)
         .billing_mode(BillingMode::PayPerRequest)
         .attribute_definitions(attr(PK)?)
         .attribute_definitions(attr(SK)?)
+        .attribute_definitions(attr(OPS_PK)?)
+        .attribute_definitions(attr(OPS_SK)?)
         .key_schema(key(PK, KeyType::Hash)?)
         .key_schema(key(SK, KeyType::Range)?)
+        .global_secondary_indexes(ops_index)
         .send()
         .await;
     match created {

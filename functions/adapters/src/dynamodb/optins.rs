@@ -3,13 +3,15 @@
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::ReturnValuesOnConditionCheckFailure;
 use lc_core::lifecycle::optin::{Optin, OptinSource, OptinState};
-use lc_core::ports::store::{Claim, Created, Finish, Reopened};
+use lc_core::ports::store::{Claim, Created, Finish, Reopened, Unsent};
 use lc_core::ports::{OptinStore, PortError};
 
 use super::errors::{condition_failed_put, port_error};
 use super::expr::{b, generation_condition, n, s, Expr, Updates};
 use super::items::{optin_from, optin_put_item};
-use super::keys::{optin_key, PK, TTL};
+use super::keys::{
+    optin_key, unsent_pk, unsent_shard_pk, unsent_sk, OPS_PK, OPS_SK, PK, SK, TTL, UNSENT_SHARDS,
+};
 use super::{Conditional, DynamoStore};
 
 /// `state = pending OR (state = sending AND lease_until_ms <= now)`: free to be claimed or
@@ -240,9 +242,11 @@ impl OptinStore for DynamoStore {
                     .set("last_error", s(reason));
             }
         }
-        // A closed opt-in is kept for the retention period, then DynamoDB's TTL removes it.
+        // A closed opt-in is kept for the retention period, then DynamoDB's TTL removes it; no
+        // first message is owed any more, so it leaves the unsent index.
         if !matches!(finish, Finish::Release { .. }) {
             u.set(TTL, n(self.retention.optin_expires_at(now_ms)));
+            u.remove(OPS_PK).remove(OPS_SK);
         }
         u.set("updated_at_ms", n(now_ms));
         let cond = u.condition(|e| {
@@ -270,7 +274,9 @@ impl OptinStore for DynamoStore {
         u.set("state", s(OptinState::Expired.as_str()))
             .set("last_error", s(reason))
             .set(TTL, n(self.retention.optin_expires_at(now_ms)))
-            .set("updated_at_ms", n(now_ms));
+            .set("updated_at_ms", n(now_ms))
+            .remove(OPS_PK)
+            .remove(OPS_SK);
         let cond = u.condition(|e| {
             let free = free_condition(e, now_ms);
             format!(
@@ -307,6 +313,68 @@ impl OptinStore for DynamoStore {
             .update(optin_key(key), u, cond, false, false)
             .await?
             .applied())
+    }
+
+    async fn retry_failed(&self, seen: &Optin, now_ms: i64, note: &str) -> Result<bool, PortError> {
+        let key = seen.key();
+        let mut u = Updates::default();
+        u.set("state", s(OptinState::Pending.as_str()))
+            .set("lease_until_ms", n(0))
+            .set("last_error", s(note))
+            .set("updated_at_ms", n(now_ms))
+            .set(OPS_PK, s(unsent_pk(&key)))
+            .set(OPS_SK, s(unsent_sk(seen.opted_in_at_ms)));
+        let cond = u.condition(|e| {
+            let generation = generation_condition(e, seen.generation);
+            format!(
+                "attribute_exists({pk}) AND {generation} AND {state} = {failed} AND \
+                 {deadline} > {now}",
+                pk = e.name(PK),
+                state = e.name("state"),
+                failed = e.value(s(OptinState::Failed.as_str())),
+                deadline = e.name("deadline_at_ms"),
+                now = e.value(n(now_ms)),
+            )
+        });
+        Ok(self
+            .update(optin_key(&key), u, cond, false, false)
+            .await?
+            .applied())
+    }
+
+    async fn oldest_unsent(&self, limit: usize) -> Result<Vec<Unsent>, PortError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // The oldest `limit` of each shard hold the oldest `limit` overall.
+        let mut owed = Vec::new();
+        for shard in 0..UNSENT_SHARDS {
+            for item in self
+                .query_index(&unsent_shard_pk(shard), limit, false)
+                .await?
+            {
+                let text = |k: &str| match item.get(k) {
+                    Some(aws_sdk_dynamodb::types::AttributeValue::S(v)) => Some(v.clone()),
+                    _ => None,
+                };
+                let (Some(optin_key), Some(at), Some(_)) = (text(PK), text(OPS_SK), text(SK))
+                else {
+                    continue;
+                };
+                let Ok(opted_in_at_ms) = at.parse::<i64>() else {
+                    continue;
+                };
+                owed.push(Unsent {
+                    optin_key,
+                    opted_in_at_ms,
+                });
+            }
+        }
+        owed.sort_by(|a, b| {
+            (a.opted_in_at_ms, &a.optin_key).cmp(&(b.opted_in_at_ms, &b.optin_key))
+        });
+        owed.truncate(limit);
+        Ok(owed)
     }
 }
 

@@ -17,7 +17,9 @@ use super::expr::{
     generation_condition, n, newer_condition, s, transact_check, transact_put, Expr, Updates,
 };
 use super::items::{optin_put_item, person_from, token_from};
-use super::keys::{optin_key, person_key, person_pk, token_key, PK, TOKEN_SK_PREFIX, TTL};
+use super::keys::{
+    optin_key, person_key, person_pk, token_key, OPS_PK, OPS_SK, PK, TOKEN_SK_PREFIX, TTL,
+};
 use super::{Conditional, DynamoStore};
 use lc_core::support::retention::Retention;
 
@@ -114,7 +116,9 @@ fn link_optin_item(
                 .set_if_absent("psid", s(&link.psid))
                 .set_if_absent("answered_at_ms", n(link.at_ms))
                 .set(TTL, ttl)
-                .set("updated_at_ms", n(now_ms));
+                .set("updated_at_ms", n(now_ms))
+                .remove(OPS_PK)
+                .remove(OPS_SK);
             let cond = u.condition(|e| same_state(e, read, now_ms));
             u.into_transact_item(table, key, Some(cond))
         }

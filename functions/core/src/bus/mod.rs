@@ -66,10 +66,12 @@ pub enum DetailType {
     MessageRefused,
     /// Meta refused a follow-up, or it could not be delivered within its retries.
     MessageFailed,
+    /// An operator ran a command of the operations function (who, what, the outcome).
+    OperatorCommand,
 }
 
 impl DetailType {
-    pub const ALL: [DetailType; 22] = [
+    pub const ALL: [DetailType; 23] = [
         DetailType::OptInReceived,
         DetailType::FirstMessageSent,
         DetailType::FirstMessageFailed,
@@ -92,6 +94,7 @@ impl DetailType {
         DetailType::MessageSent,
         DetailType::MessageRefused,
         DetailType::MessageFailed,
+        DetailType::OperatorCommand,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -118,6 +121,7 @@ impl DetailType {
             DetailType::MessageSent => "MessageSent",
             DetailType::MessageRefused => "MessageRefused",
             DetailType::MessageFailed => "MessageFailed",
+            DetailType::OperatorCommand => "OperatorCommand",
         }
     }
 }

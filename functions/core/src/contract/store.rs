@@ -67,6 +67,9 @@ pub async fn run_all<S: Store>(s: &S, unique_prefix: &str) {
     opt_out_keeps_first(s, p).await;
     page_pause(s, p).await;
     quarantine(s, p).await;
+    retry_failed_rules(s, p).await;
+    unsent_index(s, p).await;
+    paused_index(s, p).await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1480,6 +1483,245 @@ pub async fn page_pause<S: Store>(s: &S, p: &str) {
             .expect("page")
             .paused
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Operators: retrying a failed generation, and the indexes the operations sweep reads
+
+/// An operator's retry re-opens a `failed` generation before its deadline, and nothing else.
+pub async fn retry_failed_rules<S: Store>(s: &S, p: &str) {
+    let o = created(s, p, "retry").await;
+    let key = o.key();
+    assert!(
+        !s.retry_failed(&o, T0 + 10, "retry").await.expect("retry"),
+        "a pending opt-in is not failed"
+    );
+    let c = claimed(s, &key, T0 + 20).await;
+    let failed = Finish::Failed {
+        error: "bad_request: (#100) Invalid parameter".into(),
+    };
+    assert!(s
+        .finish(&key, c.attempts, &failed, T0 + 30)
+        .await
+        .expect("finish"));
+    let f = get(s, &key).await;
+    assert_eq!(f.state, OptinState::Failed);
+
+    let mut other = f.clone();
+    other.generation = 2;
+    assert!(
+        !s.retry_failed(&other, T0 + 40, "retry")
+            .await
+            .expect("retry"),
+        "another generation is not retried"
+    );
+    assert!(
+        !s.retry_failed(&f, f.deadline_at_ms, "retry")
+            .await
+            .expect("retry"),
+        "at the deadline a retry is meaningless"
+    );
+    assert_eq!(get(s, &key).await, f, "refused retries write nothing");
+
+    assert!(s
+        .retry_failed(&f, T0 + 50, "retried by operator: bad_request")
+        .await
+        .expect("retry"));
+    let r = get(s, &key).await;
+    assert_eq!(r.state, OptinState::Pending);
+    assert_eq!(r.lease_until_ms, 0);
+    assert_eq!(r.attempts, f.attempts, "attempts are history, kept");
+    assert_eq!(r.generation, f.generation);
+    assert_eq!(
+        r.last_error.as_deref(),
+        Some("retried by operator: bad_request")
+    );
+    assert_eq!(r.updated_at_ms, T0 + 50);
+    assert!(
+        !s.retry_failed(&f, T0 + 60, "again").await.expect("retry"),
+        "a second retry of the same failure is a no-op"
+    );
+    let c = claimed(s, &key, T0 + 70).await;
+    assert_eq!(
+        c.attempts,
+        f.attempts + 1,
+        "the retried generation is claimable"
+    );
+}
+
+/// A pending opt-in of this run at `opted_in_at_ms` (deadline a day later).
+async fn created_at<S: Store>(s: &S, p: &str, name: &str, opted_in_at_ms: i64) -> Optin {
+    let mut o = optin(p, name);
+    o.opted_in_at_ms = opted_in_at_ms;
+    o.deadline_at_ms = opted_in_at_ms + DAY_MS;
+    assert_eq!(s.create_optin(&o).await.expect("create"), Created::Created);
+    o
+}
+
+async fn owed_of_run<S: Store>(s: &S, p: &str) -> Vec<(String, i64)> {
+    s.oldest_unsent(100_000)
+        .await
+        .expect("oldest_unsent")
+        .into_iter()
+        .filter(|u| u.optin_key.contains(&format!("#{p}-owed-")))
+        .map(|u| (u.optin_key, u.opted_in_at_ms))
+        .collect()
+}
+
+/// The unsent index lists exactly the generations still owed a first message, oldest first,
+/// through every transition in and out.
+pub async fn unsent_index<S: Store>(s: &S, p: &str) {
+    let base = T0 - 10_000;
+    let a = created_at(s, p, "owed-a", base).await;
+    let b = created_at(s, p, "owed-b", base + 1_000).await;
+    let c = created_at(s, p, "owed-c", base + 2_000).await;
+    let d = created_at(s, p, "owed-d", base + 3_000).await;
+    let entry = |o: &Optin| (o.key(), o.opted_in_at_ms);
+    assert_eq!(
+        owed_of_run(s, p).await,
+        vec![entry(&a), entry(&b), entry(&c), entry(&d)],
+        "oldest first"
+    );
+    assert!(s.oldest_unsent(1).await.expect("oldest").len() == 1);
+    assert!(s.oldest_unsent(0).await.expect("oldest").is_empty());
+
+    // sending is still owed; sent is not.
+    let ca = match s.claim(&a.key(), 1, T0, T0 + LEASE).await.expect("claim") {
+        Claim::Claimed(o) => *o,
+        other => panic!("claim: {other:?}"),
+    };
+    assert_eq!(
+        owed_of_run(s, p).await.len(),
+        4,
+        "a send in flight is still owed"
+    );
+    let sent = Finish::Sent {
+        message_id: Some("m.a".into()),
+        sent_at_ms: T0 + 1,
+    };
+    assert!(s
+        .finish(&a.key(), ca.attempts, &sent, T0 + 1)
+        .await
+        .expect("finish"));
+    assert_eq!(
+        owed_of_run(s, p).await,
+        vec![entry(&b), entry(&c), entry(&d)]
+    );
+
+    // Expired at the deadline.
+    assert!(s
+        .expire(&b.key(), b.deadline_at_ms, "missed")
+        .await
+        .expect("expire")
+        .is_some());
+    // Failed, then retried by an operator; released attempts stay owed.
+    let cc = match s.claim(&c.key(), 1, T0, T0 + LEASE).await.expect("claim") {
+        Claim::Claimed(o) => *o,
+        other => panic!("claim: {other:?}"),
+    };
+    let release = Finish::Release {
+        error: "graph 500".into(),
+    };
+    assert!(s
+        .finish(&c.key(), cc.attempts, &release, T0 + 2)
+        .await
+        .expect("finish"));
+    assert_eq!(
+        owed_of_run(s, p).await,
+        vec![entry(&c), entry(&d)],
+        "a released attempt is still owed"
+    );
+    let cc = match s
+        .claim(&c.key(), 1, T0 + 3, T0 + LEASE)
+        .await
+        .expect("claim")
+    {
+        Claim::Claimed(o) => *o,
+        other => panic!("claim: {other:?}"),
+    };
+    let failed = Finish::Failed {
+        error: "bad_request".into(),
+    };
+    assert!(s
+        .finish(&c.key(), cc.attempts, &failed, T0 + 4)
+        .await
+        .expect("finish"));
+    assert_eq!(owed_of_run(s, p).await, vec![entry(&d)]);
+    let f = get(s, &c.key()).await;
+    assert!(s.retry_failed(&f, T0 + 5, "retry").await.expect("retry"));
+    assert_eq!(owed_of_run(s, p).await, vec![entry(&c), entry(&d)]);
+
+    // Answered by the person's reply.
+    let link = Link {
+        optin_key: d.key(),
+        page_id: d.page_id.clone(),
+        psid: format!("{p}-psid-owed-d"),
+        identifier: d.recipient.clone(),
+        at_ms: T0 + 6,
+        create_missing: false,
+    };
+    assert_eq!(
+        s.link(&link, T0 + 6).await.expect("link"),
+        LinkResult::Linked
+    );
+    assert_eq!(owed_of_run(s, p).await, vec![entry(&c)]);
+
+    // A new generation on a closed one is owed again, at its own opt-in time.
+    let sent_a = get(s, &a.key()).await;
+    let mut next = optin(p, "owed-a");
+    next.opted_in_at_ms = T0 + 7;
+    next.deadline_at_ms = T0 + 7 + DAY_MS;
+    let next = sent_a.next_generation(next);
+    assert_eq!(
+        s.reopen(&sent_a, &next).await.expect("reopen"),
+        Reopened::Reopened
+    );
+    assert_eq!(owed_of_run(s, p).await, vec![entry(&c), (a.key(), T0 + 7)]);
+}
+
+/// The paused index lists the Pages paused now, oldest pause first, with the pause fields.
+pub async fn paused_index<S: Store>(s: &S, p: &str) {
+    let one = format!("{p}-idx-page-1");
+    let two = format!("{p}-idx-page-2");
+    let mine =
+        |all: Vec<crate::ports::store::PageConfig>| -> Vec<(String, Option<String>, Option<i64>)> {
+            all.into_iter()
+                .filter(|c| c.page_id.starts_with(&format!("{p}-idx-")))
+                .inspect(|c| assert!(c.paused, "only paused Pages are listed"))
+                .map(|c| (c.page_id, c.paused_reason, c.paused_at_ms))
+                .collect()
+        };
+    assert!(s
+        .set_paused(&one, Some("operator: token rotation"), T0 + 100)
+        .await
+        .expect("pause"));
+    assert!(s
+        .set_paused(&two, Some("graph 368"), T0 + 50)
+        .await
+        .expect("pause"));
+    assert_eq!(
+        mine(s.list_paused(10_000).await.expect("list_paused")),
+        vec![
+            (two.clone(), Some("graph 368".into()), Some(T0 + 50)),
+            (
+                one.clone(),
+                Some("operator: token rotation".into()),
+                Some(T0 + 100)
+            ),
+        ]
+    );
+    assert!(s.set_paused(&two, None, T0 + 200).await.expect("resume"));
+    assert_eq!(
+        mine(s.list_paused(10_000).await.expect("list_paused")),
+        vec![(
+            one.clone(),
+            Some("operator: token rotation".into()),
+            Some(T0 + 100)
+        )]
+    );
+    assert!(s.set_paused(&one, None, T0 + 300).await.expect("resume"));
+    assert!(mine(s.list_paused(10_000).await.expect("list_paused")).is_empty());
+    assert!(s.list_paused(0).await.expect("list_paused").is_empty());
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -473,6 +473,12 @@ pub struct FirstMessageJob {
     /// The opt-in's `external_id`, so the outcome events name the business's id too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_id: Option<String>,
+    /// Set by an operator's redrive (the operations function) when the job leaves a
+    /// dead-letter queue: if its generation `failed` (Meta refused the request), the sender
+    /// re-opens it for one more try while its deadline is ahead, and refuses with the reason
+    /// when it is not. Without it a job for a failed opt-in is done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redriven_at_ms: Option<i64>,
 }
 
 /// What Meta answered to an attempt whose record could not be written at once.

@@ -777,6 +777,7 @@ impl Lifecycle {
             deadline_at_ms: optin.deadline_at_ms,
             enqueued_at_ms: now,
             external_id: optin.external_id.clone(),
+            redriven_at_ms: None,
         };
         let body = serde_json::to_string(&job).map_err(|e| ProcessError::Retry(e.to_string()))?;
         let failed = self

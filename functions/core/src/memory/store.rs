@@ -22,7 +22,7 @@ use crate::ports::identity::{
 use crate::ports::requests::RequestRecord;
 use crate::ports::store::{
     Claim, Created, Finish, Link, LinkPlan, LinkResult, MarketingToken, PageConfig, Person,
-    QuarantinedRecord, ReferralInfo, Reopened, UserMessage,
+    QuarantinedRecord, ReferralInfo, Reopened, Unsent, UserMessage,
 };
 use crate::ports::{
     IdentityStore, OptinStore, PageStore, PersonStore, PortError, QuarantineStore, RequestCounter,
@@ -371,6 +371,47 @@ impl OptinStore for MemoryStore {
         })
         .await
     }
+
+    async fn retry_failed(&self, seen: &Optin, now_ms: i64, note: &str) -> Result<bool, PortError> {
+        self.request("UpdateItem", |t| {
+            let Some(o) = t.optins.get_mut(&seen.key()) else {
+                return Ok(false);
+            };
+            if o.generation != seen.generation
+                || o.state != OptinState::Failed
+                || o.deadline_at_ms <= now_ms
+            {
+                return Ok(false);
+            }
+            o.state = OptinState::Pending;
+            o.lease_until_ms = 0;
+            o.last_error = Some(note.to_string());
+            o.updated_at_ms = now_ms;
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn oldest_unsent(&self, limit: usize) -> Result<Vec<Unsent>, PortError> {
+        // The adapter queries each shard of its index.
+        self.request("Query", |t| {
+            let mut owed: Vec<Unsent> = t
+                .optins
+                .iter()
+                .filter(|(_, o)| !o.state.is_closed())
+                .map(|(k, o)| Unsent {
+                    optin_key: k.clone(),
+                    opted_in_at_ms: o.opted_in_at_ms,
+                })
+                .collect();
+            owed.sort_by(|a, b| {
+                (a.opted_in_at_ms, &a.optin_key).cmp(&(b.opted_in_at_ms, &b.optin_key))
+            });
+            owed.truncate(limit);
+            Ok(owed)
+        })
+        .await
+    }
 }
 
 #[async_trait]
@@ -587,6 +628,28 @@ impl PageStore for MemoryStore {
             page.paused_at_ms = reason.map(|_| event_at_ms);
             page.pause_event_at_ms = Some(event_at_ms);
             Ok(true)
+        })
+        .await
+    }
+
+    async fn list_paused(&self, limit: usize) -> Result<Vec<PageConfig>, PortError> {
+        self.request("Query", |t| {
+            // The pause fields only, as the DynamoDB index projects them.
+            let mut paused: Vec<PageConfig> = t
+                .pages
+                .values()
+                .filter(|p| p.paused)
+                .map(|p| PageConfig {
+                    page_id: p.page_id.clone(),
+                    paused: p.paused,
+                    paused_reason: p.paused_reason.clone(),
+                    paused_at_ms: p.paused_at_ms,
+                    ..PageConfig::default()
+                })
+                .collect();
+            paused.sort_by(|a, b| (a.paused_at_ms, &a.page_id).cmp(&(b.paused_at_ms, &b.page_id)));
+            paused.truncate(limit);
+            Ok(paused)
         })
         .await
     }

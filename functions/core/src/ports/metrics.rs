@@ -5,8 +5,14 @@
 //! new variant without a name, unit or dimensions does not compile, and nothing reaches a metric
 //! through a log field. Names are a contract with the alarms and dashboards
 //! (`docs/observability.md`): do not rename. Dimensions are small fixed sets of enum names: never
-//! a Page id, PSID, login_id or user_ref.
+//! a PSID, login_id or user_ref, and a Page id only on the Page-token metrics, whose Pages are
+//! the ones configured in the secret (a handful, bounded by configuration, not by traffic).
+//!
+//! Gauges (a state measured now: Pages paused, the oldest unsent first message, a token's
+//! expiry) are written as one-value distributions: a warm process never writes a stale value
+//! again on a later invocation, as a registered gauge would.
 
+use std::borrow::Cow;
 use std::sync::Mutex;
 
 use crate::funnel::FunnelStage;
@@ -60,6 +66,17 @@ pub enum Metric {
         stage: FunnelStage,
         entry_point: EntryPoint,
     },
+    /// Gauge: Pages paused right now (the operations sweep, every minute, 0 included).
+    PagesPausedNow(u32),
+    /// Gauge: how long the oldest first message still owed (opt-in `pending` or `sending`)
+    /// has waited since its opt-in, in seconds; 0 when none is owed.
+    OldestUnsentFirstMessageAge { seconds: i64 },
+    /// Gauge: a configured Page token as `debug_token` sees it (valid, and for the Page it is
+    /// configured for).
+    PageTokenValid { page_id: String, valid: bool },
+    /// Gauge: whole days until a configured Page token expires (tokens that never expire write
+    /// nothing).
+    PageTokenDaysToExpiry { page_id: String, days: i64 },
 }
 
 /// The CloudWatch unit of a point.
@@ -67,6 +84,7 @@ pub enum Metric {
 pub enum Unit {
     Count,
     Milliseconds,
+    Seconds,
 }
 
 /// One observation as the backend writes it.
@@ -75,7 +93,7 @@ pub struct Point {
     pub name: &'static str,
     pub unit: Unit,
     /// Dimensions besides the function (`service`), which the adapter adds.
-    pub dims: Vec<(&'static str, &'static str)>,
+    pub dims: Vec<(&'static str, Cow<'static, str>)>,
     pub value: f64,
     /// `true`: every value is kept (percentiles); `false`: values are summed.
     pub distribution: bool,
@@ -92,15 +110,26 @@ impl Point {
         }
     }
 
-    fn with(mut self, dim: &'static str, value: &'static str) -> Point {
-        self.dims.push((dim, value));
+    fn with(mut self, dim: &'static str, value: impl Into<Cow<'static, str>>) -> Point {
+        self.dims.push((dim, value.into()));
         self
+    }
+
+    /// One value of a gauge (kept as it is, never summed).
+    fn gauge(name: &'static str, value: f64) -> Point {
+        Point {
+            name,
+            unit: Metric::unit_of(name),
+            dims: Vec::new(),
+            value,
+            distribution: true,
+        }
     }
 }
 
 impl Metric {
     /// Every metric name this service writes, for docs and the alarms' contract test.
-    pub const NAMES: [&'static str; 18] = [
+    pub const NAMES: [&'static str; 22] = [
         "WebhookEvents",
         "SignatureFailures",
         "EnqueueFailures",
@@ -119,17 +148,32 @@ impl Metric {
         "LoginsAwaitingWebhook",
         "LoginOptinUnconfirmed",
         "Funnel",
+        "PagesPausedNow",
+        "OldestUnsentFirstMessageAge",
+        "PageTokenValid",
+        "PageTokenDaysToExpiry",
     ];
 
-    /// Names written as distributions (every value kept); all others are summed counts.
-    pub const DISTRIBUTIONS: [&'static str; 1] = ["OptinToSentLatency"];
+    /// Names written as distributions (every value kept: latencies, and the gauges); all
+    /// others are summed counts.
+    pub const DISTRIBUTIONS: [&'static str; 5] = [
+        "OptinToSentLatency",
+        "PagesPausedNow",
+        "OldestUnsentFirstMessageAge",
+        "PageTokenValid",
+        "PageTokenDaysToExpiry",
+    ];
+
+    /// The only metrics with a `page_id` dimension: one series per Page configured in the
+    /// secret (bounded by configuration, a handful), never per person or per event.
+    pub const PAGE_DIMENSIONED: [&'static str; 2] = ["PageTokenValid", "PageTokenDaysToExpiry"];
 
     /// The unit a metric name is written with.
     pub fn unit_of(name: &str) -> Unit {
-        if Self::DISTRIBUTIONS.contains(&name) {
-            Unit::Milliseconds
-        } else {
-            Unit::Count
+        match name {
+            "OptinToSentLatency" => Unit::Milliseconds,
+            "OldestUnsentFirstMessageAge" => Unit::Seconds,
+            _ => Unit::Count,
         }
     }
 
@@ -176,6 +220,21 @@ impl Metric {
             Metric::Funnel { stage, entry_point } => vec![Point::count("Funnel", 1.0)
                 .with("stage", stage.as_str())
                 .with("entry_point", entry_point.as_str())],
+            Metric::PagesPausedNow(n) => vec![Point::gauge("PagesPausedNow", f64::from(*n))],
+            Metric::OldestUnsentFirstMessageAge { seconds } => vec![Point::gauge(
+                "OldestUnsentFirstMessageAge",
+                (*seconds).max(0) as f64,
+            )],
+            Metric::PageTokenValid { page_id, valid } => {
+                vec![
+                    Point::gauge("PageTokenValid", if *valid { 1.0 } else { 0.0 })
+                        .with("page_id", page_id.clone()),
+                ]
+            }
+            Metric::PageTokenDaysToExpiry { page_id, days } => {
+                vec![Point::gauge("PageTokenDaysToExpiry", *days as f64)
+                    .with("page_id", page_id.clone())]
+            }
         }
     }
 }
@@ -257,6 +316,16 @@ mod tests {
                 stage: FunnelStage::Reply24h,
                 entry_point: EntryPoint::Checkbox,
             },
+            Metric::PagesPausedNow(2),
+            Metric::OldestUnsentFirstMessageAge { seconds: 90 },
+            Metric::PageTokenValid {
+                page_id: "100".into(),
+                valid: false,
+            },
+            Metric::PageTokenDaysToExpiry {
+                page_id: "100".into(),
+                days: 6,
+            },
         ]
     }
 
@@ -272,13 +341,18 @@ mod tests {
                         ![
                             "service",
                             "page",
-                            "page_id",
                             "psid",
                             "login_id",
+                            "user_ref",
                             "recipient"
                         ]
                         .contains(dim),
                         "{} has dimension {dim}",
+                        p.name
+                    );
+                    assert!(
+                        *dim != "page_id" || Metric::PAGE_DIMENSIONED.contains(&p.name),
+                        "{} has a page_id dimension but is not a Page-token metric",
                         p.name
                     );
                 }
@@ -319,9 +393,30 @@ mod tests {
         .points()[0];
         assert_eq!(
             p.dims,
-            vec![("source", "login"), ("entry_point", "checkbox")]
+            vec![
+                ("source", "login".into()),
+                ("entry_point", "checkbox".into())
+            ]
         );
         let p = &Metric::GraphError(ErrorClass::OperatorAction).points()[0];
-        assert_eq!(p.dims, vec![("class", "operator_action")]);
+        assert_eq!(p.dims, vec![("class", "operator_action".into())]);
+    }
+
+    #[test]
+    fn gauges_keep_their_value_and_unit() {
+        let p = &Metric::OldestUnsentFirstMessageAge { seconds: -5 }.points()[0];
+        assert_eq!(
+            (p.value, p.unit, p.distribution),
+            (0.0, Unit::Seconds, true)
+        );
+        let p = &Metric::PageTokenDaysToExpiry {
+            page_id: "42".into(),
+            days: 6,
+        }
+        .points()[0];
+        assert_eq!(p.dims, vec![("page_id", Cow::from("42"))]);
+        assert_eq!(p.value, 6.0);
+        let p = &Metric::PagesPausedNow(0).points()[0];
+        assert_eq!((p.value, p.distribution), (0.0, true), "zero is written");
     }
 }

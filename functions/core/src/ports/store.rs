@@ -118,6 +118,22 @@ pub trait OptinStore: Send + Sync {
     /// carries it into the history) only if that generation is current, its source is `login`
     /// and it is not confirmed yet, in any state. `true` if this call recorded it.
     async fn confirm(&self, key: &str, generation: u32, at_ms: i64) -> Result<bool, PortError>;
+    /// An operator's retry of a failed generation (a redriven job says so): generation
+    /// `seen.generation`, still `failed`, before its deadline -> `pending` (lease cleared,
+    /// `last_error` = `note`), owed again. `false`: the record is not that (another state or
+    /// generation, or the deadline passed), nothing written.
+    async fn retry_failed(&self, seen: &Optin, now_ms: i64, note: &str) -> Result<bool, PortError>;
+    /// The first messages still owed (opt-ins `pending` or `sending`), oldest opt-in first, at
+    /// most `limit`. Reads an index of the owed ones only (DynamoDB: the sparse `ops` index),
+    /// so its cost does not grow with the opt-ins already answered.
+    async fn oldest_unsent(&self, limit: usize) -> Result<Vec<Unsent>, PortError>;
+}
+
+/// A first message still owed, as the unsent index lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unsent {
+    pub optin_key: String,
+    pub opted_in_at_ms: i64,
 }
 
 /// Where a person came from (m.me link, ad, ...), kept as Meta sent it.
@@ -427,6 +443,9 @@ pub trait PageStore: Send + Sync {
         reason: Option<&str>,
         event_at_ms: i64,
     ) -> Result<bool, PortError>;
+    /// The Pages paused now (by [`PageStore::set_paused`]), oldest pause first, at most
+    /// `limit`. Reads an index of the paused ones only (DynamoDB: the sparse `ops` index).
+    async fn list_paused(&self, limit: usize) -> Result<Vec<PageConfig>, PortError>;
 }
 
 /// A signed event we could not act on, kept whole for inspection and replay.

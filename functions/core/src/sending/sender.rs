@@ -137,6 +137,9 @@ pub enum JobOutcome {
     BadRequest { reason: String },
     /// The deadline passed before the message could go: recorded as missed.
     Expired { reason: String },
+    /// An operator redrove the job of a failed generation, and a retry is no longer
+    /// meaningful (its deadline passed): refused, the opt-in stays `failed`.
+    RedriveRefused { reason: String },
 }
 
 impl JobOutcome {
@@ -152,6 +155,7 @@ impl JobOutcome {
             JobOutcome::PagePaused { .. } => "page_paused",
             JobOutcome::BadRequest { .. } => "bad_request",
             JobOutcome::Expired { .. } => "expired",
+            JobOutcome::RedriveRefused { .. } => "redrive_refused",
         }
     }
 }
@@ -337,7 +341,12 @@ impl Sender {
         if let Some(sent) = &job.sent {
             return Ok(self.record_only(job, sent, now).await?);
         }
-        let optin = self.load(&job.optin_key, job.generation, now).await?;
+        let optin = match self.load(&job.optin_key, job.generation, now).await {
+            Err(Stop::Done(JobOutcome::AlreadyDone {
+                state: Some(OptinState::Failed),
+            })) if job.redriven_at_ms.is_some() => self.retry_failed(job, now).await?,
+            other => other?,
+        };
         let gate = self.gate(&optin, now).await?;
         let claimed = self.claim(&optin, now).await?;
         let auth = self.credentials(&claimed, now).await?;
@@ -376,6 +385,42 @@ impl Sender {
             }));
         }
         Ok(optin)
+    }
+
+    /// A redriven job whose generation failed: re-open it for one more try (the store's
+    /// `retry_failed`: still that generation, still `failed`, before the deadline), or refuse
+    /// with the reason. The Graph request is built again from today's config, so a fixed
+    /// `first_message` is what goes out.
+    async fn retry_failed(&self, job: &FirstMessageJob, now: i64) -> Result<Optin, Stop> {
+        let Some(optin) = self.table.optins.get_optin(&job.optin_key).await? else {
+            return Err(Stop::Done(JobOutcome::AlreadyDone { state: None }));
+        };
+        let hash = hash_id(&job.optin_key);
+        if job.generation.is_some_and(|g| g != optin.generation)
+            || optin.state != OptinState::Failed
+        {
+            // A later generation, or the record moved on since `load`: decide as usual.
+            return self.load(&job.optin_key, job.generation, now).await;
+        }
+        if now >= optin.deadline_at_ms {
+            let reason = format!(
+                "redriven {} s after the deadline: a first message can no longer be sent; \
+                 the opt-in stays failed ({})",
+                (now - optin.deadline_at_ms) / 1000,
+                optin.last_error.as_deref().unwrap_or("no error recorded")
+            );
+            tracing::warn!(optin = %hash, reason = %reason, "redrive refused");
+            return Err(Stop::Done(JobOutcome::RedriveRefused { reason }));
+        }
+        let note = format!(
+            "retried after an operator redrive; it had failed: {}",
+            optin.last_error.as_deref().unwrap_or("no error recorded")
+        );
+        if !self.table.optins.retry_failed(&optin, now, &note).await? {
+            return self.load(&job.optin_key, job.generation, now).await;
+        }
+        tracing::info!(optin = %hash, generation = optin.generation, "failed opt-in re-opened by a redrive");
+        self.load(&job.optin_key, job.generation, now).await
     }
 
     /// Everything that may hold the message back before a claim: the Page's pause, pacing,
@@ -592,6 +637,7 @@ impl Sender {
             deadline_at_ms: claimed.deadline_at_ms,
             enqueued_at_ms: self.clock.now_ms(),
             external_id: claimed.external_id.clone(),
+            redriven_at_ms: None,
         };
         let body = serde_json::to_string(&job)
             .map_err(|e| JobError::Backend(PortError::Rejected(e.to_string())))?;
