@@ -8,7 +8,7 @@ use lc_core::ports::{SystemClock, Table};
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     telemetry::init("ops");
-    let sdk = aws::load_config().await;
+    let sdk = aws::load_config().await?;
     let graph = GraphClient::from_env()?;
     let ops = Operations::new(
         OpsPorts {

@@ -124,7 +124,7 @@ async fn moto() -> Moto {
         endpoint.starts_with("http://127.0.0.1"),
         "run tests/run.sh (moto on 127.0.0.1), got {endpoint:?}"
     );
-    let sdk = lc_adapters::aws::load_config().await;
+    let sdk = lc_adapters::aws::load_config().await.expect("aws config");
     let ddb = aws_sdk_dynamodb::Client::new(&sdk);
     let table = unique("ops");
     create_table(&ddb, &table).await.expect("table");
