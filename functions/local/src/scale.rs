@@ -196,8 +196,8 @@ pub struct ScaleReport {
     pub events_dead_letters: usize,
     pub max_outbound_depth: usize,
     pub max_outbound_in_flight: usize,
-    /// Steps in which the sender could not receive: the outbound queue was at its in-flight
-    /// limit (SQS answers OverLimit).
+    /// Steps in which a sender instance could not receive: the outbound queue was at its
+    /// in-flight limit (SQS answers OverLimit).
     pub over_limit_steps: u64,
     pub backlog_at_recovery: usize,
     pub drained_after_recovery_s: Option<i64>,
@@ -774,13 +774,10 @@ pub async fn run(config: &ScaleConfig) -> Result<ScaleReport, String> {
         }
 
         // The sender function: one batch per instance, each with its own pacer.
-        let in_flight = jobs.in_flight();
-        report.max_outbound_in_flight = report.max_outbound_in_flight.max(in_flight);
-        if in_flight >= config.max_in_flight {
-            report.over_limit_steps += 1;
-        }
         for sender in &senders {
-            if jobs.in_flight() >= config.max_in_flight {
+            // A receive would take the queue past its in-flight limit: SQS answers OverLimit.
+            if jobs.in_flight() + config.batch_size > config.max_in_flight {
+                report.over_limit_steps += 1;
                 break;
             }
             let batch = jobs.receive(config.batch_size);
@@ -790,6 +787,7 @@ pub async fn run(config: &ScaleConfig) -> Result<ScaleReport, String> {
             let fates = join_all(batch.iter().map(|m| sender.handle_message(&m.body))).await;
             settle_batch(&jobs, Some(&jobs_dlq), &batch, fates).await;
         }
+        report.max_outbound_in_flight = report.max_outbound_in_flight.max(jobs.in_flight());
 
         // Scheduler fires what is due, at most its target rate; Lambda queues the rest.
         for s in scheduler.due(t) {
