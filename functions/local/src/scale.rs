@@ -184,7 +184,10 @@ pub struct ScaleReport {
     pub graph_attempts: u64,
     pub graph_5xx: u64,
     pub duplicate_refusals: u64,
+    /// Opt-ins whose webhook delivery was answered 429 at least once (the Function URL's
+    /// requests/s), and the longest an opt-in waited at Meta before the webhook took it.
     pub webhook_throttled: u64,
+    pub max_webhook_wait_s: i64,
     pub max_live_schedules: usize,
     pub checks_fired: u64,
     pub max_checks_fired_per_min: u64,
@@ -236,7 +239,7 @@ impl ScaleReport {
             .collect();
         format!(
             "scale detail: simulated_hours={:.1} wall_s={:.1} missed={} graph_attempts={} graph_5xx={} \
-             duplicate_refusals={} webhook_throttled={} max_outbound_depth={} \
+             duplicate_refusals={} webhook_throttled={} max_webhook_wait_s={} max_outbound_depth={} \
              max_outbound_in_flight={} over_limit_steps={} backlog_at_recovery={} \
              drained_after_recovery_s={} max_live_schedules={} checks_fired={} \
              max_checks_fired_per_min={} max_deadline_backlog={} max_deadline_wait_s={} \
@@ -250,6 +253,7 @@ impl ScaleReport {
             self.graph_5xx,
             self.duplicate_refusals,
             self.webhook_throttled,
+            self.max_webhook_wait_s,
             self.max_outbound_depth,
             self.max_outbound_in_flight,
             self.over_limit_steps,
@@ -695,7 +699,10 @@ pub async fn run(config: &ScaleConfig) -> Result<ScaleReport, String> {
     let mut next_k = 0usize;
     let mut arrivals_in_second: (i64, u64) = (-1, 0);
     // Bodies Meta is delivering (new, or again after a 429), oldest first.
-    let mut meta_outbox: VecDeque<Vec<u8>> = VecDeque::new();
+    // Each with its opt-in's number and time.
+    let mut meta_outbox: VecDeque<(usize, i64, Vec<u8>)> = VecDeque::new();
+    // Opt-ins up to this number have been counted as throttled.
+    let mut throttled_through: Option<usize> = None;
     // Checks Scheduler has fired but not yet handed over (throttled), and checks Lambda holds
     // for the deadline function (its async queue), each with the time it entered.
     let mut scheduler_backlog: VecDeque<(i64, OneTimeSchedule)> = VecDeque::new();
@@ -737,12 +744,14 @@ pub async fn run(config: &ScaleConfig) -> Result<ScaleReport, String> {
             let page = &pages[page_index(next_k, &page_weights)];
             let id = login_id(next_k);
             sim.register_login_id(&id, Some(page), at);
-            meta_outbox.push_back(
+            meta_outbox.push_back((
+                next_k,
+                at,
                 format!(
                     r#"{{"object":"page","entry":[{{"id":"{page}","time":{at},"messaging":[{{"recipient":{{"id":"{page}"}},"timestamp":{at},"optin":{{"login_id":"{id}"}}}}]}}]}}"#
                 )
                 .into_bytes(),
-            );
+            ));
             next_k += 1;
         }
 
@@ -750,18 +759,28 @@ pub async fn run(config: &ScaleConfig) -> Result<ScaleReport, String> {
         // answered 429 and Meta delivers them again.
         let mut served = 0;
         while served < webhook_per_step {
-            let Some(body) = meta_outbox.pop_front() else {
+            let Some((k, at, body)) = meta_outbox.pop_front() else {
                 break;
             };
             served += 1;
+            report.max_webhook_wait_s = report.max_webhook_wait_s.max((t - at) / 1000);
             let signature = sign(&app_secret, &body);
             let (receipt, _) = intake.receive(Some(signature.as_str()), false, &body).await;
             if receipt != Receipt::Accepted {
-                report.webhook_throttled += 1;
-                meta_outbox.push_back(body);
+                // Refused (not throttled): Meta delivers it again after the others.
+                meta_outbox.push_back((k, at, body));
             }
         }
-        report.webhook_throttled += meta_outbox.len() as u64;
+        // What is left was answered 429. It is the range of opt-ins from the front to the
+        // back (first in, first out): count each opt-in once.
+        if let (Some((front, _, _)), Some((back, _, _))) = (meta_outbox.front(), meta_outbox.back())
+        {
+            let from = throttled_through.map_or(*front, |done| (*front).max(done + 1));
+            if *back >= from {
+                report.webhook_throttled += (*back - from + 1) as u64;
+                throttled_through = Some(*back);
+            }
+        }
 
         // The events function: one batch per instance.
         for _ in 0..config.events_instances {
