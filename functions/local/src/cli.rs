@@ -43,6 +43,10 @@ pub enum Command {
     Load(LoadArgs),
     /// POST one follow-up to a running `serve` (`/v1/messages`) and print the answer.
     Message(MessageArgs),
+    /// A simulated day of opt-ins (and the day after) through the real domain code, the
+    /// in-memory backends and the Graph simulator with Meta's per-Page rate, with a Meta
+    /// outage; prints one `scale ...` line and fails if an opt-in was late or lost.
+    Scale(ScaleArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -109,6 +113,69 @@ pub struct LoadArgs {
     /// Pages the opt-ins are spread over.
     #[arg(long, default_value_t = 20)]
     pub pages: usize,
+}
+
+/// `scale`: defaults are the template's (reserved concurrency, batch size, margin, queues).
+#[derive(Debug, Clone, Args)]
+pub struct ScaleArgs {
+    /// Opt-ins in the simulated day.
+    #[arg(long, default_value_t = 100_000)]
+    pub optins: usize,
+    /// Pages (Zipf weights: the first is the biggest).
+    #[arg(long, default_value_t = 10)]
+    pub pages: usize,
+    /// Peak arrival rate over the day's mean rate.
+    #[arg(long, default_value_t = 10.0)]
+    pub peak_ratio: f64,
+    /// Hours the arrival curve spans (24 = a day; fewer squeezes the same day into less time).
+    #[arg(long, default_value_t = 24.0)]
+    pub arrival_hours: f64,
+    /// Hour of the simulated day at which Meta starts answering 5xx.
+    #[arg(long, default_value_t = 16.0)]
+    pub outage_start_hour: f64,
+    /// How long Meta answers 5xx (0 = no outage).
+    #[arg(long, default_value_t = 6.0)]
+    pub outage_hours: f64,
+    /// Simulated milliseconds per step (one invocation per function instance per step).
+    #[arg(long, default_value_t = 250)]
+    pub step_ms: i64,
+    /// Webhook requests per second (Function URL: 10 x reserved concurrency).
+    #[arg(long, default_value_t = 500)]
+    pub webhook_rps: u32,
+    /// Events function instances (its reserved concurrency).
+    #[arg(long, default_value_t = 20)]
+    pub events_instances: usize,
+    /// Sender function instances (its reserved concurrency).
+    #[arg(long, default_value_t = 10)]
+    pub sender_instances: usize,
+    /// Deadline function instances (its reserved concurrency).
+    #[arg(long, default_value_t = 10)]
+    pub deadline_instances: usize,
+    /// LC_SENDING_INSTANCES: the processes sharing a Page's rate.
+    #[arg(long, default_value_t = 20)]
+    pub pacing_instances: u32,
+    /// The sender slows a Page when Meta's usage headers pass this percentage (above 100:
+    /// only Meta's explicit regain-access and retry-after times are honoured).
+    #[arg(long, default_value_t = 80)]
+    pub pace_threshold_percent: u32,
+    /// Meta's per-Page send rate (the simulator enforces it).
+    #[arg(long, default_value_t = 300)]
+    pub page_rate: u32,
+    /// EventBridge Scheduler target invocations per second.
+    #[arg(long, default_value_t = 1_000)]
+    pub scheduler_tps: u32,
+    /// SQS event source batch size.
+    #[arg(long, default_value_t = 10)]
+    pub batch_size: usize,
+    /// The deadline check fires this long before the deadline.
+    #[arg(long, default_value_t = 3_600)]
+    pub deadline_margin_secs: i64,
+    /// Outbound queue maxReceiveCount.
+    #[arg(long, default_value_t = 100)]
+    pub outbound_max_receives: u32,
+    /// SQS in-flight limit of a standard queue (received, not deleted, still hidden).
+    #[arg(long, default_value_t = 120_000)]
+    pub max_in_flight: usize,
 }
 
 #[cfg(test)]

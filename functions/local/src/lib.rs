@@ -5,6 +5,7 @@ pub mod cost;
 pub mod demo;
 pub mod load;
 pub mod pipeline;
+pub mod scale;
 pub mod serve;
 
 /// Human-readable logs on stderr (`RUST_LOG`, default `warn`).

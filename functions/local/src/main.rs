@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use lc_local::cli::{Cli, Command, ServeArgs};
 use lc_local::serve::Settings;
-use lc_local::{demo, init_logs, load, serve};
+use lc_local::{demo, init_logs, load, scale, serve};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -39,6 +39,13 @@ fn main() -> ExitCode {
         Some(Command::Load(args)) => {
             init_logs();
             runtime.block_on(load::load(&cli.common, &args))
+        }
+        Some(Command::Scale(args)) => {
+            // Millions of retries during the outage: logs only when asked for (RUST_LOG).
+            if std::env::var_os("RUST_LOG").is_some() {
+                init_logs();
+            }
+            runtime.block_on(scale::scale(&args))
         }
     };
     match result {

@@ -218,6 +218,11 @@ async fn error_classes_from_the_simulator() {
     let (outcomes, _) = drain(&w, 20).await;
     let mut rules: Vec<&str> = outcomes
         .iter()
+        // Four sends to one Page exceed one process's pacing share in a second: those held
+        // back come again later; they are not an error class.
+        .filter(
+            |o| !matches!(o, JobOutcome::RetryLater { reason, .. } if reason.starts_with("pacing")),
+        )
         .map(|o| match o {
             JobOutcome::Refused { rule, .. } | JobOutcome::Unreachable { rule } => *rule,
             other => other.name(),
@@ -287,6 +292,8 @@ async fn error_classes_from_the_simulator() {
     login_optin(&w, "L3").await;
     let job = queued_jobs(&w).pop().unwrap();
     w.metrics.take();
+    // Past the pacing window the sends above filled.
+    w.advance(2_000);
     let out = w.sender.run_job(&job).await.unwrap();
     assert!(matches!(out, JobOutcome::PagePaused { .. }), "{out:?}");
     // Counted where it happened, through the metrics port (the alarms read these).

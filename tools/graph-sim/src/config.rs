@@ -48,6 +48,10 @@ pub struct SimConfig {
     pub lost_answers: LostAnswerFaults,
     /// Sim clock = real clock + this offset (ms).
     pub clock_offset_ms: i64,
+    /// Keep every accepted message and every attempt (default). Off for runs of millions of
+    /// sends: only the counters are kept, so `messages()` and `attempts()` stay empty and the
+    /// duplicate counters (derived from the attempt log) stay 0.
+    pub keep_logs: bool,
 }
 
 impl Default for SimConfig {
@@ -65,6 +69,7 @@ impl Default for SimConfig {
             faults: Faults::default(),
             lost_answers: LostAnswerFaults::default(),
             clock_offset_ms: 0,
+            keep_logs: true,
         }
     }
 }

@@ -39,6 +39,18 @@ pub use types::{
     PersonRegistration, SentMessage, Stats, UserRefRegistration, UserTokenRegistration,
 };
 
+/// The answer to a send made in-process ([`SimHandle::send_direct`]): what the HTTP layer
+/// would have answered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DirectAnswer {
+    pub status: u16,
+    pub body: serde_json::Value,
+    /// The response headers (the usage headers), lower-case names.
+    pub headers: Vec<(&'static str, String)>,
+    /// How long the HTTP layer would hold the answer (latency + an injected timeout).
+    pub hold_ms: u64,
+}
+
 /// Milliseconds in 24 h (the standard and one-shot windows).
 pub const DAY_MS: i64 = state::DAY_MS;
 
@@ -379,6 +391,42 @@ impl SimHandle {
     /// (any recipient kind, any Page, any outcome).
     pub fn attempts_for(&self, recipient_id: &str) -> usize {
         self.with(|s| s.attempts_for(recipient_id))
+    }
+
+    /// One Send API call without HTTP, for simulations of millions of sends: the same rules,
+    /// faults, rate window, usage headers and counters as `POST /{version}/{node}/messages`
+    /// with the token in `access_token`. The sim clock is read as for an HTTP request; the
+    /// time the HTTP layer would hold the answer (latency, an injected timeout) is returned in
+    /// [`DirectAnswer::hold_ms`], not slept.
+    pub fn send_direct(
+        &self,
+        version: &str,
+        node: &str,
+        access_token: Option<&str>,
+        appsecret_proof: Option<&str>,
+        body: &[u8],
+    ) -> DirectAnswer {
+        self.with(|s| {
+            let latency_ms = s.faults().latency_ms;
+            let now = s.now_ms();
+            let plan = s.process_send(
+                now,
+                &state::SendInput {
+                    version,
+                    node,
+                    token: access_token,
+                    appsecret_proof,
+                    query_ok: true,
+                    body,
+                },
+            );
+            DirectAnswer {
+                status: plan.response.status,
+                body: plan.response.body,
+                headers: plan.response.headers,
+                hold_ms: latency_ms.saturating_add(plan.delay_ms),
+            }
+        })
     }
 
     /// Counters.

@@ -253,6 +253,9 @@ pub(crate) struct State {
     messages: Vec<SentMessage>,
     /// Every send attempt, oldest first.
     attempts: Vec<Attempt>,
+    /// Attempts counted, whether or not `attempts` keeps them (`keep_logs`).
+    attempt_count: u64,
+    keep_logs: bool,
     /// Times of the attempts counted against each Page's limit (sliding
     /// 1 s window): every attempt that passed the token checks and was not
     /// itself refused with 613.
@@ -311,6 +314,8 @@ impl State {
             ig_people: HashMap::new(),
             messages: Vec::new(),
             attempts: Vec::new(),
+            attempt_count: 0,
+            keep_logs: config.keep_logs,
             windows: HashMap::new(),
             stats: Stats::default(),
             next_message_id: 1,
@@ -612,7 +617,7 @@ impl State {
 
     pub(crate) fn stats(&self) -> Stats {
         let mut stats = self.stats.clone();
-        stats.attempts = self.attempts.len() as u64;
+        stats.attempts = self.attempt_count;
         // Derived from the attempt log rather than counted on the way, so
         // the two can never disagree.
         let mut tried: HashMap<(&str, &str, &str), u64> = HashMap::new();
@@ -758,7 +763,11 @@ impl State {
         outcome: AttemptOutcome,
         lost_answer: Option<FaultKind>,
     ) {
-        let seq = self.attempts.len() as u64 + 1;
+        self.attempt_count += 1;
+        if !self.keep_logs {
+            return;
+        }
+        let seq = self.attempt_count;
         self.attempts.push(Attempt {
             seq,
             at_ms: now,
@@ -1199,18 +1208,20 @@ impl State {
                 let message_id = format!("m_{}", self.next_message_id);
                 self.next_message_id += 1;
                 self.stats.accepted += 1;
-                self.messages.push(SentMessage {
-                    page_id: page_id.to_owned(),
-                    recipient: req.recipient_json,
-                    messaging_type: req
-                        .messaging_type
-                        .map_or("", MessagingType::as_str)
-                        .to_owned(),
-                    tag: req.tag,
-                    message,
-                    message_id: message_id.clone(),
-                    at_ms: now,
-                });
+                if self.keep_logs {
+                    self.messages.push(SentMessage {
+                        page_id: page_id.to_owned(),
+                        recipient: req.recipient_json,
+                        messaging_type: req
+                            .messaging_type
+                            .map_or("", MessagingType::as_str)
+                            .to_owned(),
+                        tag: req.tag,
+                        message,
+                        message_id: message_id.clone(),
+                        at_ms: now,
+                    });
+                }
                 body.insert("message_id".to_owned(), Value::String(message_id));
             }
             None => self.stats.sender_actions += 1,

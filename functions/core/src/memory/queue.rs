@@ -8,7 +8,7 @@
 //! accepted again without a second copy; entries without a group and per-message delays are
 //! refused, as SQS refuses them.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
@@ -36,21 +36,76 @@ struct Stored {
     body: String,
     attributes: Vec<(String, String)>,
     visible_at_ms: i64,
+    /// When it was sent (SQS's `ApproximateAgeOfOldestMessage` counts from here).
+    sent_at_ms: i64,
     receive_count: u32,
     receipt: Option<String>,
     /// FIFO only.
     group: Option<String>,
 }
 
+/// The messages and two indexes, so a receive, delete or visibility change costs a few map
+/// operations however deep the queue is (a simulated day holds hundreds of thousands): every
+/// message is either `ready` (it was visible when last looked at) or `waiting` until its
+/// `visible_at_ms`, and `receipts` names the message each live receipt handle belongs to.
 #[derive(Debug, Default)]
 struct State {
     next_id: u64,
     next_receipt: u64,
     messages: BTreeMap<u64, Stored>,
+    ready: BTreeSet<u64>,
+    waiting: BTreeSet<(i64, u64)>,
+    receipts: HashMap<String, u64>,
+    /// Received and hidden, not deleted: SQS's in-flight count (a retry delayed with a
+    /// visibility change stays in flight).
+    in_flight: usize,
     fault: QueueFault,
     calls: u64,
     /// FIFO: deduplication id -> when it was accepted.
     dedup: HashMap<String, i64>,
+}
+
+impl State {
+    /// Hides received message `id` until `at_ms` (it is in flight until then).
+    fn wait_until(&mut self, id: u64, at_ms: i64) {
+        let Some(m) = self.messages.get_mut(&id) else {
+            return;
+        };
+        if self.ready.remove(&id) {
+            self.in_flight += 1;
+        } else {
+            self.waiting.remove(&(m.visible_at_ms, id));
+        }
+        m.visible_at_ms = at_ms;
+        self.waiting.insert((at_ms, id));
+    }
+
+    /// Takes message `id` out of the queue and its indexes.
+    fn remove(&mut self, id: u64) -> Option<Stored> {
+        let m = self.messages.remove(&id)?;
+        let was_waiting = !self.ready.remove(&id) && self.waiting.remove(&(m.visible_at_ms, id));
+        if was_waiting && m.receipt.is_some() {
+            self.in_flight = self.in_flight.saturating_sub(1);
+        }
+        if let Some(r) = &m.receipt {
+            self.receipts.remove(r);
+        }
+        Some(m)
+    }
+
+    /// Moves every message whose time has come to `ready`.
+    fn wake(&mut self, now: i64) {
+        while let Some(&(at, id)) = self.waiting.first() {
+            if at > now {
+                break;
+            }
+            self.waiting.pop_first();
+            self.ready.insert(id);
+            if self.messages.get(&id).is_some_and(|m| m.receipt.is_some()) {
+                self.in_flight = self.in_flight.saturating_sub(1);
+            }
+        }
+    }
 }
 
 pub struct MemoryQueue {
@@ -160,6 +215,7 @@ impl MemoryQueue {
         group: Option<String>,
     ) {
         let now = self.clock.now_ms();
+        let visible_at_ms = now + i64::from(delay_secs) * 1000;
         let mut st = self.lock();
         st.next_id += 1;
         let id = st.next_id;
@@ -168,49 +224,64 @@ impl MemoryQueue {
             Stored {
                 body,
                 attributes,
-                visible_at_ms: now + i64::from(delay_secs) * 1000,
+                visible_at_ms,
+                sent_at_ms: now,
                 receive_count: 0,
                 receipt: None,
                 group,
             },
         );
+        st.waiting.insert((visible_at_ms, id));
     }
 
-    /// Receives up to `max` visible messages, hiding them for the visibility timeout.
+    /// Receives up to `max` visible messages (oldest sent first), hiding them for the
+    /// visibility timeout.
     pub fn receive(&self, max: usize) -> Vec<Received> {
         let now = self.clock.now_ms();
         let mut out = Vec::new();
         let mut dead = Vec::new();
         {
             let mut st = self.lock();
-            // FIFO: a group whose oldest message is not visible (in flight, or waiting out a
-            // retry) is held back whole; its visible head and the visible run after it may go.
-            let mut held: HashSet<&str> = HashSet::new();
-            let ids: Vec<u64> = st
-                .messages
-                .iter()
-                .filter(|(_, m)| match (&m.group, self.fifo) {
-                    (Some(g), true) => {
-                        if held.contains(g.as_str()) {
-                            false
-                        } else if m.visible_at_ms > now {
-                            held.insert(g.as_str());
-                            false
-                        } else {
-                            true
-                        }
+            st.wake(now);
+            let mut picked = Vec::new();
+            let mut skipped = 0;
+            if self.fifo {
+                // FIFO: a group whose oldest message is not visible (in flight, or waiting out
+                // a retry) is held back whole; its visible head and the visible run after it
+                // may go. FIFO queues here are small: a scan in send order.
+                let mut held: HashSet<&str> = HashSet::new();
+                for (id, m) in &st.messages {
+                    if picked.len() >= max {
+                        break;
                     }
-                    _ => m.visible_at_ms <= now,
-                })
-                .map(|(id, _)| *id)
-                .collect();
-            for id in ids {
-                if out.len() >= max {
+                    match &m.group {
+                        Some(g) if held.contains(g.as_str()) => {}
+                        Some(g) if m.visible_at_ms > now => {
+                            held.insert(g.as_str());
+                        }
+                        _ if m.visible_at_ms <= now => picked.push(*id),
+                        _ => {}
+                    }
+                }
+            }
+            for id in st.ready.iter().copied().filter(|_| !self.fifo) {
+                if picked.len() >= max {
                     break;
                 }
+                match st.messages.get(&id) {
+                    // Only when the clock was moved back since it was woken.
+                    Some(m) if m.visible_at_ms > now => skipped += 1,
+                    Some(_) => picked.push(id),
+                    None => {}
+                }
+                if skipped > 10_000 {
+                    break;
+                }
+            }
+            for id in picked {
                 st.next_receipt += 1;
                 let receipt = format!("{}-{}-{}", self.name, id, st.next_receipt);
-                let Some(m) = st.messages.get_mut(&id) else {
+                let Some(m) = st.messages.get(&id) else {
                     continue;
                 };
                 if let Some((limit, _)) = &self.max_receives {
@@ -219,22 +290,27 @@ impl MemoryQueue {
                         continue;
                     }
                 }
+                st.wait_until(id, now + self.visibility_timeout_ms);
+                let Some(m) = st.messages.get_mut(&id) else {
+                    continue;
+                };
                 m.receive_count += 1;
-                m.visible_at_ms = now + self.visibility_timeout_ms;
-                m.receipt = Some(receipt.clone());
-                out.push(Received {
+                let old = m.receipt.replace(receipt.clone());
+                let received = Received {
                     message_id: id.to_string(),
-                    receipt_handle: receipt,
+                    receipt_handle: receipt.clone(),
                     body: m.body.clone(),
                     attributes: m.attributes.clone(),
                     receive_count: m.receive_count,
                     group_id: m.group.clone(),
-                });
+                };
+                if let Some(old) = old {
+                    st.receipts.remove(&old);
+                }
+                st.receipts.insert(receipt, id);
+                out.push(received);
             }
-            let moved: Vec<Stored> = dead
-                .iter()
-                .filter_map(|id| st.messages.remove(id))
-                .collect();
+            let moved: Vec<Stored> = dead.iter().filter_map(|id| st.remove(*id)).collect();
             drop(st);
             if let Some((_, dlq)) = &self.max_receives {
                 for m in moved {
@@ -249,36 +325,65 @@ impl MemoryQueue {
     /// as SQS does after the visibility timeout.
     pub fn delete(&self, receipt_handle: &str) -> bool {
         let mut st = self.lock();
-        let id = st
-            .messages
-            .iter()
-            .find(|(_, m)| m.receipt.as_deref() == Some(receipt_handle))
-            .map(|(id, _)| *id);
-        id.and_then(|id| st.messages.remove(&id)).is_some()
+        match st.receipts.get(receipt_handle).copied() {
+            Some(id) => st.remove(id).is_some(),
+            None => false,
+        }
     }
 
     /// Makes a received message visible again after `secs` (0 = now).
     pub fn change_visibility(&self, receipt_handle: &str, secs: u32) -> bool {
         let now = self.clock.now_ms();
         let mut st = self.lock();
-        match st
-            .messages
-            .values_mut()
-            .find(|m| m.receipt.as_deref() == Some(receipt_handle))
-        {
-            Some(m) => {
-                m.visible_at_ms = now + i64::from(secs) * 1000;
+        match st.receipts.get(receipt_handle).copied() {
+            Some(id) => {
+                st.wait_until(id, now + i64::from(secs) * 1000);
                 true
             }
             None => false,
         }
     }
 
+    /// Messages received and not deleted whose visibility timeout has not run out (SQS's
+    /// `ApproximateNumberOfMessagesNotVisible`; a standard queue allows 120,000).
+    pub fn in_flight(&self) -> usize {
+        let now = self.clock.now_ms();
+        let mut st = self.lock();
+        st.wake(now);
+        st.in_flight
+    }
+
+    /// When the oldest message still in the queue was sent (visible or in flight).
+    pub fn oldest_sent_at_ms(&self) -> Option<i64> {
+        self.lock().messages.values().next().map(|m| m.sent_at_ms)
+    }
+
+    /// The earliest time a message is or becomes visible (`None`: the queue is empty). A
+    /// driver of simulated time can skip to it.
+    pub fn next_visible_at_ms(&self) -> Option<i64> {
+        let st = self.lock();
+        let ready = st
+            .ready
+            .first()
+            .and_then(|id| st.messages.get(id))
+            .map(|m| m.visible_at_ms);
+        let waiting = st.waiting.first().map(|(at, _)| *at);
+        match (ready, waiting) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// Moves every message back to the source queue (the console's "start DLQ redrive").
     pub fn redrive_to(&self, target: &MemoryQueue) -> usize {
-        let moved: Vec<Stored> = std::mem::take(&mut self.lock().messages)
-            .into_values()
-            .collect();
+        let moved: Vec<Stored> = {
+            let mut st = self.lock();
+            st.ready.clear();
+            st.waiting.clear();
+            st.receipts.clear();
+            st.in_flight = 0;
+            std::mem::take(&mut st.messages).into_values().collect()
+        };
         let n = moved.len();
         for m in moved {
             target.push_to_group(m.body, m.attributes, 0, m.group);
@@ -520,6 +625,19 @@ mod tests {
         assert_eq!(q.bodies(), vec!["ok".to_string()]);
     }
 
+    #[tokio::test]
+    async fn change_visibility_delays() {
+        let clock = Arc::new(TestClock(AtomicI64::new(0)));
+        let q = MemoryQueue::with_clock("q", clock.clone(), 30_000);
+        q.push("m".into(), vec![], 0);
+        let r = q.receive(1);
+        assert!(q.change_visibility(&r[0].receipt_handle, 5));
+        clock.0.store(4_999, Ordering::SeqCst);
+        assert!(q.receive(1).is_empty());
+        clock.0.store(5_000, Ordering::SeqCst);
+        assert_eq!(q.receive(1).len(), 1);
+    }
+
     fn grouped(id: &str, body: &str, group: &str, dedup: &str) -> GroupedMessage {
         GroupedMessage {
             message: out(id, body),
@@ -634,18 +752,5 @@ mod tests {
         let dead = dlq.receive(10);
         assert_eq!(bodies(&dead), ["poison"]);
         assert_eq!(dead[0].group_id.as_deref(), Some("A"));
-    }
-
-    #[tokio::test]
-    async fn change_visibility_delays() {
-        let clock = Arc::new(TestClock(AtomicI64::new(0)));
-        let q = MemoryQueue::with_clock("q", clock.clone(), 30_000);
-        q.push("m".into(), vec![], 0);
-        let r = q.receive(1);
-        assert!(q.change_visibility(&r[0].receipt_handle, 5));
-        clock.0.store(4_999, Ordering::SeqCst);
-        assert!(q.receive(1).is_empty());
-        clock.0.store(5_000, Ordering::SeqCst);
-        assert_eq!(q.receive(1).len(), 1);
     }
 }

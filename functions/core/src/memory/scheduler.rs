@@ -12,7 +12,7 @@
 //! `scheduler.GetSchedule`, the same figures the AWS adapter counts. A request refused by the
 //! local validation is not counted (the AWS adapter never sends it).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -29,8 +29,29 @@ fn truncate_to_second(ms: i64) -> i64 {
     ms.div_euclid(1000) * 1000
 }
 
+/// The schedules by name, and by (time, name) so finding what is due does not walk every
+/// schedule (a simulated day holds hundreds of thousands).
+#[derive(Default)]
+struct Schedules {
+    by_name: BTreeMap<String, OneTimeSchedule>,
+    by_time: BTreeSet<(i64, String)>,
+}
+
+impl Schedules {
+    fn insert(&mut self, s: OneTimeSchedule) {
+        self.by_time.insert((s.at_ms, s.name.clone()));
+        self.by_name.insert(s.name.clone(), s);
+    }
+
+    fn remove(&mut self, name: &str) -> Option<OneTimeSchedule> {
+        let s = self.by_name.remove(name)?;
+        self.by_time.remove(&(s.at_ms, s.name.clone()));
+        Some(s)
+    }
+}
+
 pub struct MemoryScheduler {
-    schedules: Mutex<BTreeMap<String, OneTimeSchedule>>,
+    schedules: Mutex<Schedules>,
     counter: Arc<RequestCounter>,
     /// The next this-many create calls fail as unavailable (a Scheduler outage, in tests).
     failing_creates: std::sync::atomic::AtomicU32,
@@ -59,7 +80,7 @@ impl MemoryScheduler {
     /// A scheduler counting into a counter shared with other adapters.
     pub fn with_counter(counter: Arc<RequestCounter>) -> Self {
         MemoryScheduler {
-            schedules: Mutex::new(BTreeMap::new()),
+            schedules: Mutex::new(Schedules::default()),
             counter,
             failing_creates: std::sync::atomic::AtomicU32::new(0),
         }
@@ -85,14 +106,14 @@ impl MemoryScheduler {
             .collect()
     }
 
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, OneTimeSchedule>> {
+    fn lock(&self) -> MutexGuard<'_, Schedules> {
         // No update here can be left half-done by a panic; keep going with the data.
         self.schedules.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Schedules waiting to fire.
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().by_name.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -101,22 +122,32 @@ impl MemoryScheduler {
 
     /// Names of the schedules waiting to fire, sorted.
     pub fn names(&self) -> Vec<String> {
-        self.lock().keys().cloned().collect()
+        self.lock().by_name.keys().cloned().collect()
     }
 
     /// Removes and returns the schedules whose time is at or before `now_ms`, earliest first
     /// (ties by name): they fire once and delete themselves.
     pub fn due(&self, now_ms: i64) -> Vec<OneTimeSchedule> {
         let mut map = self.lock();
-        let names: Vec<String> = map
-            .values()
-            .filter(|s| s.at_ms <= now_ms)
-            .map(|s| s.name.clone())
-            .collect();
-        let mut fired: Vec<OneTimeSchedule> = names.iter().filter_map(|n| map.remove(n)).collect();
-        drop(map);
-        fired.sort_by(|a, b| a.at_ms.cmp(&b.at_ms).then_with(|| a.name.cmp(&b.name)));
+        let mut fired = Vec::new();
+        while let Some((at, _)) = map.by_time.first() {
+            if *at > now_ms {
+                break;
+            }
+            let Some((_, name)) = map.by_time.pop_first() else {
+                break;
+            };
+            if let Some(s) = map.by_name.remove(&name) {
+                fired.push(s);
+            }
+        }
         fired
+    }
+
+    /// When the next schedule fires (`None`: none is waiting). A driver of simulated time can
+    /// skip to it.
+    pub fn next_at_ms(&self) -> Option<i64> {
+        self.lock().by_time.first().map(|(at, _)| *at)
     }
 
     /// Polls [`Self::due`] every `tick` against `clock` and awaits `on_fire` for each schedule
@@ -167,17 +198,14 @@ impl Scheduler for MemoryScheduler {
         }
         let created = {
             let mut map = self.lock();
-            if map.contains_key(&s.name) {
+            if map.by_name.contains_key(&s.name) {
                 ScheduleCreated::AlreadyExists
             } else {
-                map.insert(
-                    s.name.clone(),
-                    OneTimeSchedule {
-                        name: s.name.clone(),
-                        at_ms: truncate_to_second(s.at_ms),
-                        input: s.input.clone(),
-                    },
-                );
+                map.insert(OneTimeSchedule {
+                    name: s.name.clone(),
+                    at_ms: truncate_to_second(s.at_ms),
+                    input: s.input.clone(),
+                });
                 ScheduleCreated::Created
             }
         };
@@ -198,7 +226,7 @@ impl Scheduler for MemoryScheduler {
         validate_schedule_name(name)?;
         self.counter.incr(SERVICE, "GetSchedule");
         tokio::task::yield_now().await;
-        let found = self.lock().get(name).cloned();
+        let found = self.lock().by_name.get(name).cloned();
         tokio::task::yield_now().await;
         Ok(found)
     }
