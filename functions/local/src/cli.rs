@@ -113,6 +113,10 @@ pub struct LoadArgs {
     /// Pages the opt-ins are spread over.
     #[arg(long, default_value_t = 20)]
     pub pages: usize,
+    /// Open loop: start an opt-in every 1/R s whatever is still in flight (replaces
+    /// `--concurrency`); latency counts from each opt-in's scheduled start, so a stall shows.
+    #[arg(long)]
+    pub rate: Option<f64>,
 }
 
 /// `scale`: defaults are the template's (reserved concurrency, batch size, margin, queues).

@@ -1,6 +1,7 @@
 //! `load --optins N --concurrency C`: signed opt-ins through the webhook endpoint until every
 //! first message reached the simulator. Latency is webhook POST to message accepted by the
-//! simulator. With `--aws-endpoint`, also the cost per opt-in from the counted AWS requests.
+//! simulator. `--rate R` is the open-loop mode: an opt-in starts every 1/R s whatever is still
+//! in flight, and its latency counts from its scheduled start (no coordinated omission). With `--aws-endpoint`, also the cost per opt-in from the counted AWS requests.
 //!
 //! `duplicates=` counts send *attempts* beyond the first per login_id at the simulator, which
 //! runs with `allow_repeat_login_id_sends` on: a second send shows up whatever Meta's
@@ -43,8 +44,12 @@ pub async fn load(common: &Common, args: &LoadArgs) -> Result<(), String> {
         allow_repeat_login_id_sends: Some(true),
         ..graph_sim::ConfigUpdate::default()
     });
+    let mode = match args.rate {
+        Some(r) => format!("open loop at {r}/s"),
+        None => format!("concurrency {concurrency}"),
+    };
     eprintln!(
-        "load: {optins} opt-ins, concurrency {concurrency}, {} pages, {}, {} cores",
+        "load: {optins} opt-ins, {mode}, {} pages, {}, {} cores",
         pages.len(),
         stack.pipeline.backends.label,
         std::thread::available_parallelism()
@@ -70,39 +75,60 @@ pub async fn load(common: &Common, args: &LoadArgs) -> Result<(), String> {
     let pages = Arc::new(pages);
     let wall = Instant::now();
     let mut workers = Vec::new();
-    for _ in 0..concurrency {
-        let (client, url, secret) = (client.clone(), url.clone(), secret.clone());
-        let (next, started, retries, login_ids, pages) = (
+    let post = Arc::new(Poster {
+        client,
+        url,
+        secret,
+        retries: retries.clone(),
+    });
+    if let Some(rate) = args.rate.filter(|r| *r > 0.0) {
+        // Open loop: one dispatcher starts opt-in i at wall + i / rate.
+        let (next, started, login_ids, pages, post) = (
             next.clone(),
             started.clone(),
-            retries.clone(),
             login_ids.clone(),
             pages.clone(),
+            post.clone(),
         );
+        let base_ms = now_ms();
         workers.push(tokio::spawn(async move {
-            loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if i >= login_ids.len() {
-                    return;
-                }
-                let page = &pages[i % pages.len()];
-                let ts = now_ms();
-                let body = format!(
-                    r#"{{"object":"page","entry":[{{"id":"{page}","time":{ts},"messaging":[{{"recipient":{{"id":"{page}"}},"timestamp":{ts},"optin":{{"login_id":"{}"}}}}]}}]}}"#,
-                    login_ids[i]
-                );
-                started[i].store(ts as u64, Ordering::Relaxed);
-                for attempt in 0..5 {
-                    match post_signed(&client, &url, &secret, body.clone().into_bytes()).await {
-                        Ok((200, _)) => break,
-                        _ => {
-                            retries.fetch_add(1, Ordering::Relaxed);
-                            tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
-                        }
-                    }
-                }
+            let mut inflight = Vec::new();
+            for i in 0..login_ids.len() {
+                let offset = Duration::from_secs_f64(i as f64 / rate);
+                tokio::time::sleep_until((wall + offset).into()).await;
+                next.store(i + 1, Ordering::Relaxed);
+                let scheduled = base_ms + offset.as_millis() as i64;
+                started[i].store(scheduled as u64, Ordering::Relaxed);
+                let body = optin_body(&pages[i % pages.len()], &login_ids[i], scheduled);
+                let post = post.clone();
+                inflight.push(tokio::spawn(async move { post.send(body).await }));
+            }
+            for t in inflight {
+                let _ = t.await;
             }
         }));
+    } else {
+        for _ in 0..concurrency {
+            let (next, started, login_ids, pages, post) = (
+                next.clone(),
+                started.clone(),
+                login_ids.clone(),
+                pages.clone(),
+                post.clone(),
+            );
+            workers.push(tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= login_ids.len() {
+                        return;
+                    }
+                    let ts = now_ms();
+                    started[i].store(ts as u64, Ordering::Relaxed);
+                    post.send(optin_body(&pages[i % pages.len()], &login_ids[i], ts))
+                        .await;
+                }
+            }));
+        }
     }
 
     let tty = std::io::stderr().is_terminal();
@@ -177,6 +203,41 @@ pub async fn load(common: &Common, args: &LoadArgs) -> Result<(), String> {
     } else {
         Err("some opt-ins were lost or duplicated".into())
     }
+}
+
+/// A signed webhook POST with up to 5 tries (Meta retries a refused delivery too).
+struct Poster {
+    client: reqwest::Client,
+    url: String,
+    secret: String,
+    retries: Arc<AtomicUsize>,
+}
+
+impl Poster {
+    async fn send(&self, body: String) {
+        for attempt in 0..5 {
+            match post_signed(
+                &self.client,
+                &self.url,
+                &self.secret,
+                body.clone().into_bytes(),
+            )
+            .await
+            {
+                Ok((200, _)) => return,
+                _ => {
+                    self.retries.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(50 << attempt)).await;
+                }
+            }
+        }
+    }
+}
+
+fn optin_body(page: &str, login_id: &str, ts: i64) -> String {
+    format!(
+        r#"{{"object":"page","entry":[{{"id":"{page}","time":{ts},"messaging":[{{"recipient":{{"id":"{page}"}},"timestamp":{ts},"optin":{{"login_id":"{login_id}"}}}}]}}]}}"#
+    )
 }
 
 /// What the simulator saw for the login_ids of a run.
