@@ -53,10 +53,15 @@ impl EventBus for EventBridgeBus {
             )));
         }
         let mut entries = Vec::with_capacity(events.len());
+        // EventBridge bills each 64 KB chunk of an entry (detail, detail-type, source) as one
+        // event.
+        let mut chunks = 0u64;
         for e in events {
             let detail = e
                 .detail_json()
                 .map_err(|err| PortError::Rejected(format!("event detail: {err}")))?;
+            let size = detail.len() + e.detail_type.as_str().len() + SOURCE.len();
+            chunks += size.div_ceil(64 * 1024).max(1) as u64;
             entries.push(
                 PutEventsRequestEntry::builder()
                     .event_bus_name(&self.bus_name)
@@ -68,6 +73,7 @@ impl EventBus for EventBridgeBus {
         }
         if let Some(c) = &self.counter {
             c.incr("events", "PutEvents");
+            c.add("events", "PutEventsEntries64K", chunks);
         }
         let out = self
             .client

@@ -22,6 +22,8 @@ use lc_core::support::secret::Secrets;
 use lc_core::webhook::intake::{Intake, IntakeConfig};
 use tokio::task::JoinHandle;
 
+use crate::meter::meter;
+
 pub struct Backends {
     pub table: Table,
     pub scheduler: Arc<dyn Scheduler>,
@@ -273,15 +275,21 @@ async fn settle_batch(
         queue: Some(queue),
         dead_letters: dead_letters.map(|d| d as &dyn QueueSender),
     };
+    let mut done = Vec::new();
     for (m, fate) in batch.iter().zip(fates) {
         match settle(fate, &m.receipt_handle, &m.body, via).await {
-            Settled::Delete => {
-                if let Err(e) = queue.delete(&m.receipt_handle).await {
-                    tracing::warn!(error = %e, "delete failed; the message will come back");
-                }
-            }
+            Settled::Delete => done.push(m.receipt_handle.clone()),
             Settled::Keep { reason } => tracing::debug!(reason = %reason, "message kept"),
         }
+    }
+    // One DeleteMessageBatch for what is done, as Lambda's event source deletes.
+    match queue.delete_batch(&done).await {
+        Ok(failed) if failed.is_empty() => {}
+        Ok(failed) => tracing::warn!(
+            failed = failed.len(),
+            "delete failed; the messages will come back"
+        ),
+        Err(e) => tracing::warn!(error = %e, "delete failed; the messages will come back"),
     }
 }
 
@@ -378,6 +386,10 @@ impl Pipeline {
         config: PipelineConfig,
     ) -> Result<Pipeline, String> {
         let metrics = Arc::new(MemoryMetrics::new());
+        // The components record through the meter, which notes each invocation's metrics for
+        // its EMF documents (the cost line) and keeps them in `metrics` as before.
+        let recorded: Arc<dyn lc_core::ports::Metrics> =
+            Arc::new(crate::meter::Metered(metrics.clone()));
         let graph = GraphClient::new(GraphConfig {
             base_url: config.graph_base_url.clone(),
             timeout: config.graph_timeout,
@@ -389,7 +401,7 @@ impl Pipeline {
             backends.events.clone(),
             Arc::new(secrets.clone()),
             clock.clone(),
-            metrics.clone(),
+            recorded.clone(),
             IntakeConfig::default(),
         ));
         let lifecycle = Arc::new(Lifecycle::new(
@@ -400,7 +412,7 @@ impl Pipeline {
                 secrets: secret_source.clone(),
                 bus: backends.bus.clone(),
                 clock: clock.clone(),
-                metrics: metrics.clone(),
+                metrics: recorded.clone(),
             },
             config.lifecycle.clone(),
         ));
@@ -412,7 +424,7 @@ impl Pipeline {
             scheduler: backends.scheduler.clone(),
             secrets: secret_source,
             clock: clock.clone(),
-            metrics: metrics.clone(),
+            metrics: recorded.clone(),
         };
         let followups = Arc::new(FollowUps::new(
             FollowUpPorts {
@@ -422,7 +434,7 @@ impl Pipeline {
                 graph: sender_ports.graph.clone(),
                 secrets: sender_ports.secrets.clone(),
                 clock: clock.clone(),
-                metrics: metrics.clone(),
+                metrics: recorded.clone(),
             },
             FollowUpConfig::from_sender(&config.sender),
         ));
@@ -459,7 +471,7 @@ impl Pipeline {
             loop {
                 let batch = next_batch(events.as_ref(), poll, "events").await;
                 let fates = batch.iter().map(|m| lifecycle.handle_message(&m.body));
-                let fates = join_all(fates).await;
+                let fates = meter().invoke("events", join_all(fates)).await;
                 settle_batch(events.as_ref(), None, batch, fates).await;
             }
         }));
@@ -471,7 +483,8 @@ impl Pipeline {
         self.tasks.push(tokio::spawn(async move {
             loop {
                 let batch = next_batch(jobs.as_ref(), poll, "outbound").await;
-                let fates = join_all(batch.iter().map(|m| sender.handle_message(&m.body))).await;
+                let fates = batch.iter().map(|m| sender.handle_message(&m.body));
+                let fates = meter().invoke("sender", join_all(fates)).await;
                 settle_batch(jobs.as_ref(), Some(dlq.as_ref()), batch, fates).await;
             }
         }));
@@ -480,10 +493,10 @@ impl Pipeline {
             loop {
                 let batch = next_batch(requests.as_ref(), poll, "requests").await;
                 let followups = &followups;
-                run_fifo_batch(requests.as_ref(), batch, |body| async move {
+                let run = run_fifo_batch(requests.as_ref(), batch, |body| async move {
                     followups.handle_message(&body).await
-                })
-                .await;
+                });
+                meter().invoke("messages-worker", run).await;
             }
         }));
     }
@@ -495,13 +508,13 @@ impl Pipeline {
             self.tasks
                 .push(s.spawn_firing(self.clock.clone(), poll, move |schedule| {
                     let deadline = deadline.clone();
-                    Box::pin(async move {
+                    Box::pin(meter().invoke("deadline", async move {
                         let input = serde_json::from_str(&schedule.input)
                             .unwrap_or(serde_json::Value::Null);
                         if let Err(e) = deadline.handle_input(&input).await {
                             tracing::warn!(error = %e, "deadline check failed");
                         }
-                    })
+                    }))
                 }));
         }
     }
