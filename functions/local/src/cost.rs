@@ -99,10 +99,16 @@ impl Deployed {
         let param = |name: &str| value(&block(template, &format!("  {name}:")), "Default");
         let globals = block(template, "  Function:");
         let resolve = |v: String| -> Option<String> {
-            match v.strip_prefix("!Ref ") {
-                Some(p) => param(p.trim()),
-                None => Some(v),
+            if let Some(p) = v.strip_prefix("!Ref ") {
+                return param(p.trim());
             }
+            // `!FindInMap [LogLevels, !Ref LogLevel, Lambda]`: the parameter's default names
+            // the level.
+            if let Some(args) = v.strip_prefix("!FindInMap") {
+                let p = args.split("!Ref").nth(1)?.split(',').next()?.trim();
+                return param(p);
+            }
+            Some(v)
         };
         let arch_of = |lines: &[&str]| -> Option<String> {
             let raw = value(lines, "Architectures")?;
@@ -325,6 +331,8 @@ mod tests {
         assert!(*memory >= 128, "{d:?}");
         assert!(arch == "x86_64" || arch == "arm64", "{d:?}");
         assert_eq!(d.functions.len(), 8);
+        // ApplicationLogLevel is mapped from the LogLevel parameter.
+        assert_eq!(d.app_log_level, "info", "{d:?}");
     }
 
     #[test]

@@ -147,9 +147,22 @@ impl Metrics for Metered {
 #[derive(Clone, Copy, Default)]
 pub struct CountingWriter;
 
+/// `LC_COST_LOG_FILE`: where the counted lines also go, to read what would be logged.
+fn copy_to() -> Option<&'static Mutex<std::fs::File>> {
+    static FILE: OnceLock<Option<Mutex<std::fs::File>>> = OnceLock::new();
+    FILE.get_or_init(|| {
+        let path = std::env::var_os("LC_COST_LOG_FILE")?;
+        std::fs::File::create(path).ok().map(Mutex::new)
+    })
+    .as_ref()
+}
+
 impl Write for CountingWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         meter().logged(buf);
+        if let Some(f) = copy_to() {
+            let _ = f.lock().unwrap_or_else(|p| p.into_inner()).write_all(buf);
+        }
         Ok(buf.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {

@@ -301,7 +301,13 @@ impl Sender {
         };
         match self.run_job(&job).await {
             Ok(outcome) => {
-                tracing::info!(outcome = outcome.name(), detail = ?outcome, "job settled");
+                // The common path already wrote its one INFO line (the funnel's
+                // `first_message_sent`); every other outcome is worth a line of its own.
+                if matches!(outcome, JobOutcome::Sent { .. }) {
+                    tracing::debug!(outcome = outcome.name(), detail = ?outcome, "job settled");
+                } else {
+                    tracing::info!(outcome = outcome.name(), detail = ?outcome, "job settled");
+                }
                 outcome.fate()
             }
             Err(e) => Fate::retry(e.to_string()),
@@ -534,7 +540,7 @@ impl Sender {
             tracing::error!(optin = %hash_id(&key), attempt, "sent after losing the claim");
         }
         let schedule_deleted = self.delete_schedule(claimed).await;
-        tracing::info!(
+        tracing::debug!(
             optin = %hash_id(&key),
             page = %claimed.page_id,
             attempt,
