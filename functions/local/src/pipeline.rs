@@ -404,7 +404,7 @@ impl Pipeline {
             recorded.clone(),
             IntakeConfig::default(),
         ));
-        let lifecycle = Arc::new(Lifecycle::new(
+        let lifecycle = Lifecycle::new(
             LifecyclePorts {
                 table: backends.table.clone(),
                 scheduler: backends.scheduler.clone(),
@@ -415,7 +415,7 @@ impl Pipeline {
                 metrics: recorded.clone(),
             },
             config.lifecycle.clone(),
-        ));
+        );
         let sender_ports = SenderPorts {
             table: backends.table.clone(),
             outbound: backends.jobs.clone(),
@@ -439,6 +439,12 @@ impl Pipeline {
             FollowUpConfig::from_sender(&config.sender),
         ));
         let sender = Arc::new(Sender::new(sender_ports.clone(), config.sender.clone()));
+        // As deployed: the events consumers send a new opt-in's first message themselves
+        // (their own sender, their own share of each Page's rate).
+        let lifecycle = Arc::new(lifecycle.with_inline_sender(Arc::new(Sender::new(
+            sender_ports.clone(),
+            config.sender.clone(),
+        ))));
         let deadline = Arc::new(Deadline::new(Sender::new(sender_ports, config.sender)));
         let mut p = Pipeline {
             backends,

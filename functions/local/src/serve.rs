@@ -176,11 +176,12 @@ impl Stack {
                 graph_timeout: Duration::from_secs(5),
                 lifecycle: LifecycleConfig::default(),
                 sender: SenderConfig {
-                    // The local sending processes (4 sender consumers + the deadline checks)
-                    // share the simulator's per-Page rate, as the deployed functions share Meta's.
+                    // The local sending processes (4 sender consumers, 4 events consumers
+                    // sending inline, the deadline checks) share the simulator's per-Page rate,
+                    // as the deployed functions share Meta's.
                     pacing: lc_core::sending::pacing::PacingConfig {
                         page_rate_per_sec: sim_rate_limit,
-                        instances: 5,
+                        instances: 9,
                         ..Default::default()
                     },
                     ..SenderConfig::default()
