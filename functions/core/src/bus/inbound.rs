@@ -24,7 +24,10 @@ pub struct Learnt {
     pub first_reply: Option<crate::funnel::FirstReply>,
     /// An opt-in this event created whose first message the events function sends itself,
     /// once the events are out (see `Lifecycle::with_inline_sender`).
-    pub inline_job: Option<crate::lifecycle::optin::FirstMessageJob>,
+    pub inline_job: Option<(
+        crate::lifecycle::optin::FirstMessageJob,
+        crate::lifecycle::optin::Optin,
+    )>,
 }
 
 /// The events for one processed inbound event.

@@ -313,18 +313,19 @@ impl Lifecycle {
             self.metrics.record(m);
         }
         self.count_funnel(event, &done, &learnt);
-        if let Some(job) = learnt.inline_job.take() {
-            self.send_inline(&job).await?;
+        if let Some((job, written)) = learnt.inline_job.take() {
+            self.send_inline(&job, written).await?;
         }
         Ok(done)
     }
 
     /// The first message of an opt-in this call created (see [`Lifecycle::with_inline_sender`]).
-    async fn send_inline(&self, job: &FirstMessageJob) -> Result<(), ProcessError> {
+    async fn send_inline(&self, job: &FirstMessageJob, written: Optin) -> Result<(), ProcessError> {
         let Some(sender) = &self.inline else {
             return Ok(());
         };
-        match sender.run_job(job).await {
+        // What this call just wrote is not read back.
+        match sender.run_job_written(job, written).await {
             Ok(outcome) => match outcome.fate() {
                 Fate::Ack => Ok(()),
                 Fate::DeadLetter { reason } => {
@@ -706,7 +707,7 @@ impl Lifecycle {
             // The deadline check first (free to create and delete, and the net if this
             // process dies mid-send), then the events, then the send (`process`).
             let schedule_created = self.schedule(optin, now).await?;
-            learnt.inline_job = Some(job_for(optin, now));
+            learnt.inline_job = Some((job_for(optin, now), optin.clone()));
             return Ok(Processed::OptinCreated {
                 entry_point: optin.entry_point,
                 source: optin.source,

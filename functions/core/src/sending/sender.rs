@@ -54,6 +54,10 @@ pub struct SenderConfig {
     pub default_message: OutgoingMessage,
     /// Send `appsecret_proof` (needs the app secret).
     pub appsecret_proof: bool,
+    /// A Page's config item is read at most once per this long per process (0: every job).
+    /// An operator's pause or a new `first_message` takes up to this long to be seen; a
+    /// pause this process makes itself is seen at once.
+    pub page_cache_ms: i64,
 }
 
 impl Default for SenderConfig {
@@ -76,6 +80,7 @@ impl Default for SenderConfig {
                 ..OutgoingMessage::default()
             },
             appsecret_proof: false,
+            page_cache_ms: 60_000,
         }
     }
 }
@@ -249,6 +254,8 @@ pub struct Sender {
     pace: PagePacer,
     /// This process's share of every Page's rate (see [`crate::sending::pacing`]).
     pacer: Pacer,
+    /// Page id -> (read at, config): [`SenderConfig::page_cache_ms`].
+    pages: std::sync::Mutex<std::collections::HashMap<String, (i64, Option<PageConfig>)>>,
 }
 
 impl Sender {
@@ -265,7 +272,34 @@ impl Sender {
             pacer: Pacer::new(config.pacing.clone()),
             config,
             pace: PagePacer::default(),
+            pages: std::sync::Mutex::new(std::collections::HashMap::new()),
         }
+    }
+
+    /// The Page's config, from this process's short cache when fresh.
+    async fn page(&self, page_id: &str, now: i64) -> Result<Option<PageConfig>, PortError> {
+        let ttl = self.config.page_cache_ms;
+        if ttl > 0 {
+            let pages = self.pages.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((at, page)) = pages.get(page_id) {
+                if (*at..at.saturating_add(ttl)).contains(&now) {
+                    return Ok(page.clone());
+                }
+            }
+        }
+        let page = self.table.pages.get_page(page_id).await?;
+        if ttl > 0 {
+            let mut pages = self.pages.lock().unwrap_or_else(|p| p.into_inner());
+            pages.insert(page_id.to_string(), (now, page.clone()));
+        }
+        Ok(page)
+    }
+
+    fn forget_page(&self, page_id: &str) {
+        self.pages
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(page_id);
     }
 
     pub fn table(&self) -> &Table {
@@ -318,7 +352,27 @@ impl Sender {
     /// credentials, deliver. Each phase either hands the next one what it needs or stops the
     /// attempt with the job's outcome.
     pub async fn run_job(&self, job: &FirstMessageJob) -> Result<JobOutcome, JobError> {
-        let outcome = match self.attempt(job).await {
+        self.run(job, None).await
+    }
+
+    /// [`Sender::run_job`] for an opt-in the caller has just written (the events function's
+    /// inline send): `written` stands in for the read of the opt-in. It is only a starting
+    /// point: the claim is conditional on the stored item, so a change since (a reply, a
+    /// duplicate's claim) still wins.
+    pub async fn run_job_written(
+        &self,
+        job: &FirstMessageJob,
+        written: Optin,
+    ) -> Result<JobOutcome, JobError> {
+        self.run(job, Some(written)).await
+    }
+
+    async fn run(
+        &self,
+        job: &FirstMessageJob,
+        written: Option<Optin>,
+    ) -> Result<JobOutcome, JobError> {
+        let outcome = match self.attempt(job, written).await {
             Ok(outcome) | Err(Stop::Done(outcome)) => outcome,
             Err(Stop::Failed(e)) => return Err(e),
         };
@@ -338,12 +392,19 @@ impl Sender {
         self.bus.as_ref()
     }
 
-    async fn attempt(&self, job: &FirstMessageJob) -> Result<JobOutcome, Stop> {
+    async fn attempt(
+        &self,
+        job: &FirstMessageJob,
+        written: Option<Optin>,
+    ) -> Result<JobOutcome, Stop> {
         let now = self.clock.now_ms();
         if let Some(sent) = &job.sent {
             return Ok(self.record_only(job, sent, now).await?);
         }
-        let optin = self.load(&job.optin_key, job.generation, now).await?;
+        let optin = match written {
+            Some(o) if o.key() == job.optin_key => self.check(o, job.generation, now).await?,
+            _ => self.load(&job.optin_key, job.generation, now).await?,
+        };
         let gate = self.gate(&optin, now).await?;
         let claimed = self.claim(&optin, now).await?;
         let auth = self.credentials(&claimed, now).await?;
@@ -356,6 +417,11 @@ impl Sender {
             tracing::warn!(optin = %hash_id(key), "job for an unknown opt-in");
             return Err(Stop::Done(JobOutcome::AlreadyDone { state: None }));
         };
+        self.check(optin, generation, now).await
+    }
+
+    /// Whether a send is still owed and possible now for this opt-in as read (or written).
+    async fn check(&self, optin: Optin, generation: Option<u32>, now: i64) -> Result<Optin, Stop> {
         if generation.is_some_and(|g| g != optin.generation) {
             // A job of an earlier generation: that one is closed (a new generation opens only
             // on a closed one); the current generation has its own job.
@@ -387,7 +453,7 @@ impl Sender {
     /// Everything that may hold the message back before a claim: the Page's pause, pacing,
     /// its first-message config and the policy.
     async fn gate(&self, optin: &Optin, now: i64) -> Result<Gate, Stop> {
-        let page = self.table.pages.get_page(&optin.page_id).await?;
+        let page = self.page(&optin.page_id, now).await?;
         if page.as_ref().is_some_and(|p| !p.answers_optins) {
             return Err(Stop::Done(self.declined(optin, now).await?));
         }
@@ -690,6 +756,7 @@ impl Sender {
 
     /// Pauses the Page (an operator must act) and keeps the job for later.
     async fn pause(&self, page_id: &str, reason: String, now: i64) -> Result<JobOutcome, JobError> {
+        self.forget_page(page_id);
         delivery::pause_page(
             &self.table,
             self.bus.as_ref(),
