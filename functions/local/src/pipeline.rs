@@ -172,8 +172,16 @@ impl Backends {
             .map_err(|e| format!("create event bus: {e}"))?;
         let published = Arc::new(MemoryBus::new());
         let bus = Arc::new(Teed {
+            // `LC_BUS_OFF_DETAIL_TYPES`, as the deployed functions read it (the template's
+            // `BusDetailTypesOff`).
             aws: lc_adapters::eventbridge::EventBridgeBus::new(eb, bus_name.clone())
-                .with_counter(counter.clone()),
+                .with_counter(counter.clone())
+                .with_off(
+                    lc_adapters::eventbridge::parse_detail_types(
+                        &std::env::var("LC_BUS_OFF_DETAIL_TYPES").unwrap_or_default(),
+                    )
+                    .map_err(|e| format!("LC_BUS_OFF_DETAIL_TYPES: {e}"))?,
+                ),
             copy: published.clone(),
         });
         Ok(Backends {
