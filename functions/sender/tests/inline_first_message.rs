@@ -5,6 +5,7 @@
 //! - Common path: one attempt, the opt-in `sent`, no outbound job, the deadline check deleted.
 //! - A duplicate while the send is in flight waits (retry), never sends.
 //! - Deferred (a paused Page): the job is queued as before and the sender sends it once.
+//! - A Scheduler outage: the job is queued as without an inline sender; one send.
 //! - The process dies mid-send (after Meta accepted, before the record): the events message
 //!   comes back, waits out the lease, queues the job; the sender's claim takes the lapsed
 //!   attempt over. One resend at most (the documented bound for a crash after Meta's yes),
@@ -158,4 +159,26 @@ async fn inline_crash_mid_send_is_taken_over_after_the_lease() {
     events.process(&e).await.expect("processed");
     w.drain(50).await;
     assert_eq!(w.attempts_for("L1"), 2);
+}
+
+#[tokio::test]
+async fn inline_scheduler_outage_queues_the_job_and_holds_back_nothing() {
+    let w = World::new(5_000).await;
+    w.scheduler.fail_next_creates(1);
+    let events = w.inline_events();
+    let e = w.login_optin_event("L1");
+    assert!(events.process(&e).await.is_err(), "the outage is reported");
+    assert_eq!(w.queued_jobs().len(), 1, "the job is queued anyway");
+    w.drain(50).await;
+    assert_eq!(w.attempts_for("L1"), 1);
+    assert_eq!(state(&w).await.0, OptinState::Sent);
+    // The redelivery after the creator's claim: already sent, nothing more.
+    w.advance(61_000);
+    let again = events.process(&e).await.expect("processed");
+    assert!(
+        matches!(again, Processed::OptinDuplicate { .. }),
+        "{again:?}"
+    );
+    w.drain(50).await;
+    assert_eq!(w.attempts_for("L1"), 1);
 }

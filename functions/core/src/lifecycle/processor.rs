@@ -220,8 +220,8 @@ impl Lifecycle {
     /// no outbound job and no sender invocation. An outcome that is not final (pacing, a paused
     /// Page, a retryable failure released) queues the job as before. If this process dies
     /// mid-send, the events message comes back after its visibility timeout and finds the
-    /// opt-in `sending` with no job: once the lease lapsed it queues the job
-    /// ([`Lifecycle::repeated`]), and the sender's claim takes the lapsed attempt over; the
+    /// opt-in `sending` with no job: once the lease lapsed it queues the job (as a duplicate
+    /// copy of an opt-in does), and the sender's claim takes the lapsed attempt over; the
     /// deadline check stays as the last net.
     pub fn with_inline_sender(mut self, sender: Arc<crate::sending::sender::Sender>) -> Self {
         self.inline = Some(sender);
@@ -686,7 +686,9 @@ impl Lifecycle {
     }
 
     /// A generation this call created: its first-message job goes first, then its deadline
-    /// check, so a Scheduler outage never holds back a first message.
+    /// check, so a Scheduler outage never holds back a first message. With an inline sender,
+    /// the deadline check goes first and the first message is sent by `process` once the
+    /// events are out; a Scheduler outage then queues the job instead.
     async fn opened(
         &self,
         optin: &Optin,
@@ -705,8 +707,16 @@ impl Lifecycle {
         }
         if self.inline.is_some() {
             // The deadline check first (free to create and delete, and the net if this
-            // process dies mid-send), then the events, then the send (`process`).
-            let schedule_created = self.schedule(optin, now).await?;
+            // process dies mid-send), then the events, then the send (`process`). If the
+            // Scheduler is down, the job is queued as without an inline sender, so the outage
+            // holds back no first message.
+            let schedule_created = match self.schedule(optin, now).await {
+                Ok(created) => created,
+                Err(e) => {
+                    self.send_job(optin, now).await?;
+                    return Err(e);
+                }
+            };
             learnt.inline_job = Some((job_for(optin, now), optin.clone()));
             return Ok(Processed::OptinCreated {
                 entry_point: optin.entry_point,
@@ -1096,7 +1106,6 @@ pub struct LoginIdentity {
     pub external_id: Option<String>,
 }
 
-/// The login identity of a login event (none for webhook events or an item without one).
 /// SQS's longest `DelaySeconds`: a longer wait is the sender's to make again.
 const MAX_SQS_DELAY_SECS: u32 = 900;
 
@@ -1115,6 +1124,7 @@ fn job_for(optin: &Optin, now: i64) -> FirstMessageJob {
     }
 }
 
+/// The login identity of a login event (none for webhook events or an item without one).
 fn login_identity_of(event: &InboundEvent) -> Option<LoginIdentity> {
     if event.channel != Channel::Login {
         return None;
