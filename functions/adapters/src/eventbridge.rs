@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use aws_sdk_eventbridge::types::PutEventsRequestEntry;
 use aws_sdk_eventbridge::Client;
-use lc_core::bus::{BusEvent, SOURCE};
+use lc_core::bus::{BusEvent, DetailType, SOURCE};
 use lc_core::ports::bus::MAX_ENTRIES;
 use lc_core::ports::{EventBus, PortError, RequestCounter};
 
@@ -18,6 +18,24 @@ pub struct EventBridgeBus {
     client: Client,
     bus_name: String,
     counter: Option<Arc<RequestCounter>>,
+    /// Detail types the operator switched off (`BusDetailTypesOff`): not put, reported as
+    /// accepted.
+    off: Vec<DetailType>,
+}
+
+/// `OptInReceived,MessageReceived` -> the detail types (names as on the bus).
+pub fn parse_detail_types(raw: &str) -> Result<Vec<DetailType>, String> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .map(|t| {
+            DetailType::ALL
+                .iter()
+                .copied()
+                .find(|d| d.as_str() == t)
+                .ok_or_else(|| format!("unknown detail type {t:?}"))
+        })
+        .collect()
 }
 
 impl EventBridgeBus {
@@ -26,7 +44,15 @@ impl EventBridgeBus {
             client,
             bus_name: bus_name.into(),
             counter: None,
+            off: Vec::new(),
         }
+    }
+
+    /// Never puts events of these detail types (each one not put is one EventBridge event
+    /// not paid for, and one fact the business does not hear of).
+    pub fn with_off(mut self, off: Vec<DetailType>) -> Self {
+        self.off = off;
+        self
     }
 
     /// Counts every request (service `events`) for cost figures.
@@ -43,6 +69,26 @@ impl EventBridgeBus {
 #[async_trait]
 impl EventBus for EventBridgeBus {
     async fn put_events(&self, events: &[BusEvent]) -> Result<Vec<usize>, PortError> {
+        if !self.off.is_empty() && events.iter().any(|e| self.off.contains(&e.detail_type)) {
+            // Put the rest; refusals are answered by index into `events`.
+            let (kept, index): (Vec<BusEvent>, Vec<usize>) = events
+                .iter()
+                .enumerate()
+                .filter(|(_, e)| !self.off.contains(&e.detail_type))
+                .map(|(i, e)| (e.clone(), i))
+                .unzip();
+            let refused = self.put(&kept).await?;
+            return Ok(refused
+                .into_iter()
+                .filter_map(|i| index.get(i).copied())
+                .collect());
+        }
+        self.put(events).await
+    }
+}
+
+impl EventBridgeBus {
+    async fn put(&self, events: &[BusEvent]) -> Result<Vec<usize>, PortError> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
@@ -53,10 +99,15 @@ impl EventBus for EventBridgeBus {
             )));
         }
         let mut entries = Vec::with_capacity(events.len());
+        // EventBridge bills each 64 KB chunk of an entry (detail, detail-type, source) as one
+        // event.
+        let mut chunks = 0u64;
         for e in events {
             let detail = e
                 .detail_json()
                 .map_err(|err| PortError::Rejected(format!("event detail: {err}")))?;
+            let size = detail.len() + e.detail_type.as_str().len() + SOURCE.len();
+            chunks += size.div_ceil(64 * 1024).max(1) as u64;
             entries.push(
                 PutEventsRequestEntry::builder()
                     .event_bus_name(&self.bus_name)
@@ -68,6 +119,7 @@ impl EventBus for EventBridgeBus {
         }
         if let Some(c) = &self.counter {
             c.incr("events", "PutEvents");
+            c.add("events", "PutEventsEntries64K", chunks);
         }
         let out = self
             .client
@@ -104,5 +156,20 @@ pub async fn create_bus(client: &Client, name: &str) -> Result<(), PortError> {
                 Err(port_error("CreateEventBus", &e))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detail_types_switched_off_by_name() {
+        assert_eq!(
+            parse_detail_types(" OptInReceived, FirstMessageSent ,").unwrap(),
+            vec![DetailType::OptInReceived, DetailType::FirstMessageSent]
+        );
+        assert!(parse_detail_types("").unwrap().is_empty());
+        assert!(parse_detail_types("OptinReceived").is_err());
     }
 }

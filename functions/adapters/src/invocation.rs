@@ -122,9 +122,9 @@ pub fn caller(ctx: &lambda_runtime::Context) -> lc_core::operations::Caller {
 }
 
 /// Runs `fut` as the given invocation, without flushing metrics (tests that format lines and
-/// must not touch the process's cold-start flag or recorder).
-#[cfg(test)]
-pub(crate) async fn scoped<F: Future>(invocation: Invocation, fut: F) -> F::Output {
+/// must not touch the process's cold-start flag or recorder; the local runner, whose log
+/// lines then carry the ids a deployed function's would).
+pub async fn scoped<F: Future>(invocation: Invocation, fut: F) -> F::Output {
     CURRENT.scope(Arc::new(invocation), fut).await
 }
 

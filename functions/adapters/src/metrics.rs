@@ -130,6 +130,77 @@ pub fn flush_to(writer: impl std::io::Write, request_id: Option<&str>) -> std::i
     collector.flush(writer)
 }
 
+/// The EMF documents [`flush`] would write for `metrics`, recorded within one invocation of
+/// `service`, without the process's recorder: one line per distinct dimension set, shaped as
+/// `metrics_cloudwatch_embedded` writes them. The local runner counts their bytes for the
+/// CloudWatch Logs part of the cost.
+pub fn emf_documents(
+    service: &str,
+    namespace: &str,
+    timestamp_ms: u64,
+    request_id: &str,
+    metrics: &[Metric],
+) -> Vec<String> {
+    use serde_json::{json, Map, Value};
+    use std::collections::BTreeMap;
+    // dimension set -> metric name -> (unit, summed count or every value)
+    type Values = BTreeMap<&'static str, (CoreUnit, Vec<f64>, bool)>;
+    let mut sets: BTreeMap<Vec<(&'static str, std::borrow::Cow<'static, str>)>, Values> =
+        BTreeMap::new();
+    for m in metrics {
+        for p in m.points() {
+            if !p.distribution && p.value < 1.0 {
+                continue;
+            }
+            let entry = sets
+                .entry(p.dims.clone())
+                .or_default()
+                .entry(p.name)
+                .or_insert((p.unit, Vec::new(), p.distribution));
+            entry.1.push(p.value);
+        }
+    }
+    sets.into_iter()
+        .map(|(dims, values)| {
+            let mut names = vec![SERVICE_DIMENSION];
+            names.extend(dims.iter().map(|(k, _)| *k));
+            let described: Vec<Value> = values
+                .iter()
+                .map(|(name, (u, _, _))| json!({"Name": name, "Unit": unit_name(*u)}))
+                .collect();
+            let mut doc = Map::new();
+            doc.insert(
+                "_aws".into(),
+                json!({"Timestamp": timestamp_ms, "CloudWatchMetrics": [
+                    {"Namespace": namespace, "Dimensions": [names], "Metrics": described}
+                ]}),
+            );
+            doc.insert(SERVICE_DIMENSION.into(), json!(service));
+            for (k, v) in &dims {
+                doc.insert((*k).into(), json!(v));
+            }
+            doc.insert(REQUEST_ID_PROPERTY.into(), json!(request_id));
+            for (name, (_, vals, distribution)) in values {
+                let v = if distribution {
+                    json!(vals)
+                } else {
+                    json!(vals.iter().sum::<f64>() as u64)
+                };
+                doc.insert(name.into(), v);
+            }
+            Value::Object(doc).to_string()
+        })
+        .collect()
+}
+
+fn unit_name(u: CoreUnit) -> &'static str {
+    match u {
+        CoreUnit::Count => "Count",
+        CoreUnit::Milliseconds => "Milliseconds",
+        CoreUnit::Seconds => "Seconds",
+    }
+}
+
 /// Installs the recorder the way every test in this crate expects it (the first caller wins:
 /// one recorder per process).
 #[cfg(test)]

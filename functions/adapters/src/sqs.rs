@@ -40,6 +40,18 @@ impl SqsQueue {
         }
     }
 
+    /// SQS bills each 64 KB chunk of a request's payload as one request: the chunks past the
+    /// first are counted as `sqs.Extra64KChunks`.
+    fn extra_chunks(&self, payload_bytes: usize) {
+        if let Some(c) = &self.counter {
+            c.add(
+                "sqs",
+                "Extra64KChunks",
+                payload_bytes.div_ceil(64 * 1024).saturating_sub(1) as u64,
+            );
+        }
+    }
+
     pub fn client(&self) -> &Client {
         &self.client
     }
@@ -76,6 +88,17 @@ impl SqsQueue {
         entries: Vec<SendMessageBatchRequestEntry>,
     ) -> Result<Vec<EntryFailure>, PortError> {
         self.count("SendMessageBatch");
+        let bytes: usize = messages
+            .iter()
+            .map(|m| {
+                m.body.len()
+                    + m.attributes
+                        .iter()
+                        .map(|(k, v)| k.len() + v.len() + "String".len())
+                        .sum::<usize>()
+            })
+            .sum();
+        self.extra_chunks(bytes);
         let out = self
             .client
             .send_message_batch()
@@ -166,7 +189,6 @@ impl VisibilityControl for SqsQueue {
 #[async_trait]
 impl QueueReceiver for SqsQueue {
     async fn receive(&self, max: usize, wait_ms: u64) -> Result<Vec<Received>, PortError> {
-        self.count("ReceiveMessage");
         let out = self
             .client
             .receive_message()
@@ -183,9 +205,28 @@ impl QueueReceiver for SqsQueue {
             .send()
             .await
             .map_err(|e| port_error("ReceiveMessage", &e))?;
-        Ok(out
-            .messages
-            .unwrap_or_default()
+        let messages = out.messages.unwrap_or_default();
+        // An empty receive is an idle poll: Lambda's event source makes those at a fixed rate
+        // whatever the traffic, so they are counted apart from the receives that carry work.
+        self.count(if messages.is_empty() {
+            "ReceiveMessageEmpty"
+        } else {
+            "ReceiveMessage"
+        });
+        self.extra_chunks(
+            messages
+                .iter()
+                .map(|m| {
+                    m.body().map_or(0, str::len)
+                        + m.message_attributes().map_or(0, |a| {
+                            a.iter()
+                                .map(|(k, v)| k.len() + v.string_value().map_or(0, str::len))
+                                .sum()
+                        })
+                })
+                .sum(),
+        );
+        Ok(messages
             .into_iter()
             .map(|m| Received {
                 group_id: m
@@ -212,6 +253,38 @@ impl QueueReceiver for SqsQueue {
                 body: m.body.unwrap_or_default(),
             })
             .collect())
+    }
+
+    async fn delete_batch(&self, receipt_handles: &[String]) -> Result<Vec<String>, PortError> {
+        let mut failed = Vec::new();
+        for chunk in receipt_handles.chunks(10) {
+            let entries = chunk
+                .iter()
+                .enumerate()
+                .map(|(i, h)| {
+                    aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
+                        .id(i.to_string())
+                        .receipt_handle(h)
+                        .build()
+                        .map_err(|e| PortError::Rejected(format!("delete entry: {e}")))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            self.count("DeleteMessageBatch");
+            let out = self
+                .client
+                .delete_message_batch()
+                .queue_url(&self.queue_url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+                .map_err(|e| port_error("DeleteMessageBatch", &e))?;
+            for f in out.failed() {
+                if let Some(h) = f.id().parse::<usize>().ok().and_then(|i| chunk.get(i)) {
+                    failed.push(h.clone());
+                }
+            }
+        }
+        Ok(failed)
     }
 
     async fn delete(&self, receipt_handle: &str) -> Result<(), PortError> {

@@ -82,11 +82,31 @@ pub fn subscriber<W>(
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
-    let logs = tracing_subscriber::fmt::layer()
+    Registry::default().with(layer(service, format, filter, writer))
+}
+
+/// The lines of [`subscriber`] as a layer, to stack beside others (the local runner counts
+/// the bytes the deployed functions would log, next to its own human-readable lines).
+pub fn layer<S, W>(
+    service: &'static str,
+    format: LogFormat,
+    filter: &str,
+    writer: W,
+) -> impl Layer<S> + Send + Sync + 'static
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    tracing_subscriber::fmt::layer()
         .event_format(Lines { service, format })
         .with_writer(writer)
-        .with_filter(EnvFilter::new(filter));
-    Registry::default().with(logs)
+        .with_filter(EnvFilter::new(filter))
+}
+
+/// The level filter the functions apply for a level setting such as `LOG_LEVEL`'s (`info`,
+/// `WARNING`, ...).
+pub fn level_filter(raw: &str) -> String {
+    level_directives(Some(raw.to_string()))
 }
 
 /// The first level setting present. `AWS_LAMBDA_LOG_LEVEL` (Lambda sets it from

@@ -111,6 +111,20 @@ fn json(status: StatusCode, body: &'static str) -> Response {
 
 fn log_outcome(outcome: &Outcome, bytes: usize) {
     match outcome {
+        // The common path (queued at the first call, nothing quarantined) at DEBUG: the events
+        // function writes the opt-in's INFO line.
+        Outcome::Accepted {
+            events,
+            quarantined: 0,
+            send_calls,
+            retried_entries: 0,
+        } => tracing::debug!(
+            outcome = "accepted",
+            events,
+            send_calls,
+            bytes,
+            "webhook accepted"
+        ),
         Outcome::Accepted {
             events,
             quarantined,

@@ -57,6 +57,9 @@ pub async fn load(common: &Common, args: &LoadArgs) -> Result<(), String> {
             .unwrap_or(1)
     );
 
+    // What setting up cost (tables, queues, Page items) is not the opt-ins' cost.
+    let baseline = stack.pipeline.requests();
+    crate::meter::meter().reset();
     let t0 = now_ms();
     let login_ids: Vec<String> = (0..optins).map(|i| format!("load-{run}-{i}")).collect();
     for (i, id) in login_ids.iter().enumerate() {
@@ -196,7 +199,16 @@ pub async fn load(common: &Common, args: &LoadArgs) -> Result<(), String> {
         eprintln!("load: {retried} webhook POSTs were retried");
     }
     if settings.aws_endpoint.is_some() {
-        println!("{}", cost::line(&stack.pipeline.requests(), sent.max(1))?);
+        let mut requests = stack.pipeline.requests();
+        for (k, v) in &baseline {
+            if let Some(n) = requests.get_mut(k) {
+                *n = n.saturating_sub(*v);
+            }
+        }
+        println!(
+            "{}",
+            cost::report(&requests, &crate::meter::meter().snapshot(), sent.max(1))?
+        );
     }
     if sent == optins && duplicates == 0 {
         Ok(())

@@ -37,7 +37,14 @@ fn main() -> ExitCode {
         Some(Command::Send(args)) => runtime.block_on(serve::send(&args)),
         Some(Command::Message(args)) => runtime.block_on(serve::message(&args)),
         Some(Command::Load(args)) => {
-            init_logs();
+            if cli.common.aws_endpoint.is_some() {
+                if let Err(e) = lc_local::init_logs_metered() {
+                    eprintln!("login-connect: {e}");
+                    return ExitCode::FAILURE;
+                }
+            } else {
+                init_logs();
+            }
             runtime.block_on(load::load(&cli.common, &args))
         }
         Some(Command::Scale(args)) => {

@@ -22,6 +22,8 @@ use lc_core::support::secret::Secrets;
 use lc_core::webhook::intake::{Intake, IntakeConfig};
 use tokio::task::JoinHandle;
 
+use crate::meter::meter;
+
 pub struct Backends {
     pub table: Table,
     pub scheduler: Arc<dyn Scheduler>,
@@ -172,8 +174,16 @@ impl Backends {
             .map_err(|e| format!("create event bus: {e}"))?;
         let published = Arc::new(MemoryBus::new());
         let bus = Arc::new(Teed {
+            // `LC_BUS_OFF_DETAIL_TYPES`, as the deployed functions read it (the template's
+            // `BusDetailTypesOff`).
             aws: lc_adapters::eventbridge::EventBridgeBus::new(eb, bus_name.clone())
-                .with_counter(counter.clone()),
+                .with_counter(counter.clone())
+                .with_off(
+                    lc_adapters::eventbridge::parse_detail_types(
+                        &std::env::var("LC_BUS_OFF_DETAIL_TYPES").unwrap_or_default(),
+                    )
+                    .map_err(|e| format!("LC_BUS_OFF_DETAIL_TYPES: {e}"))?,
+                ),
             copy: published.clone(),
         });
         Ok(Backends {
@@ -275,15 +285,21 @@ async fn settle_batch(
         queue: Some(queue),
         dead_letters: dead_letters.map(|d| d as &dyn QueueSender),
     };
+    let mut done = Vec::new();
     for (m, fate) in batch.iter().zip(fates) {
         match settle(fate, &m.receipt_handle, &m.body, via).await {
-            Settled::Delete => {
-                if let Err(e) = queue.delete(&m.receipt_handle).await {
-                    tracing::warn!(error = %e, "delete failed; the message will come back");
-                }
-            }
+            Settled::Delete => done.push(m.receipt_handle.clone()),
             Settled::Keep { reason } => tracing::debug!(reason = %reason, "message kept"),
         }
+    }
+    // One DeleteMessageBatch for what is done, as Lambda's event source deletes.
+    match queue.delete_batch(&done).await {
+        Ok(failed) if failed.is_empty() => {}
+        Ok(failed) => tracing::warn!(
+            failed = failed.len(),
+            "delete failed; the messages will come back"
+        ),
+        Err(e) => tracing::warn!(error = %e, "delete failed; the messages will come back"),
     }
 }
 
@@ -380,6 +396,10 @@ impl Pipeline {
         config: PipelineConfig,
     ) -> Result<Pipeline, String> {
         let metrics = Arc::new(MemoryMetrics::new());
+        // The components record through the meter, which notes each invocation's metrics for
+        // its EMF documents (the cost line) and keeps them in `metrics` as before.
+        let recorded: Arc<dyn lc_core::ports::Metrics> =
+            Arc::new(crate::meter::Metered(metrics.clone()));
         let graph = GraphClient::new(GraphConfig {
             base_url: config.graph_base_url.clone(),
             timeout: config.graph_timeout,
@@ -391,10 +411,10 @@ impl Pipeline {
             backends.events.clone(),
             Arc::new(secrets.clone()),
             clock.clone(),
-            metrics.clone(),
+            recorded.clone(),
             IntakeConfig::default(),
         ));
-        let lifecycle = Arc::new(Lifecycle::new(
+        let lifecycle = Lifecycle::new(
             LifecyclePorts {
                 table: backends.table.clone(),
                 scheduler: backends.scheduler.clone(),
@@ -402,10 +422,10 @@ impl Pipeline {
                 secrets: secret_source.clone(),
                 bus: backends.bus.clone(),
                 clock: clock.clone(),
-                metrics: metrics.clone(),
+                metrics: recorded.clone(),
             },
             config.lifecycle.clone(),
-        ));
+        );
         let sender_ports = SenderPorts {
             table: backends.table.clone(),
             outbound: backends.jobs.clone(),
@@ -414,7 +434,7 @@ impl Pipeline {
             scheduler: backends.scheduler.clone(),
             secrets: secret_source,
             clock: clock.clone(),
-            metrics: metrics.clone(),
+            metrics: recorded.clone(),
         };
         let followups = Arc::new(FollowUps::new(
             FollowUpPorts {
@@ -424,11 +444,17 @@ impl Pipeline {
                 graph: sender_ports.graph.clone(),
                 secrets: sender_ports.secrets.clone(),
                 clock: clock.clone(),
-                metrics: metrics.clone(),
+                metrics: recorded.clone(),
             },
             FollowUpConfig::from_sender(&config.sender),
         ));
         let sender = Arc::new(Sender::new(sender_ports.clone(), config.sender.clone()));
+        // As deployed: the events consumers send a new opt-in's first message themselves
+        // (their own sender, their own share of each Page's rate).
+        let lifecycle = Arc::new(lifecycle.with_inline_sender(Arc::new(Sender::new(
+            sender_ports.clone(),
+            config.sender.clone(),
+        ))));
         let deadline = Arc::new(Deadline::new(Sender::new(sender_ports, config.sender)));
         let mut p = Pipeline {
             backends,
@@ -461,7 +487,7 @@ impl Pipeline {
             loop {
                 let batch = next_batch(events.as_ref(), poll, "events").await;
                 let fates = batch.iter().map(|m| lifecycle.handle_message(&m.body));
-                let fates = join_all(fates).await;
+                let fates = meter().invoke("events", join_all(fates)).await;
                 settle_batch(events.as_ref(), None, batch, fates).await;
             }
         }));
@@ -473,7 +499,8 @@ impl Pipeline {
         self.tasks.push(tokio::spawn(async move {
             loop {
                 let batch = next_batch(jobs.as_ref(), poll, "outbound").await;
-                let fates = join_all(batch.iter().map(|m| sender.handle_message(&m.body))).await;
+                let fates = batch.iter().map(|m| sender.handle_message(&m.body));
+                let fates = meter().invoke("sender", join_all(fates)).await;
                 settle_batch(jobs.as_ref(), Some(dlq.as_ref()), batch, fates).await;
             }
         }));
@@ -482,10 +509,10 @@ impl Pipeline {
             loop {
                 let batch = next_batch(requests.as_ref(), poll, "requests").await;
                 let followups = &followups;
-                run_fifo_batch(requests.as_ref(), batch, |body| async move {
+                let run = run_fifo_batch(requests.as_ref(), batch, |body| async move {
                     followups.handle_message(&body).await
-                })
-                .await;
+                });
+                meter().invoke("messages-worker", run).await;
             }
         }));
     }
@@ -497,13 +524,13 @@ impl Pipeline {
             self.tasks
                 .push(s.spawn_firing(self.clock.clone(), poll, move |schedule| {
                     let deadline = deadline.clone();
-                    Box::pin(async move {
+                    Box::pin(meter().invoke("deadline", async move {
                         let input = serde_json::from_str(&schedule.input)
                             .unwrap_or(serde_json::Value::Null);
                         if let Err(e) = deadline.handle_input(&input).await {
                             tracing::warn!(error = %e, "deadline check failed");
                         }
-                    })
+                    }))
                 }));
         }
     }

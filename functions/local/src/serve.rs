@@ -176,11 +176,12 @@ impl Stack {
                 graph_timeout: Duration::from_secs(5),
                 lifecycle: LifecycleConfig::default(),
                 sender: SenderConfig {
-                    // The local sending processes (4 sender consumers + the deadline checks)
-                    // share the simulator's per-Page rate, as the deployed functions share Meta's.
+                    // The local sending processes (4 sender consumers, 4 events consumers
+                    // sending inline, the deadline checks) share the simulator's per-Page rate,
+                    // as the deployed functions share Meta's.
                     pacing: lc_core::sending::pacing::PacingConfig {
                         page_rate_per_sec: sim_rate_limit,
-                        instances: 5,
+                        instances: 9,
                         ..Default::default()
                     },
                     ..SenderConfig::default()
@@ -240,7 +241,8 @@ impl Stack {
             .people(people)
             .deletion(deletion)
             .messages(pipeline.followups.clone())
-            .router();
+            .router()
+            .layer(axum::middleware::from_fn(metered));
         let server = tokio::spawn(async move {
             if let Err(e) = axum::serve(listener, app).await {
                 tracing::error!(error = %e, "http server stopped");
@@ -494,4 +496,25 @@ pub async fn post_signed(
     let status = resp.status().as_u16();
     let text = resp.text().await.map_err(|e| e.without_url().to_string())?;
     Ok((status, text))
+}
+
+/// Each HTTP request is one invocation of the function whose Function URL serves its path
+/// (for the cost line).
+async fn metered(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let path = request.uri().path();
+    let function = if path.starts_with("/webhook") {
+        "webhook"
+    } else if path.starts_with("/login") {
+        "login"
+    } else if path.starts_with(lc_api::messages::MESSAGES_PATH) {
+        "messages-api"
+    } else {
+        "people"
+    };
+    crate::meter::meter()
+        .invoke(function, next.run(request))
+        .await
 }

@@ -122,6 +122,8 @@ async fn page_first_message_config_is_used_and_validated() {
         first_message: Some(format!(r#"{{"text":"{}"}}"#, "x".repeat(2001))),
         ..PageConfig::default()
     });
+    // A sender reads a Page's config at most once a minute (`page_cache_ms`).
+    w.advance(61_000);
     login_optin(&w, "L2").await;
     let job = queued_jobs(&w).pop().unwrap();
     let out = w.sender.run_job(&job).await.unwrap();

@@ -167,6 +167,36 @@ impl World {
         ))
     }
 
+    /// An events function over this world that sends a new opt-in's first message itself
+    /// through this world's sender ([`Lifecycle::with_inline_sender`]).
+    pub fn inline_events(&self) -> Lifecycle {
+        Lifecycle::new(
+            LifecyclePorts {
+                table: Table::new(self.store.clone()),
+                scheduler: self.scheduler.clone(),
+                jobs: self.jobs.clone(),
+                secrets: Arc::new(secrets()),
+                bus: self.bus.clone(),
+                clock: Arc::new(self.clock.clone()),
+                metrics: self.metrics.clone(),
+            },
+            LifecycleConfig::default(),
+        )
+        .with_inline_sender(self.sender.clone())
+    }
+
+    /// A Login Connect opt-in now as one inbound event (registered with the simulator), to
+    /// process (and redeliver) by hand.
+    pub fn login_optin_event(&self, login_id: &str) -> lc_core::webhook::InboundEvent {
+        let now = self.now();
+        self.sim.register_login_id(login_id, None, now);
+        let body = optin_body(&format!(r#"{{"login_id":"{login_id}"}}"#), None, now);
+        match split_body(body.as_bytes(), now) {
+            SplitOutcome::Events(mut e) if e.len() == 1 => e.remove(0),
+            other => panic!("one opt-in event: {other:?}"),
+        }
+    }
+
     pub fn now(&self) -> i64 {
         self.clock.now_ms()
     }

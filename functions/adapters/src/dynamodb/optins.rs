@@ -115,13 +115,13 @@ impl OptinStore for DynamoStore {
         u.set("job_claim_until_ms", n(claim_until_ms))
             .set("updated_at_ms", n(now_ms));
         let cond = u.condition(|e| {
+            // Pending, or sending with a lapsed lease (an inline send whose process died).
+            let open = free_condition(e, now_ms);
             format!(
-                "attribute_exists({pk}) AND {enq} = {f} AND {state} = {pending} AND {claim} <= {now}",
+                "attribute_exists({pk}) AND {enq} = {f} AND {open} AND {claim} <= {now}",
                 pk = e.name(PK),
                 enq = e.name("job_enqueued"),
                 f = e.value(b(false)),
-                state = e.name("state"),
-                pending = e.value(s(OptinState::Pending.as_str())),
                 claim = e.name("job_claim_until_ms"),
                 now = e.value(n(now_ms)),
             )

@@ -22,6 +22,12 @@ pub struct Learnt {
     pub external_id: Option<String>,
     /// A reply that gave its opt-in the PSID: a funnel step, counted after publishing.
     pub first_reply: Option<crate::funnel::FirstReply>,
+    /// An opt-in this event created whose first message the events function sends itself,
+    /// once the events are out (see `Lifecycle::with_inline_sender`).
+    pub inline_job: Option<(
+        crate::lifecycle::optin::FirstMessageJob,
+        crate::lifecycle::optin::Optin,
+    )>,
 }
 
 /// The events for one processed inbound event.

@@ -11,7 +11,8 @@
 //! - [`concurrent_claims`]: the claim condition (pending, or a lapsed lease, before the deadline);
 //! - [`finish_vs_takeover`] and [`late_finish_vs_takeover`]: the finish condition (still
 //!   `sending` and still the claim token `attempts`);
-//! - [`concurrent_take_job`]: take_job's condition (not enqueued, pending, claim lapsed);
+//! - [`concurrent_take_job`]: take_job's condition (not enqueued, pending or sending with a
+//!   lapsed lease, claim lapsed);
 //! - [`expire_vs_claim_at_deadline`]: the claim's deadline and the expiry's lease condition;
 //! - [`concurrent_reopens`]: the reopen condition (the record is still exactly the closed
 //!   generation that was read);

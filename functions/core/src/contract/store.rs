@@ -854,8 +854,19 @@ pub async fn take_job_rules<S: Store>(s: &S, p: &str) {
         )
         .await
         .expect("take_job"),
-        "only a pending opt-in's job is taken"
+        "a sending opt-in's job is not taken while its lease runs"
     );
+    // The sender of an inline send died: once the lease lapsed, the job is taken over.
+    let lapsed = o.job_claim_until_ms + 1 + LEASE;
+    assert!(
+        s.take_job(&o.key(), lapsed, lapsed + 60_000)
+            .await
+            .expect("take_job"),
+        "a sending opt-in whose lease lapsed has its job taken over"
+    );
+    let r = get(s, &o.key()).await;
+    assert_eq!((r.state, r.job_enqueued), (OptinState::Sending, false));
+    assert_eq!(r.job_claim_until_ms, lapsed + 60_000);
 
     let missing = optin(p, "job-missing").key();
     assert!(!s.take_job(&missing, T0, T0 + 1).await.expect("take_job"));

@@ -193,6 +193,9 @@ pub struct Lifecycle {
     config: LifecycleConfig,
     /// The keyring of the secrets last seen (rebuilt only when the source hands a new value).
     keys: std::sync::Mutex<Option<(Arc<Secrets>, Arc<Keyring>)>>,
+    /// Sends a new opt-in's first message in this call instead of queueing a job
+    /// ([`Lifecycle::with_inline_sender`]).
+    inline: Option<Arc<crate::sending::sender::Sender>>,
 }
 
 impl Lifecycle {
@@ -207,7 +210,22 @@ impl Lifecycle {
             metrics: ports.metrics,
             config,
             keys: std::sync::Mutex::new(None),
+            inline: None,
         }
+    }
+
+    /// Sends the first message of an opt-in this call created right here, through `sender`
+    /// (the same load, gate, claim with a lease, send and record as the sender function), once
+    /// the opt-in, its deadline check and its events are durable: the common path then needs
+    /// no outbound job and no sender invocation. An outcome that is not final (pacing, a paused
+    /// Page, a retryable failure released) queues the job as before. If this process dies
+    /// mid-send, the events message comes back after its visibility timeout and finds the
+    /// opt-in `sending` with no job: once the lease lapsed it queues the job (as a duplicate
+    /// copy of an opt-in does), and the sender's claim takes the lapsed attempt over; the
+    /// deadline check stays as the last net.
+    pub fn with_inline_sender(mut self, sender: Arc<crate::sending::sender::Sender>) -> Self {
+        self.inline = Some(sender);
+        self
     }
 
     pub fn table(&self) -> &Table {
@@ -295,7 +313,51 @@ impl Lifecycle {
             self.metrics.record(m);
         }
         self.count_funnel(event, &done, &learnt);
+        if let Some((job, written)) = learnt.inline_job.take() {
+            self.send_inline(&job, written).await?;
+        }
         Ok(done)
+    }
+
+    /// The first message of an opt-in this call created (see [`Lifecycle::with_inline_sender`]).
+    async fn send_inline(&self, job: &FirstMessageJob, written: Optin) -> Result<(), ProcessError> {
+        let Some(sender) = &self.inline else {
+            return Ok(());
+        };
+        // What this call just wrote is not read back.
+        match sender.run_job_written(job, written).await {
+            Ok(outcome) => match outcome.fate() {
+                Fate::Ack => Ok(()),
+                Fate::DeadLetter { reason } => {
+                    // The opt-in is closed as failed; there is no job message to dead-letter.
+                    tracing::error!(
+                        optin = %hash_id(&job.optin_key),
+                        reason = %reason,
+                        "first message refused as malformed"
+                    );
+                    Ok(())
+                }
+                Fate::Retry { after_secs, reason } => {
+                    tracing::debug!(
+                        optin = %hash_id(&job.optin_key),
+                        reason = %reason,
+                        "first message deferred to the sender"
+                    );
+                    let delay = after_secs.unwrap_or(0).min(MAX_SQS_DELAY_SECS);
+                    self.queue_job(job, delay).await?;
+                    self.table
+                        .optins
+                        .mark_job_enqueued(&job.optin_key, self.clock.now_ms())
+                        .await?;
+                    Ok(())
+                }
+            },
+            // Nothing queued: the events message comes back, finds the opt-in without a job
+            // and queues it once the creator's claim (and any lease) lapsed.
+            Err(e) => Err(ProcessError::Retry(format!(
+                "first message not settled: {e}"
+            ))),
+        }
     }
 
     /// The funnel steps this event took (see [`crate::funnel`]), once its events are out.
@@ -566,7 +628,7 @@ impl Lifecycle {
         }
 
         let mut existing = match self.table.optins.create_optin(&optin).await? {
-            Created::Created => return self.opened(&optin, now).await,
+            Created::Created => return self.opened(&optin, now, learnt).await,
             Created::Exists(existing) => *existing,
         };
         // The same person's opt-in, known first from another path (the webhook before the
@@ -608,7 +670,7 @@ impl Lifecycle {
                         generation = next.generation,
                         "opt-in again: a new generation"
                     );
-                    return self.opened(&next, now).await;
+                    return self.opened(&next, now, learnt).await;
                 }
                 Reopened::Changed(now_stored) => existing = *now_stored,
                 Reopened::Missing => {
@@ -624,8 +686,15 @@ impl Lifecycle {
     }
 
     /// A generation this call created: its first-message job goes first, then its deadline
-    /// check, so a Scheduler outage never holds back a first message.
-    async fn opened(&self, optin: &Optin, now: i64) -> Result<Processed, ProcessError> {
+    /// check, so a Scheduler outage never holds back a first message. With an inline sender,
+    /// the deadline check goes first and the first message is sent by `process` once the
+    /// events are out; a Scheduler outage then queues the job instead.
+    async fn opened(
+        &self,
+        optin: &Optin,
+        now: i64,
+        learnt: &mut Learnt,
+    ) -> Result<Processed, ProcessError> {
         if optin.state == OptinState::Expired {
             tracing::error!(
                 optin = %hash_id(&optin.key()),
@@ -634,6 +703,26 @@ impl Lifecycle {
             );
             return Ok(Processed::OptinMissedOnArrival {
                 entry_point: optin.entry_point,
+            });
+        }
+        if self.inline.is_some() {
+            // The deadline check first (free to create and delete, and the net if this
+            // process dies mid-send), then the events, then the send (`process`). If the
+            // Scheduler is down, the job is queued as without an inline sender, so the outage
+            // holds back no first message.
+            let schedule_created = match self.schedule(optin, now).await {
+                Ok(created) => created,
+                Err(e) => {
+                    self.send_job(optin, now).await?;
+                    return Err(e);
+                }
+            };
+            learnt.inline_job = Some((job_for(optin, now), optin.clone()));
+            return Ok(Processed::OptinCreated {
+                entry_point: optin.entry_point,
+                source: optin.source,
+                schedule_created,
+                generation: optin.generation,
             });
         }
         self.send_job(optin, now).await?;
@@ -666,7 +755,15 @@ impl Lifecycle {
                 "opt-in seen for a second page; the first page keeps it"
             );
         }
-        if existing.state == OptinState::Pending && !existing.job_enqueued {
+        // Sending without a job: an inline send (or a sender that claimed before the creator
+        // marked its job) still under its lease, or whose process died (lease lapsed).
+        let sending = existing.state == OptinState::Sending;
+        if (existing.state == OptinState::Pending || sending) && !existing.job_enqueued {
+            if sending && existing.lease_until_ms > now {
+                return Err(ProcessError::Retry(
+                    "the opt-in's first message is being sent".into(),
+                ));
+            }
             if existing.job_claim_until_ms >= now {
                 // Its creator is enqueueing the job right now, or crashed doing so. Dropping
                 // this copy could lose the job (if the creator crashed and this is its own
@@ -767,29 +864,24 @@ impl Lifecycle {
     }
 
     async fn send_job(&self, optin: &Optin, now: i64) -> Result<(), ProcessError> {
-        let job = FirstMessageJob {
-            v: 1,
-            sent: None,
-            optin_key: optin.key(),
-            generation: Some(optin.generation),
-            recipient: optin.recipient.clone(),
-            page_id: optin.page_id.clone(),
-            deadline_at_ms: optin.deadline_at_ms,
-            enqueued_at_ms: now,
-            external_id: optin.external_id.clone(),
-            redriven_at_ms: None,
-        };
-        let body = serde_json::to_string(&job).map_err(|e| ProcessError::Retry(e.to_string()))?;
+        self.queue_job(&job_for(optin, now), 0).await
+    }
+
+    async fn queue_job(&self, job: &FirstMessageJob, delay_secs: u32) -> Result<(), ProcessError> {
+        let body = serde_json::to_string(job).map_err(|e| ProcessError::Retry(e.to_string()))?;
         let failed = self
             .jobs
             .send_batch(&[OutMessage {
                 id: "job".into(),
                 body,
                 attributes: vec![
-                    ("page_id".into(), optin.page_id.clone()),
-                    ("entry_point".into(), optin.entry_point.as_str().into()),
+                    ("page_id".into(), job.page_id.clone()),
+                    (
+                        "entry_point".into(),
+                        funnel::entry_point_of(job.recipient.kind).as_str().into(),
+                    ),
                 ],
-                delay_secs: 0,
+                delay_secs,
             }])
             .await?;
         if let Some(f) = failed.first() {
@@ -1012,6 +1104,25 @@ pub struct LoginIdentity {
     /// The business's own id, already verified against `external_id_keys`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_id: Option<String>,
+}
+
+/// SQS's longest `DelaySeconds`: a longer wait is the sender's to make again.
+const MAX_SQS_DELAY_SECS: u32 = 900;
+
+/// The first-message job of a generation.
+fn job_for(optin: &Optin, now: i64) -> FirstMessageJob {
+    FirstMessageJob {
+        v: 1,
+        sent: None,
+        optin_key: optin.key(),
+        generation: Some(optin.generation),
+        recipient: optin.recipient.clone(),
+        page_id: optin.page_id.clone(),
+        deadline_at_ms: optin.deadline_at_ms,
+        enqueued_at_ms: now,
+        external_id: optin.external_id.clone(),
+        redriven_at_ms: None,
+    }
 }
 
 /// The login identity of a login event (none for webhook events or an item without one).

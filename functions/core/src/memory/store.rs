@@ -221,7 +221,9 @@ impl OptinStore for MemoryStore {
             let Some(o) = t.optins.get_mut(key) else {
                 return Ok(false);
             };
-            if o.job_enqueued || o.state != OptinState::Pending || o.job_claim_until_ms > now_ms {
+            let open = o.state == OptinState::Pending
+                || (o.state == OptinState::Sending && o.lease_until_ms <= now_ms);
+            if o.job_enqueued || !open || o.job_claim_until_ms > now_ms {
                 return Ok(false);
             }
             o.job_claim_until_ms = claim_until_ms;

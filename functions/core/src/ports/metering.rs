@@ -20,6 +20,16 @@ impl RequestCounter {
         *c.entry(format!("{service}.{operation}")).or_default() += 1;
     }
 
+    /// Adds `n` to a billed quantity that is not one request each, e.g.
+    /// `("events", "PutEventsEntries64K", 3)`: the 64 KB chunks of the entries of one call.
+    pub fn add(&self, service: &str, quantity: &str, n: u64) {
+        if n == 0 {
+            return;
+        }
+        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        *c.entry(format!("{service}.{quantity}")).or_default() += n;
+    }
+
     /// `service.Operation` -> count.
     pub fn snapshot(&self) -> BTreeMap<String, u64> {
         self.counts

@@ -131,6 +131,17 @@ pub trait QueueReceiver: Send + Sync {
     /// Up to `max` messages, waiting up to `wait_ms` for the first (long polling).
     async fn receive(&self, max: usize, wait_ms: u64) -> Result<Vec<Received>, PortError>;
     async fn delete(&self, receipt_handle: &str) -> Result<(), PortError>;
+    /// Deletes up to 10 messages in one request, as Lambda's event source does after a batch
+    /// (SQS `DeleteMessageBatch`). Returns the receipt handles not deleted (they come back).
+    async fn delete_batch(&self, receipt_handles: &[String]) -> Result<Vec<String>, PortError> {
+        let mut failed = Vec::new();
+        for h in receipt_handles {
+            if self.delete(h).await.is_err() {
+                failed.push(h.clone());
+            }
+        }
+        Ok(failed)
+    }
 }
 
 /// A queue a consumer owns: it sends, receives and extends visibility (the local runner's

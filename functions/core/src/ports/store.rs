@@ -74,8 +74,9 @@ pub trait OptinStore: Send + Sync {
     async fn get_optin(&self, key: &str) -> Result<Option<Optin>, PortError>;
     /// The creator marks its job as enqueued (clears its claim).
     async fn mark_job_enqueued(&self, key: &str, now_ms: i64) -> Result<(), PortError>;
-    /// Takes over enqueueing the job when it is not enqueued, the opt-in is still pending,
-    /// and the previous claim lapsed. `true`: the caller must enqueue, then mark it.
+    /// Takes over enqueueing the job when it is not enqueued, the opt-in is still pending (or
+    /// sending with a lapsed lease: an inline send whose process died), and the previous claim
+    /// lapsed. `true`: the caller must enqueue, then mark it.
     async fn take_job(
         &self,
         key: &str,

@@ -54,6 +54,10 @@ pub struct SenderConfig {
     pub default_message: OutgoingMessage,
     /// Send `appsecret_proof` (needs the app secret).
     pub appsecret_proof: bool,
+    /// A Page's config item is read at most once per this long per process (0: every job).
+    /// An operator's pause or a new `first_message` takes up to this long to be seen; a
+    /// pause this process makes itself is seen at once.
+    pub page_cache_ms: i64,
 }
 
 impl Default for SenderConfig {
@@ -76,6 +80,7 @@ impl Default for SenderConfig {
                 ..OutgoingMessage::default()
             },
             appsecret_proof: false,
+            page_cache_ms: 60_000,
         }
     }
 }
@@ -253,6 +258,8 @@ pub struct Sender {
     pace: PagePacer,
     /// This process's share of every Page's rate (see [`crate::sending::pacing`]).
     pacer: Pacer,
+    /// Page id -> (read at, config): [`SenderConfig::page_cache_ms`].
+    pages: std::sync::Mutex<std::collections::HashMap<String, (i64, Option<PageConfig>)>>,
 }
 
 impl Sender {
@@ -269,7 +276,34 @@ impl Sender {
             pacer: Pacer::new(config.pacing.clone()),
             config,
             pace: PagePacer::default(),
+            pages: std::sync::Mutex::new(std::collections::HashMap::new()),
         }
+    }
+
+    /// The Page's config, from this process's short cache when fresh.
+    async fn page(&self, page_id: &str, now: i64) -> Result<Option<PageConfig>, PortError> {
+        let ttl = self.config.page_cache_ms;
+        if ttl > 0 {
+            let pages = self.pages.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((at, page)) = pages.get(page_id) {
+                if (*at..at.saturating_add(ttl)).contains(&now) {
+                    return Ok(page.clone());
+                }
+            }
+        }
+        let page = self.table.pages.get_page(page_id).await?;
+        if ttl > 0 {
+            let mut pages = self.pages.lock().unwrap_or_else(|p| p.into_inner());
+            pages.insert(page_id.to_string(), (now, page.clone()));
+        }
+        Ok(page)
+    }
+
+    fn forget_page(&self, page_id: &str) {
+        self.pages
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(page_id);
     }
 
     pub fn table(&self) -> &Table {
@@ -305,7 +339,13 @@ impl Sender {
         };
         match self.run_job(&job).await {
             Ok(outcome) => {
-                tracing::info!(outcome = outcome.name(), detail = ?outcome, "job settled");
+                // The common path already wrote its one INFO line (the funnel's
+                // `first_message_sent`); every other outcome is worth a line of its own.
+                if matches!(outcome, JobOutcome::Sent { .. }) {
+                    tracing::debug!(outcome = outcome.name(), detail = ?outcome, "job settled");
+                } else {
+                    tracing::info!(outcome = outcome.name(), detail = ?outcome, "job settled");
+                }
                 outcome.fate()
             }
             Err(e) => Fate::retry(e.to_string()),
@@ -316,7 +356,27 @@ impl Sender {
     /// credentials, deliver. Each phase either hands the next one what it needs or stops the
     /// attempt with the job's outcome.
     pub async fn run_job(&self, job: &FirstMessageJob) -> Result<JobOutcome, JobError> {
-        let outcome = match self.attempt(job).await {
+        self.run(job, None).await
+    }
+
+    /// [`Sender::run_job`] for an opt-in the caller has just written (the events function's
+    /// inline send): `written` stands in for the read of the opt-in. It is only a starting
+    /// point: the claim is conditional on the stored item, so a change since (a reply, a
+    /// duplicate's claim) still wins.
+    pub async fn run_job_written(
+        &self,
+        job: &FirstMessageJob,
+        written: Optin,
+    ) -> Result<JobOutcome, JobError> {
+        self.run(job, Some(written)).await
+    }
+
+    async fn run(
+        &self,
+        job: &FirstMessageJob,
+        written: Option<Optin>,
+    ) -> Result<JobOutcome, JobError> {
+        let outcome = match self.attempt(job, written).await {
             Ok(outcome) | Err(Stop::Done(outcome)) => outcome,
             Err(Stop::Failed(e)) => return Err(e),
         };
@@ -336,16 +396,23 @@ impl Sender {
         self.bus.as_ref()
     }
 
-    async fn attempt(&self, job: &FirstMessageJob) -> Result<JobOutcome, Stop> {
+    async fn attempt(
+        &self,
+        job: &FirstMessageJob,
+        written: Option<Optin>,
+    ) -> Result<JobOutcome, Stop> {
         let now = self.clock.now_ms();
         if let Some(sent) = &job.sent {
             return Ok(self.record_only(job, sent, now).await?);
         }
-        let optin = match self.load(&job.optin_key, job.generation, now).await {
-            Err(Stop::Done(JobOutcome::AlreadyDone {
-                state: Some(OptinState::Failed),
-            })) if job.redriven_at_ms.is_some() => self.retry_failed(job, now).await?,
-            other => other?,
+        let optin = match written {
+            Some(o) if o.key() == job.optin_key => self.check(o, job.generation, now).await?,
+            _ => match self.load(&job.optin_key, job.generation, now).await {
+                Err(Stop::Done(JobOutcome::AlreadyDone {
+                    state: Some(OptinState::Failed),
+                })) if job.redriven_at_ms.is_some() => self.retry_failed(job, now).await?,
+                other => other?,
+            },
         };
         let gate = self.gate(&optin, now).await?;
         let claimed = self.claim(&optin, now).await?;
@@ -359,6 +426,11 @@ impl Sender {
             tracing::warn!(optin = %hash_id(key), "job for an unknown opt-in");
             return Err(Stop::Done(JobOutcome::AlreadyDone { state: None }));
         };
+        self.check(optin, generation, now).await
+    }
+
+    /// Whether a send is still owed and possible now for this opt-in as read (or written).
+    async fn check(&self, optin: Optin, generation: Option<u32>, now: i64) -> Result<Optin, Stop> {
         if generation.is_some_and(|g| g != optin.generation) {
             // A job of an earlier generation: that one is closed (a new generation opens only
             // on a closed one); the current generation has its own job.
@@ -426,7 +498,7 @@ impl Sender {
     /// Everything that may hold the message back before a claim: the Page's pause, pacing,
     /// its first-message config and the policy.
     async fn gate(&self, optin: &Optin, now: i64) -> Result<Gate, Stop> {
-        let page = self.table.pages.get_page(&optin.page_id).await?;
+        let page = self.page(&optin.page_id, now).await?;
         if page.as_ref().is_some_and(|p| !p.answers_optins) {
             return Err(Stop::Done(self.declined(optin, now).await?));
         }
@@ -579,7 +651,7 @@ impl Sender {
             tracing::error!(optin = %hash_id(&key), attempt, "sent after losing the claim");
         }
         let schedule_deleted = self.delete_schedule(claimed).await;
-        tracing::info!(
+        tracing::debug!(
             optin = %hash_id(&key),
             page = %claimed.page_id,
             attempt,
@@ -730,6 +802,7 @@ impl Sender {
 
     /// Pauses the Page (an operator must act) and keeps the job for later.
     async fn pause(&self, page_id: &str, reason: String, now: i64) -> Result<JobOutcome, JobError> {
+        self.forget_page(page_id);
         delivery::pause_page(
             &self.table,
             self.bus.as_ref(),
