@@ -8,6 +8,7 @@
 //! any test harness and runtime (the races: any multi-thread tokio runtime). Compiled for this crate's own tests and, for other crates (and
 //! this crate's integration tests), behind the `contract` feature.
 
+pub mod bus;
 pub mod identity;
 pub mod races;
 pub mod requests;
