@@ -104,7 +104,8 @@ pub fn lifecycle_config() -> Result<LifecycleConfig, ConfigError> {
 /// `LC_FIRST_MESSAGE_TEXT` (the stack default), `LC_ALLOWED_TAGS` (comma list, default
 /// `HUMAN_AGENT`), `LC_APPSECRET_PROOF` (true/false), `LC_PACE_THRESHOLD_PERCENT` (80),
 /// `LC_FUNCTION_TIMEOUT_SECS` (the function's own timeout, 30), `LC_PAGE_RATE_PER_SEC` (Meta's
-/// per-Page rate, 300) and `LC_SENDING_INSTANCES` (every process that may send at once, 70).
+/// per-Page rate, 300) and `LC_SENDING_INSTANCES` (every process that may send at once, 50:
+/// the template's events 20 + sender 10 + deadline 10 + messages-worker 10).
 pub fn sender_config(graph: &crate::graph::GraphClient) -> Result<SenderConfig, ConfigError> {
     let mut c = SenderConfig::default();
     if let Some(text) = optional("LC_FIRST_MESSAGE_TEXT") {

@@ -48,7 +48,7 @@ impl Default for PacingConfig {
         PacingConfig {
             page_rate_per_sec: 300,
             safety: 0.9,
-            instances: 70,
+            instances: 50,
             urgent_reserve: 0.2,
             urgent_within_ms: 2 * 60 * 60 * 1000,
             window_margin_ms: 100,
