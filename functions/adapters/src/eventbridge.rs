@@ -159,6 +159,51 @@ pub async fn create_bus(client: &Client, name: &str) -> Result<(), PortError> {
     }
 }
 
+/// A rule on `bus` that sends every login-connect event to the SQS queue at `queue_url`, as
+/// the template's `BusinessQueueArn` rule does (the local runner and the moto tests use it; a
+/// real queue also needs a policy letting EventBridge send, which moto does not check).
+pub async fn route_to_queue(
+    client: &Client,
+    sqs: &aws_sdk_sqs::Client,
+    bus: &str,
+    rule: &str,
+    queue_url: &str,
+) -> Result<(), PortError> {
+    use aws_sdk_sqs::types::QueueAttributeName;
+    let arn = sqs
+        .get_queue_attributes()
+        .queue_url(queue_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .map_err(|e| port_error("GetQueueAttributes", &e))?
+        .attributes
+        .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+        .ok_or_else(|| PortError::Unavailable(format!("no QueueArn for {queue_url}")))?;
+    client
+        .put_rule()
+        .name(rule)
+        .event_bus_name(bus)
+        .event_pattern(format!(r#"{{"source":["{SOURCE}"]}}"#))
+        .send()
+        .await
+        .map_err(|e| port_error("PutRule", &e))?;
+    let target = aws_sdk_eventbridge::types::Target::builder()
+        .id("business-queue")
+        .arn(arn)
+        .build()
+        .map_err(|e| PortError::Rejected(format!("target: {e}")))?;
+    client
+        .put_targets()
+        .rule(rule)
+        .event_bus_name(bus)
+        .targets(target)
+        .send()
+        .await
+        .map_err(|e| port_error("PutTargets", &e))?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

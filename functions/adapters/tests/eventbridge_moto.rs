@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use lc_adapters::eventbridge::{create_bus, EventBridgeBus};
+use lc_adapters::eventbridge::{create_bus, route_to_queue, EventBridgeBus};
 use lc_core::contract::bus::run_all;
 use serde_json::Value;
 use tokio::sync::Mutex;
@@ -23,43 +23,12 @@ async fn eventbridge_bus_meets_the_bus_contract_through_a_rule_to_sqs() {
         .expect("queue")
         .queue_url
         .expect("url");
-    let arn = sqs
-        .get_queue_attributes()
-        .queue_url(&url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .expect("attributes")
-        .attributes
-        .and_then(|a| {
-            a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-                .cloned()
-        })
-        .expect("queue arn");
     let eb = aws_sdk_eventbridge::Client::new(&sdk);
     let bus_name = common::unique("bus");
     create_bus(&eb, &bus_name).await.expect("bus");
-    let rule = common::unique("all");
-    eb.put_rule()
-        .name(&rule)
-        .event_bus_name(&bus_name)
-        .event_pattern(r#"{"source":["login-connect"]}"#)
-        .send()
+    route_to_queue(&eb, &sqs, &bus_name, &common::unique("all"), &url)
         .await
-        .expect("rule");
-    eb.put_targets()
-        .rule(&rule)
-        .event_bus_name(&bus_name)
-        .targets(
-            aws_sdk_eventbridge::types::Target::builder()
-                .id("business-queue")
-                .arn(arn)
-                .build()
-                .expect("target"),
-        )
-        .send()
-        .await
-        .expect("targets");
+        .expect("rule to the queue");
     let bus = EventBridgeBus::new(eb, bus_name);
 
     // Everything the queue delivered so far (each message read once, then deleted).

@@ -12,7 +12,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use lc_adapters::dynamodb::{create_table, DynamoStore};
-use lc_adapters::eventbridge::{create_bus, EventBridgeBus};
+use lc_adapters::eventbridge::{create_bus, route_to_queue, EventBridgeBus};
 use lc_adapters::graph::{GraphClient, GraphConfig};
 use lc_adapters::scheduler::{create_group, EventBridgeScheduler, SchedulerConfig};
 use lc_adapters::sqs::SqsQueue;
@@ -93,7 +93,7 @@ struct Moto {
     ops: Operations,
 }
 
-async fn queue(sqs: &aws_sdk_sqs::Client, name: &str) -> (SqsQueue, String) {
+async fn queue(sqs: &aws_sdk_sqs::Client, name: &str) -> SqsQueue {
     let url = sqs
         .create_queue()
         .queue_name(unique(name))
@@ -102,20 +102,7 @@ async fn queue(sqs: &aws_sdk_sqs::Client, name: &str) -> (SqsQueue, String) {
         .expect("queue")
         .queue_url
         .expect("url");
-    let arn = sqs
-        .get_queue_attributes()
-        .queue_url(&url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .expect("attributes")
-        .attributes
-        .and_then(|a| {
-            a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-                .cloned()
-        })
-        .expect("queue arn");
-    (SqsQueue::new(sqs.clone(), url), arn)
+    SqsQueue::new(sqs.clone(), url)
 }
 
 async fn moto() -> Moto {
@@ -129,12 +116,12 @@ async fn moto() -> Moto {
     let table = unique("ops");
     create_table(&ddb, &table).await.expect("table");
     let sqs = aws_sdk_sqs::Client::new(&sdk);
-    let (events_q, _) = queue(&sqs, "events").await;
-    let (events_dlq, _) = queue(&sqs, "events-dlq").await;
-    let (jobs_q, _) = queue(&sqs, "outbound").await;
-    let (jobs_dlq, _) = queue(&sqs, "outbound-dlq").await;
-    let (scheduler_dlq, _) = queue(&sqs, "scheduler-dlq").await;
-    let (business_q, business_arn) = queue(&sqs, "business").await;
+    let events_q = queue(&sqs, "events").await;
+    let events_dlq = queue(&sqs, "events-dlq").await;
+    let jobs_q = queue(&sqs, "outbound").await;
+    let jobs_dlq = queue(&sqs, "outbound-dlq").await;
+    let scheduler_dlq = queue(&sqs, "scheduler-dlq").await;
+    let business_q = queue(&sqs, "business").await;
     let sched = aws_sdk_scheduler::Client::new(&sdk);
     let group = unique("ops");
     create_group(&sched, &group).await.expect("group");
@@ -150,27 +137,9 @@ async fn moto() -> Moto {
     let eb = aws_sdk_eventbridge::Client::new(&sdk);
     let bus_name = unique("bus");
     create_bus(&eb, &bus_name).await.expect("bus");
-    let rule = unique("all");
-    eb.put_rule()
-        .name(&rule)
-        .event_bus_name(&bus_name)
-        .event_pattern(r#"{"source":["login-connect"]}"#)
-        .send()
+    route_to_queue(&eb, &sqs, &bus_name, &unique("all"), business_q.queue_url())
         .await
-        .expect("rule");
-    eb.put_targets()
-        .rule(&rule)
-        .event_bus_name(&bus_name)
-        .targets(
-            aws_sdk_eventbridge::types::Target::builder()
-                .id("business")
-                .arn(business_arn)
-                .build()
-                .expect("target"),
-        )
-        .send()
-        .await
-        .expect("targets");
+        .expect("rule to the business queue");
     let sim = graph_sim::start(graph_sim::SimConfig::default().with_page(PAGE, TOKEN))
         .await
         .expect("sim");

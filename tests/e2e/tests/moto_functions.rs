@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use lc_adapters::dynamodb::{create_table, DynamoStore};
-use lc_adapters::eventbridge::{create_bus, EventBridgeBus};
+use lc_adapters::eventbridge::{create_bus, route_to_queue, EventBridgeBus};
 use lc_adapters::graph::{GraphClient, GraphConfig};
 use lc_adapters::scheduler::{create_group, EventBridgeScheduler, SchedulerConfig};
 use lc_adapters::sqs::SqsQueue;
@@ -112,53 +112,12 @@ async fn moto() -> Moto {
         .expect("queue")
         .queue_url
         .expect("url");
-    let business_arn = sqs
-        .get_queue_attributes()
-        .queue_url(&business_url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-        .send()
-        .await
-        .expect("attributes")
-        .attributes
-        .and_then(|a| {
-            a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn)
-                .cloned()
-        })
-        .expect("queue arn");
     let eb = aws_sdk_eventbridge::Client::new(&sdk);
     let bus_name = unique("bus");
     create_bus(&eb, &bus_name).await.expect("bus");
-    eb.put_rule()
-        .name(unique("all-events"))
-        .event_bus_name(&bus_name)
-        .event_pattern(r#"{"source":["login-connect"]}"#)
-        .send()
+    route_to_queue(&eb, &sqs, &bus_name, &unique("all-events"), &business_url)
         .await
-        .expect("rule");
-    let rule = eb
-        .list_rules()
-        .event_bus_name(&bus_name)
-        .send()
-        .await
-        .expect("rules")
-        .rules
-        .unwrap_or_default()
-        .pop()
-        .and_then(|r| r.name)
-        .expect("rule name");
-    eb.put_targets()
-        .rule(rule)
-        .event_bus_name(&bus_name)
-        .targets(
-            aws_sdk_eventbridge::types::Target::builder()
-                .id("business-queue")
-                .arn(business_arn)
-                .build()
-                .expect("target"),
-        )
-        .send()
-        .await
-        .expect("targets");
+        .expect("rule to the business queue");
     let bus_counter = counter.clone();
     let dlq = queues.pop().expect("dlq");
     let jobs_q = queues.pop().expect("jobs");
