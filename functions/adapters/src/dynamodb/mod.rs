@@ -154,43 +154,16 @@ impl DynamoStore {
         sk_prefix: Option<&str>,
         limit: usize,
     ) -> Result<Vec<Item>, PortError> {
-        let mut items = Vec::new();
-        let mut start: Option<Item> = None;
-        loop {
-            let remaining = limit.saturating_sub(items.len());
-            if remaining == 0 {
-                return Ok(items);
-            }
-            let mut e = Expr::default();
-            let mut cond = format!("{} = {}", e.name(PK), e.value(s(pk)));
-            if let Some(prefix) = sk_prefix {
-                cond = format!(
-                    "{cond} AND begins_with({}, {})",
-                    e.name(SK),
-                    e.value(s(prefix))
-                );
-            }
-            self.count("Query");
-            let out = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression(cond)
-                .set_expression_attribute_names(e.names())
-                .set_expression_attribute_values(e.values())
-                .consistent_read(true)
-                .scan_index_forward(true)
-                .limit(i32::try_from(remaining).unwrap_or(i32::MAX))
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(|e| port_error("Query", &e))?;
-            items.extend(out.items.unwrap_or_default());
-            match out.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => return Ok(items),
-            }
+        let mut e = Expr::default();
+        let mut cond = format!("{} = {}", e.name(PK), e.value(s(pk)));
+        if let Some(prefix) = sk_prefix {
+            cond = format!(
+                "{cond} AND begins_with({}, {})",
+                e.name(SK),
+                e.value(s(prefix))
+            );
         }
+        self.query_pages(None, &e, &cond, None, limit).await
     }
 
     /// One unconditional `DeleteItem` (absent is fine). `true` if an item was there.
@@ -231,6 +204,29 @@ impl DynamoStore {
         limit: usize,
         paused_only: bool,
     ) -> Result<Vec<Item>, PortError> {
+        let mut e = Expr::default();
+        let cond = format!("{} = {}", e.name(OPS_PK), e.value(s(ops_pk)));
+        let filter = paused_only.then(|| {
+            format!(
+                "{} = {}",
+                e.name("paused"),
+                e.value(aws_sdk_dynamodb::types::AttributeValue::Bool(true))
+            )
+        });
+        self.query_pages(Some(OPS_INDEX), &e, &cond, filter.as_deref(), limit)
+            .await
+    }
+
+    /// `Query` page after page, in sort-key order, until `limit` items or the last page: on the
+    /// table strongly consistent, on `index` eventually consistent (all an index offers).
+    async fn query_pages(
+        &self,
+        index: Option<&str>,
+        e: &Expr,
+        cond: &str,
+        filter: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Item>, PortError> {
         let mut items = Vec::new();
         let mut start: Option<Item> = None;
         loop {
@@ -238,25 +234,17 @@ impl DynamoStore {
             if remaining == 0 {
                 return Ok(items);
             }
-            let mut e = Expr::default();
-            let cond = format!("{} = {}", e.name(OPS_PK), e.value(s(ops_pk)));
-            let filter = paused_only.then(|| {
-                format!(
-                    "{} = {}",
-                    e.name("paused"),
-                    e.value(aws_sdk_dynamodb::types::AttributeValue::Bool(true))
-                )
-            });
             self.count("Query");
             let out = self
                 .client
                 .query()
                 .table_name(&self.table)
-                .index_name(OPS_INDEX)
+                .set_index_name(index.map(str::to_string))
                 .key_condition_expression(cond)
-                .set_filter_expression(filter)
+                .set_filter_expression(filter.map(str::to_string))
                 .set_expression_attribute_names(e.names())
                 .set_expression_attribute_values(e.values())
+                .set_consistent_read(index.is_none().then_some(true))
                 .scan_index_forward(true)
                 .limit(i32::try_from(remaining).unwrap_or(i32::MAX))
                 .set_exclusive_start_key(start.take())
