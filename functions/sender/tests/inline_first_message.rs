@@ -31,9 +31,24 @@ async fn inline_common_path_sends_once_without_a_job() {
     let w = World::new(5_000).await;
     let events = w.inline_events();
     let e = w.login_optin_event("L1");
+    let before = w.store.counts();
     let done = events.process(&e).await.expect("processed");
     assert!(matches!(done, Processed::OptinCreated { .. }), "{done:?}");
     assert_eq!(w.attempts_for("L1"), 1);
+    // Two writes for the opt-in: created already claimed (the Page could send), then `sent`;
+    // one read, the Page's config (cached for a minute after).
+    // Mutation check: write it `pending` in `new_optin` (drop `admit_new`) and the separate
+    // claim makes this three.
+    let spent = |op: &str| {
+        let key = format!("dynamodb.{op}");
+        w.store.counts().get(&key).copied().unwrap_or(0) - before.get(&key).copied().unwrap_or(0)
+    };
+    assert_eq!(
+        (spent("PutItem"), spent("UpdateItem"), spent("GetItem")),
+        (1, 1, 1),
+        "{:?}",
+        w.store.counts()
+    );
     assert_eq!(state(&w).await, (OptinState::Sent, false));
     assert!(w.jobs.is_empty(), "no outbound job on the common path");
     let o = w.store.get_optin(KEY).await.unwrap().unwrap();
@@ -161,6 +176,8 @@ async fn inline_crash_mid_send_is_taken_over_after_the_lease() {
     assert_eq!(w.attempts_for("L1"), 2);
 }
 
+/// Mutation check: drop the release in `Lifecycle::opened` (an opt-in written claimed whose
+/// deadline check could not be created) and the opt-in stays `sending` until its lease lapses.
 #[tokio::test]
 async fn inline_scheduler_outage_queues_the_job_and_holds_back_nothing() {
     let w = World::new(5_000).await;
@@ -169,6 +186,11 @@ async fn inline_scheduler_outage_queues_the_job_and_holds_back_nothing() {
     let e = w.login_optin_event("L1");
     assert!(events.process(&e).await.is_err(), "the outage is reported");
     assert_eq!(w.queued_jobs().len(), 1, "the job is queued anyway");
+    assert_eq!(
+        state(&w).await.0,
+        OptinState::Pending,
+        "written claimed for the inline send, then released for the queued job"
+    );
     w.drain(50).await;
     assert_eq!(w.attempts_for("L1"), 1);
     assert_eq!(state(&w).await.0, OptinState::Sent);

@@ -24,9 +24,11 @@ pub struct Learnt {
     pub first_reply: Option<crate::funnel::FirstReply>,
     /// An opt-in this event created whose first message the events function sends itself,
     /// once the events are out (see `Lifecycle::with_inline_sender`).
+    /// With the gate's pass when the opt-in was written already claimed.
     pub inline_job: Option<(
         crate::lifecycle::optin::FirstMessageJob,
         crate::lifecycle::optin::Optin,
+        Option<crate::sending::sender::Admitted>,
     )>,
 }
 

@@ -387,6 +387,16 @@ impl Optin {
     }
 
     /// Could a send be claimed now?
+    /// Takes the send for one attempt, as the store's claim does: `sending` under a lease
+    /// until `lease_until_ms`, one more attempt. The caller has checked [`Optin::claimable`]
+    /// (or is writing a new opt-in already claimed).
+    pub fn claim(&mut self, now_ms: i64, lease_until_ms: i64) {
+        self.state = OptinState::Sending;
+        self.attempts += 1;
+        self.lease_until_ms = lease_until_ms;
+        self.updated_at_ms = now_ms;
+    }
+
     pub fn claimable(&self, now_ms: i64) -> bool {
         now_ms < self.deadline_at_ms
             && match self.state {

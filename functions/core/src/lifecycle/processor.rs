@@ -16,7 +16,7 @@ use crate::lifecycle::optin::{
 };
 use crate::lifecycle::refs::{self, Keyring, RefCheck};
 use crate::ports::store::{
-    Created, Link, LinkResult, MarketingToken, QuarantinedRecord, ReferralInfo, Reopened,
+    Created, Finish, Link, LinkResult, MarketingToken, QuarantinedRecord, ReferralInfo, Reopened,
     TokenStatus,
 };
 use std::sync::Arc;
@@ -29,6 +29,7 @@ use crate::ports::{
     Clock, EventBus, Metric, Metrics, OneTimeSchedule, OutMessage, PortError, QueueSender,
     Scheduler, SecretSource, Table,
 };
+use crate::sending::sender::Admitted;
 use crate::support::privacy::hash_id;
 use crate::support::secret::Secrets;
 use crate::webhook::model::{MessagingItem, OptinEntryPoint, PolicyAction};
@@ -313,19 +314,29 @@ impl Lifecycle {
             self.metrics.record(m);
         }
         self.count_funnel(event, &done, &learnt);
-        if let Some((job, written)) = learnt.inline_job.take() {
-            self.send_inline(&job, written).await?;
+        if let Some((job, written, admitted)) = learnt.inline_job.take() {
+            self.send_inline(&job, written, admitted).await?;
         }
         Ok(done)
     }
 
     /// The first message of an opt-in this call created (see [`Lifecycle::with_inline_sender`]).
-    async fn send_inline(&self, job: &FirstMessageJob, written: Optin) -> Result<(), ProcessError> {
+    async fn send_inline(
+        &self,
+        job: &FirstMessageJob,
+        written: Optin,
+        admitted: Option<Admitted>,
+    ) -> Result<(), ProcessError> {
         let Some(sender) = &self.inline else {
             return Ok(());
         };
-        // What this call just wrote is not read back.
-        match sender.run_job_written(job, written).await {
+        // What this call just wrote is not read back; written already claimed, it is not
+        // claimed again either.
+        let run = match admitted {
+            Some(admitted) => sender.run_admitted(job, written, admitted).await,
+            None => sender.run_job_written(job, written).await,
+        };
+        match run {
             Ok(outcome) => match outcome.fate() {
                 Fate::Ack => Ok(()),
                 Fate::DeadLetter { reason } => {
@@ -620,15 +631,30 @@ impl Lifecycle {
         if !pointers.is_empty() {
             self.table.identities.put_pointers(&pointers).await?;
         }
+        let mut admitted = None;
         if now >= optin.deadline_at_ms {
             optin.state = OptinState::Expired;
             optin.last_error = Some("opt-in processed after its deadline".into());
         } else {
             optin.job_claim_until_ms = now + self.config.job_claim_ms;
+            if let Some(sender) = &self.inline {
+                // When the Page can send now, the opt-in is written already claimed for the
+                // inline send: one write fewer than create, then claim. (A copy that finds
+                // the key taken has spent a pacing slot; that only slows its Page a little.)
+                admitted = sender.admit_new(&optin, now).await;
+            }
         }
+        let written = match (&admitted, &self.inline) {
+            (Some(_), Some(sender)) => {
+                let mut claimed = optin.clone();
+                claimed.claim(now, now + sender.config().lease_ms);
+                claimed
+            }
+            _ => optin.clone(),
+        };
 
-        let mut existing = match self.table.optins.create_optin(&optin).await? {
-            Created::Created => return self.opened(&optin, now, learnt).await,
+        let mut existing = match self.table.optins.create_optin(&written).await? {
+            Created::Created => return self.opened(&written, now, learnt, admitted).await,
             Created::Exists(existing) => *existing,
         };
         // The same person's opt-in, known first from another path (the webhook before the
@@ -670,7 +696,7 @@ impl Lifecycle {
                         generation = next.generation,
                         "opt-in again: a new generation"
                     );
-                    return self.opened(&next, now, learnt).await;
+                    return self.opened(&next, now, learnt, None).await;
                 }
                 Reopened::Changed(now_stored) => existing = *now_stored,
                 Reopened::Missing => {
@@ -694,6 +720,7 @@ impl Lifecycle {
         optin: &Optin,
         now: i64,
         learnt: &mut Learnt,
+        admitted: Option<Admitted>,
     ) -> Result<Processed, ProcessError> {
         if optin.state == OptinState::Expired {
             tracing::error!(
@@ -713,11 +740,22 @@ impl Lifecycle {
             let schedule_created = match self.schedule(optin, now).await {
                 Ok(created) => created,
                 Err(e) => {
+                    if admitted.is_some() {
+                        // Written claimed for a send that will not happen here: let the
+                        // queued job claim it now rather than after the lease.
+                        let release = Finish::Release {
+                            error: format!("inline send given up: {e}"),
+                        };
+                        self.table
+                            .optins
+                            .finish(&optin.key(), optin.attempts, &release, now)
+                            .await?;
+                    }
                     self.send_job(optin, now).await?;
                     return Err(e);
                 }
             };
-            learnt.inline_job = Some((job_for(optin, now), optin.clone()));
+            learnt.inline_job = Some((job_for(optin, now), optin.clone(), admitted));
             return Ok(Processed::OptinCreated {
                 entry_point: optin.entry_point,
                 source: optin.source,

@@ -276,10 +276,7 @@ impl OptinStore for MemoryStore {
             if o.generation != generation || !o.claimable(now_ms) {
                 return Ok(Claim::NotClaimable(Box::new(o.clone())));
             }
-            o.state = OptinState::Sending;
-            o.attempts += 1;
-            o.lease_until_ms = lease_until_ms;
-            o.updated_at_ms = now_ms;
+            o.claim(now_ms, lease_until_ms);
             Ok(Claim::Claimed(Box::new(o.clone())))
         })
         .await

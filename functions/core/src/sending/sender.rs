@@ -206,8 +206,43 @@ pub enum JobError {
 }
 
 /// What the gate lets through: the message to send.
+#[derive(Clone)]
 struct Gate {
     message: OutgoingMessage,
+}
+
+/// Why the gate holds a message back. Screening has no side effects; [`Sender::gate`] turns
+/// each reason into its outcome (and the writes that go with it).
+enum Held {
+    Declined,
+    Paused(String),
+    Paced { delay_ms: i64, reason: &'static str },
+    BadConfig(String),
+    Refused { rule: Rule, reason: String },
+}
+
+/// A new opt-in's first message that passed the gate before the opt-in was written
+/// ([`Sender::admit_new`]): its creator writes it already claimed and sends it with
+/// [`Sender::run_admitted`], one write fewer than create-then-claim.
+#[derive(Clone)]
+pub struct Admitted {
+    gate: Gate,
+}
+
+impl std::fmt::Debug for Admitted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Admitted")
+    }
+}
+
+/// Where an attempt starts.
+enum Start {
+    /// Read the opt-in (a queued job).
+    Load,
+    /// From what the caller has just written; the claim is still conditional on the store.
+    Written(Optin),
+    /// Written already claimed by the caller, after the gate let it through.
+    Claimed(Optin, Gate),
 }
 
 /// Why an attempt stopped before its last phase: with an outcome for the job, or an error.
@@ -356,7 +391,7 @@ impl Sender {
     /// credentials, deliver. Each phase either hands the next one what it needs or stops the
     /// attempt with the job's outcome.
     pub async fn run_job(&self, job: &FirstMessageJob) -> Result<JobOutcome, JobError> {
-        self.run(job, None).await
+        self.run(job, Start::Load).await
     }
 
     /// [`Sender::run_job`] for an opt-in the caller has just written (the events function's
@@ -368,15 +403,33 @@ impl Sender {
         job: &FirstMessageJob,
         written: Optin,
     ) -> Result<JobOutcome, JobError> {
-        self.run(job, Some(written)).await
+        self.run(job, Start::Written(written)).await
     }
 
-    async fn run(
+    /// Whether a new opt-in's first message may go now: the gate's checks without their side
+    /// effects (a held message is written `pending` and its job meets the gate again). When it
+    /// may, the pacer has counted the send, and the caller writes the opt-in already claimed
+    /// ([`Optin::claim`]) and sends it with [`Sender::run_admitted`].
+    pub async fn admit_new(&self, optin: &Optin, now: i64) -> Option<Admitted> {
+        match self.screen(optin, now).await {
+            Ok(Ok(gate)) => Some(Admitted { gate }),
+            Ok(Err(_)) | Err(_) => None,
+        }
+    }
+
+    /// [`Sender::run_job`] for an opt-in its creator wrote already claimed (`claimed`, with
+    /// the attempt number and lease it was written with) after [`Sender::admit_new`].
+    pub async fn run_admitted(
         &self,
         job: &FirstMessageJob,
-        written: Option<Optin>,
+        claimed: Optin,
+        admitted: Admitted,
     ) -> Result<JobOutcome, JobError> {
-        let outcome = match self.attempt(job, written).await {
+        self.run(job, Start::Claimed(claimed, admitted.gate)).await
+    }
+
+    async fn run(&self, job: &FirstMessageJob, start: Start) -> Result<JobOutcome, JobError> {
+        let outcome = match self.attempt(job, start).await {
             Ok(outcome) | Err(Stop::Done(outcome)) => outcome,
             Err(Stop::Failed(e)) => return Err(e),
         };
@@ -396,17 +449,19 @@ impl Sender {
         self.bus.as_ref()
     }
 
-    async fn attempt(
-        &self,
-        job: &FirstMessageJob,
-        written: Option<Optin>,
-    ) -> Result<JobOutcome, Stop> {
+    async fn attempt(&self, job: &FirstMessageJob, start: Start) -> Result<JobOutcome, Stop> {
         let now = self.clock.now_ms();
         if let Some(sent) = &job.sent {
             return Ok(self.record_only(job, sent, now).await?);
         }
-        let optin = match written {
-            Some(o) if o.key() == job.optin_key => self.check(o, job.generation, now).await?,
+        let optin = match start {
+            Start::Claimed(claimed, gate) if claimed.key() == job.optin_key => {
+                let auth = self.credentials(&claimed, now).await?;
+                return self.deliver(&claimed, auth, gate.message).await;
+            }
+            Start::Written(o) if o.key() == job.optin_key => {
+                self.check(o, job.generation, now).await?
+            }
             _ => match self.load(&job.optin_key, job.generation, now).await {
                 Err(Stop::Done(JobOutcome::AlreadyDone {
                     state: Some(OptinState::Failed),
@@ -498,34 +553,45 @@ impl Sender {
     /// Everything that may hold the message back before a claim: the Page's pause, pacing,
     /// its first-message config and the policy.
     async fn gate(&self, optin: &Optin, now: i64) -> Result<Gate, Stop> {
+        match self.screen(optin, now).await? {
+            Ok(gate) => Ok(gate),
+            Err(Held::Declined) => Err(Stop::Done(self.declined(optin, now).await?)),
+            Err(Held::Paused(reason)) => Err(Stop::Done(self.paused(reason))),
+            Err(Held::Paced { delay_ms, reason }) => Err(Stop::Done(JobOutcome::RetryLater {
+                delay_ms,
+                reason: reason.into(),
+            })),
+            Err(Held::BadConfig(reason)) => {
+                let reason = format!("invalid first_message config: {reason}");
+                Err(Stop::Done(self.pause(&optin.page_id, reason, now).await?))
+            }
+            Err(Held::Refused { rule, reason }) => {
+                Err(Stop::Done(self.refused(optin, now, rule, reason).await?))
+            }
+        }
+    }
+
+    /// The gate's checks, reading but writing nothing. The pacer is asked last, so a message
+    /// held for any other reason takes no share of the Page's rate.
+    async fn screen(&self, optin: &Optin, now: i64) -> Result<Result<Gate, Held>, PortError> {
         let page = self.page(&optin.page_id, now).await?;
         if page.as_ref().is_some_and(|p| !p.answers_optins) {
-            return Err(Stop::Done(self.declined(optin, now).await?));
+            return Ok(Err(Held::Declined));
         }
         if let Some(p) = page.as_ref().filter(|p| p.paused) {
-            return Err(Stop::Done(
-                self.paused(p.paused_reason.clone().unwrap_or_default()),
-            ));
+            return Ok(Err(Held::Paused(
+                p.paused_reason.clone().unwrap_or_default(),
+            )));
         }
         if let Some(delay) = self.pace.paced(&optin.page_id, now) {
-            return Err(Stop::Done(JobOutcome::RetryLater {
+            return Ok(Err(Held::Paced {
                 delay_ms: delay,
-                reason: "pacing the page (Meta usage above threshold)".into(),
-            }));
-        }
-        let priority = self.config.pacing.priority(optin.deadline_at_ms, now);
-        if let Err(wait_ms) = self.pacer.admit(&optin.page_id, priority, now) {
-            return Err(Stop::Done(JobOutcome::RetryLater {
-                delay_ms: wait_ms,
-                reason: "pacing the page (this instance's share of Meta's per-Page rate)".into(),
+                reason: "pacing the page (Meta usage above threshold)",
             }));
         }
         let message = match self.message_for(page.as_ref()) {
             Ok(m) => m,
-            Err(reason) => {
-                let reason = format!("invalid first_message config: {reason}");
-                return Err(Stop::Done(self.pause(&optin.page_id, reason, now).await?));
-            }
+            Err(reason) => return Ok(Err(Held::BadConfig(reason))),
         };
         let person = match optin.recipient.kind {
             IdentityKind::Psid | IdentityKind::Igsid => {
@@ -552,9 +618,16 @@ impl Sender {
             &self.config.policy,
         );
         if let Decision::Refuse { rule, reason } = decision {
-            return Err(Stop::Done(self.refused(optin, now, rule, reason).await?));
+            return Ok(Err(Held::Refused { rule, reason }));
         }
-        Ok(Gate { message })
+        let priority = self.config.pacing.priority(optin.deadline_at_ms, now);
+        if let Err(wait_ms) = self.pacer.admit(&optin.page_id, priority, now) {
+            return Ok(Err(Held::Paced {
+                delay_ms: wait_ms,
+                reason: "pacing the page (this instance's share of Meta's per-Page rate)",
+            }));
+        }
+        Ok(Ok(Gate { message }))
     }
 
     /// Takes the send with a conditional write and a lease: concurrent duplicates send once.
