@@ -82,7 +82,9 @@ impl Meter {
                 invocation::scoped(
                     Invocation {
                         request_id: request_id.clone(),
-                        xray_trace_id: Some(trace),
+                        // As a Lambda without active tracing (the template's) gets it: unsampled,
+                        // so not logged.
+                        xray_trace_id: Some(trace).filter(|t| invocation::sampled(t)),
                         cold_start: false,
                     },
                     fut,
