@@ -169,7 +169,7 @@ mod tests {
             "/hook",
             axum::routing::post(|| async {
                 tracing::info!(outcome = "accepted", "webhook handled");
-                crate::metrics::Emf.record(Metric::WebhookEvents(2));
+                crate::metrics::Emf.record(Metric::Quarantined(2));
                 "ok"
             }),
         )
@@ -235,7 +235,7 @@ mod tests {
         let mut pending = Vec::new();
         crate::metrics::flush_to(&mut pending, None).unwrap();
         assert!(
-            String::from_utf8_lossy(&pending).contains("\"WebhookEvents\":2"),
+            String::from_utf8_lossy(&pending).contains("\"QuarantinedEvents\":2"),
             "{}",
             String::from_utf8_lossy(&pending)
         );

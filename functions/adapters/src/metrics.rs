@@ -292,7 +292,6 @@ mod tests {
             entry_point: EntryPoint::Checkbox,
         });
         emf.record(Metric::SignatureFailure(SignatureError::Mismatch));
-        emf.record(Metric::WebhookEvents(3));
         emf.record(Metric::PolicyWarning);
         emf.record(Metric::DeadlineCheckNoop);
         // Nothing to count: no point written for it.
@@ -323,7 +322,6 @@ mod tests {
             "{seen:?}"
         );
         assert_eq!(seen["SignatureFailures reason=mismatch"], 1);
-        assert_eq!(seen["WebhookEvents"], 3);
         assert_eq!(seen["PolicyWarnings"], 1);
         assert_eq!(seen["DeadlineChecksNoop"], 1);
         assert!(!seen.contains_key("QuarantinedEvents"), "{seen:?}");

@@ -176,7 +176,7 @@ async fn signed_body_is_queued_event_by_event() {
     assert!(events
         .iter()
         .all(|e| e.kind == EventKind::Optin && e.account_id == "100"));
-    assert_eq!(s.metrics.take(), vec![Metric::WebhookEvents(3)]);
+    assert_eq!(s.metrics.take(), vec![], "SQS counts what was queued");
 }
 
 #[tokio::test]

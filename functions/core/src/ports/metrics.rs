@@ -24,8 +24,6 @@ use crate::webhook::signature::SignatureError;
 /// Something worth counting.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Metric {
-    /// Events an accepted webhook POST put on the events queue (quarantined parts included).
-    WebhookEvents(u32),
     /// A webhook POST refused with 401.
     SignatureFailure(SignatureError),
     /// A request answered 500 because the queue did not take every event (Meta retries).
@@ -129,8 +127,7 @@ impl Point {
 
 impl Metric {
     /// Every metric name this service writes, for docs and the alarms' contract test.
-    pub const NAMES: [&'static str; 22] = [
-        "WebhookEvents",
+    pub const NAMES: [&'static str; 21] = [
         "SignatureFailures",
         "EnqueueFailures",
         "QuarantinedEvents",
@@ -181,7 +178,6 @@ impl Metric {
     pub fn points(&self) -> Vec<Point> {
         let one = |name| vec![Point::count(name, 1.0)];
         match self {
-            Metric::WebhookEvents(n) => vec![Point::count("WebhookEvents", f64::from(*n))],
             Metric::SignatureFailure(why) => {
                 vec![Point::count("SignatureFailures", 1.0).with("reason", why.as_str())]
             }
@@ -290,7 +286,6 @@ mod tests {
 
     fn every_metric() -> Vec<Metric> {
         vec![
-            Metric::WebhookEvents(3),
             Metric::SignatureFailure(SignatureError::Mismatch),
             Metric::EnqueueFailure,
             Metric::Quarantined(1),

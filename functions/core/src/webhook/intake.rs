@@ -225,14 +225,9 @@ impl Intake {
     fn count(&self, outcome: &Outcome) {
         let n = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
         match outcome {
-            Outcome::Accepted {
-                events,
-                quarantined,
-                ..
-            } => {
-                if *events > 0 {
-                    self.metrics.record(Metric::WebhookEvents(n(*events)));
-                }
+            // What was queued is SQS's own `NumberOfMessagesSent` on the events queue (free);
+            // an EMF document per POST to say it again cost ~250 bytes of logs per opt-in.
+            Outcome::Accepted { quarantined, .. } => {
                 if *quarantined > 0 {
                     self.metrics.record(Metric::Quarantined(n(*quarantined)));
                 }
