@@ -17,6 +17,12 @@ pub enum Fate {
         after_secs: Option<u32>,
         reason: String,
     },
+    /// Not a failure, a wait (a paused Page, pacing): queue a fresh copy delayed by
+    /// `after_secs` (at most SQS's 15 minutes; a longer wait defers again) and delete this one,
+    /// so however long the wait, it spends no receives towards `maxReceiveCount` and never
+    /// reaches the DLQ for having waited. Only for a standard queue with a sender to requeue
+    /// through ([`Settling::requeue`]); otherwise, and if the copy is refused, it is a `Retry`.
+    Defer { after_secs: u32, reason: String },
     /// Move it to the dead-letter queue with the reason as an attribute, then delete it.
     DeadLetter { reason: String },
 }
@@ -42,10 +48,22 @@ impl Fate {
         }
     }
 
+    /// Defer by `ms` milliseconds, rounded up to whole seconds within SQS's delay range.
+    pub fn defer_after_ms(ms: i64, reason: impl Into<String>) -> Fate {
+        let secs = ms.max(0).saturating_add(999) / 1000;
+        Fate::Defer {
+            after_secs: u32::try_from(secs)
+                .unwrap_or(u32::MAX)
+                .clamp(1, MAX_DELAY_SECS),
+            reason: reason.into(),
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Fate::Ack => "ack",
             Fate::Retry { .. } => "retry",
+            Fate::Defer { .. } => "defer",
             Fate::DeadLetter { .. } => "dead_letter",
         }
     }
@@ -67,21 +85,38 @@ pub enum Settled {
 pub struct Settling<'a> {
     pub queue: Option<&'a dyn VisibilityControl>,
     pub dead_letters: Option<&'a dyn QueueSender>,
+    /// The same queue, to send a deferred message's copy to (standard queues only: a copy
+    /// would lose its place in a FIFO group).
+    pub requeue: Option<&'a dyn QueueSender>,
 }
+
+/// SQS's ceiling for a message's delay.
+pub const MAX_DELAY_SECS: u32 = 15 * 60;
 
 /// Applies a fate to one received message: extends its visibility for a retry, or copies it
 /// to the dead-letter queue. A dead letter the DLQ refused stays on the queue, so nothing is lost.
 pub async fn settle(fate: Fate, receipt: &str, body: &str, via: Settling<'_>) -> Settled {
     match fate {
         Fate::Ack => Settled::Delete,
-        Fate::Retry { after_secs, reason } => {
-            if let (Some(secs), Some(queue)) = (after_secs, via.queue) {
-                if let Err(e) = queue.change_visibility(receipt, secs).await {
-                    tracing::warn!(error = %e, "visibility not changed; the queue default applies");
+        Fate::Defer { after_secs, reason } => {
+            if let Some(requeue) = via.requeue {
+                let copy = OutMessage {
+                    id: "deferred".into(),
+                    body: body.to_string(),
+                    attributes: vec![("deferred".into(), truncate(&reason, 256))],
+                    delay_secs: after_secs.min(MAX_DELAY_SECS),
+                };
+                match requeue.send_batch(&[copy]).await {
+                    Ok(failed) if failed.is_empty() => return Settled::Delete,
+                    Ok(_) => tracing::warn!("deferred copy refused; kept as a retry"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "deferred copy not queued; kept as a retry")
+                    }
                 }
             }
-            Settled::Keep { reason }
+            keep(Some(after_secs), reason, receipt, via).await
         }
+        Fate::Retry { after_secs, reason } => keep(after_secs, reason, receipt, via).await,
         Fate::DeadLetter { reason } => {
             let Some(dead_letters) = via.dead_letters else {
                 tracing::error!(reason = %reason, "no dead-letter queue wired; the redrive policy will move it");
@@ -108,6 +143,21 @@ pub async fn settle(fate: Fate, receipt: &str, body: &str, via: Settling<'_>) ->
     }
 }
 
+/// Leaves a message on the queue, visible again after `after_secs` (else the queue's default).
+async fn keep(
+    after_secs: Option<u32>,
+    reason: String,
+    receipt: &str,
+    via: Settling<'_>,
+) -> Settled {
+    if let (Some(secs), Some(queue)) = (after_secs, via.queue) {
+        if let Err(e) = queue.change_visibility(receipt, secs).await {
+            tracing::warn!(error = %e, "visibility not changed; the queue default applies");
+        }
+    }
+    Settled::Keep { reason }
+}
+
 fn truncate(s: &str, max: usize) -> String {
     s.chars().take(max).collect()
 }
@@ -115,6 +165,53 @@ fn truncate(s: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use crate::memory::{ManualClock, MemoryQueue, QueueFault};
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn a_deferred_message_is_a_fresh_delayed_copy_or_else_kept() {
+        let clock = ManualClock::at(1_000_000);
+        let q = MemoryQueue::with_clock("jobs", Arc::new(clock.clone()), 30_000);
+        q.push("job".into(), Vec::new(), 0);
+        let m = q.receive(1).remove(0);
+        let via = Settling {
+            queue: Some(&q),
+            dead_letters: None,
+            requeue: Some(&q),
+        };
+        let fate = Fate::defer_after_ms(3_600_000, "paused");
+        assert_eq!(
+            fate,
+            Fate::Defer {
+                after_secs: MAX_DELAY_SECS,
+                reason: "paused".into()
+            }
+        );
+        assert_eq!(
+            settle(fate, &m.receipt_handle, "job", via).await,
+            Settled::Delete
+        );
+        q.delete(&m.receipt_handle);
+        assert_eq!(q.len(), 1, "the copy");
+        assert!(q.receive(1).is_empty(), "delayed");
+        clock.advance(900_000);
+        let copy = q.receive(1);
+        assert_eq!(copy.len(), 1);
+        assert_eq!(copy[0].body, "job");
+
+        // The copy refused: kept, as a timed retry.
+        q.set_fault(QueueFault::FailCalls(1));
+        let kept = settle(
+            Fate::defer_after_ms(1_000, "pacing"),
+            &copy[0].receipt_handle,
+            "job",
+            via,
+        )
+        .await;
+        assert!(matches!(kept, Settled::Keep { .. }), "{kept:?}");
+        assert_eq!(q.len(), 1);
+    }
 
     #[test]
     fn retry_delays_round_up_and_stay_in_range() {

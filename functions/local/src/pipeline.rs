@@ -284,6 +284,7 @@ async fn settle_batch(
     let via = Settling {
         queue: Some(queue),
         dead_letters: dead_letters.map(|d| d as &dyn QueueSender),
+        requeue: Some(queue),
     };
     let mut done = Vec::new();
     for (m, fate) in batch.iter().zip(fates) {
@@ -322,6 +323,8 @@ where
         queue: Some(queue),
         // A FIFO dead-letter queue takes no ungrouped messages: the redrive policy moves them.
         dead_letters: None,
+        // A copy would lose its place in its group.
+        requeue: None,
     };
     let runs = groups.into_values().map(|messages| async move {
         let mut stopped = false;

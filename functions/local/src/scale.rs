@@ -539,6 +539,7 @@ async fn settle_batch(
     let via = Settling {
         queue: Some(queue),
         dead_letters: dead_letters.map(|d| d as &dyn QueueSender),
+        requeue: Some(queue),
     };
     for (m, fate) in batch.iter().zip(fates) {
         if let Settled::Delete = settle(fate, &m.receipt_handle, &m.body, via).await {

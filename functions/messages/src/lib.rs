@@ -71,6 +71,8 @@ pub async fn handle(
     let via = Settling {
         queue: Some(queue),
         dead_letters: None,
+        // FIFO: a copy would lose its place in the person's group.
+        requeue: None,
     };
     consume_fifo(event, via, |body| async move {
         followups.handle_message(&body).await

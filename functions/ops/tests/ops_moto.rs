@@ -383,15 +383,15 @@ async fn pause_and_resume_change_what_the_sender_does() {
     let again = m.run(pause).await;
     assert_eq!(outcome(&again), "already_paused", "idempotent: {again}");
 
-    // The sender keeps the job of a paused Page (retried in 15 minutes), sends nothing. (The
-    // sender's own per-message function: its retry delay is SQS visibility, real time on
-    // moto, so the test makes the job visible again itself.)
+    // The sender keeps the job of a paused Page (deferred 15 minutes), sends nothing. (The
+    // sender's own per-message function: the deferral is a delayed copy, real time on moto,
+    // so the test makes this same job visible again itself.)
     let sender = m.sender();
     let jobs = m.jobs_q.receive(10, 1000).await.expect("receive");
     assert_eq!(jobs.len(), 1);
     match sender.handle_message(&jobs[0].body).await {
-        lc_core::consumer::Fate::Retry { after_secs, reason } => {
-            assert_eq!(after_secs, Some(900));
+        lc_core::consumer::Fate::Defer { after_secs, reason } => {
+            assert_eq!(after_secs, 900);
             assert!(reason.contains("token rotation"), "{reason}");
         }
         other => panic!("a paused Page keeps its job: {other:?}"),

@@ -223,7 +223,7 @@ async fn error_classes_from_the_simulator() {
         // Four sends to one Page exceed one process's pacing share in a second: those held
         // back come again later; they are not an error class.
         .filter(
-            |o| !matches!(o, JobOutcome::RetryLater { reason, .. } if reason.starts_with("pacing")),
+            |o| !matches!(o, JobOutcome::Waiting { reason, .. } if reason.starts_with("pacing")),
         )
         .map(|o| match o {
             JobOutcome::Refused { rule, .. } | JobOutcome::Unreachable { rule } => *rule,
@@ -307,14 +307,8 @@ async fn error_classes_from_the_simulator() {
         ]
     );
     assert!(
-        matches!(
-            out.fate(),
-            Fate::Retry {
-                after_secs: Some(_),
-                ..
-            }
-        ),
-        "kept, not dropped"
+        matches!(out.fate(), Fate::Defer { .. }),
+        "kept (deferred), not dropped"
     );
     assert!(w.store.get_page(PAGE).await.unwrap().unwrap().paused);
     assert_eq!(
@@ -397,7 +391,10 @@ async fn faults_thirty_percent_5xx_ten_percent_timeouts() {
     println!(
         "faults optins={n} sent={} duplicates={duplicates} max_attempts={max_attempts} max_send_attempts={max_send_attempts} late={late} retries={} rounds={rounds}",
         per.len(),
-        outcomes.iter().filter(|o| matches!(o, JobOutcome::RetryLater { .. })).count()
+        outcomes
+            .iter()
+            .filter(|o| matches!(o, JobOutcome::RetryLater { .. } | JobOutcome::Waiting { .. }))
+            .count()
     );
     assert_eq!(per.len(), n);
     assert_eq!(duplicates, 0, "{tally:?}");
@@ -473,7 +470,7 @@ async fn meta_rate_limits_are_retried_and_paced_without_duplicates() {
     assert!(
         outcomes
             .iter()
-            .any(|o| matches!(o, JobOutcome::RetryLater { .. })),
+            .any(|o| matches!(o, JobOutcome::Waiting { .. })),
         "a Page at its limit is paced and retried"
     );
 }
@@ -631,7 +628,10 @@ async fn senders_sharing_a_page(
             for job in chunk {
                 loop {
                     match sender.run_job(&job).await.unwrap() {
-                        JobOutcome::RetryLater { delay_ms, .. } if retry => {
+                        JobOutcome::RetryLater { delay_ms, .. }
+                        | JobOutcome::Waiting { delay_ms, .. }
+                            if retry =>
+                        {
                             tokio::time::sleep(std::time::Duration::from_millis(delay_ms as u64))
                                 .await
                         }

@@ -280,6 +280,11 @@ impl World {
                             self.jobs.change_visibility(&m.receipt_handle, secs);
                         }
                     }
+                    // As `consumer::settle` does with a requeue: a fresh copy, the old deleted.
+                    Fate::Defer { after_secs, .. } => {
+                        self.jobs.push(m.body.clone(), Vec::new(), after_secs);
+                        self.jobs.delete(&m.receipt_handle);
+                    }
                 }
                 outcomes.push(out);
             }
@@ -318,6 +323,10 @@ impl World {
                         self.jobs.change_visibility(&m.receipt_handle, *secs);
                     }
                     Fate::Retry { .. } => {}
+                    Fate::Defer { after_secs, .. } => {
+                        self.jobs.push(m.body.clone(), Vec::new(), *after_secs);
+                        self.jobs.delete(&m.receipt_handle);
+                    }
                 }
                 fates.push(fate);
             }

@@ -349,18 +349,11 @@ impl Lifecycle {
                     Ok(())
                 }
                 Fate::Retry { after_secs, reason } => {
-                    tracing::debug!(
-                        optin = %hash_id(&job.optin_key),
-                        reason = %reason,
-                        "first message deferred to the sender"
-                    );
-                    let delay = after_secs.unwrap_or(0).min(MAX_SQS_DELAY_SECS);
-                    self.queue_job(job, delay).await?;
-                    self.table
-                        .optins
-                        .mark_job_enqueued(&job.optin_key, self.clock.now_ms())
-                        .await?;
-                    Ok(())
+                    self.defer_inline(job, after_secs.unwrap_or(0), &reason)
+                        .await
+                }
+                Fate::Defer { after_secs, reason } => {
+                    self.defer_inline(job, after_secs, &reason).await
                 }
             },
             // Nothing queued: the events message comes back, finds the opt-in without a job
@@ -369,6 +362,27 @@ impl Lifecycle {
                 "first message not settled: {e}"
             ))),
         }
+    }
+
+    /// An inline send that did not settle: its job goes on the outbound queue for the sender.
+    async fn defer_inline(
+        &self,
+        job: &FirstMessageJob,
+        after_secs: u32,
+        reason: &str,
+    ) -> Result<(), ProcessError> {
+        tracing::debug!(
+            optin = %hash_id(&job.optin_key),
+            reason = %reason,
+            "first message deferred to the sender"
+        );
+        self.queue_job(job, after_secs.min(MAX_SQS_DELAY_SECS))
+            .await?;
+        self.table
+            .optins
+            .mark_job_enqueued(&job.optin_key, self.clock.now_ms())
+            .await?;
+        Ok(())
     }
 
     /// The funnel steps this event took (see [`crate::funnel`]), once its events are out.

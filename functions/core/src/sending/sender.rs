@@ -134,6 +134,9 @@ pub enum JobOutcome {
     Refused { rule: &'static str, reason: String },
     /// Try again after `delay_ms` (keep the job; change its visibility).
     RetryLater { delay_ms: i64, reason: String },
+    /// Held back by pacing: not a failure, however long it lasts (the job is deferred, which
+    /// spends no receives).
+    Waiting { delay_ms: i64, reason: String },
     /// The person cannot or will not receive messages: they are stopped; delete the job.
     Unreachable { rule: &'static str },
     /// The Page is paused (by us or by an operator): keep the job for replay.
@@ -156,6 +159,7 @@ impl JobOutcome {
             JobOutcome::Declined => "declined",
             JobOutcome::Refused { .. } => "refused",
             JobOutcome::RetryLater { .. } => "retry_later",
+            JobOutcome::Waiting { .. } => "waiting",
             JobOutcome::Unreachable { .. } => "unreachable",
             JobOutcome::PagePaused { .. } => "page_paused",
             JobOutcome::BadRequest { .. } => "bad_request",
@@ -169,10 +173,15 @@ impl JobOutcome {
     /// What the queue does with the job message after this outcome.
     pub fn fate(&self) -> Fate {
         match self {
-            JobOutcome::RetryLater { delay_ms, reason }
+            JobOutcome::RetryLater { delay_ms, reason } => {
+                Fate::retry_after_ms(*delay_ms, reason.clone())
+            }
+            // Waits, not failures: a Page paused for a day (a token rotation, an operator) or
+            // a long pacing backlog must not walk its jobs to the DLQ one receive at a time.
+            JobOutcome::Waiting { delay_ms, reason }
             | JobOutcome::PagePaused {
                 delay_ms, reason, ..
-            } => Fate::retry_after_ms(*delay_ms, reason.clone()),
+            } => Fate::defer_after_ms(*delay_ms, reason.clone()),
             JobOutcome::BadRequest { reason } => Fate::DeadLetter {
                 reason: reason.clone(),
             },
@@ -557,7 +566,7 @@ impl Sender {
             Ok(gate) => Ok(gate),
             Err(Held::Declined) => Err(Stop::Done(self.declined(optin, now).await?)),
             Err(Held::Paused(reason)) => Err(Stop::Done(self.paused(reason))),
-            Err(Held::Paced { delay_ms, reason }) => Err(Stop::Done(JobOutcome::RetryLater {
+            Err(Held::Paced { delay_ms, reason }) => Err(Stop::Done(JobOutcome::Waiting {
                 delay_ms,
                 reason: reason.into(),
             })),
