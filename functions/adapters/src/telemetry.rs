@@ -419,6 +419,36 @@ mod tests {
         );
     }
 
+    /// The funnel's line as the per-Page table reads it (`stats sum(optin), ...`): a field per
+    /// step taken, set to 1, and none for a step not taken.
+    #[test]
+    fn steps_taken_together_are_one_funnel_line() {
+        use lc_core::funnel::{record_steps, FunnelStage};
+        use lc_core::lifecycle::optin::EntryPoint;
+        let buf = Buffer::default();
+        let sub = subscriber("events", LogFormat::Json, "info", buf.clone());
+        let metrics = lc_core::ports::NoMetrics;
+        tracing::subscriber::with_default(sub, || {
+            record_steps(
+                &metrics,
+                &[FunnelStage::Optin, FunnelStage::FirstMessageSent],
+                EntryPoint::LoginConnect,
+                "100",
+            );
+        });
+        let got = lines(&buf);
+        assert_eq!(got.len(), 1, "{got:?}");
+        let l = &got[0];
+        assert_eq!(l["message"], "funnel");
+        assert_eq!(l["optin"], 1);
+        assert_eq!(l["first_message_sent"], 1);
+        assert_eq!(l["entry_point"], "login_connect");
+        assert_eq!(l["page_id"], "100");
+        for absent in ["reply_24h", "reply_7d", "opted_out", "missed"] {
+            assert!(l.get(absent).is_none(), "{absent}: {l}");
+        }
+    }
+
     #[test]
     fn fields_are_flat_reserved_names_kept_and_secrets_redacted() {
         let buf = Buffer::default();

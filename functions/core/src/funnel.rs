@@ -5,10 +5,12 @@
 //! Every distinct set of dimension values is a separate CloudWatch custom metric, billed
 //! monthly, and Page ids are unbounded (a deployment may serve hundreds). So the EMF metric
 //! [`Metric::Funnel`] has two small fixed dimensions (`stage`, `entry_point`: 6 x 3 series per
-//! function), enough for the dashboard's conversion rates and alarms; and every step is also
-//! one structured log line (`message = "funnel"`, `funnel_stage`, `entry_point`, `page_id`),
-//! which CloudWatch Logs Insights groups by Page on demand at no standing cost (the dashboard's
-//! funnel-by-Page table). A Page id is the business's, not a person's: it may be logged.
+//! function), enough for the dashboard's conversion rates and alarms; and the steps are also
+//! structured log lines (`message = "funnel"`, a field set to 1 per step taken, `entry_point`,
+//! `page_id`), which CloudWatch Logs Insights sums by Page on demand at no standing cost (the
+//! dashboard's funnel-by-Page table). A Page id is the business's, not a person's: it may be
+//! logged. Steps taken together are one line: an opt-in whose first message the events function
+//! sent at once is `"optin":1,"first_message_sent":1`, the one INFO line of the common path.
 //!
 //! # When each step counts
 //! - `optin`: a new opt-in generation was recorded (the events function).
@@ -51,9 +53,34 @@ impl FunnelStage {
 
 /// Records one step: the metric (by entry point) and the log line (by Page).
 pub fn record(metrics: &dyn Metrics, stage: FunnelStage, entry_point: EntryPoint, page_id: &str) {
-    metrics.record(Metric::Funnel { stage, entry_point });
+    record_steps(metrics, &[stage], entry_point, page_id);
+}
+
+/// Records steps taken together: a metric each, one log line for all of them.
+pub fn record_steps(
+    metrics: &dyn Metrics,
+    stages: &[FunnelStage],
+    entry_point: EntryPoint,
+    page_id: &str,
+) {
+    if stages.is_empty() {
+        return;
+    }
+    for stage in stages {
+        metrics.record(Metric::Funnel {
+            stage: *stage,
+            entry_point,
+        });
+    }
+    // A step not taken is no field at all (`None` records nothing): the table sums each.
+    let took = |s: FunnelStage| stages.contains(&s).then_some(1u8);
     tracing::info!(
-        funnel_stage = stage.as_str(),
+        optin = took(FunnelStage::Optin),
+        first_message_sent = took(FunnelStage::FirstMessageSent),
+        reply_24h = took(FunnelStage::Reply24h),
+        reply_7d = took(FunnelStage::Reply7d),
+        opted_out = took(FunnelStage::OptedOut),
+        missed = took(FunnelStage::Missed),
         entry_point = entry_point.as_str(),
         page_id,
         "funnel"
@@ -72,16 +99,24 @@ pub fn entry_point_of(kind: IdentityKind) -> EntryPoint {
 
 /// The step a first-message job's outcome is, if any (where `FirstMessageSent` and
 /// `FirstMessageMissed` are counted, so each is counted once per opt-in like those).
-pub fn after_job(metrics: &dyn Metrics, job: &FirstMessageJob, outcome: &JobOutcome) {
+/// `earlier`: steps of the same opt-in not logged yet (the inline send's `optin`), written in
+/// the same line.
+pub fn after_job(
+    metrics: &dyn Metrics,
+    job: &FirstMessageJob,
+    outcome: &JobOutcome,
+    earlier: &[FunnelStage],
+) {
     let stage = match outcome {
-        JobOutcome::Sent { .. } => FunnelStage::FirstMessageSent,
-        JobOutcome::Unreachable { .. } => FunnelStage::OptedOut,
-        JobOutcome::Expired { .. } => FunnelStage::Missed,
-        _ => return,
+        JobOutcome::Sent { .. } => Some(FunnelStage::FirstMessageSent),
+        JobOutcome::Unreachable { .. } => Some(FunnelStage::OptedOut),
+        JobOutcome::Expired { .. } => Some(FunnelStage::Missed),
+        _ => None,
     };
-    record(
+    let stages: Vec<FunnelStage> = earlier.iter().copied().chain(stage).collect();
+    record_steps(
         metrics,
-        stage,
+        &stages,
         entry_point_of(job.recipient.kind),
         &job.page_id,
     );
@@ -108,9 +143,12 @@ pub struct FirstReply {
 
 impl FirstReply {
     pub fn record(&self, metrics: &dyn Metrics) {
-        for stage in reply_stages(self.after_ms) {
-            record(metrics, *stage, self.entry_point, &self.page_id);
-        }
+        record_steps(
+            metrics,
+            reply_stages(self.after_ms),
+            self.entry_point,
+            &self.page_id,
+        );
     }
 }
 

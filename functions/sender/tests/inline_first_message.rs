@@ -14,9 +14,10 @@
 use std::time::Duration;
 
 use graph_sim::{FaultKind, Faults};
+use lc_core::funnel::FunnelStage;
 use lc_core::lifecycle::optin::OptinState;
 use lc_core::lifecycle::processor::{ProcessError, Processed};
-use lc_core::ports::{OptinStore, PageStore};
+use lc_core::ports::{Metric, OptinStore, PageStore};
 use lc_testkit::World;
 
 const KEY: &str = "OPTIN#login_id#L1";
@@ -50,6 +51,21 @@ async fn inline_common_path_sends_once_without_a_job() {
         w.store.counts()
     );
     assert_eq!(state(&w).await, (OptinState::Sent, false));
+    // Both funnel steps counted once each (they share one log line).
+    let funnel: Vec<_> = w
+        .metrics
+        .take()
+        .into_iter()
+        .filter_map(|m| match m {
+            Metric::Funnel { stage, .. } => Some(stage),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        funnel,
+        [FunnelStage::Optin, FunnelStage::FirstMessageSent],
+        "the optin step is not lost to the inline send"
+    );
     assert!(w.jobs.is_empty(), "no outbound job on the common path");
     let o = w.store.get_optin(KEY).await.unwrap().unwrap();
     assert!(

@@ -357,10 +357,20 @@ impl Lifecycle {
                 }
             },
             // Nothing queued: the events message comes back, finds the opt-in without a job
-            // and queues it once the creator's claim (and any lease) lapsed.
-            Err(e) => Err(ProcessError::Retry(format!(
-                "first message not settled: {e}"
-            ))),
+            // and queues it once the creator's claim (and any lease) lapsed. The `optin` step
+            // was left to the send's funnel line; the redelivery is a duplicate, so it is
+            // counted here.
+            Err(e) => {
+                funnel::record(
+                    self.metrics.as_ref(),
+                    FunnelStage::Optin,
+                    funnel::entry_point_of(job.recipient.kind),
+                    &job.page_id,
+                );
+                Err(ProcessError::Retry(format!(
+                    "first message not settled: {e}"
+                )))
+            }
         }
     }
 
@@ -390,6 +400,8 @@ impl Lifecycle {
         let metrics = self.metrics.as_ref();
         let page = event.account_id.as_str();
         match done {
+            // An inline send logs the `optin` step with its outcome, in one line.
+            Processed::OptinCreated { .. } if learnt.inline_job.is_some() => {}
             Processed::OptinCreated { entry_point, .. } => {
                 funnel::record(metrics, FunnelStage::Optin, *entry_point, page);
             }

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use crate::bus::{self, BusEvent, DetailType, PersonIds};
 use crate::consumer::Fate;
+use crate::funnel::FunnelStage;
 use crate::lifecycle::optin::{FirstMessageJob, Optin, OptinState, SentRecord};
 use crate::ports::graph::{
     MessagingType, OutgoingMessage, PageAuth, Recipient, SendError, SendRequest,
@@ -438,6 +439,12 @@ impl Sender {
     }
 
     async fn run(&self, job: &FirstMessageJob, start: Start) -> Result<JobOutcome, JobError> {
+        // An inline send (written, or written claimed) is of an opt-in the events function has
+        // just created: its `optin` step goes in the outcome's funnel line (one line, not two).
+        let earlier: &[FunnelStage] = match start {
+            Start::Load => &[],
+            Start::Written(_) | Start::Claimed(..) => &[FunnelStage::Optin],
+        };
         let outcome = match self.attempt(job, start).await {
             Ok(outcome) | Err(Stop::Done(outcome)) => outcome,
             Err(Stop::Failed(e)) => return Err(e),
@@ -449,7 +456,7 @@ impl Sender {
         if let Some(m) = outcome.metric() {
             self.metrics.record(m);
         }
-        crate::funnel::after_job(self.metrics.as_ref(), job, &outcome);
+        crate::funnel::after_job(self.metrics.as_ref(), job, &outcome, earlier);
         Ok(outcome)
     }
 
