@@ -125,6 +125,22 @@ async fn a_burst_beyond_a_pages_rate_is_paced_under_it() {
     assert_eq!(report.rate_limited, 0, "the simulator counted no 613");
 }
 
+/// The burst with a redrive policy of 3 receives: jobs held back by pacing wait far longer
+/// than 3 rounds, and none reaches the DLQ, because a wait is a deferred copy, not a receive.
+/// Mutation check: make `JobOutcome::Waiting` a timed retry (`JobOutcome::fate`) and jobs are
+/// dead-lettered here.
+#[tokio::test]
+async fn pacing_waits_spend_no_receives_towards_the_dlq() {
+    let config = ScaleConfig {
+        outbound_max_receives: 3,
+        ..burst(true)
+    };
+    let report = run(&config).await.expect("the run completes");
+    println!("{}\n{}", report.line(), report.detail());
+    assert_eq!((report.sent, report.late, report.lost), (5_000, 0, 0));
+    assert_eq!(report.outbound_dead_letters, 0, "waiting is not failing");
+}
+
 #[tokio::test]
 async fn control_senders_that_each_take_the_whole_rate_get_613s() {
     let report = run(&burst(false)).await.expect("the run completes");
