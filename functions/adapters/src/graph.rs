@@ -1,6 +1,10 @@
 //! The Graph API adapter: [`GraphClient`] implements [`GraphApi`] (Messenger Send API and
 //! `debug_token`) over HTTPS with reqwest (rustls; roots: [`crate::tls`]).
 //!
+//! Two hosts: graph.facebook.com for everything sent with a Page token, and
+//! graph.instagram.com for sends along the Instagram-Login path ([`SendApi::InstagramLogin`],
+//! an Instagram user token). Each has its base URL, so a simulator can stand in for both.
+//!
 //! Build it once per cold start from a [`GraphConfig`] ([`GraphConfig::from_env`]) and share it:
 //! the connection pool is reused across invocations of a warm Lambda.
 //!
@@ -16,7 +20,8 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use hmac::{Hmac, KeyInit, Mac};
 use lc_core::ports::graph::{
-    GraphApi, OutgoingMessage, PageAuth, Recipient, SendError, SendOk, SendRequest, TokenInfo,
+    GraphApi, OutgoingMessage, PageAuth, Recipient, SendApi, SendError, SendOk, SendRequest,
+    TokenInfo,
 };
 use lc_core::sending::errors::{GraphError, TransportFailure};
 use lc_core::sending::usage::Usage;
@@ -31,6 +36,8 @@ use crate::env::{optional, parse_or, ConfigError};
 
 /// Meta's Graph API host.
 pub const DEFAULT_BASE_URL: &str = "https://graph.facebook.com";
+/// The Instagram Graph API host (Instagram API with Instagram Login).
+pub const DEFAULT_INSTAGRAM_BASE_URL: &str = "https://graph.instagram.com";
 /// Graph API version used when `LC_GRAPH_API_VERSION` is not set.
 pub const DEFAULT_API_VERSION: &str = "v25.0";
 /// Time allowed to open a connection (DNS, TCP, TLS).
@@ -50,6 +57,8 @@ const REDACTED: &str = "[redacted]";
 pub struct GraphConfig {
     /// Scheme and host (optionally a path prefix), without the version: `https://graph.facebook.com`.
     pub base_url: String,
+    /// The same for sends with an Instagram user token: `https://graph.instagram.com`.
+    pub instagram_base_url: String,
     /// `vNN.N`.
     pub api_version: String,
     pub connect_timeout: Duration,
@@ -61,6 +70,7 @@ impl Default for GraphConfig {
     fn default() -> Self {
         GraphConfig {
             base_url: DEFAULT_BASE_URL.to_owned(),
+            instagram_base_url: DEFAULT_INSTAGRAM_BASE_URL.to_owned(),
             api_version: DEFAULT_API_VERSION.to_owned(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             timeout: DEFAULT_TIMEOUT,
@@ -69,7 +79,26 @@ impl Default for GraphConfig {
 }
 
 impl GraphConfig {
-    /// Reads `LC_GRAPH_BASE_URL`, `LC_GRAPH_API_VERSION` and `LC_GRAPH_TIMEOUT_MS` (> 0); unset
+    /// `base_url` for graph.facebook.com, and beside it the Instagram host: Meta's own beside
+    /// Meta's Graph host, else the same URL (a stand-in such as graph-sim answers for both
+    /// hosts). For the local runner and tests, which take one Graph URL. The other settings keep
+    /// their defaults.
+    pub fn at(base_url: impl Into<String>) -> Self {
+        let base_url = base_url.into();
+        let instagram_base_url = if base_url.trim().trim_end_matches('/') == DEFAULT_BASE_URL {
+            DEFAULT_INSTAGRAM_BASE_URL.to_owned()
+        } else {
+            base_url.clone()
+        };
+        GraphConfig {
+            base_url,
+            instagram_base_url,
+            ..GraphConfig::default()
+        }
+    }
+
+    /// Reads `LC_GRAPH_BASE_URL`, `LC_GRAPH_INSTAGRAM_BASE_URL`, `LC_GRAPH_API_VERSION` and
+    /// `LC_GRAPH_TIMEOUT_MS` (> 0); unset
     /// variables keep the [`Default`] values. Values are validated here, at cold start.
     /// Whether a send carries `appsecret_proof` is the sender's decision (`LC_APPSECRET_PROOF`):
     /// the client sends one exactly when [`PageAuth::app_secret`] is set.
@@ -86,12 +115,18 @@ impl GraphConfig {
             .map(|v| v.trim().to_owned())
             .unwrap_or(defaults.base_url);
         parse_base_url(&base_url).map_err(|e| ConfigError::Invalid("LC_GRAPH_BASE_URL", e))?;
+        let instagram_base_url = optional("LC_GRAPH_INSTAGRAM_BASE_URL")
+            .map(|v| v.trim().to_owned())
+            .unwrap_or(defaults.instagram_base_url);
+        parse_base_url(&instagram_base_url)
+            .map_err(|e| ConfigError::Invalid("LC_GRAPH_INSTAGRAM_BASE_URL", e))?;
         let api_version = optional("LC_GRAPH_API_VERSION")
             .map(|v| v.trim().to_owned())
             .unwrap_or(defaults.api_version);
         check_version(&api_version).map_err(|e| ConfigError::Invalid("LC_GRAPH_API_VERSION", e))?;
         Ok(GraphConfig {
             base_url,
+            instagram_base_url,
             api_version,
             connect_timeout: defaults.connect_timeout,
             timeout: Duration::from_millis(timeout_ms),
@@ -113,6 +148,7 @@ pub enum GraphClientError {
 pub struct GraphClient {
     http: Client,
     base: Url,
+    instagram_base: Url,
     config: GraphConfig,
 }
 
@@ -123,6 +159,8 @@ impl GraphClient {
     /// process), or the system's store with `LC_TLS_NATIVE_ROOTS=true`.
     pub fn new(config: GraphConfig) -> Result<Self, GraphClientError> {
         let base = parse_base_url(&config.base_url).map_err(GraphClientError::Config)?;
+        let instagram_base =
+            parse_base_url(&config.instagram_base_url).map_err(GraphClientError::Config)?;
         check_version(&config.api_version).map_err(GraphClientError::Config)?;
         if config.timeout.is_zero() || config.connect_timeout.is_zero() {
             return Err(GraphClientError::Config(
@@ -145,7 +183,12 @@ impl GraphClient {
             .user_agent(concat!("login-connect/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| GraphClientError::Http(error_text(&e.without_url(), &[])))?;
-        Ok(GraphClient { http, base, config })
+        Ok(GraphClient {
+            http,
+            base,
+            instagram_base,
+            config,
+        })
     }
 
     /// [`GraphConfig::from_env`] then [`GraphClient::new`].
@@ -159,9 +202,17 @@ impl GraphClient {
         &self.config
     }
 
-    /// `{base}/{version}/{segments…}`, each segment percent-encoded.
+    /// `{base}/{version}/{segments…}` on graph.facebook.com, each segment percent-encoded.
     fn endpoint(&self, segments: &[&str]) -> Url {
-        let mut url = self.base.clone();
+        self.endpoint_on(SendApi::Facebook, segments)
+    }
+
+    /// The same on the host of `api`.
+    fn endpoint_on(&self, api: SendApi, segments: &[&str]) -> Url {
+        let mut url = match api {
+            SendApi::Facebook => self.base.clone(),
+            SendApi::InstagramLogin => self.instagram_base.clone(),
+        };
         // Cannot fail: `parse_base_url` refused cannot-be-a-base URLs.
         if let Ok(mut path) = url.path_segments_mut() {
             path.pop_if_empty();
@@ -174,7 +225,7 @@ impl GraphClient {
     /// The proof to send: exactly when the sender handed an app secret.
     fn proof_for(&self, auth: &PageAuth) -> Option<String> {
         let secret = auth.app_secret.as_ref().filter(|s| !s.is_empty())?;
-        appsecret_proof(secret, &auth.page_token)
+        appsecret_proof(secret, &auth.access_token)
     }
 }
 
@@ -195,14 +246,16 @@ impl GraphApi for GraphClient {
             request.page_id.as_str()
         };
         let proof = self.proof_for(auth);
-        let mut secrets = vec![auth.page_token.expose()];
+        let mut secrets = vec![auth.access_token.expose()];
         secrets.extend(auth.app_secret.as_ref().map(Secret::expose));
         secrets.extend(proof.as_deref());
 
-        let mut url = self.endpoint(&[page, "messages"]);
+        // The route (lc-core `sending::route`) chose the API: the host follows it, the path and
+        // body are the same on both (`/{node}/messages`, recipient `{"id": IGSID}`).
+        let mut url = self.endpoint_on(request.api, &[page, "messages"]);
         {
             let mut query = url.query_pairs_mut();
-            query.append_pair("access_token", auth.page_token.expose());
+            query.append_pair("access_token", auth.access_token.expose());
             if let Some(p) = &proof {
                 query.append_pair("appsecret_proof", p);
             }
@@ -220,12 +273,13 @@ impl GraphApi for GraphClient {
         let answer = match answer {
             Ok(a) => a,
             Err(e) => {
-                tracing::debug!(page_id = page, recipient_kind = request.recipient.kind(), elapsed_ms, error = ?e, "graph send failed");
+                tracing::debug!(page_id = page, api = request.api.as_str(), recipient_kind = request.recipient.kind(), elapsed_ms, error = ?e, "graph send failed");
                 return Err(e);
             }
         };
         tracing::debug!(
             page_id = page,
+            api = request.api.as_str(),
             recipient_kind = request.recipient.kind(),
             status = answer.status,
             elapsed_ms,
@@ -552,6 +606,32 @@ mod tests {
             c.endpoint(&["a/b?c", "messages"]).as_str(),
             "http://127.0.0.1:9/prefix/v25.0/a%2Fb%3Fc/messages"
         );
+        // The Instagram-Login path goes to the Instagram host, the Page path stays.
+        let c = GraphClient::new(GraphConfig::default()).unwrap();
+        assert_eq!(
+            c.endpoint_on(SendApi::InstagramLogin, &["178", "messages"])
+                .as_str(),
+            "https://graph.instagram.com/v25.0/178/messages"
+        );
+        assert_eq!(
+            c.endpoint_on(SendApi::Facebook, &["me", "messages"])
+                .as_str(),
+            "https://graph.facebook.com/v25.0/me/messages"
+        );
+        assert_eq!(
+            GraphConfig::at("https://graph.facebook.com/"),
+            GraphConfig {
+                base_url: "https://graph.facebook.com/".into(),
+                ..GraphConfig::default()
+            },
+            "Meta's host keeps Meta's Instagram host beside it"
+        );
+        let c = GraphClient::new(GraphConfig::at("http://127.0.0.1:9")).unwrap();
+        assert_eq!(
+            c.endpoint_on(SendApi::InstagramLogin, &["178", "messages"])
+                .as_str(),
+            "http://127.0.0.1:9/v25.0/178/messages"
+        );
     }
 
     #[test]
@@ -564,6 +644,7 @@ mod tests {
         assert!(bad(|c| c.base_url = "graph.facebook.com".into()));
         assert!(bad(|c| c.base_url = "ftp://x".into()));
         assert!(bad(|c| c.base_url = "https://x/?a=b".into()));
+        assert!(bad(|c| c.instagram_base_url = "graph.instagram.com".into()));
         assert!(bad(|c| c.api_version = "25.0".into()));
         assert!(bad(|c| c.api_version = "v25".into()));
         assert!(bad(|c| c.api_version = "v25.0/x".into()));

@@ -567,6 +567,7 @@ async fn page_config_written_by_hand() {
         utility_messaging: false,
         phone_number_messaging: true,
         linked_page_id: Some("4242".into()),
+        instagram_login_user_id: Some("17841400000000042".into()),
     };
     store.put_page(&full).await.unwrap();
     assert_eq!(

@@ -8,8 +8,8 @@ use graph_sim::{
 };
 use lc_adapters::graph::{GraphClient, GraphConfig};
 use lc_core::ports::graph::{
-    GraphApi, MessagingType, OutgoingMessage, PageAuth, QuickReply, Recipient, SendError, SendOk,
-    SendRequest,
+    GraphApi, MessagingType, OutgoingMessage, PageAuth, QuickReply, Recipient, SendApi, SendError,
+    SendOk, SendRequest,
 };
 use lc_core::sending::errors::{GraphError, TransportFailure};
 use lc_core::support::secret::Secret;
@@ -30,11 +30,9 @@ async fn sim() -> SimHandle {
         .expect("start graph-sim")
 }
 
+/// Both hosts (graph.facebook.com and graph.instagram.com) at the simulator.
 fn config(base_url: String) -> GraphConfig {
-    GraphConfig {
-        base_url,
-        ..GraphConfig::default()
-    }
+    GraphConfig::at(base_url)
 }
 
 fn client(sim: &SimHandle) -> GraphClient {
@@ -43,13 +41,14 @@ fn client(sim: &SimHandle) -> GraphClient {
 
 fn auth() -> PageAuth {
     PageAuth {
-        page_token: Secret::new(TOKEN),
+        access_token: Secret::new(TOKEN),
         app_secret: None,
     }
 }
 
 fn request(recipient: Recipient, messaging_type: MessagingType, text: &str) -> SendRequest {
     SendRequest {
+        api: SendApi::Facebook,
         page_id: PAGE.to_owned(),
         recipient,
         messaging_type,
@@ -397,7 +396,7 @@ async fn invalid_page_token() {
     let sim = sim().await;
     let c = client(&sim);
     let bad = PageAuth {
-        page_token: Secret::new("EAAnotARegisteredToken999"),
+        access_token: Secret::new("EAAnotARegisteredToken999"),
         app_secret: None,
     };
     let err = c.send(&bad, &phone()).await.expect_err("must fail");
@@ -437,7 +436,7 @@ async fn appsecret_proof_required() {
     // The client sends a proof exactly when the sender hands it the app secret.
     let with_proof = client(&sim);
     let auth_with_secret = PageAuth {
-        page_token: Secret::new(TOKEN),
+        access_token: Secret::new(TOKEN),
         app_secret: Some(Secret::new(APP_SECRET)),
     };
     send_ok_with(&with_proof, &auth_with_secret).await;
@@ -449,7 +448,7 @@ async fn appsecret_proof_required() {
 
     // A proof keyed with the wrong secret: refused.
     let wrong = PageAuth {
-        page_token: Secret::new(TOKEN),
+        access_token: Secret::new(TOKEN),
         app_secret: Some(Secret::new("not-the-app-secret")),
     };
     let (e, _) = graph_error(with_proof.send(&wrong, &phone()).await);
@@ -473,7 +472,7 @@ async fn appsecret_proof_accepted_when_not_required() {
     let sim = sim().await;
     let c = client(&sim);
     let a = PageAuth {
-        page_token: Secret::new(TOKEN),
+        access_token: Secret::new(TOKEN),
         app_secret: Some(Secret::new(APP_SECRET)),
     };
     send_ok_with(&c, &a).await;
@@ -670,6 +669,7 @@ async fn debug_token_with_a_wrong_app_token_is_a_graph_error() {
 fn default_config() {
     let c = GraphConfig::default();
     assert_eq!(c.base_url, "https://graph.facebook.com");
+    assert_eq!(c.instagram_base_url, "https://graph.instagram.com");
     assert_eq!(c.api_version, "v25.0");
     assert_eq!(c.connect_timeout, Duration::from_secs(2));
     assert_eq!(c.timeout, Duration::from_secs(8));

@@ -57,6 +57,7 @@ fn secrets() -> Arc<dyn SecretSource> {
         page_tokens: BTreeMap::from([(PAGE.to_string(), Secret::new(PAGE_TOKEN))]),
         ref_keys: BTreeMap::from([("3".to_string(), Secret::new(ref_key_b64()))]),
         page_apps: BTreeMap::new(),
+        instagram_tokens: BTreeMap::new(),
         external_id_keys: BTreeMap::from([(
             "2".to_string(),
             Secret::new(base64::engine::general_purpose::STANDARD.encode(EXTERNAL_ID_KEY)),

@@ -154,6 +154,7 @@ async fn serve() -> Server {
             Secret::new(base64::engine::general_purpose::STANDARD.encode([7u8; 32])),
         )]),
         page_apps: BTreeMap::new(),
+        instagram_tokens: BTreeMap::new(),
         external_id_keys: BTreeMap::new(),
     }));
     let queue = Arc::new(MemoryQueue::new("events"));

@@ -403,10 +403,10 @@ impl Pipeline {
         // its EMF documents (the cost line) and keeps them in `metrics` as before.
         let recorded: Arc<dyn lc_core::ports::Metrics> =
             Arc::new(crate::meter::Metered(metrics.clone()));
+        // Both hosts (graph.facebook.com, graph.instagram.com) at the simulator, or Meta's.
         let graph = GraphClient::new(GraphConfig {
-            base_url: config.graph_base_url.clone(),
             timeout: config.graph_timeout,
-            ..GraphConfig::default()
+            ..GraphConfig::at(config.graph_base_url.clone())
         })
         .map_err(|e| e.to_string())?;
         let secret_source: Arc<dyn SecretSource> = Arc::new(secrets.clone());

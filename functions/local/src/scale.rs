@@ -473,7 +473,7 @@ impl GraphApi for SimGraph {
         let answer = self.sim.send_direct(
             &self.version,
             node,
-            Some(auth.page_token.expose()),
+            Some(auth.access_token.expose()),
             None,
             &bytes,
         );

@@ -98,6 +98,9 @@ pub fn local_secrets(pages: &[String]) -> (Secrets, bool) {
                 Secret::new(base64_32(&generated("ref-key"))),
             )]),
             page_apps: BTreeMap::new(),
+            // No local account sends through Instagram Login by default; a secrets file
+            // (`LC_SECRETS_FILE`) may list some, and the simulator learns their tokens.
+            instagram_tokens: BTreeMap::new(),
             external_id_keys: BTreeMap::from([(
                 "1".to_string(),
                 Secret::new(base64_32(&generated("external-id-key"))),
@@ -125,9 +128,19 @@ pub async fn start_sim(secrets: &Secrets, rate_limit_per_sec: u32) -> Result<Sim
     for (page, token) in &secrets.page_tokens {
         config = config.with_page(page, token.expose());
     }
-    graph_sim::start(config)
+    let sim = graph_sim::start(config)
         .await
-        .map_err(|e| format!("graph simulator: {e}"))
+        .map_err(|e| format!("graph simulator: {e}"))?;
+    // The Instagram-Login path: the simulator answers for graph.instagram.com too, and knows
+    // each Instagram user token under the id the secret keys it by (the `/<IG_ID>/messages` node).
+    for (ig_user_id, token) in &secrets.instagram_tokens {
+        sim.register_instagram_token(graph_sim::InstagramTokenRegistration {
+            token: token.expose().to_string(),
+            ig_account_id: ig_user_id.clone(),
+            expired: false,
+        });
+    }
+    Ok(sim)
 }
 
 /// Everything `serve`, `demo` and `load` run: backends, simulator, pipeline, HTTP.
@@ -190,10 +203,9 @@ impl Stack {
                 workers: 4,
             },
         )?;
-        let graph = lc_adapters::graph::GraphClient::new(lc_adapters::graph::GraphConfig {
-            base_url: graph_url_for_login,
-            ..lc_adapters::graph::GraphConfig::default()
-        })
+        let graph = lc_adapters::graph::GraphClient::new(lc_adapters::graph::GraphConfig::at(
+            graph_url_for_login,
+        ))
         .map_err(|e| e.to_string())?;
         let login = Arc::new(Login::new(
             Arc::new(graph),

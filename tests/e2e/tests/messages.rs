@@ -20,6 +20,7 @@ use lc_core::ports::{
     EntryFailure, GroupedMessage, OutMessage, PortError, Queue, QueueReceiver, QueueSender,
     Received, Table, VisibilityControl,
 };
+use lc_core::support::secret::{Secret, Secrets};
 use lc_core::webhook::signature::sign;
 use lc_local::pipeline::{Backends, Pipeline, PipelineConfig};
 use lc_local::serve::{local_secrets, page_ids, start_sim, PAGE};
@@ -96,7 +97,13 @@ impl World {
     }
 
     async fn with(aws: Option<String>) -> World {
-        let (secrets, _) = local_secrets(&page_ids(1));
+        World::with_secrets(aws, |_| {}).await
+    }
+
+    /// The local secrets, changed by `edit` before the simulator and the pipeline see them.
+    async fn with_secrets(aws: Option<String>, edit: impl FnOnce(&mut Secrets)) -> World {
+        let (mut secrets, _) = local_secrets(&page_ids(1));
+        edit(&mut secrets);
         let secret = secrets.apps[0].app_secret.expose().to_string();
         let secrets = Arc::new(secrets);
         let sim = start_sim(&secrets, 300).await.expect("sim");
@@ -674,4 +681,70 @@ async fn instagram_goes_through_the_linked_page() {
         )
         .await;
     assert_eq!(event["messaging_type"], "RESPONSE");
+}
+
+/// Instagram through Instagram Login, through the local runner's wiring: the account's config
+/// names its IG_ID, the secret holds its Instagram user token (the local simulator learns it
+/// from the secret, and answers for graph.instagram.com too); the follow-up goes to
+/// `/<IG_ID>/messages` with that token, as the account itself, with no Page involved.
+#[tokio::test]
+async fn instagram_login_sends_as_the_instagram_account() {
+    const IG: &str = "17841400000000005";
+    const IGSID: &str = "9100000000000005";
+    let w = World::with_secrets(None, |s| {
+        s.instagram_tokens
+            .insert(IG.into(), Secret::new("IGQWlocalInstagramUserToken005"));
+    })
+    .await;
+    w.store.put_page(PageConfig {
+        page_id: IG.into(),
+        instagram_login_user_id: Some(IG.into()),
+        ..PageConfig::default()
+    });
+    let ts = w.now();
+    let body = json!({"object": "instagram", "entry": [{"id": IG, "time": ts, "messaging": [{
+        "sender": {"id": IGSID}, "recipient": {"id": IG}, "timestamp": ts,
+        "message": {"mid": "m_igl_1", "text": "hi"}}]}]})
+    .to_string();
+    let req = Request::post("/webhook")
+        .header("x-hub-signature-256", sign(&w.secret, body.as_bytes()))
+        .body(Body::from(body))
+        .expect("request");
+    assert_eq!(w.router.clone().oneshot(req).await.unwrap().status(), 200);
+    w.sim.register_instagram_person(IG, IGSID, ts);
+    let people = w.pipeline.backends.table.people.clone();
+    wait_for("the Instagram message to be processed", || {
+        let people = people.clone();
+        async move {
+            people
+                .get_person(IG, IGSID)
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|p| p.last_user_message_at_ms == Some(ts))
+        }
+    })
+    .await;
+
+    let (status, body, _) = w
+        .post(&json!({
+            "recipient": {"igsid": IGSID},
+            "page_id": IG,
+            "message": {"text": "Thanks for writing"},
+            "idempotency_key": "igl-1",
+        }))
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let sent = w.wait_sent(IGSID, 1).await;
+    assert_eq!(sent.len(), 1);
+    assert_eq!(
+        sent[0].page_id, IG,
+        "sent as the Instagram account, with its own token"
+    );
+    assert_eq!(sent[0].messaging_type, "RESPONSE");
+    w.wait_event(
+        DetailType::MessageSent,
+        body["request_id"].as_str().unwrap(),
+    )
+    .await;
 }

@@ -97,9 +97,8 @@ impl World {
             30_000,
         ));
         let graph = match GraphClient::new(GraphConfig {
-            base_url: sim.base_url(),
             timeout: Duration::from_millis(client_timeout_ms),
-            ..GraphConfig::default()
+            ..GraphConfig::at(sim.base_url())
         }) {
             Ok(g) => g,
             Err(e) => panic!("graph client: {e}"),
@@ -145,9 +144,8 @@ impl World {
     /// A deadline checker sharing this world's state (a second sender over the same store).
     pub fn deadline(&self, client_timeout_ms: u64) -> Deadline {
         let graph = match GraphClient::new(GraphConfig {
-            base_url: self.sim.base_url(),
             timeout: Duration::from_millis(client_timeout_ms),
-            ..GraphConfig::default()
+            ..GraphConfig::at(self.sim.base_url())
         }) {
             Ok(g) => g,
             Err(e) => panic!("graph client: {e}"),

@@ -297,6 +297,7 @@ fn base_env(aws_endpoint: &str) -> Vec<(String, String)> {
         ("LC_APP_ID", "1234567890".into()),
         ("LC_DEFAULT_PAGE_ID", "100000000000001".into()),
         ("LC_GRAPH_BASE_URL", aws_endpoint.into()),
+        ("LC_GRAPH_INSTAGRAM_BASE_URL", aws_endpoint.into()),
         ("TABLE_NAME", "coldstart-table".into()),
         ("EVENTS_QUEUE_URL", queue("events")),
         ("OUTBOUND_QUEUE_URL", queue("outbound")),

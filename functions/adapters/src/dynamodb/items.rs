@@ -46,6 +46,7 @@
 //! | `utility_messaging` | `BOOL` | the app has `page_utility_messaging` for the Page: utility templates (absent = `false`) |
 //! | `phone_number_messaging` | `BOOL` | the app has `pages_messaging_phone_number`: follow-ups to phone numbers (absent = `false`) |
 //! | `linked_page_id` | `S` | on an Instagram account's item (`PAGE#<ig_account_id>`): the Facebook Page whose token sends its messages |
+//! | `instagram_login_user_id` | `S` | on an Instagram account's item: its Instagram user id (IG_ID); set, its follow-ups go through Instagram Login (`graph.instagram.com/<id>/messages`) with the secret's `instagram_tokens.<id>`, not through `linked_page_id` |
 //!
 //! To pause a Page by hand: create or edit `pk = PAGE#<page_id>`, `sk = CONFIG`, set `paused`
 //! to `true` and `paused_reason` to a note.
@@ -203,6 +204,8 @@ struct PageItem {
     phone_number_messaging: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     linked_page_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    instagram_login_user_id: Option<String>,
     /// The sparse `ops` index keys, while paused.
     #[serde(skip_deserializing, skip_serializing_if = "Option::is_none")]
     ops_pk: Option<String>,
@@ -414,6 +417,7 @@ pub(super) fn page_item(p: &PageConfig) -> Result<Item, PortError> {
         utility_messaging: p.utility_messaging.then_some(true),
         phone_number_messaging: p.phone_number_messaging.then_some(true),
         linked_page_id: p.linked_page_id.clone(),
+        instagram_login_user_id: p.instagram_login_user_id.clone(),
         ops_pk: p.paused.then(|| PAUSED_PK.to_string()),
         ops_sk: p
             .paused
@@ -436,6 +440,7 @@ pub(super) fn page_from(item: Item, page_id: &str) -> Result<PageConfig, PortErr
         utility_messaging: i.utility_messaging.unwrap_or(false),
         phone_number_messaging: i.phone_number_messaging.unwrap_or(false),
         linked_page_id: i.linked_page_id,
+        instagram_login_user_id: i.instagram_login_user_id,
     })
 }
 
@@ -912,12 +917,14 @@ mod tests {
             utility_messaging: true,
             phone_number_messaging: true,
             linked_page_id: Some("200".into()),
+            instagram_login_user_id: Some("178".into()),
             ..full.clone()
         };
         let item = page_item(&settings).unwrap();
         assert_eq!(item.get("human_agent"), Some(&b(true)));
         assert_eq!(item.get("linked_page_id"), Some(&s("200")));
-        assert_eq!(item.len(), 14);
+        assert_eq!(item.get("instagram_login_user_id"), Some(&s("178")));
+        assert_eq!(item.len(), 15);
         assert_eq!(page_from(item, "100"), Ok(settings));
         let running = page_item(&PageConfig {
             paused: false,

@@ -92,8 +92,33 @@ pub struct OutgoingMessage {
     pub metadata: Option<String>,
 }
 
+/// Which of Meta's send APIs a message goes through: it decides the host and which kind of
+/// token [`PageAuth`] carries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum SendApi {
+    /// `graph.facebook.com/{node}/messages` with a Page token: Messenger, and Instagram through
+    /// the linked Page (Messenger API for Instagram, Facebook Login).
+    #[default]
+    Facebook,
+    /// `graph.instagram.com/{ig_user_id}/messages` with an Instagram user token (Instagram API
+    /// with Instagram Login): only IGSID recipients of that account.
+    InstagramLogin,
+}
+
+impl SendApi {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SendApi::Facebook => "facebook",
+            SendApi::InstagramLogin => "instagram_login",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SendRequest {
+    pub api: SendApi,
+    /// The Graph node that sends: a Page id (`""` = `me`) or, on [`SendApi::InstagramLogin`],
+    /// the Instagram user id.
     pub page_id: String,
     pub recipient: Recipient,
     pub messaging_type: MessagingType,
@@ -101,11 +126,12 @@ pub struct SendRequest {
     pub message: OutgoingMessage,
 }
 
-/// The credentials of one send: the Page token, and the App Secret when `appsecret_proof` is
-/// required.
+/// The credentials of one send: the access token of its [`SendApi`] (a Page token, or an
+/// Instagram user token on the Instagram-Login path), and the App Secret when `appsecret_proof`
+/// is required.
 #[derive(Debug, Clone)]
 pub struct PageAuth {
-    pub page_token: Secret,
+    pub access_token: Secret,
     pub app_secret: Option<Secret>,
 }
 

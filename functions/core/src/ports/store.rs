@@ -413,6 +413,12 @@ pub struct PageConfig {
     /// (Messenger API for Instagram, `POST /me/messages` with the Page token).
     #[serde(default)]
     pub linked_page_id: Option<String>,
+    /// For an Instagram account's config: set, its follow-ups go through Instagram Login
+    /// (`graph.instagram.com/<this id>/messages`) with the Instagram user token the secret holds
+    /// under this id (`instagram_tokens`), instead of through `linked_page_id`'s Page token.
+    /// The id is the account's Instagram user id (IG_ID) as Instagram Login names it.
+    #[serde(default)]
+    pub instagram_login_user_id: Option<String>,
 }
 
 impl Default for PageConfig {
@@ -429,6 +435,7 @@ impl Default for PageConfig {
             utility_messaging: false,
             phone_number_messaging: false,
             linked_page_id: None,
+            instagram_login_user_id: None,
         }
     }
 }

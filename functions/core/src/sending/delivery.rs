@@ -6,13 +6,15 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::bus::{self, BusEvent, DetailType, PersonIds};
 use crate::ports::graph::{PageAuth, SendError};
 use crate::ports::{EventBus, Metric, Metrics, PortError, SecretSource, Table};
 use crate::sending::errors::{classify_request, classify_transport, ErrorClass, RequestContext};
+use crate::sending::route::SendRoute;
+use crate::support::secret::{Secret, Secrets};
 
 /// Page id -> not before (epoch ms): pacing learned from Meta's usage headers. Per process on
 /// purpose: cheap, and every instance learns it from its own answers.
@@ -63,11 +65,8 @@ pub async fn page_auth(
     delivered_by: Option<&str>,
     appsecret_proof: bool,
 ) -> Result<PageAuth, AuthError> {
-    let secrets = secrets
-        .secrets()
-        .await
-        .map_err(|e| AuthError::Unavailable(format!("secrets unavailable: {e}")))?;
-    let page_token = secrets
+    let secrets = read_secrets(secrets).await?;
+    let token = secrets
         .page_tokens
         .get(page_id)
         .filter(|t| !t.is_empty())
@@ -77,12 +76,63 @@ pub async fn page_auth(
                 "no page access token configured for page {page_id}"
             ))
         })?;
+    with_proof(&secrets, token, page_id, delivered_by, appsecret_proof)
+}
+
+/// The credentials of a send along `route`: the Page token for the Page path, the Instagram
+/// user token (the secret's `instagram_tokens`, under the Instagram user id) for Instagram
+/// Login. Never the other kind in their place: a Page token on graph.instagram.com (or the
+/// reverse) is refused by Meta as a token error, which would pause the account for nothing.
+pub async fn route_auth(
+    secrets: &dyn SecretSource,
+    route: &SendRoute,
+    delivered_by: Option<&str>,
+    appsecret_proof: bool,
+) -> Result<PageAuth, AuthError> {
+    let ig_user_id = match route {
+        SendRoute::Page { page_id, .. } => {
+            return page_auth(secrets, page_id, delivered_by, appsecret_proof).await
+        }
+        SendRoute::InstagramLogin { ig_user_id, .. } => ig_user_id,
+    };
+    let secrets = read_secrets(secrets).await?;
+    let token = secrets
+        .instagram_tokens
+        .get(ig_user_id)
+        .filter(|t| !t.is_empty())
+        .cloned()
+        .ok_or_else(|| {
+            AuthError::Missing(format!(
+                "no instagram user token configured for instagram user {ig_user_id} \
+                 (the secret's instagram_tokens)"
+            ))
+        })?;
+    // The proof app is looked up under the Instagram user id, so `page_apps` can name the
+    // Instagram app whose secret signs this token's proofs.
+    with_proof(&secrets, token, ig_user_id, delivered_by, appsecret_proof)
+}
+
+async fn read_secrets(secrets: &dyn SecretSource) -> Result<Arc<Secrets>, AuthError> {
+    secrets
+        .secrets()
+        .await
+        .map_err(|e| AuthError::Unavailable(format!("secrets unavailable: {e}")))
+}
+
+/// `token` with the app secret for `appsecret_proof` when it is on.
+fn with_proof(
+    secrets: &Secrets,
+    access_token: Secret,
+    account_id: &str,
+    delivered_by: Option<&str>,
+    appsecret_proof: bool,
+) -> Result<PageAuth, AuthError> {
     let app_secret = if appsecret_proof {
         // The proof must be keyed by the app that owns this token, which with several apps is
         // not simply the first one.
-        let app = secrets.proof_app(page_id, delivered_by).ok_or_else(|| {
+        let app = secrets.proof_app(account_id, delivered_by).ok_or_else(|| {
             AuthError::Missing(format!(
-                "appsecret_proof: cannot tell which of {} apps owns page {page_id}'s token; \
+                "appsecret_proof: cannot tell which of {} apps owns {account_id}'s token; \
                  name it in the secret's page_apps",
                 secrets.apps.len()
             ))
@@ -92,7 +142,7 @@ pub async fn page_auth(
         None
     };
     Ok(PageAuth {
-        page_token,
+        access_token,
         app_secret,
     })
 }

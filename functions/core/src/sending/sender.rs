@@ -13,7 +13,7 @@ use crate::consumer::Fate;
 use crate::funnel::FunnelStage;
 use crate::lifecycle::optin::{FirstMessageJob, Optin, OptinState, SentRecord};
 use crate::ports::graph::{
-    MessagingType, OutgoingMessage, PageAuth, Recipient, SendError, SendRequest,
+    MessagingType, OutgoingMessage, PageAuth, Recipient, SendApi, SendError, SendRequest,
 };
 use crate::ports::store::{Claim, Finish, PageConfig};
 use crate::ports::{
@@ -712,7 +712,9 @@ impl Sender {
     ) -> Result<JobOutcome, Stop> {
         let key = claimed.key();
         let attempt = claimed.attempts;
+        // First messages are Messenger only (login_id, user_ref, PSID): always the Page path.
         let request = SendRequest {
+            api: SendApi::Facebook,
             page_id: claimed.page_id.clone(),
             recipient: recipient_of(claimed),
             messaging_type: MessagingType::Update,

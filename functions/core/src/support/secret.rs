@@ -65,6 +65,12 @@ pub struct Secrets {
     /// Page id -> Page access token.
     #[serde(default)]
     pub page_tokens: BTreeMap<String, Secret>,
+    /// Instagram user id -> Instagram user access token, for the Instagram accounts whose
+    /// config names that id in `instagram_login_user_id` (Instagram API with Instagram Login:
+    /// `graph.instagram.com/<id>/messages`). Kept beside the Page tokens: the same secret, the
+    /// same rotation, never logged.
+    #[serde(default)]
+    pub instagram_tokens: BTreeMap<String, Secret>,
     /// Key id -> base64 32-byte key, for signed `ref` values.
     #[serde(default)]
     pub ref_keys: BTreeMap<String, Secret>,
@@ -138,6 +144,7 @@ const DOCUMENT: &[Field] = &[
     Field::required("apps", Shape::ObjectList(APP)),
     Field::required("verify_token", Shape::Str),
     Field::optional("page_tokens", Shape::StrMap),
+    Field::optional("instagram_tokens", Shape::StrMap),
     Field::optional("ref_keys", Shape::StrMap),
     Field::optional("external_id_keys", Shape::StrMap),
     Field::optional("page_apps", Shape::StrMap),
@@ -344,6 +351,7 @@ mod tests {
                       "client_token": format!("{MARKER}-ct")}],
             "verify_token": format!("{MARKER}-vt"),
             "page_tokens": {"10": format!("{MARKER}-pt")},
+            "instagram_tokens": {"178": format!("{MARKER}-igt")},
             "ref_keys": {"k1": format!("{MARKER}-rk")},
             "external_id_keys": {"k1": format!("{MARKER}-xk")}
         })
@@ -356,6 +364,7 @@ mod tests {
         "/apps/0/client_token",
         "/verify_token",
         "/page_tokens/10",
+        "/instagram_tokens/178",
         "/ref_keys/k1",
         "/external_id_keys/k1",
     ];
@@ -398,6 +407,7 @@ mod tests {
             "/apps",
             "/apps/0",
             "/page_tokens",
+            "/instagram_tokens",
             "/ref_keys",
             "/external_id_keys",
         ] {
@@ -521,6 +531,11 @@ mod tests {
                      "page_tokens":{"10":"t"}}"#;
         let s = Secrets::from_json(ok).unwrap();
         assert_eq!(s.page_tokens["10"].expose(), "t");
+        assert!(s.instagram_tokens.is_empty(), "optional: absent is none");
+        let ig = r#"{"apps":[{"app_id":"1","app_secret":"s"}],"verify_token":"v",
+                     "instagram_tokens":{"178":"IGt"}}"#;
+        let s = Secrets::from_json(ig).unwrap();
+        assert_eq!(s.instagram_tokens["178"].expose(), "IGt");
         assert!(Secrets::from_json(r#"{"apps":[],"verify_token":"v"}"#).is_err());
         let err =
             Secrets::from_json(r#"{"apps":[{"app_id":"1","app_secret":"s3cr3t"}]}"#).unwrap_err();

@@ -41,12 +41,13 @@ use crate::ports::{
     Clock, EventBus, GraphApi, GroupedMessage, Metrics, OutMessage, PortError, QueueSender,
     SecretSource, Table,
 };
-use crate::sending::delivery::{self, page_auth, read_failure, AuthError, PagePacer};
+use crate::sending::delivery::{self, read_failure, route_auth, AuthError, PagePacer};
 use crate::sending::errors::{ErrorClass, RequestContext};
 use crate::sending::pacing::{Pacer, PacingConfig, Priority};
 use crate::sending::policy::{
     decide_followup, Channel, FollowUp, FollowUpDecision, FollowUpRecipient, Refusal, Rule,
 };
+use crate::sending::route::{send_route, SendRoute};
 use crate::sending::sender::{backoff_ms, SenderConfig};
 use crate::support::privacy::hash_id;
 use crate::webhook::{Identity, IdentityKind};
@@ -193,9 +194,9 @@ struct Resolved {
     page: Option<PageConfig>,
     person: Option<Person>,
     optin: Option<Optin>,
-    /// Whose token sends, and the Graph node (`""` = `me`, for Instagram).
-    send_page_id: String,
-    send_node: String,
+    /// Whose token sends, to which node, on which API (its sender is the account paced and
+    /// paused for this send).
+    route: SendRoute,
     recipient: Option<Recipient>,
     group: String,
     delivered_by: Option<String>,
@@ -493,16 +494,16 @@ impl FollowUps {
                 }
             }
         }
-        if let Some(delay) = self.pace.paced(&job.resolved.send_page_id, now) {
+        if let Some(delay) = self.pace.paced(job.resolved.route.sender_id(), now) {
             return Ok(Fate::retry_after_ms(
                 delay,
                 "pacing the page (Meta usage above threshold)",
             ));
         }
         // Follow-ups never take the reserve kept for first messages near their deadline.
-        if let Err(wait_ms) = self
-            .pacer
-            .admit(&job.resolved.send_page_id, Priority::Normal, now)
+        if let Err(wait_ms) =
+            self.pacer
+                .admit(job.resolved.route.sender_id(), Priority::Normal, now)
         {
             return Ok(Fate::retry_after_ms(
                 wait_ms,
@@ -527,9 +528,9 @@ impl FollowUps {
             RequestClaim::Missing => return Ok(Fate::retry("request vanished before its claim")),
         };
         let attempt = claimed.attempts;
-        let auth = match page_auth(
+        let auth = match route_auth(
             self.p.secrets.as_ref(),
-            &job.resolved.send_page_id,
+            &job.resolved.route,
             job.resolved.delivered_by.as_deref(),
             self.config.appsecret_proof,
         )
@@ -542,7 +543,8 @@ impl FollowUps {
             }
             Err(AuthError::Missing(reason)) => {
                 self.release(&job, attempt, &reason).await?;
-                self.pause(&job.resolved.send_page_id, &reason, now).await?;
+                self.pause(job.resolved.route.sender_id(), &reason, now)
+                    .await?;
                 return Ok(Fate::retry_after_ms(self.config.paused_recheck_ms, reason));
             }
         };
@@ -554,7 +556,8 @@ impl FollowUps {
             });
         };
         let send = SendRequest {
-            page_id: job.resolved.send_node.clone(),
+            api: job.resolved.route.api(),
+            page_id: job.resolved.route.node().to_string(),
             recipient,
             messaging_type,
             tag: tag.map(str::to_string),
@@ -565,7 +568,7 @@ impl FollowUps {
         match result {
             Ok(ok) => {
                 self.pace.learn(
-                    &job.resolved.send_page_id,
+                    job.resolved.route.sender_id(),
                     ok.usage.pace(self.config.pace_threshold_percent),
                     after,
                 );
@@ -599,7 +602,8 @@ impl FollowUps {
                     self.config.pace_threshold_percent,
                     self.p.metrics.as_ref(),
                 );
-                self.pace.learn(&job.resolved.send_page_id, f.pace, after);
+                self.pace
+                    .learn(job.resolved.route.sender_id(), f.pace, after);
                 tracing::warn!(
                     request_id = %job.request_id,
                     class = f.class.as_str(),
@@ -728,7 +732,8 @@ impl FollowUps {
             }
             ErrorClass::OperatorAction => {
                 self.release(job, attempt, &f.detail).await?;
-                self.pause(&job.resolved.send_page_id, &reason, now).await?;
+                self.pause(job.resolved.route.sender_id(), &reason, now)
+                    .await?;
                 Ok(Fate::retry_after_ms(self.config.paused_recheck_ms, reason))
             }
             ErrorClass::RecipientUnreachable => {
@@ -983,8 +988,10 @@ impl FollowUps {
             page: None,
             person: None,
             optin: None,
-            send_page_id: String::new(),
-            send_node: String::new(),
+            route: SendRoute::Page {
+                page_id: String::new(),
+                node: String::new(),
+            },
             recipient: None,
             group: String::new(),
             delivered_by: None,
@@ -1055,31 +1062,30 @@ impl FollowUps {
             Target::Scoped(id) => table.people.get_person(&page_id, id).await?,
             _ => None,
         };
-        // Instagram through the Page token: the account's linked Page sends (`/me/messages`),
-        // and that Page's pause holds its Instagram messages too.
-        let (send_page_id, send_node) = match channel {
-            Channel::Instagram => {
-                let linked = page
-                    .as_ref()
-                    .and_then(|p| p.linked_page_id.clone())
-                    .unwrap_or_else(|| page_id.clone());
-                if linked != page_id {
-                    if let Some(lp) = table.pages.get_page(&linked).await? {
-                        if lp.paused {
-                            let mut merged = page.clone().unwrap_or_else(|| PageConfig {
-                                page_id: page_id.clone(),
-                                ..PageConfig::default()
-                            });
-                            merged.paused = true;
-                            merged.paused_reason = lp.paused_reason.clone();
-                            page = Some(merged);
-                        }
+        // Which way it leaves (Page token, or Instagram Login for an account configured so):
+        // plain domain logic in `route`, tested there.
+        let route = send_route(channel, &page_id, page.as_ref());
+        // Instagram through the Page token: the linked Page's pause holds its Instagram
+        // messages too. Through Instagram Login the Page's token is not used, so only the
+        // account's own pause applies.
+        if let SendRoute::Page {
+            page_id: linked, ..
+        } = &route
+        {
+            if channel == Channel::Instagram && *linked != page_id {
+                if let Some(lp) = table.pages.get_page(linked).await? {
+                    if lp.paused {
+                        let mut merged = page.clone().unwrap_or_else(|| PageConfig {
+                            page_id: page_id.clone(),
+                            ..PageConfig::default()
+                        });
+                        merged.paused = true;
+                        merged.paused_reason = lp.paused_reason.clone();
+                        page = Some(merged);
                     }
                 }
-                (linked, String::new())
             }
-            Channel::Messenger => (page_id.clone(), page_id.clone()),
-        };
+        }
         let mut person_ids = PersonIds::default().with_person(person.as_ref());
         let (recipient, group) = match (&target, &req.recipient) {
             (Target::Scoped(id), _) => {
@@ -1114,8 +1120,7 @@ impl FollowUps {
             page,
             person,
             optin,
-            send_page_id,
-            send_node,
+            route,
             recipient,
             group,
             person_ids,
