@@ -6,6 +6,7 @@
 //! caller must make Meta retry (duplicates are absorbed later by idempotency). A signed body we
 //! cannot parse is queued raw as quarantined and still accepted: nothing signed is lost.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use crate::ports::queue::batches;
 use crate::ports::{Clock, Metric, Metrics, OutMessage, PortError, QueueSender, SecretSource};
 use crate::webhook::head::EnvelopeRef;
 use crate::webhook::inbound::{write_key, EventJson};
+use crate::webhook::model::{OBJECT_INSTAGRAM, OBJECT_PAGE};
 use crate::webhook::normalize::{self, quarantine};
 use crate::webhook::signature::{self, SignatureError};
 use crate::webhook::{split_body, EventKind, InboundEvent, SplitOutcome};
@@ -412,9 +414,10 @@ fn message(i: usize, body: String, kind: EventKind, object: &str) -> OutMessage 
     OutMessage {
         id: entry_id(i),
         body,
+        // Fixed names, the kind's fixed text and (usually) a known object: all borrowed.
         attributes: vec![
-            ("kind".into(), kind.as_str().into()),
-            ("object".into(), attribute_safe(object)),
+            (Cow::Borrowed("kind"), Cow::Borrowed(kind.as_str())),
+            (Cow::Borrowed("object"), attribute_safe(object)),
         ],
         delay_secs: 0,
     }
@@ -441,11 +444,17 @@ fn entry_id(mut i: usize) -> String {
 /// An attribute value SQS accepts: non-empty, at most 64 characters, and only the characters
 /// SQS allows (tab, LF, CR, U+0020..=U+D7FF, U+E000..=U+FFFD, supplementary planes); anything
 /// else becomes `?`. It is a routing hint only: the event in the body is intact.
-fn attribute_safe(s: &str) -> String {
-    // The usual case (`page`, `instagram`): printable ASCII, not blank, short. As is.
+fn attribute_safe(s: &str) -> Cow<'static, str> {
+    // The objects Meta sends for Messenger and Instagram: their own text, no copy.
+    for known in [OBJECT_PAGE, OBJECT_INSTAGRAM] {
+        if s == known {
+            return Cow::Borrowed(known);
+        }
+    }
+    // Other printable ASCII, not blank, short: as is.
     if s.len() <= 64 && s.bytes().all(|b| (0x20..0x7f).contains(&b)) && s.bytes().any(|b| b != b' ')
     {
-        return s.to_owned();
+        return Cow::Owned(s.to_owned());
     }
     let allowed = |c: char| {
         matches!(c, '\t' | '\n' | '\r')
@@ -459,9 +468,9 @@ fn attribute_safe(s: &str) -> String {
         .map(|c| if allowed(c) { c } else { '?' })
         .collect();
     if v.trim().is_empty() {
-        "-".into()
+        Cow::Borrowed("-")
     } else {
-        v
+        Cow::Owned(v)
     }
 }
 
