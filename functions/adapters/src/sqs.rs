@@ -72,10 +72,10 @@ fn entry(m: &OutMessage) -> Result<SendMessageBatchRequestEntry, PortError> {
     for (name, value) in &m.attributes {
         let attr = MessageAttributeValue::builder()
             .data_type("String")
-            .string_value(value)
+            .string_value(value.as_ref())
             .build()
             .map_err(|e| PortError::Rejected(format!("message attribute {name}: {e}")))?;
-        b = b.message_attributes(name, attr);
+        b = b.message_attributes(name.as_ref(), attr);
     }
     b.build()
         .map_err(|e| PortError::Rejected(format!("batch entry: {e}")))

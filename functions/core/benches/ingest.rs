@@ -2,8 +2,9 @@
 //!
 //! Path: what the webhook function does per request before the SQS call:
 //! `signature::verify` + `intake::encode_body` (the queue messages of `split_body`'s events as
-//! `intake::encode` writes them, written straight from the items; outputs dropped inside the
-//! timed loop, as the handler drops them after sending).
+//! `intake::encode` writes them, written straight from the items, whose heads `webhook::head`
+//! reads without building the model; outputs dropped inside the timed loop, as the handler
+//! drops them after sending).
 //!
 //! Floor: the least work any handler must do on the same bytes: HMAC-SHA256 of the body, then a
 //! typed parse (`serde_json::from_slice::<Envelope>` and `MessagingItem::parse` on every item).

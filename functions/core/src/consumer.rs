@@ -126,7 +126,7 @@ pub async fn settle(fate: Fate, receipt: &str, body: &str, via: Settling<'_>) ->
                 .send_batch(&[OutMessage {
                     id: "dlq".into(),
                     body: body.to_string(),
-                    attributes: vec![("reason".into(), truncate(&reason, 256))],
+                    attributes: vec![("reason".into(), truncate(&reason, 256).into())],
                     delay_secs: 0,
                 }])
                 .await;

@@ -351,7 +351,7 @@ async fn put(q: &SqsQueue, body: &str, attributes: &[(&str, &str)]) {
             body: body.to_string(),
             attributes: attributes
                 .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .map(|(k, v)| (k.to_string().into(), v.to_string().into()))
                 .collect(),
             delay_secs: 0,
         }])

@@ -228,7 +228,7 @@ fn kind_of(m: &OutMessage) -> &str {
     m.attributes
         .iter()
         .find(|(k, _)| k == "kind")
-        .map_or("?", |(_, v)| v.as_str())
+        .map_or("?", |(_, v)| v.as_ref())
 }
 
 fn refusal(class: String, detail: String) -> Option<Refusal> {

@@ -939,7 +939,7 @@ impl Lifecycle {
                 id: "job".into(),
                 body,
                 attributes: vec![
-                    ("page_id".into(), job.page_id.clone()),
+                    ("page_id".into(), job.page_id.clone().into()),
                     (
                         "entry_point".into(),
                         funnel::entry_point_of(job.recipient.kind).as_str().into(),

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
-use crate::ports::queue::FIFO_DEDUP_WINDOW_MS;
+use crate::ports::queue::{Attribute, FIFO_DEDUP_WINDOW_MS};
 pub use crate::ports::Received;
 use crate::ports::{
     Clock, EntryFailure, GroupedMessage, OutMessage, PortError, QueueReceiver, QueueSender,
@@ -433,7 +433,7 @@ impl QueueSender for MemoryQueue {
             }
         }
         for m in accepted {
-            self.push(m.body.clone(), m.attributes.clone(), m.delay_secs);
+            self.push(m.body.clone(), owned(&m.attributes), m.delay_secs);
         }
         tokio::task::yield_now().await;
         Ok(failures)
@@ -498,7 +498,7 @@ impl QueueSender for MemoryQueue {
         for g in accepted {
             self.push_to_group(
                 g.message.body.clone(),
-                g.message.attributes.clone(),
+                owned(&g.message.attributes),
                 0,
                 Some(g.group_id.clone()),
             );
@@ -556,6 +556,14 @@ impl QueueReceiver for MemoryQueue {
         tokio::task::yield_now().await;
         Ok(())
     }
+}
+
+/// Attributes as a receiver sees them (SQS hands back owned strings).
+fn owned(attributes: &[Attribute]) -> Vec<(String, String)> {
+    attributes
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 #[cfg(test)]

@@ -323,7 +323,7 @@ impl Operations {
                 attributes: attributes
                     .iter()
                     .take(10)
-                    .map(|(k, v)| (k.clone(), truncate(v)))
+                    .map(|(k, v)| (k.clone().into(), truncate(v).into()))
                     .collect(),
                 delay_secs: 0,
             }])

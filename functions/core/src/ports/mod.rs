@@ -21,8 +21,8 @@ pub use identity::IdentityStore;
 pub use metering::RequestCounter;
 pub use metrics::{MemoryMetrics, Metric, Metrics, NoMetrics};
 pub use queue::{
-    EntryFailure, GroupedMessage, OutMessage, Queue, QueueReceiver, QueueSender, Received,
-    VisibilityControl,
+    Attribute, EntryFailure, GroupedMessage, OutMessage, Queue, QueueReceiver, QueueSender,
+    Received, VisibilityControl,
 };
 pub use requests::RequestStore;
 pub use scheduler::{OneTimeSchedule, ScheduleCreated, Scheduler};

@@ -1,5 +1,7 @@
 //! Sending to a queue (SQS semantics: batches of up to 10, per-entry results).
 
+use std::borrow::Cow;
+
 use async_trait::async_trait;
 
 use super::PortError;
@@ -11,13 +13,17 @@ pub const MAX_BATCH_BYTES: usize = 256 * 1024;
 /// than a batch goes alone.
 pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 
+/// A string message attribute: name and value. Names (and the webhook's values: event kinds,
+/// `page`) are mostly fixed texts: borrowed, they cost no allocation per message.
+pub type Attribute = (Cow<'static, str>, Cow<'static, str>);
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OutMessage {
     /// Entry id, unique within one batch call (`[A-Za-z0-9_-]{1,80}`).
     pub id: String,
     pub body: String,
     /// String message attributes (shown in the SQS console; counted in the size).
-    pub attributes: Vec<(String, String)>,
+    pub attributes: Vec<Attribute>,
     pub delay_secs: u32,
 }
 

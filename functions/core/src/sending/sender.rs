@@ -809,7 +809,7 @@ impl Sender {
             .send_batch(&[OutMessage {
                 id: "record".into(),
                 body,
-                attributes: vec![("page_id".into(), claimed.page_id.clone())],
+                attributes: vec![("page_id".into(), claimed.page_id.clone().into())],
                 delay_secs: 0,
             }])
             .await;

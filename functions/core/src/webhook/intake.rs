@@ -6,6 +6,7 @@
 //! caller must make Meta retry (duplicates are absorbed later by idempotency). A signed body we
 //! cannot parse is queued raw as quarantined and still accepted: nothing signed is lost.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +14,9 @@ use futures::future::join_all;
 
 use crate::ports::queue::batches;
 use crate::ports::{Clock, Metric, Metrics, OutMessage, PortError, QueueSender, SecretSource};
+use crate::webhook::head::EnvelopeRef;
 use crate::webhook::inbound::{write_key, EventJson};
+use crate::webhook::model::{OBJECT_INSTAGRAM, OBJECT_PAGE};
 use crate::webhook::normalize::{self, quarantine};
 use crate::webhook::signature::{self, SignatureError};
 use crate::webhook::{split_body, EventKind, InboundEvent, SplitOutcome};
@@ -336,15 +339,18 @@ pub fn encode_body(
     received_at_ms: i64,
     app_id: Option<&str>,
 ) -> Option<Vec<OutMessage>> {
-    let envelope = normalize::parse_envelope(body).ok()?;
-    let mut messages = Vec::with_capacity(normalize::item_count(&envelope));
+    // Borrowed from the body, and each messaging item's head read without building the model
+    // (`webhook::head`): what the floor's typed parse allocates and drops is most of what this
+    // path would cost above it. A body that does not read so takes the general path.
+    let envelope = EnvelopeRef::parse(body)?;
+    let mut messages = Vec::with_capacity(envelope.item_count());
     let mut key = String::new();
     let mut oversized = false;
     // U+FFFE / U+FFFF (EF BF BE / EF BF BF) reach a message only in bytes of the body (the
     // item) or in strings read out of it (an escape unescaped): without an 0xEF byte in
     // either, the message needs no look for them.
     let body_has_ef = body.contains(&0xEF);
-    normalize::for_each_item(envelope, received_at_ms, |ctx, head, raw| {
+    normalize::for_each_item_ref(&envelope, received_at_ms, |ctx, head, raw| {
         key.clear();
         write_key(
             &mut key,
@@ -403,9 +409,10 @@ fn message(i: usize, body: String, kind: EventKind, object: &str) -> OutMessage 
     OutMessage {
         id: entry_id(i),
         body,
+        // Fixed names, the kind's fixed text and (usually) a known object: all borrowed.
         attributes: vec![
-            ("kind".into(), kind.as_str().into()),
-            ("object".into(), attribute_safe(object)),
+            (Cow::Borrowed("kind"), Cow::Borrowed(kind.as_str())),
+            (Cow::Borrowed("object"), attribute_safe(object)),
         ],
         delay_secs: 0,
     }
@@ -432,11 +439,17 @@ fn entry_id(mut i: usize) -> String {
 /// An attribute value SQS accepts: non-empty, at most 64 characters, and only the characters
 /// SQS allows (tab, LF, CR, U+0020..=U+D7FF, U+E000..=U+FFFD, supplementary planes); anything
 /// else becomes `?`. It is a routing hint only: the event in the body is intact.
-fn attribute_safe(s: &str) -> String {
-    // The usual case (`page`, `instagram`): printable ASCII, not blank, short. As is.
+fn attribute_safe(s: &str) -> Cow<'static, str> {
+    // The objects Meta sends for Messenger and Instagram: their own text, no copy.
+    for known in [OBJECT_PAGE, OBJECT_INSTAGRAM] {
+        if s == known {
+            return Cow::Borrowed(known);
+        }
+    }
+    // Other printable ASCII, not blank, short: as is.
     if s.len() <= 64 && s.bytes().all(|b| (0x20..0x7f).contains(&b)) && s.bytes().any(|b| b != b' ')
     {
-        return s.to_owned();
+        return Cow::Owned(s.to_owned());
     }
     let allowed = |c: char| {
         matches!(c, '\t' | '\n' | '\r')
@@ -450,9 +463,9 @@ fn attribute_safe(s: &str) -> String {
         .map(|c| if allowed(c) { c } else { '?' })
         .collect();
     if v.trim().is_empty() {
-        "-".into()
+        Cow::Borrowed("-")
     } else {
-        v
+        Cow::Owned(v)
     }
 }
 
@@ -512,5 +525,293 @@ mod tests {
         assert_eq!(fixed, "{\"a\":\"x\\uffff\"}");
         let v: serde_json::Value = serde_json::from_str(&fixed).unwrap();
         assert_eq!(v["a"], "x\u{FFFF}");
+    }
+    // -----------------------------------------------------------------------------------------
+    // encode_body (the webhook's hot path, `webhook::head`) against encode(split_body) (the
+    // model's typed parse): byte for byte, on every fixture and on items probed field by field.
+    // -----------------------------------------------------------------------------------------
+
+    use crate::webhook::head::ItemHead;
+    use crate::webhook::model::{Envelope, MessagingItem};
+    use serde_json::value::RawValue;
+    use serde_json::Value;
+
+    const AT: i64 = 1_700_000_000_000;
+
+    /// The general path's messages for a body whose envelope parses (`app_id` set as
+    /// `Intake::receive` sets it).
+    fn general(body: &[u8], app: Option<&str>) -> Option<Vec<OutMessage>> {
+        let SplitOutcome::Events(mut events) = split_body(body, AT) else {
+            return None;
+        };
+        for e in &mut events {
+            e.app_id = app.map(str::to_owned);
+        }
+        Some(encode(&events).expect("encode"))
+    }
+
+    /// `encode_body` makes exactly the general path's messages, and takes exactly the bodies
+    /// whose envelope the model parses.
+    fn assert_same(body: &[u8], app: Option<&str>, what: &str) {
+        assert_eq!(encode_body(body, AT, app), general(body, app), "{what}");
+    }
+
+    const APP: Option<&str> = Some("1517776481860111");
+
+    #[test]
+    fn fixtures_encode_as_the_general_path() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/webhooks");
+        let mut n = 0;
+        for entry in std::fs::read_dir(dir).expect("fixtures") {
+            let path = entry.expect("fixture").path();
+            let name = path.display().to_string();
+            if !name.ends_with(".json") || name.ends_with(".expected.json") {
+                continue;
+            }
+            let body = std::fs::read(&path).expect("fixture");
+            assert_same(&body, None, &name);
+            assert_same(&body, APP, &name);
+            n += 1;
+        }
+        assert!(n > 30, "{n} fixtures");
+    }
+
+    const REFERRAL: &str = r#"{"ref":"r","source":"ADS","type":"OPEN_THREAD","ad_id":"3","referer_uri":"https:\/\/x","is_guest_user":true,"ads_context_data":{"ad_title":"x","photo_url":"u"}}"#;
+
+    /// Items with every field the model knows, and one per kind and subject rule.
+    fn templates() -> Vec<String> {
+        let full = format!(
+            concat!(
+                r#"{{"sender":{{"id":"7","user_ref":"u1"}},"recipient":{{"id":"1","user_ref":"u2"}},"timestamp":1700000000000,"#,
+                r#""message":{{"mid":"m_1","text":"h\u00e9","quick_reply":{{"payload":"P"}},"reply_to":{{"mid":"m_0","is_self_reply":true}},"#,
+                r#""attachments":[{{"type":"image","payload":{{"url":"u","sticker_id":1}},"title":"t","url":"u"}}],"#,
+                r#""is_echo":false,"app_id":5,"metadata":"md","sticker_id":"9","referral":{r},"is_deleted":false,"is_unsupported":"0"}},"#,
+                r#""postback":{{"mid":"m_2","title":"T","payload":"P","referral":{r}}},"#,
+                r#""optin":{{"type":"notification_messages","payload":"p","ref":"r","user_ref":"u3","login_id":"L1","title":"t","#,
+                r#""notification_messages_token":"tok","notification_messages_frequency":"DAILY","notification_messages_timezone":"Europe\/Paris","#,
+                r#""token_expiry_timestamp":1725000000000,"user_token_status":"REFRESHED","notification_messages_status":"STOP NOTIFICATIONS"}},"#,
+                r#""referral":{r},"delivery":{{"mids":["m_1","m_2"],"watermark":1700000000000}},"#,
+                r#""read":{{"watermark":1700000000000,"mid":"m_1"}},"policy_enforcement":{{"action":"block","reason":"r"}},"#,
+                r#""pass_thread_control":{{"previous_owner_app_id":null,"new_owner_app_id":"1","metadata":"m"}},"#,
+                r#""take_thread_control":{{"previous_owner_app_id":2,"new_owner_app_id":"1","metadata":"m"}},"#,
+                r#""request_thread_control":{{"requested_owner_app_id":1,"metadata":"m"}},"app_roles":{{"123":["primary_receiver"]}},"#,
+                r#""account_linking":{{"status":"linked","authorization_code":"c"}},"response_feedback":{{"feedback":"Good","mid":"m_1"}},"#,
+                r#""reaction":{{"reaction":"love","emoji":"\u2764","action":"react","mid":"m_1"}},"#,
+                r#""prior_message":{{"source":"checkbox_plugin","identifier":"u"}}}}"#
+            ),
+            r = REFERRAL
+        );
+        let s = r#""sender":{"id":"7"},"recipient":{"id":"1"},"timestamp":1700000000123"#;
+        let mut out = vec![full];
+        out.extend(
+            [
+                r#""message":{"mid":"m_1","text":"hi"}"#,
+                r#""message":{"mid":"m_1","is_echo":true,"app_id":1517776481860111,"metadata":"x"}"#,
+                r#""postback":{"mid":"m_2","payload":"GET_STARTED","referral":{"ref":"r"}}"#,
+                r#""optin":{"login_id":"L1","ref":"r"}"#,
+                r#""optin":{"user_ref":"U1"}"#,
+                r#""reaction":{"mid":"m_1","action":"react"}"#,
+                r#""referral":{"ref":"r","source":"SHORTLINK"}"#,
+                r#""delivery":{"mids":["m_1"],"watermark":1}"#,
+                r#""read":{"watermark":"1700000000"}"#,
+                r#""policy-enforcement":{"action":"block"}"#,
+                r#""app_roles":{"1":["primary_receiver"]}"#,
+                r#""account_linking":{"status":"unlinked"}"#,
+                r#""response_feedback":{"feedback":"Good"}"#,
+                r#""standby_only":{}"#,
+            ]
+            .iter()
+            .map(|event| format!("{{{s},{event}}}")),
+        );
+        // No sender: the subject comes from the opt-in, or nobody.
+        out.push(r#"{"recipient":{"id":"1"},"optin":{"user_ref":"U1"}}"#.to_owned());
+        out.push(r#"{"sender":{"user_ref":"U2"},"message":{"mid":"m_3"}}"#.to_owned());
+        out
+    }
+
+    /// Values of every JSON type, and the edges the model's types care about.
+    const PROBES: &[&str] = &[
+        "null",
+        "true",
+        "false",
+        "0",
+        "-1",
+        "7",
+        "1.5",
+        "1e3",
+        "1e300",
+        "1e400",
+        "18446744073709551616",
+        "1527459824",
+        r#""1527459824""#,
+        r#""""#,
+        r#""x""#,
+        r#""m_\u0031\/""#,
+        r#""\ud800""#,
+        r#""\ud83d\ude4f""#,
+        r#""true""#,
+        "[]",
+        r#"["x"]"#,
+        r#"["m_1","t"]"#,
+        r#"[null]"#,
+        r#"[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20]"#,
+        "{}",
+        r#"{"id":"1"}"#,
+        r#"{"id":5,"id":6}"#,
+        r#"{"mid":"m_9","is_echo":true}"#,
+        r#"{"mid":"m_9","mid":"m_8"}"#,
+        r#"{"user_ref":"u","login_id":"L"}"#,
+        r#"{"a":1e400}"#,
+        r#"{"$serde_json::private::RawValue":"1"}"#,
+    ];
+
+    /// Every path of a JSON value (object members and array elements), as steps.
+    fn paths(v: &Value, at: &mut Vec<Step>, out: &mut Vec<Vec<Step>>) {
+        match v {
+            Value::Object(m) => {
+                for (k, child) in m {
+                    at.push(Step::Key(k.clone()));
+                    out.push(at.clone());
+                    paths(child, at, out);
+                    at.pop();
+                }
+            }
+            Value::Array(a) => {
+                for (i, child) in a.iter().enumerate() {
+                    at.push(Step::Index(i));
+                    out.push(at.clone());
+                    paths(child, at, out);
+                    at.pop();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    #[derive(Clone, Debug)]
+    enum Step {
+        Key(String),
+        Index(usize),
+    }
+
+    fn slot<'v>(v: &'v mut Value, path: &[Step]) -> &'v mut Value {
+        path.iter().fold(v, |v, step| match step {
+            Step::Key(k) => &mut v[k.as_str()],
+            Step::Index(i) => &mut v[*i],
+        })
+    }
+
+    const MARK: &str = "\u{1}probe";
+
+    /// The item with the value at `path` replaced by `probe` (JSON text), or removed.
+    fn probed(item: &Value, path: &[Step], probe: Option<&str>) -> String {
+        let mut v = item.clone();
+        match probe {
+            Some(probe) => {
+                *slot(&mut v, path) = Value::String(MARK.into());
+                let marked = serde_json::to_string(&MARK).expect("mark");
+                serde_json::to_string(&v)
+                    .expect("item")
+                    .replace(&marked, probe)
+            }
+            None => {
+                let (last, parent) = path.split_last().expect("a path has a step");
+                match (slot(&mut v, parent), last) {
+                    (Value::Object(m), Step::Key(k)) => {
+                        m.remove(k);
+                    }
+                    (Value::Array(a), Step::Index(i)) => {
+                        a.remove(*i);
+                    }
+                    _ => unreachable!("paths name members and elements"),
+                }
+                serde_json::to_string(&v).expect("item")
+            }
+        }
+    }
+
+    #[test]
+    fn probed_items_encode_as_the_general_path() {
+        let mut items = 0;
+        let mut heads = 0;
+        for (t, template) in templates().iter().enumerate() {
+            let item: Value = serde_json::from_str(template).expect(template);
+            let mut all = Vec::new();
+            paths(&item, &mut Vec::new(), &mut all);
+            let mut texts = vec![template.clone()];
+            for path in &all {
+                texts.push(probed(&item, path, None));
+                for probe in PROBES {
+                    texts.push(probed(&item, path, Some(probe)));
+                }
+            }
+            let object = if t % 3 == 2 { "instagram" } else { "page" };
+            for text in texts {
+                let raw: Box<RawValue> = match serde_json::from_str(&text) {
+                    Ok(raw) => raw,
+                    // A probe that makes the item invalid JSON (deep nesting): not an item.
+                    Err(_) => continue,
+                };
+                // The head reads exactly the items the model reads (the raw value token
+                // aside: refused, the model then decides).
+                let model_ok = MessagingItem::parse(&raw).is_ok();
+                let head_ok = ItemHead::parse(&raw).is_ok();
+                if text.contains("$serde_json") {
+                    assert!(!head_ok || model_ok, "{text}");
+                } else {
+                    assert_eq!(head_ok, model_ok, "{text}");
+                }
+                heads += usize::from(head_ok);
+                let body = format!(
+                    r#"{{"object":"{object}","entry":[{{"id":"1","time":1700000009000,"messaging":[{text}],"standby":[{text}]}}]}}"#
+                );
+                assert_same(body.as_bytes(), APP, &body);
+                let untimed =
+                    format!(r#"{{"object":"{object}","entry":[{{"id":1,"messaging":[{text}]}}]}}"#);
+                assert_same(untimed.as_bytes(), None, &untimed);
+                items += 1;
+            }
+        }
+        assert!(items > 3000, "{items} items");
+        // Most probes make the item malformed; the rest must not all fall back to the model.
+        assert!(heads > items / 3, "{heads} of {items} read by the head");
+    }
+
+    #[test]
+    fn probed_envelopes_encode_as_the_general_path() {
+        let item = r#"{"sender":{"id":"7"},"recipient":{"id":"1"},"timestamp":1,"read":{}}"#;
+        let template = format!(
+            r#"{{"object":"page","entry":[{{"id":"1","time":1700000009000,"messaging":[{item}],"standby":[{item}],"changes":[{{"field":"feed","value":{{"from":{{"id":"9"}}}}}}]}}]}}"#
+        );
+        let envelope: Value = serde_json::from_str(&template).expect("template");
+        let mut all = Vec::new();
+        paths(&envelope, &mut Vec::new(), &mut all);
+        let mut bodies = vec![template.clone()];
+        for path in &all {
+            bodies.push(probed(&envelope, path, None));
+            for probe in PROBES {
+                bodies.push(probed(&envelope, path, Some(probe)));
+            }
+        }
+        bodies.extend(
+            [
+                r#"["page",[]]"#,
+                r#" {"object":"page","entry":[["1",1700000009000,[{"read":{}}]]]}"#,
+                r#"{"object":"pa\u0067e","entry":[{"id":"\u0031","messaging":null}]}"#,
+                r#"{"object":"page","entry":[],"object":"page"}"#,
+                r#"{"object":"page","entry":[]} x"#,
+            ]
+            .map(str::to_owned),
+        );
+        for body in &bodies {
+            let parses = serde_json::from_str::<Envelope>(body).is_ok()
+                && body.trim_start().starts_with('{');
+            assert_eq!(
+                crate::webhook::head::EnvelopeRef::parse(body.as_bytes()).is_some(),
+                parses,
+                "{body}"
+            );
+            assert_same(body.as_bytes(), APP, body);
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! Meta webhooks in: the typed payload model, the normalized inbound event, signature checks,
 //! and the intake decision (verify, split, enqueue) that the HTTP router calls.
 
+pub(crate) mod head;
 pub mod inbound;
 pub mod intake;
 pub mod model;

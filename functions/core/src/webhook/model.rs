@@ -94,6 +94,12 @@ impl From<String> for Id {
 /// Largest integer an `f64` holds exactly; beyond it a float id would be silently rounded.
 const F64_EXACT_INT: f64 = 9_007_199_254_740_992.0;
 
+/// `1e15` style numbers: an id only when an exact integer, never a rounded one. (Shared with
+/// the webhook's item heads, which must accept exactly the ids this does.)
+pub(crate) fn id_f64_ok(v: f64) -> bool {
+    v.is_finite() && v.fract() == 0.0 && v.abs() <= F64_EXACT_INT
+}
+
 struct IdVisitor;
 
 impl Visitor<'_> for IdVisitor {
@@ -124,8 +130,7 @@ impl Visitor<'_> for IdVisitor {
     }
 
     fn visit_f64<E: de::Error>(self, v: f64) -> Result<Id, E> {
-        // `1e15` style numbers: accept only exact integers, never a rounded id.
-        if v.is_finite() && v.fract() == 0.0 && v.abs() <= F64_EXACT_INT {
+        if id_f64_ok(v) {
             Ok(Id(format!("{v:.0}")))
         } else {
             Err(E::custom("an id must be a string or an integer"))
@@ -147,7 +152,7 @@ impl<'de> Deserialize<'de> for Id {
 /// some (the postbacks reference shows `"timestamp":"1527459824"`), as numbers or as strings, so
 /// a value below [`SECONDS_CUTOFF`] is read as seconds. Zero or negative is no time at all (it
 /// would date the event 1970): `None`, so the caller's fallback applies.
-mod millis {
+pub(crate) mod millis {
     use super::*;
 
     /// An integer epoch value as sent -> epoch milliseconds.
@@ -242,7 +247,7 @@ mod millis {
 }
 
 /// `null` (or absent, with `#[serde(default)]`) is an empty list.
-fn null_as_empty<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+pub(crate) fn null_as_empty<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
 where
     D: Deserializer<'de>,
     T: Deserialize<'de>,
@@ -271,7 +276,7 @@ pub(crate) fn value_id(v: Option<&Value>) -> Option<String> {
 }
 
 /// Derived structs also accept a JSON array (fields by position); items must be objects.
-fn ensure_object(raw: &RawValue, msg: &'static str) -> Result<(), serde_json::Error> {
+pub(crate) fn ensure_object(raw: &RawValue, msg: &'static str) -> Result<(), serde_json::Error> {
     if raw.get().trim_start().starts_with('{') {
         Ok(())
     } else {
@@ -279,7 +284,7 @@ fn ensure_object(raw: &RawValue, msg: &'static str) -> Result<(), serde_json::Er
     }
 }
 
-fn identity_kind_for(object: &str) -> IdentityKind {
+pub(crate) fn identity_kind_for(object: &str) -> IdentityKind {
     if object == OBJECT_INSTAGRAM {
         IdentityKind::Igsid
     } else {

@@ -4,12 +4,15 @@
 //! item the typed model rejects becomes a `Malformed` event carrying its raw bytes. Either way
 //! the webhook can answer 200 and nothing Meta sent is lost.
 
+use std::borrow::Borrow;
+
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use serde_json::value::RawValue;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use super::head::{EnvelopeRef, ItemHead};
 use super::inbound::{
     write_key, Channel, EventKind, Identity, IdentityKind, InboundEvent, Quarantine,
 };
@@ -121,6 +124,35 @@ pub(crate) fn for_each_item(
     }
 }
 
+/// [`for_each_item`] on an envelope borrowed from the body (the webhook's hot path): the items
+/// stay in the body, and a messaging item's head is read by [`ItemHead`] (no model built);
+/// an item it refuses is read by the model, which decides as in [`split_body`]. Same order,
+/// same heads.
+pub(crate) fn for_each_item_ref<'b>(
+    envelope: &'b EnvelopeRef<'b>,
+    received_at_ms: i64,
+    mut f: impl FnMut(&EntryContext<'_>, Head<'_>, &'b RawValue),
+) {
+    let object: &str = &envelope.object.0;
+    for entry in &envelope.entry {
+        let ctx = EntryContext {
+            object,
+            account_id: &entry.id.0,
+            entry_time_ms: entry.time,
+            received_at_ms,
+        };
+        for &raw in &entry.messaging {
+            ctx.messaging_head(Channel::Messaging, raw, &mut f);
+        }
+        for &raw in &entry.standby {
+            ctx.messaging_head(Channel::Standby, raw, &mut f);
+        }
+        for &raw in &entry.changes {
+            ctx.change_item(raw, &mut f);
+        }
+    }
+}
+
 /// What every event of one entry shares.
 pub(crate) struct EntryContext<'a> {
     pub object: &'a str,
@@ -143,11 +175,13 @@ pub(crate) struct Head<'a> {
 }
 
 impl EntryContext<'_> {
-    fn messaging_item<F>(&self, channel: Channel, raw: Box<RawValue>, f: &mut F)
+    /// A messaging item read by the model. (`R`: the item owned, or borrowed from the body.)
+    fn messaging_item<R, F>(&self, channel: Channel, raw: R, f: &mut F)
     where
-        F: FnMut(&EntryContext<'_>, Head<'_>, Box<RawValue>),
+        R: Borrow<RawValue>,
+        F: FnMut(&EntryContext<'_>, Head<'_>, R),
     {
-        match MessagingItem::parse(&raw) {
+        match MessagingItem::parse(raw.borrow()) {
             Ok(item) => {
                 let head = Head {
                     channel,
@@ -162,11 +196,33 @@ impl EntryContext<'_> {
         }
     }
 
-    fn change_item<F>(&self, raw: Box<RawValue>, f: &mut F)
+    /// A messaging item read by [`ItemHead`]; one it refuses is read by the model.
+    fn messaging_head<'b, F>(&self, channel: Channel, raw: &'b RawValue, f: &mut F)
     where
-        F: FnMut(&EntryContext<'_>, Head<'_>, Box<RawValue>),
+        F: FnMut(&EntryContext<'_>, Head<'_>, &'b RawValue),
     {
-        match ChangeItem::parse(&raw) {
+        match ItemHead::parse(raw) {
+            Ok(item) => {
+                let kind = item.kind();
+                let head = Head {
+                    channel,
+                    kind,
+                    mid: item.mid(kind),
+                    sender: item.subject_ref(kind, self.object),
+                    timestamp_ms: item.timestamp.or(self.entry_time_ms),
+                };
+                f(self, head, raw);
+            }
+            Err(_) => self.messaging_item(channel, raw, f),
+        }
+    }
+
+    fn change_item<R, F>(&self, raw: R, f: &mut F)
+    where
+        R: Borrow<RawValue>,
+        F: FnMut(&EntryContext<'_>, Head<'_>, R),
+    {
+        match ChangeItem::parse(raw.borrow()) {
             Ok(change) => {
                 let sender = change.subject(self.object);
                 let head = Head {
@@ -184,11 +240,12 @@ impl EntryContext<'_> {
 
     /// An item the typed model rejected: flagged, kept raw, with whatever sender and timestamp
     /// a generic read finds.
-    fn malformed<F>(&self, channel: Channel, raw: Box<RawValue>, f: &mut F)
+    fn malformed<R, F>(&self, channel: Channel, raw: R, f: &mut F)
     where
-        F: FnMut(&EntryContext<'_>, Head<'_>, Box<RawValue>),
+        R: Borrow<RawValue>,
+        F: FnMut(&EntryContext<'_>, Head<'_>, R),
     {
-        let value: Value = serde_json::from_str(raw.get()).unwrap_or(Value::Null);
+        let value: Value = serde_json::from_str(raw.borrow().get()).unwrap_or(Value::Null);
         let (sender, timestamp_ms) = if channel == Channel::Changes {
             (None, self.entry_time_ms)
         } else {

@@ -376,7 +376,7 @@ impl FollowUps {
             message: OutMessage {
                 id: "request".into(),
                 body: body.to_string(),
-                attributes: vec![("page_id".into(), page.clone())],
+                attributes: vec![("page_id".into(), page.clone().into())],
                 delay_secs: 0,
             },
             group_id: job.resolved.group.clone(),
@@ -851,7 +851,7 @@ impl FollowUps {
                 message: OutMessage {
                     id: "record".into(),
                     body,
-                    attributes: vec![("page_id".into(), page.clone())],
+                    attributes: vec![("page_id".into(), page.clone().into())],
                     delay_secs: 0,
                 },
                 group_id: job.resolved.group.clone(),
