@@ -103,7 +103,7 @@ pub async fn settle(fate: Fate, receipt: &str, body: &str, via: Settling<'_>) ->
                 let copy = OutMessage {
                     id: "deferred".into(),
                     body: body.to_string(),
-                    attributes: vec![("deferred".into(), truncate(&reason, 256))],
+                    attributes: vec![("deferred".into(), truncate(&reason, 256).into())],
                     delay_secs: after_secs.min(MAX_DELAY_SECS),
                 };
                 match requeue.send_batch(&[copy]).await {
