@@ -42,5 +42,7 @@ pub fn init_logs_metered() -> Result<(), String> {
     let subscriber = tracing_subscriber::registry()
         .with(human)
         .with(deployed_lines);
+    // The cost line reads the invocations' ids (in the counted lines) and EMF documents.
+    meter::meter().set_detailed(true);
     tracing::subscriber::set_global_default(subscriber).map_err(|e| e.to_string())
 }

@@ -189,18 +189,18 @@ impl Stack {
                 graph_timeout: Duration::from_secs(5),
                 lifecycle: LifecycleConfig::default(),
                 sender: SenderConfig {
-                    // The local sending processes (4 sender consumers, 4 events consumers
+                    // The local sending processes (8 sender consumers, 8 events consumers
                     // sending inline, the deadline checks) share the simulator's per-Page rate,
                     // as the deployed functions share Meta's.
                     pacing: lc_core::sending::pacing::PacingConfig {
                         page_rate_per_sec: sim_rate_limit,
-                        instances: 9,
+                        instances: 17,
                         ..Default::default()
                     },
                     ..SenderConfig::default()
                 },
                 poll: Duration::from_millis(20),
-                workers: 4,
+                workers: 8,
             },
         )?;
         let graph = lc_adapters::graph::GraphClient::new(lc_adapters::graph::GraphConfig::at(

@@ -434,6 +434,13 @@ impl SimHandle {
         self.with(|s| s.stats())
     }
 
+    /// `stats().accepted` alone: a counter read, where [`SimHandle::stats`] walks the whole
+    /// attempt log (under the lock every send needs) to derive the duplicate counts. For a
+    /// caller that polls progress while sends flow.
+    pub fn accepted_count(&self) -> u64 {
+        self.with(|s| s.accepted_count())
+    }
+
     /// Back to the state right after `start` (configured Pages, app, rules,
     /// faults re-seeded, clock offset); message ids keep counting.
     pub fn reset(&self) {

@@ -641,6 +641,10 @@ impl State {
         stats
     }
 
+    pub(crate) fn accepted_count(&self) -> u64 {
+        self.stats.accepted
+    }
+
     pub(crate) fn attempts(&self) -> Vec<Attempt> {
         self.attempts.clone()
     }
