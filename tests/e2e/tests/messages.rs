@@ -201,6 +201,38 @@ impl World {
         .await;
     }
 
+    /// The person writes to the Instagram account `ig` now (the webhook's entry is the account),
+    /// as [`World::person_writes`] does on Messenger.
+    async fn instagram_person_writes(&self, ig: &str, igsid: &str, mid: &str) {
+        let ts = self.now();
+        let body = json!({"object": "instagram", "entry": [{"id": ig, "time": ts, "messaging": [{
+            "sender": {"id": igsid}, "recipient": {"id": ig}, "timestamp": ts,
+            "message": {"mid": mid, "text": "hi"}}]}]})
+        .to_string();
+        let req = Request::post("/webhook")
+            .header("x-hub-signature-256", sign(&self.secret, body.as_bytes()))
+            .body(Body::from(body))
+            .expect("request");
+        assert_eq!(
+            self.router.clone().oneshot(req).await.unwrap().status(),
+            200
+        );
+        self.sim.register_instagram_person(ig, igsid, ts);
+        let people = self.pipeline.backends.table.people.clone();
+        wait_for("the Instagram message to be processed", || {
+            let people = people.clone();
+            async move {
+                people
+                    .get_person(ig, igsid)
+                    .await
+                    .ok()
+                    .flatten()
+                    .is_some_and(|p| p.last_user_message_at_ms == Some(ts))
+            }
+        })
+        .await;
+    }
+
     async fn post(&self, body: &Value) -> (u16, Value, Option<String>) {
         post(self.router.clone(), body).await
     }
@@ -626,30 +658,7 @@ async fn instagram_goes_through_the_linked_page() {
         ..PageConfig::default()
     });
     // The person writes on Instagram (the webhook's entry is the Instagram account).
-    let ts = w.now();
-    let body = json!({"object": "instagram", "entry": [{"id": IG, "time": ts, "messaging": [{
-        "sender": {"id": IGSID}, "recipient": {"id": IG}, "timestamp": ts,
-        "message": {"mid": "m_ig_1", "text": "hi"}}]}]})
-    .to_string();
-    let req = Request::post("/webhook")
-        .header("x-hub-signature-256", sign(&w.secret, body.as_bytes()))
-        .body(Body::from(body))
-        .expect("request");
-    assert_eq!(w.router.clone().oneshot(req).await.unwrap().status(), 200);
-    w.sim.register_instagram_person(IG, IGSID, ts);
-    let people = w.pipeline.backends.table.people.clone();
-    wait_for("the Instagram message to be processed", || {
-        let people = people.clone();
-        async move {
-            people
-                .get_person(IG, IGSID)
-                .await
-                .ok()
-                .flatten()
-                .is_some_and(|p| p.last_user_message_at_ms == Some(ts))
-        }
-    })
-    .await;
+    w.instagram_person_writes(IG, IGSID, "m_ig_1").await;
 
     let ig = |text: String, key: &str| {
         json!({
@@ -701,30 +710,7 @@ async fn instagram_login_sends_as_the_instagram_account() {
         instagram_login_user_id: Some(IG.into()),
         ..PageConfig::default()
     });
-    let ts = w.now();
-    let body = json!({"object": "instagram", "entry": [{"id": IG, "time": ts, "messaging": [{
-        "sender": {"id": IGSID}, "recipient": {"id": IG}, "timestamp": ts,
-        "message": {"mid": "m_igl_1", "text": "hi"}}]}]})
-    .to_string();
-    let req = Request::post("/webhook")
-        .header("x-hub-signature-256", sign(&w.secret, body.as_bytes()))
-        .body(Body::from(body))
-        .expect("request");
-    assert_eq!(w.router.clone().oneshot(req).await.unwrap().status(), 200);
-    w.sim.register_instagram_person(IG, IGSID, ts);
-    let people = w.pipeline.backends.table.people.clone();
-    wait_for("the Instagram message to be processed", || {
-        let people = people.clone();
-        async move {
-            people
-                .get_person(IG, IGSID)
-                .await
-                .ok()
-                .flatten()
-                .is_some_and(|p| p.last_user_message_at_ms == Some(ts))
-        }
-    })
-    .await;
+    w.instagram_person_writes(IG, IGSID, "m_igl_1").await;
 
     let (status, body, _) = w
         .post(&json!({
