@@ -175,18 +175,7 @@ impl Deadline {
             let rearmed = self.rearm(&optin, optin.deadline_at_ms).await;
             return Ok(DeadlineOutcome::InFlight { rearmed });
         }
-        let job = FirstMessageJob {
-            v: 1,
-            sent: None,
-            optin_key: key.to_string(),
-            generation: Some(optin.generation),
-            recipient: optin.recipient.clone(),
-            page_id: optin.page_id.clone(),
-            deadline_at_ms: optin.deadline_at_ms,
-            enqueued_at_ms: now,
-            external_id: optin.external_id.clone(),
-            redriven_at_ms: None,
-        };
+        let job = FirstMessageJob::for_generation(&optin, now);
         let outcome = self.sender.run_job(&job).await?;
         let settled = matches!(
             outcome,

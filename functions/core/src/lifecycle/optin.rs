@@ -491,6 +491,24 @@ pub struct FirstMessageJob {
     pub redriven_at_ms: Option<i64>,
 }
 
+impl FirstMessageJob {
+    /// The job for `optin`'s current generation, enqueued (or run) at `now`.
+    pub fn for_generation(optin: &Optin, now: i64) -> FirstMessageJob {
+        FirstMessageJob {
+            v: 1,
+            sent: None,
+            optin_key: optin.key(),
+            generation: Some(optin.generation),
+            recipient: optin.recipient.clone(),
+            page_id: optin.page_id.clone(),
+            deadline_at_ms: optin.deadline_at_ms,
+            enqueued_at_ms: now,
+            external_id: optin.external_id.clone(),
+            redriven_at_ms: None,
+        }
+    }
+}
+
 /// What Meta answered to an attempt whose record could not be written at once.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SentRecord {

@@ -781,7 +781,11 @@ impl Lifecycle {
                     return Err(e);
                 }
             };
-            learnt.inline_job = Some((job_for(optin, now), optin.clone(), admitted));
+            learnt.inline_job = Some((
+                FirstMessageJob::for_generation(optin, now),
+                optin.clone(),
+                admitted,
+            ));
             return Ok(Processed::OptinCreated {
                 entry_point: optin.entry_point,
                 source: optin.source,
@@ -928,7 +932,8 @@ impl Lifecycle {
     }
 
     async fn send_job(&self, optin: &Optin, now: i64) -> Result<(), ProcessError> {
-        self.queue_job(&job_for(optin, now), 0).await
+        self.queue_job(&FirstMessageJob::for_generation(optin, now), 0)
+            .await
     }
 
     async fn queue_job(&self, job: &FirstMessageJob, delay_secs: u32) -> Result<(), ProcessError> {
@@ -1172,22 +1177,6 @@ pub struct LoginIdentity {
 
 /// SQS's longest `DelaySeconds`: a longer wait is the sender's to make again.
 const MAX_SQS_DELAY_SECS: u32 = 900;
-
-/// The first-message job of a generation.
-fn job_for(optin: &Optin, now: i64) -> FirstMessageJob {
-    FirstMessageJob {
-        v: 1,
-        sent: None,
-        optin_key: optin.key(),
-        generation: Some(optin.generation),
-        recipient: optin.recipient.clone(),
-        page_id: optin.page_id.clone(),
-        deadline_at_ms: optin.deadline_at_ms,
-        enqueued_at_ms: now,
-        external_id: optin.external_id.clone(),
-        redriven_at_ms: None,
-    }
-}
 
 /// The login identity of a login event (none for webhook events or an item without one).
 fn login_identity_of(event: &InboundEvent) -> Option<LoginIdentity> {
