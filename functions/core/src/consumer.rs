@@ -100,12 +100,13 @@ pub async fn settle(fate: Fate, receipt: &str, body: &str, via: Settling<'_>) ->
         Fate::Ack => Settled::Delete,
         Fate::Defer { after_secs, reason } => {
             if let Some(requeue) = via.requeue {
-                let copy = OutMessage {
-                    id: "deferred".into(),
-                    body: body.to_string(),
-                    attributes: vec![("deferred".into(), truncate(&reason, 256).into())],
-                    delay_secs: after_secs.min(MAX_DELAY_SECS),
-                };
+                let copy = copy_of(
+                    "deferred",
+                    body,
+                    "deferred",
+                    &reason,
+                    after_secs.min(MAX_DELAY_SECS),
+                );
                 match requeue.send_batch(&[copy]).await {
                     Ok(failed) if failed.is_empty() => return Settled::Delete,
                     Ok(_) => tracing::warn!("deferred copy refused; kept as a retry"),
@@ -123,12 +124,7 @@ pub async fn settle(fate: Fate, receipt: &str, body: &str, via: Settling<'_>) ->
                 return Settled::Keep { reason };
             };
             let sent = dead_letters
-                .send_batch(&[OutMessage {
-                    id: "dlq".into(),
-                    body: body.to_string(),
-                    attributes: vec![("reason".into(), truncate(&reason, 256).into())],
-                    delay_secs: 0,
-                }])
+                .send_batch(&[copy_of("dlq", body, "reason", &reason, 0)])
                 .await;
             match sent {
                 Ok(failed) if failed.is_empty() => Settled::Delete,
@@ -140,6 +136,22 @@ pub async fn settle(fate: Fate, receipt: &str, body: &str, via: Settling<'_>) ->
                 },
             }
         }
+    }
+}
+
+/// A received message sent on again (deferred, or to the DLQ) with why as its one attribute.
+fn copy_of(
+    id: &'static str,
+    body: &str,
+    attribute: &'static str,
+    why: &str,
+    delay_secs: u32,
+) -> OutMessage {
+    OutMessage {
+        id: id.into(),
+        body: body.to_string(),
+        attributes: vec![(attribute.into(), truncate(why, 256).into())],
+        delay_secs,
     }
 }
 
