@@ -7,6 +7,12 @@ use lc_local::cli::{Cli, Command, ServeArgs};
 use lc_local::serve::Settings;
 use lc_local::{demo, init_logs, load, scale, serve};
 
+// Both ends of every HTTP hop, the JSON and the in-memory twins allocate on the runtime's
+// threads at once: glibc's malloc was a fifth of a `load` flood's CPU, much of it its arena
+// lock handed between the threads (perf, 2026-12-07).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
