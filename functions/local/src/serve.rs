@@ -227,9 +227,8 @@ impl Stack {
             spawn_events_log(pipeline.backends.published.clone(), path.clone())?;
         }
         let addr = SocketAddr::from(([127, 0, 0, 1], settings.port));
-        let listener = tokio::net::TcpListener::bind(addr)
-            .await
-            .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+        let listener =
+            graph_sim::listen(addr).map_err(|e| format!("cannot listen on {addr}: {e}"))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let people = Arc::new(People::new(
             pipeline.backends.table.clone(),
