@@ -117,6 +117,13 @@ pub struct LoadArgs {
     /// `--concurrency`); latency counts from each opt-in's scheduled start, so a stall shows.
     #[arg(long)]
     pub rate: Option<f64>,
+    /// Opt-ins per webhook POST, each its own entry, as Meta batches deliveries under load
+    /// (1-1000).
+    #[arg(long, default_value_t = 1)]
+    pub batch: usize,
+    /// Also print latency per window of this many ms, by when the opt-ins started.
+    #[arg(long)]
+    pub windows: Option<u64>,
 }
 
 /// `scale`: defaults are the template's (reserved concurrency, batch size, margin, queues).

@@ -84,8 +84,14 @@ pub async fn load(common: &Common, args: &LoadArgs) -> Result<(), String> {
     // Parsed once: `post(&str)` parsed the URL on every request (3% of the run's CPU).
     let url = reqwest::Url::parse(&stack.webhook_url()).map_err(|e| e.to_string())?;
     let secret = stack.app_secret().to_string();
-    let login_ids = Arc::new(login_ids);
-    let pages = Arc::new(pages);
+    let batch = args.batch.clamp(1, MAX_BATCH);
+    let posts = optins.div_ceil(batch);
+    let gen = Arc::new(Generator {
+        login_ids,
+        pages,
+        batch,
+        started: started.clone(),
+    });
     let wall = Instant::now();
     let mut workers = Vec::new();
     let post = Arc::new(Poster {
@@ -95,24 +101,18 @@ pub async fn load(common: &Common, args: &LoadArgs) -> Result<(), String> {
         retries: retries.clone(),
     });
     if let Some(rate) = args.rate.filter(|r| *r > 0.0) {
-        // Open loop: one dispatcher starts opt-in i at wall + i / rate.
-        let (next, started, login_ids, pages, post) = (
-            next.clone(),
-            started.clone(),
-            login_ids.clone(),
-            pages.clone(),
-            post.clone(),
-        );
+        // Open loop: one dispatcher starts opt-in i at wall + i / rate; a batch goes out when
+        // its last opt-in is due, so the earlier ones' wait for it counts in their latency.
+        let (next, gen, post) = (next.clone(), gen.clone(), post.clone());
         let base_ms = now_ms();
         workers.push(tokio::spawn(async move {
             let mut inflight = Vec::new();
-            for i in 0..login_ids.len() {
-                let offset = Duration::from_secs_f64(i as f64 / rate);
-                tokio::time::sleep_until((wall + offset).into()).await;
-                next.store(i + 1, Ordering::Relaxed);
-                let scheduled = base_ms + offset.as_millis() as i64;
-                started[i].store(scheduled as u64, Ordering::Relaxed);
-                let body = optin_body(&pages[i % pages.len()], &login_ids[i], scheduled);
+            for k in 0..posts {
+                let last = ((k + 1) * gen.batch).min(gen.login_ids.len()) - 1;
+                let due = |i: usize| Duration::from_secs_f64(i as f64 / rate);
+                tokio::time::sleep_until((wall + due(last)).into()).await;
+                next.store(k + 1, Ordering::Relaxed);
+                let body = gen.body(k, |i| base_ms + due(i).as_millis() as i64);
                 let post = post.clone();
                 inflight.push(tokio::spawn(async move { post.send(body).await }));
             }
@@ -122,23 +122,15 @@ pub async fn load(common: &Common, args: &LoadArgs) -> Result<(), String> {
         }));
     } else {
         for _ in 0..concurrency {
-            let (next, started, login_ids, pages, post) = (
-                next.clone(),
-                started.clone(),
-                login_ids.clone(),
-                pages.clone(),
-                post.clone(),
-            );
+            let (next, gen, post) = (next.clone(), gen.clone(), post.clone());
             workers.push(tokio::spawn(async move {
                 loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= login_ids.len() {
+                    let k = next.fetch_add(1, Ordering::Relaxed);
+                    if k >= posts {
                         return;
                     }
                     let ts = now_ms();
-                    started[i].store(ts as u64, Ordering::Relaxed);
-                    post.send(optin_body(&pages[i % pages.len()], &login_ids[i], ts))
-                        .await;
+                    post.send(gen.body(k, |_| ts)).await;
                 }
             }));
         }
@@ -154,7 +146,7 @@ pub async fn load(common: &Common, args: &LoadArgs) -> Result<(), String> {
         // candidate end, confirmed with the exact count once.
         let accepted = sim.accepted_count();
         if tty {
-            let posted = next.load(Ordering::Relaxed).min(optins);
+            let posted = (next.load(Ordering::Relaxed) * batch).min(optins);
             eprint!("\r  posted {posted}/{optins}  sent {accepted}/{optins}   ");
         }
         if accepted >= optins as u64 {
@@ -181,7 +173,8 @@ pub async fn load(common: &Common, args: &LoadArgs) -> Result<(), String> {
     let elapsed = wall.elapsed();
 
     let Tally { first, duplicates } = tally(&sim.messages(), &sim.attempts());
-    let index: HashMap<&str, usize> = login_ids
+    let index: HashMap<&str, usize> = gen
+        .login_ids
         .iter()
         .enumerate()
         .map(|(i, s)| (s.as_str(), i))
@@ -194,6 +187,9 @@ pub async fn load(common: &Common, args: &LoadArgs) -> Result<(), String> {
                 .map(|i| at - started[*i].load(Ordering::Relaxed) as i64)
         })
         .collect();
+    if let Some(ms) = args.windows.filter(|ms| *ms > 0) {
+        print_windows(&first, &index, &started, t0, ms);
+    }
     latencies.sort_unstable();
     let pct = |p: f64| -> i64 {
         if latencies.is_empty() {
@@ -275,9 +271,69 @@ impl Poster {
     }
 }
 
-fn optin_body(page: &str, login_id: &str, ts: i64) -> String {
+/// Meta's webhook batches up to 1,000 events in one POST.
+const MAX_BATCH: usize = 1000;
+
+/// What the generator posts: opt-in i for `login_ids[i]` on Page `i % pages`, `batch` per POST.
+struct Generator {
+    login_ids: Vec<String>,
+    pages: Vec<String>,
+    batch: usize,
+    /// When each opt-in started (ms), for its latency.
+    started: Arc<Vec<AtomicU64>>,
+}
+
+impl Generator {
+    /// POST `k`'s body (an entry per opt-in, as Meta batches them); `start(i)` is opt-in i's
+    /// start, noted and used as its timestamp.
+    fn body(&self, k: usize, start: impl Fn(usize) -> i64) -> String {
+        let to = ((k + 1) * self.batch).min(self.login_ids.len());
+        let entries: Vec<String> = (k * self.batch..to)
+            .map(|i| {
+                let ts = start(i);
+                self.started[i].store(ts as u64, Ordering::Relaxed);
+                optin_entry(&self.pages[i % self.pages.len()], &self.login_ids[i], ts)
+            })
+            .collect();
+        format!(r#"{{"object":"page","entry":[{}]}}"#, entries.join(","))
+    }
+}
+
+/// Latency by when opt-ins started, per window of `ms`: where a p99 comes from (a stall at
+/// the start, a pause mid-run, a backlog draining).
+fn print_windows(
+    first: &HashMap<String, i64>,
+    index: &HashMap<&str, usize>,
+    started: &[AtomicU64],
+    t0: i64,
+    ms: u64,
+) {
+    let mut windows: std::collections::BTreeMap<i64, Vec<i64>> = Default::default();
+    for (id, at) in first {
+        if let Some(i) = index.get(id.as_str()) {
+            let s = started[*i].load(Ordering::Relaxed) as i64;
+            windows
+                .entry((s - t0) / ms as i64)
+                .or_default()
+                .push(at - s);
+        }
+    }
+    for (w, mut v) in windows {
+        v.sort_unstable();
+        eprintln!(
+            "load window_start_ms={} optins={} p50_ms={} p99_ms={} max_ms={}",
+            w * ms as i64,
+            v.len(),
+            v[v.len() / 2],
+            v[(v.len() - 1) * 99 / 100],
+            v[v.len() - 1]
+        );
+    }
+}
+
+fn optin_entry(page: &str, login_id: &str, ts: i64) -> String {
     format!(
-        r#"{{"object":"page","entry":[{{"id":"{page}","time":{ts},"messaging":[{{"recipient":{{"id":"{page}"}},"timestamp":{ts},"optin":{{"login_id":"{login_id}"}}}}]}}]}}"#
+        r#"{{"id":"{page}","time":{ts},"messaging":[{{"recipient":{{"id":"{page}"}},"timestamp":{ts},"optin":{{"login_id":"{login_id}"}}}}]}}"#
     )
 }
 
@@ -374,5 +430,37 @@ mod tests {
             t.first["b"], 3,
             "latency runs to the first accepted message"
         );
+    }
+
+    #[test]
+    fn a_batch_is_an_entry_per_optin_and_the_last_post_takes_the_rest() {
+        let gen = Generator {
+            login_ids: (0..5).map(|i| format!("l{i}")).collect(),
+            pages: vec!["p0".into(), "p1".into()],
+            batch: 2,
+            started: Arc::new((0..5).map(|_| AtomicU64::new(0)).collect()),
+        };
+        let second = gen.body(1, |i| 1_000 + i as i64);
+        let events = match lc_core::webhook::normalize::split_body(second.as_bytes(), 0) {
+            lc_core::webhook::normalize::SplitOutcome::Events(events) => events,
+            other => panic!("the webhook's parser refused the body: {other:?}"),
+        };
+        let accounts: Vec<&str> = events.iter().map(|e| e.account_id.as_str()).collect();
+        assert_eq!(accounts, ["p0", "p1"], "opt-ins 2 and 3, each on its Page");
+        assert!(second.contains(r#""login_id":"l2""#) && second.contains(r#""login_id":"l3""#));
+        let times: Vec<u64> = gen
+            .started
+            .iter()
+            .map(|t| t.load(Ordering::Relaxed))
+            .collect();
+        assert_eq!(
+            times,
+            [0, 0, 1_002, 1_003, 0],
+            "only this POST's opt-ins started"
+        );
+
+        let last = gen.body(2, |_| 7);
+        assert_eq!(last.matches("login_id").count(), 1, "{last}");
+        assert!(last.contains(r#""login_id":"l4""#));
     }
 }
