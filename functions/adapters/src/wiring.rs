@@ -69,15 +69,19 @@ pub fn queue_on(
 
 /// The business's event bus (`EVENT_BUS_NAME`).
 pub fn bus(sdk: &aws_config::SdkConfig) -> Result<crate::eventbridge::EventBridgeBus, ConfigError> {
-    let off = crate::eventbridge::parse_detail_types(
-        &optional("LC_BUS_OFF_DETAIL_TYPES").unwrap_or_default(),
-    )
-    .map_err(|e| ConfigError::Invalid("LC_BUS_OFF_DETAIL_TYPES", e))?;
     Ok(crate::eventbridge::EventBridgeBus::new(
         aws_sdk_eventbridge::Client::new(sdk),
         required("EVENT_BUS_NAME")?,
     )
-    .with_off(off))
+    .with_off(bus_off()?))
+}
+
+/// The detail types the operator switched off (`LC_BUS_OFF_DETAIL_TYPES`, the template's
+/// `BusDetailTypesOff`): the bus does not put them, and the webhook does not queue the events
+/// heard only as them.
+pub fn bus_off() -> Result<Vec<lc_core::bus::DetailType>, ConfigError> {
+    crate::eventbridge::parse_detail_types(&optional("LC_BUS_OFF_DETAIL_TYPES").unwrap_or_default())
+        .map_err(|e| ConfigError::Invalid("LC_BUS_OFF_DETAIL_TYPES", e))
 }
 
 /// Deadline schedules: `SCHEDULE_GROUP`, `DEADLINE_FUNCTION_ARN`, `SCHEDULER_ROLE_ARN`,

@@ -116,11 +116,13 @@ fn log_outcome(outcome: &Outcome, bytes: usize) {
         Outcome::Accepted {
             events,
             quarantined: 0,
+            skipped,
             send_calls,
             retried_entries: 0,
         } => tracing::debug!(
             outcome = "accepted",
             events,
+            skipped,
             send_calls,
             bytes,
             "webhook accepted"
@@ -128,12 +130,14 @@ fn log_outcome(outcome: &Outcome, bytes: usize) {
         Outcome::Accepted {
             events,
             quarantined,
+            skipped,
             send_calls,
             retried_entries,
         } => tracing::info!(
             outcome = "accepted",
             events,
             quarantined,
+            skipped,
             send_calls,
             retried_entries,
             bytes,

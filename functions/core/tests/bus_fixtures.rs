@@ -134,6 +134,53 @@ async fn every_fixture_yields_its_bus_events() {
     assert!(errors.is_empty(), "{}", errors.join("\n"));
 }
 
+/// The webhook skips an event heard only as a switched-off detail type
+/// (`bus::inbound::heard_only_as`): safe only while processing such an event writes nothing
+/// anywhere and publishes that detail type alone. Checked on every fixture event of those kinds.
+#[tokio::test]
+async fn what_the_webhook_may_skip_has_no_effect_but_its_bus_event() {
+    use lc_core::bus::inbound::heard_only_as;
+    use lc_core::ports::RequestCounter;
+    let mut checked = 0;
+    let mut errors = Vec::new();
+    for (name, path) in &bodies() {
+        let body = fs::read(path).expect("body");
+        for e in split_body(&body, RECEIVED_AT_MS).events() {
+            let Some(only) = heard_only_as(e.kind) else {
+                continue;
+            };
+            let counter = Arc::new(RequestCounter::default());
+            let bus = Arc::new(MemoryBus::new());
+            let jobs = Arc::new(MemoryQueue::new("outbound"));
+            let lc = Lifecycle::new(
+                LifecyclePorts {
+                    table: Table::new(Arc::new(MemoryStore::with_counter(counter.clone()))),
+                    scheduler: Arc::new(MemoryScheduler::with_counter(counter.clone())),
+                    jobs: jobs.clone(),
+                    secrets: Arc::new(Arc::new(Secrets::default())),
+                    bus: bus.clone(),
+                    clock: Arc::new(ManualClock::at(RECEIVED_AT_MS)),
+                    metrics: Arc::new(NoMetrics),
+                },
+                LifecycleConfig::default(),
+            );
+            lc.process(e).await.expect("processed");
+            let requests = counter.snapshot();
+            let types: Vec<_> = bus.take().iter().map(|b| b.detail_type).collect();
+            if !requests.is_empty() || !jobs.bodies().is_empty() || types != [only] {
+                errors.push(format!(
+                    "{name} ({}): requests {requests:?}, jobs {}, published {types:?}",
+                    e.kind.as_str(),
+                    jobs.bodies().len()
+                ));
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 8, "fixture events of skippable kinds: {checked}");
+    assert!(errors.is_empty(), "{}", errors.join("\n"));
+}
+
 /// The schemas in `infra/schemas/` document every detail type, and every event the fixtures
 /// yield stays inside its schema's fields (a new payload field must be documented).
 #[tokio::test]

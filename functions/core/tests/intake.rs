@@ -47,13 +47,16 @@ fn setup() -> Setup {
 }
 
 fn setup_max(max_body_bytes: usize) -> Setup {
-    let queue = Arc::new(MemoryQueue::new("events"));
-    let metrics = Arc::new(MemoryMetrics::new());
-    let config = IntakeConfig {
+    setup_with(IntakeConfig {
         max_body_bytes,
         retry_base: Duration::from_millis(1),
         ..IntakeConfig::default()
-    };
+    })
+}
+
+fn setup_with(config: IntakeConfig) -> Setup {
+    let queue = Arc::new(MemoryQueue::new("events"));
+    let metrics = Arc::new(MemoryMetrics::new());
     let secrets: Arc<dyn SecretSource> = Arc::new(secrets());
     Setup {
         intake: Intake::new(
@@ -155,6 +158,80 @@ async fn signed_body_is_queued_event_by_event() {
         .iter()
         .all(|e| e.kind == EventKind::Optin && e.account_id == "100"));
     assert_eq!(s.metrics.take(), vec![], "SQS counts what was queued");
+}
+
+/// An opt-in, a delivery, a read, an echo, a reaction and a delivery of the wrong shape, in
+/// one body.
+fn mixed_body() -> String {
+    let item = |event: &str| {
+        format!(
+            r#"{{"sender":{{"id":"7"}},"recipient":{{"id":"100"}},"timestamp":1700000000000,{event}}}"#
+        )
+    };
+    let items = [
+        item(r#""optin":{"login_id":"login-1"}"#),
+        item(r#""delivery":{"mids":["m_1"],"watermark":1700000000000}"#),
+        item(r#""read":{"watermark":1700000000000}"#),
+        item(r#""message":{"mid":"m_2","text":"hi","is_echo":true,"app_id":1}"#),
+        item(r#""reaction":{"mid":"m_1","action":"react","reaction":"love"}"#),
+        item(r#""delivery":"not an object""#),
+    ];
+    format!(
+        r#"{{"object":"page","entry":[{{"id":"100","time":1700000000000,"messaging":[{}]}}]}}"#,
+        items.join(",")
+    )
+}
+
+#[tokio::test]
+async fn what_is_heard_only_as_a_switched_off_detail_type_is_not_queued() {
+    use lc_core::bus::DetailType;
+    let body = mixed_body();
+    let sig = sign(SECRET, body.as_bytes());
+    let kinds = |s: &Setup| -> Vec<EventKind> { queued(&s.queue).iter().map(|e| e.kind).collect() };
+
+    let every = setup_with(IntakeConfig::default());
+    assert_eq!(
+        post(&every, body.as_bytes(), Some(&sig)).await.0,
+        Receipt::Accepted
+    );
+    assert_eq!(
+        kinds(&every),
+        [
+            EventKind::Optin,
+            EventKind::Delivery,
+            EventKind::Read,
+            EventKind::Echo,
+            EventKind::Reaction,
+            EventKind::Malformed
+        ],
+        "nothing switched off: every event is queued"
+    );
+
+    let off = setup_with(IntakeConfig::default().skipping(&[
+        DetailType::DeliveryRead,
+        DetailType::MessageEcho,
+        // Switched off too, but an opt-in has effects of its own: still queued.
+        DetailType::OptInReceived,
+    ]));
+    let (receipt, outcome) = post(&off, body.as_bytes(), Some(&sig)).await;
+    assert_eq!(receipt, Receipt::Accepted);
+    assert!(
+        matches!(
+            outcome,
+            Outcome::Accepted {
+                events: 6,
+                skipped: 3,
+                ..
+            }
+        ),
+        "{outcome:?}"
+    );
+    assert_eq!(
+        kinds(&off),
+        [EventKind::Optin, EventKind::Reaction, EventKind::Malformed],
+        "a malformed delivery is kept for the quarantine, never skipped"
+    );
+    assert_eq!(off.metrics.take(), vec![Metric::WebhookEventsSkipped(3)]);
 }
 
 #[tokio::test]

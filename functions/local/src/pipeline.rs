@@ -178,12 +178,7 @@ impl Backends {
             // `BusDetailTypesOff`).
             aws: lc_adapters::eventbridge::EventBridgeBus::new(eb, bus_name.clone())
                 .with_counter(counter.clone())
-                .with_off(
-                    lc_adapters::eventbridge::parse_detail_types(
-                        &std::env::var("LC_BUS_OFF_DETAIL_TYPES").unwrap_or_default(),
-                    )
-                    .map_err(|e| format!("LC_BUS_OFF_DETAIL_TYPES: {e}"))?,
-                ),
+                .with_off(lc_adapters::wiring::bus_off().map_err(|e| e.to_string())?),
             copy: published.clone(),
         });
         Ok(Backends {
@@ -415,7 +410,10 @@ impl Pipeline {
             Arc::new(secrets.clone()),
             clock.clone(),
             recorded.clone(),
-            IntakeConfig::default(),
+            // As the webhook Lambda: what is heard only as a switched-off detail type is not
+            // queued (`LC_BUS_OFF_DETAIL_TYPES`).
+            IntakeConfig::default()
+                .skipping(&lc_adapters::wiring::bus_off().map_err(|e| e.to_string())?),
         ));
         let lifecycle = Lifecycle::new(
             LifecyclePorts {

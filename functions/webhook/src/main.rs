@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use lc_adapters::{aws, env, invocation, metrics::Emf, sqs::SqsQueue, telemetry};
+use lc_adapters::{aws, env, invocation, metrics::Emf, sqs::SqsQueue, telemetry, wiring};
 use lc_api::Api;
 use lc_core::ports::SystemClock;
 use lc_core::webhook::intake::{Intake, IntakeConfig};
@@ -18,7 +18,8 @@ async fn main() -> Result<(), lambda_http::Error> {
     let config = IntakeConfig {
         max_body_bytes: env::parse_or("LC_MAX_BODY_BYTES", IntakeConfig::default().max_body_bytes)?,
         ..IntakeConfig::default()
-    };
+    }
+    .skipping(&wiring::bus_off()?);
     let intake = Intake::new(
         Arc::new(queue),
         env::secret_source(&sdk)?,

@@ -32,6 +32,19 @@ pub struct Learnt {
     )>,
 }
 
+/// The one detail type a kind is ever heard as, for the kinds whose processing writes nothing
+/// (no state, no schedule, no job): a delivery, a read, an echo, a reaction. With that detail
+/// type switched off (`BusDetailTypesOff`), such an event has no effect at all, so the webhook
+/// need not queue it (`IntakeConfig::skipping`). Every other kind has effects of its own.
+pub fn heard_only_as(kind: EventKind) -> Option<DetailType> {
+    match kind {
+        EventKind::Delivery | EventKind::Read => Some(DetailType::DeliveryRead),
+        EventKind::Echo => Some(DetailType::MessageEcho),
+        EventKind::Reaction => Some(DetailType::ReactionReceived),
+        _ => None,
+    }
+}
+
 /// The events for one processed inbound event.
 pub fn events_for(event: &InboundEvent, done: &Processed, learnt: &Learnt) -> Vec<BusEvent> {
     let item = MessagingItem::parse(&event.item).ok();

@@ -30,6 +30,9 @@ pub enum Metric {
     EnqueueFailure,
     /// Signed input we could not act on, kept whole (webhook parts or stored records).
     Quarantined(u32),
+    /// Webhook events acknowledged and not queued: heard only as a detail type the operator
+    /// switched off (`BusDetailTypesOff`), so they had nothing to do.
+    WebhookEventsSkipped(u32),
     /// A new opt-in obligation.
     OptinReceived {
         source: OptinSource,
@@ -127,10 +130,11 @@ impl Point {
 
 impl Metric {
     /// Every metric name this service writes, for docs and the alarms' contract test.
-    pub const NAMES: [&'static str; 21] = [
+    pub const NAMES: [&'static str; 22] = [
         "SignatureFailures",
         "EnqueueFailures",
         "QuarantinedEvents",
+        "WebhookEventsSkipped",
         "OptinsReceived",
         "DuplicatesSuppressed",
         "FirstMessageSent",
@@ -183,6 +187,9 @@ impl Metric {
             }
             Metric::EnqueueFailure => one("EnqueueFailures"),
             Metric::Quarantined(n) => vec![Point::count("QuarantinedEvents", f64::from(*n))],
+            Metric::WebhookEventsSkipped(n) => {
+                vec![Point::count("WebhookEventsSkipped", f64::from(*n))]
+            }
             Metric::OptinReceived {
                 source,
                 entry_point,
@@ -289,6 +296,7 @@ mod tests {
             Metric::SignatureFailure(SignatureError::Mismatch),
             Metric::EnqueueFailure,
             Metric::Quarantined(1),
+            Metric::WebhookEventsSkipped(2),
             Metric::OptinReceived {
                 source: OptinSource::Webhook,
                 entry_point: EntryPoint::LoginConnect,

@@ -63,6 +63,25 @@ pub enum EventKind {
 }
 
 impl EventKind {
+    pub const ALL: [EventKind; 16] = [
+        EventKind::Message,
+        EventKind::Echo,
+        EventKind::Reaction,
+        EventKind::Postback,
+        EventKind::Optin,
+        EventKind::Referral,
+        EventKind::Delivery,
+        EventKind::Read,
+        EventKind::PolicyEnforcement,
+        EventKind::Handover,
+        EventKind::AccountLinking,
+        EventKind::ResponseFeedback,
+        EventKind::Change,
+        EventKind::Unknown,
+        EventKind::Malformed,
+        EventKind::Quarantined,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             EventKind::Message => "message",
@@ -683,24 +702,7 @@ mod tests {
             "end\\",
             "\"",
         ];
-        let kinds = [
-            K::Message,
-            K::Echo,
-            K::Reaction,
-            K::Postback,
-            K::Optin,
-            K::Referral,
-            K::Delivery,
-            K::Read,
-            K::PolicyEnforcement,
-            K::Handover,
-            K::AccountLinking,
-            K::ResponseFeedback,
-            K::Change,
-            K::Unknown,
-            K::Malformed,
-            K::Quarantined,
-        ];
+        let kinds = EventKind::ALL;
         let channels = [
             C::Messaging,
             C::Standby,

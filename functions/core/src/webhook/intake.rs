@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use futures::future::join_all;
 
+use crate::bus::inbound::heard_only_as;
+use crate::bus::DetailType;
 use crate::ports::queue::batches;
 use crate::ports::{Clock, Metric, Metrics, OutMessage, PortError, QueueSender, SecretSource};
 use crate::webhook::head::EnvelopeRef;
@@ -36,6 +38,23 @@ pub struct IntakeConfig {
     pub send_rounds: u32,
     /// Wait before the second round; doubles each round.
     pub retry_base: Duration,
+    /// Kinds acknowledged and not queued: each is heard only as a detail type the operator
+    /// switched off, so processing it would do nothing (see [`IntakeConfig::skipping`]).
+    pub skip: Vec<EventKind>,
+}
+
+impl IntakeConfig {
+    /// Skips the kinds heard only as one of the `off` detail types (`BusDetailTypesOff`):
+    /// e.g. `DeliveryRead` off, and deliveries and reads cost Meta's POST and nothing more (no
+    /// queue message, no events invocation, no log line).
+    pub fn skipping(mut self, off: &[DetailType]) -> Self {
+        self.skip = EventKind::ALL
+            .iter()
+            .copied()
+            .filter(|k| heard_only_as(*k).is_some_and(|d| off.contains(&d)))
+            .collect();
+        self
+    }
 }
 
 impl Default for IntakeConfig {
@@ -44,6 +63,7 @@ impl Default for IntakeConfig {
             max_body_bytes: 1024 * 1024,
             send_rounds: 4,
             retry_base: Duration::from_millis(50),
+            skip: Vec::new(),
         }
     }
 }
@@ -81,6 +101,8 @@ pub enum Outcome {
     Accepted {
         events: usize,
         quarantined: usize,
+        /// Events of a skipped kind, acknowledged and not queued.
+        skipped: usize,
         send_calls: usize,
         retried_entries: usize,
     },
@@ -186,24 +208,26 @@ impl Intake {
         let received_at = self.clock.now_ms();
         // The usual body: its messages written straight from its items. Otherwise (a body to
         // quarantine, an event too large for a message) the general path below.
-        let (messages, events, quarantined) = match encode_body(body, received_at, app.as_deref()) {
-            Some(messages) => {
-                let n = messages.len();
-                (messages, n, 0)
-            }
-            None => match general_messages(body, received_at, app) {
-                Ok(prepared) => prepared,
-                Err(events) => {
-                    return (
-                        Receipt::NotQueued,
-                        Outcome::EnqueueFailed {
-                            events,
-                            unsent: events,
-                        },
-                    )
+        let (mut messages, events, quarantined) =
+            match encode_body(body, received_at, app.as_deref()) {
+                Some(messages) => {
+                    let n = messages.len();
+                    (messages, n, 0)
                 }
-            },
-        };
+                None => match general_messages(body, received_at, app) {
+                    Ok(prepared) => prepared,
+                    Err(events) => {
+                        return (
+                            Receipt::NotQueued,
+                            Outcome::EnqueueFailed {
+                                events,
+                                unsent: events,
+                            },
+                        )
+                    }
+                },
+            };
+        let skipped = self.skip_unheard(&mut messages);
         match self.send_all(messages).await {
             SendReport {
                 unsent: 0,
@@ -214,6 +238,7 @@ impl Intake {
                 Outcome::Accepted {
                     events,
                     quarantined,
+                    skipped,
                     send_calls: calls,
                     retried_entries: retried,
                 },
@@ -225,14 +250,37 @@ impl Intake {
         }
     }
 
+    /// Drops the messages of skipped kinds (their `kind` attribute is the event's kind, as
+    /// [`message`] writes it); how many.
+    fn skip_unheard(&self, messages: &mut Vec<OutMessage>) -> usize {
+        if self.config.skip.is_empty() {
+            return 0;
+        }
+        let before = messages.len();
+        messages.retain(|m| {
+            !m.attributes.iter().any(|(name, value)| {
+                name == "kind" && self.config.skip.iter().any(|k| k.as_str() == value)
+            })
+        });
+        before - messages.len()
+    }
+
     fn count(&self, outcome: &Outcome) {
         let n = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
         match outcome {
             // What was queued is SQS's own `NumberOfMessagesSent` on the events queue (free);
             // an EMF document per POST to say it again cost ~250 bytes of logs per opt-in.
-            Outcome::Accepted { quarantined, .. } => {
+            Outcome::Accepted {
+                quarantined,
+                skipped,
+                ..
+            } => {
                 if *quarantined > 0 {
                     self.metrics.record(Metric::Quarantined(n(*quarantined)));
+                }
+                if *skipped > 0 {
+                    self.metrics
+                        .record(Metric::WebhookEventsSkipped(n(*skipped)));
                 }
             }
             Outcome::SignatureRefused(why) => self.metrics.record(Metric::SignatureFailure(*why)),
