@@ -699,28 +699,6 @@ async fn an_item_without_generation_is_generation_one() {
     assert_eq!(store.get_optin(&o.key()).await.unwrap(), Some(next));
 }
 
-/// Every item of the table (a test table holds a few hundred at most).
-async fn scan_all(store: &DynamoStore) -> Vec<HashMap<String, AttributeValue>> {
-    let mut items = Vec::new();
-    let mut start = None;
-    loop {
-        let out = store
-            .client()
-            .scan()
-            .table_name(store.table())
-            .consistent_read(true)
-            .set_exclusive_start_key(start.take())
-            .send()
-            .await
-            .expect("scan");
-        items.extend(out.items.unwrap_or_default());
-        match out.last_evaluated_key {
-            Some(k) if !k.is_empty() => start = Some(k),
-            _ => return items,
-        }
-    }
-}
-
 fn n_of(item: &HashMap<String, AttributeValue>, attr: &str) -> Option<i64> {
     match item.get(attr) {
         Some(AttributeValue::N(v)) => v.parse().ok(),
@@ -898,7 +876,7 @@ async fn items_expire_and_quarantine_is_sharded() {
         ],
     )
     .await;
-    let items = scan_all(&store).await;
+    let items = store.scan_all().await.expect("scan");
     let shards: std::collections::BTreeSet<String> = items
         .iter()
         .filter(|i| matches!(i.get("sk"), Some(AttributeValue::S(sk)) if sk.contains(&format!("#{p}-q"))))

@@ -413,29 +413,6 @@ mod moto {
     use aws_sdk_dynamodb::types::AttributeValue;
     use lc_adapters::dynamodb::{create_table, DynamoStore};
 
-    async fn scan_all(
-        store: &DynamoStore,
-    ) -> Vec<std::collections::HashMap<String, AttributeValue>> {
-        let mut items = Vec::new();
-        let mut start = None;
-        loop {
-            let out = store
-                .client()
-                .scan()
-                .table_name(store.table())
-                .consistent_read(true)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .expect("scan");
-            items.extend(out.items.unwrap_or_default());
-            match out.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
-                _ => return items,
-            }
-        }
-    }
-
     /// Every string in an item, keys and nested values included.
     fn strings(v: &AttributeValue, out: &mut Vec<String>) {
         match v {
@@ -478,14 +455,14 @@ mod moto {
                 .count()
         };
         story(&w, store.as_ref(), &asid).await;
-        let before = scan_all(&store).await;
+        let before = store.scan_all().await.expect("scan");
         for id in [&w.psid, &w.login_id, &w.external_id, &asid] {
             assert!(items_with(&before, id) > 0, "{id} is stored before");
         }
         drop(w);
 
         let w = flow(store.clone(), &run).await;
-        let after = scan_all(&store).await;
+        let after = store.scan_all().await.expect("scan");
         for id in [
             &w.psid,
             &w.login_id,

@@ -124,6 +124,10 @@ pub struct LoadArgs {
     /// Also print latency per window of this many ms, by when the opt-ins started.
     #[arg(long)]
     pub windows: Option<u64>,
+    /// Also post a delivery and a read per opt-in, as Meta does for a Page subscribed to
+    /// `message_deliveries` and `message_reads` (priced in the cost line).
+    #[arg(long)]
+    pub receipts: bool,
 }
 
 /// `scale`: defaults are the template's (reserved concurrency, batch size, margin, queues).

@@ -91,6 +91,7 @@ pub async fn load(common: &Common, args: &LoadArgs) -> Result<(), String> {
         pages,
         batch,
         started: started.clone(),
+        receipts: args.receipts,
     });
     let wall = Instant::now();
     let mut workers = Vec::new();
@@ -113,8 +114,8 @@ pub async fn load(common: &Common, args: &LoadArgs) -> Result<(), String> {
                 tokio::time::sleep_until((wall + due(last)).into()).await;
                 next.store(k + 1, Ordering::Relaxed);
                 let body = gen.body(k, |i| base_ms + due(i).as_millis() as i64);
-                let post = post.clone();
-                inflight.push(tokio::spawn(async move { post.send(body).await }));
+                let (post, gen) = (post.clone(), gen.clone());
+                inflight.push(tokio::spawn(async move { gen.post(&post, k, body).await }));
             }
             for t in inflight {
                 let _ = t.await;
@@ -130,7 +131,7 @@ pub async fn load(common: &Common, args: &LoadArgs) -> Result<(), String> {
                         return;
                     }
                     let ts = now_ms();
-                    post.send(gen.body(k, |_| ts)).await;
+                    gen.post(&post, k, gen.body(k, |_| ts)).await;
                 }
             }));
         }
@@ -171,6 +172,9 @@ pub async fn load(common: &Common, args: &LoadArgs) -> Result<(), String> {
         let _ = w.await;
     }
     let elapsed = wall.elapsed();
+    if args.receipts {
+        receipts_settled(&stack, optins).await?;
+    }
 
     let Tally { first, duplicates } = tally(&sim.messages(), &sim.attempts());
     let index: HashMap<&str, usize> = gen
@@ -281,6 +285,8 @@ struct Generator {
     batch: usize,
     /// When each opt-in started (ms), for its latency.
     started: Arc<Vec<AtomicU64>>,
+    /// After each POST of opt-ins, a POST of their deliveries and one of their reads.
+    receipts: bool,
 }
 
 impl Generator {
@@ -297,6 +303,73 @@ impl Generator {
             .collect();
         format!(r#"{{"object":"page","entry":[{}]}}"#, entries.join(","))
     }
+
+    /// POST `k`'s opt-ins, then (with `receipts`) what Meta sends a Page subscribed to
+    /// `message_deliveries` and `message_reads` once their first messages are delivered and
+    /// read: a delivery and a read per opt-in, a POST of each.
+    async fn post(&self, post: &Poster, k: usize, body: String) {
+        post.send(body).await;
+        if self.receipts {
+            for receipt in [
+                r#""delivery":{"mids":["m-{i}"],"watermark":{ts}}"#,
+                r#""read":{"watermark":{ts}}"#,
+            ] {
+                post.send(self.receipts_body(k, receipt)).await;
+            }
+        }
+    }
+
+    /// POST `k`'s receipts of one kind, `event` with `{i}` and `{ts}` to fill in; the person is
+    /// a PSID of the generator's own (a receipt changes no state).
+    fn receipts_body(&self, k: usize, event: &str) -> String {
+        let to = ((k + 1) * self.batch).min(self.login_ids.len());
+        let ts = now_ms();
+        let entries: Vec<String> = (k * self.batch..to)
+            .map(|i| {
+                let page = &self.pages[i % self.pages.len()];
+                let event = event.replace("{i}", &i.to_string()).replace("{ts}", &ts.to_string());
+                format!(
+                    r#"{{"id":"{page}","time":{ts},"messaging":[{{"sender":{{"id":"psid-{i}"}},"recipient":{{"id":"{page}"}},"timestamp":{ts},{event}}}]}}"#
+                )
+            })
+            .collect();
+        format!(r#"{{"object":"page","entry":[{}]}}"#, entries.join(","))
+    }
+}
+
+/// Waits until every receipt posted went through the events function onto the bus (so the
+/// cost line counts their whole path), unless `DeliveryRead` is switched off and the webhook
+/// skipped them; prints what happened to them.
+async fn receipts_settled(stack: &Stack, optins: usize) -> Result<(), String> {
+    let posted = 2 * optins;
+    let skipped = lc_adapters::wiring::bus_off()
+        .map_err(|e| e.to_string())?
+        .contains(&lc_core::bus::DetailType::DeliveryRead);
+    let expected = if skipped { 0 } else { posted };
+    let bus = &stack.pipeline.backends.published;
+    let (mut forwarded, mut cursor, mut last) = (0, 0, Instant::now());
+    while forwarded < expected {
+        let new = bus.since(cursor);
+        cursor += new.len();
+        let n = new
+            .iter()
+            .filter(|e| e.detail_type == lc_core::bus::DetailType::DeliveryRead)
+            .count();
+        if n > 0 {
+            forwarded += n;
+            last = Instant::now();
+        } else if last.elapsed() > Duration::from_secs(30) {
+            return Err(format!(
+                "receipts: {forwarded} of {expected} reached the bus"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "load receipts posted={posted} forwarded={forwarded} skipped_at_webhook={}",
+        posted - forwarded
+    );
+    Ok(())
 }
 
 /// Latency by when opt-ins started, per window of `ms`: where a p99 comes from (a stall at
@@ -439,6 +512,7 @@ mod tests {
             pages: vec!["p0".into(), "p1".into()],
             batch: 2,
             started: Arc::new((0..5).map(|_| AtomicU64::new(0)).collect()),
+            receipts: true,
         };
         let second = gen.body(1, |i| 1_000 + i as i64);
         let events = match lc_core::webhook::normalize::split_body(second.as_bytes(), 0) {
@@ -462,5 +536,15 @@ mod tests {
         let last = gen.body(2, |_| 7);
         assert_eq!(last.matches("login_id").count(), 1, "{last}");
         assert!(last.contains(r#""login_id":"l4""#));
+
+        let receipts = gen.receipts_body(1, r#""delivery":{"mids":["m-{i}"],"watermark":{ts}}"#);
+        let events = lc_core::webhook::normalize::split_body(receipts.as_bytes(), 0).into_events();
+        let seen: Vec<_> = events
+            .iter()
+            .map(|e| (e.kind, e.account_id.as_str()))
+            .collect();
+        use lc_core::webhook::EventKind::Delivery;
+        assert_eq!(seen, [(Delivery, "p0"), (Delivery, "p1")], "{receipts}");
+        assert!(receipts.contains(r#""mids":["m-3"]"#), "{receipts}");
     }
 }

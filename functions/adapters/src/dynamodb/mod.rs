@@ -110,6 +110,34 @@ impl DynamoStore {
         &self.table
     }
 
+    /// Every item of the table, raw, page by page (strongly consistent). For tests and local
+    /// tools on small tables: a deployed table is never scanned.
+    pub async fn scan_all(
+        &self,
+    ) -> Result<
+        Vec<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>>,
+        PortError,
+    > {
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            let out = self
+                .client
+                .scan()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| PortError::Unavailable(format!("scan: {e}")))?;
+            items.extend(out.items.unwrap_or_default());
+            match out.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => return Ok(items),
+            }
+        }
+    }
+
     /// Writes a whole page config item (seeding for tests and the local runner; operators use
     /// the console). Replaces what is there.
     pub async fn put_page(&self, page: &PageConfig) -> Result<(), PortError> {
