@@ -2,11 +2,12 @@
 //! a queue target would deliver), answers per entry like `PutEvents`, refuses oversized
 //! entries as the service does, and can be told to refuse entries or whole calls (tests).
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
-use crate::bus::BusEvent;
+use crate::bus::{BusEvent, DetailType};
 use crate::ports::bus::{EventBus, MAX_ENTRIES, MAX_ENTRY_BYTES};
 use crate::ports::{PortError, RequestCounter};
 
@@ -17,6 +18,8 @@ struct State {
     accepted: Vec<BusEvent>,
     /// Accepted so far, including any not kept.
     count: usize,
+    /// The same, by detail type.
+    counts: HashMap<DetailType, usize>,
     /// Keep only a count, not the events (long load runs).
     count_only: bool,
     /// The next this-many entries are refused, one by one.
@@ -50,8 +53,19 @@ impl MemoryBus {
     /// A bus that counts what it accepts but keeps nothing (load runs of millions).
     pub fn counting(counter: Arc<RequestCounter>) -> Self {
         let bus = Self::with_counter(counter);
-        bus.lock().count_only = true;
+        bus.keep_only_counts();
         bus
+    }
+
+    /// From now on, counts what it accepts and keeps nothing: a `load` run has no reader of
+    /// the events, and keeping them was a tenth of its CPU (the copies, and fresh pages).
+    pub fn keep_only_counts(&self) {
+        self.lock().count_only = true;
+    }
+
+    /// How many events of this detail type were accepted in all.
+    pub fn count_of(&self, detail_type: DetailType) -> usize {
+        self.lock().counts.get(&detail_type).copied().unwrap_or(0)
     }
 
     /// Every accepted event, in order.
@@ -118,6 +132,7 @@ impl EventBus for MemoryBus {
                 continue;
             }
             st.count += 1;
+            *st.counts.entry(e.detail_type).or_default() += 1;
             if !st.count_only {
                 st.accepted.push(e.clone());
             }
