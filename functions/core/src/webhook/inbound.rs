@@ -691,7 +691,6 @@ mod tests {
     #[test]
     fn to_json_is_serdes_output() {
         use Channel as C;
-        use EventKind as K;
         use IdentityKind as I;
         let tricky = [
             "",
