@@ -23,7 +23,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 
 use super::inbound::{EventKind, IdentityKind};
-use super::model::{ensure_object, id_f64_ok, identity_kind_for, millis, null_as_empty};
+use super::model::{ensure_object, id_f64_ok, identity_kind_for, millis, null_as_empty, EventKeys};
 
 // ---------------------------------------------------------------------------------------------
 // Values: borrowed, or checked and dropped
@@ -592,42 +592,25 @@ impl<'a> ItemHead<'a> {
         serde_json::from_str(raw.get())
     }
 
-    /// `MessagingItem::kind`.
+    /// `MessagingItem::kind`, from the same keys.
     pub(crate) fn kind(&self) -> EventKind {
-        if let Some(m) = &self.message {
-            return if m.is_echo {
-                EventKind::Echo
-            } else {
-                EventKind::Message
-            };
+        EventKeys {
+            message_echo: self.message.as_ref().map(|m| m.is_echo),
+            postback: self.postback.is_some(),
+            reaction: self.reaction.is_some(),
+            optin: self.optin.is_some(),
+            referral: self.referral.is_some(),
+            delivery: self.delivery.is_some(),
+            read: self.read.is_some(),
+            policy_enforcement: self.policy_enforcement.is_some(),
+            handover: self.pass_thread_control.is_some()
+                || self.take_thread_control.is_some()
+                || self.request_thread_control.is_some()
+                || self.app_roles.is_some(),
+            account_linking: self.account_linking.is_some(),
+            response_feedback: self.response_feedback.is_some(),
         }
-        if self.postback.is_some() {
-            EventKind::Postback
-        } else if self.reaction.is_some() {
-            EventKind::Reaction
-        } else if self.optin.is_some() {
-            EventKind::Optin
-        } else if self.referral.is_some() {
-            EventKind::Referral
-        } else if self.delivery.is_some() {
-            EventKind::Delivery
-        } else if self.read.is_some() {
-            EventKind::Read
-        } else if self.policy_enforcement.is_some() {
-            EventKind::PolicyEnforcement
-        } else if self.pass_thread_control.is_some()
-            || self.take_thread_control.is_some()
-            || self.request_thread_control.is_some()
-            || self.app_roles.is_some()
-        {
-            EventKind::Handover
-        } else if self.account_linking.is_some() {
-            EventKind::AccountLinking
-        } else if self.response_feedback.is_some() {
-            EventKind::ResponseFeedback
-        } else {
-            EventKind::Unknown
-        }
+        .kind()
     }
 
     /// `MessagingItem::mid`, for an item of kind `kind`.

@@ -433,6 +433,50 @@ pub struct MessagingItem {
     pub prior_message: Option<PriorMessage>,
 }
 
+/// Which event keys an item carries. The model and the webhook's head reader
+/// (`webhook::head`) each say which keys they found and decide the kind here, so the order in
+/// which one key wins over another is written once.
+pub(crate) struct EventKeys {
+    /// `message`: `Some(is_echo)`.
+    pub(crate) message_echo: Option<bool>,
+    pub(crate) postback: bool,
+    pub(crate) reaction: bool,
+    pub(crate) optin: bool,
+    pub(crate) referral: bool,
+    pub(crate) delivery: bool,
+    pub(crate) read: bool,
+    pub(crate) policy_enforcement: bool,
+    /// Any of the four thread-control keys.
+    pub(crate) handover: bool,
+    pub(crate) account_linking: bool,
+    pub(crate) response_feedback: bool,
+}
+
+impl EventKeys {
+    pub(crate) fn kind(&self) -> EventKind {
+        let wins = [
+            (self.postback, EventKind::Postback),
+            (self.reaction, EventKind::Reaction),
+            (self.optin, EventKind::Optin),
+            (self.referral, EventKind::Referral),
+            (self.delivery, EventKind::Delivery),
+            (self.read, EventKind::Read),
+            (self.policy_enforcement, EventKind::PolicyEnforcement),
+            (self.handover, EventKind::Handover),
+            (self.account_linking, EventKind::AccountLinking),
+            (self.response_feedback, EventKind::ResponseFeedback),
+        ];
+        match self.message_echo {
+            Some(true) => EventKind::Echo,
+            Some(false) => EventKind::Message,
+            None => wins
+                .iter()
+                .find(|(present, _)| *present)
+                .map_or(EventKind::Unknown, |(_, kind)| *kind),
+        }
+    }
+}
+
 impl MessagingItem {
     /// Parses one raw item. Fails when the item is not a JSON object or a known key has a value
     /// of the wrong shape.
@@ -443,36 +487,20 @@ impl MessagingItem {
 
     /// What the item is, decided by its event key (echo = message with `is_echo`).
     pub fn kind(&self) -> EventKind {
-        if let Some(m) = &self.message {
-            return if m.is_echo {
-                EventKind::Echo
-            } else {
-                EventKind::Message
-            };
+        EventKeys {
+            message_echo: self.message.as_ref().map(|m| m.is_echo),
+            postback: self.postback.is_some(),
+            reaction: self.reaction.is_some(),
+            optin: self.optin.is_some(),
+            referral: self.referral.is_some(),
+            delivery: self.delivery.is_some(),
+            read: self.read.is_some(),
+            policy_enforcement: self.policy_enforcement.is_some(),
+            handover: self.is_handover(),
+            account_linking: self.account_linking.is_some(),
+            response_feedback: self.response_feedback.is_some(),
         }
-        if self.postback.is_some() {
-            EventKind::Postback
-        } else if self.reaction.is_some() {
-            EventKind::Reaction
-        } else if self.optin.is_some() {
-            EventKind::Optin
-        } else if self.referral.is_some() {
-            EventKind::Referral
-        } else if self.delivery.is_some() {
-            EventKind::Delivery
-        } else if self.read.is_some() {
-            EventKind::Read
-        } else if self.policy_enforcement.is_some() {
-            EventKind::PolicyEnforcement
-        } else if self.is_handover() {
-            EventKind::Handover
-        } else if self.account_linking.is_some() {
-            EventKind::AccountLinking
-        } else if self.response_feedback.is_some() {
-            EventKind::ResponseFeedback
-        } else {
-            EventKind::Unknown
-        }
+        .kind()
     }
 
     /// Any of the four thread-control keys.
@@ -1155,6 +1183,47 @@ mod tests {
             ),
             (r#"{"request_thread_control":{}}"#, K::Handover),
             (r#"{"app_roles":{"123":["primary_receiver"]}}"#, K::Handover),
+            // Two event keys in one item: the earlier in this order wins.
+            (
+                r#"{"message":{"mid":"m_1"},"postback":{"payload":"p"}}"#,
+                K::Message,
+            ),
+            (
+                r#"{"postback":{"payload":"p"},"reaction":{"mid":"m_1","action":"react"}}"#,
+                K::Postback,
+            ),
+            (
+                r#"{"reaction":{"mid":"m_1","action":"react"},"optin":{"login_id":"a"}}"#,
+                K::Reaction,
+            ),
+            (
+                r#"{"optin":{"login_id":"a"},"referral":{"ref":"x"}}"#,
+                K::Optin,
+            ),
+            (
+                r#"{"referral":{"ref":"x"},"delivery":{"watermark":1}}"#,
+                K::Referral,
+            ),
+            (
+                r#"{"delivery":{"watermark":1},"read":{"watermark":1}}"#,
+                K::Delivery,
+            ),
+            (
+                r#"{"read":{"watermark":1},"policy_enforcement":{"action":"block"}}"#,
+                K::Read,
+            ),
+            (
+                r#"{"policy_enforcement":{"action":"block"},"request_thread_control":{}}"#,
+                K::PolicyEnforcement,
+            ),
+            (
+                r#"{"request_thread_control":{},"account_linking":{"status":"linked"}}"#,
+                K::Handover,
+            ),
+            (
+                r#"{"account_linking":{"status":"linked"},"response_feedback":{}}"#,
+                K::AccountLinking,
+            ),
             (
                 r#"{"account_linking":{"status":"unlinked"}}"#,
                 K::AccountLinking,
