@@ -4,7 +4,7 @@
 //! ([`crate::sending::sender`]) and the follow-up sender ([`crate::sending::followup`]) both use
 //! these, so a Page paced or paused by one is paced or paused for the other's reasons alike.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -66,16 +66,9 @@ pub async fn page_auth(
     appsecret_proof: bool,
 ) -> Result<PageAuth, AuthError> {
     let secrets = read_secrets(secrets).await?;
-    let token = secrets
-        .page_tokens
-        .get(page_id)
-        .filter(|t| !t.is_empty())
-        .cloned()
-        .ok_or_else(|| {
-            AuthError::Missing(format!(
-                "no page access token configured for page {page_id}"
-            ))
-        })?;
+    let token = configured(&secrets.page_tokens, page_id, || {
+        format!("no page access token configured for page {page_id}")
+    })?;
     with_proof(&secrets, token, page_id, delivered_by, appsecret_proof)
 }
 
@@ -96,20 +89,28 @@ pub async fn route_auth(
         SendRoute::InstagramLogin { ig_user_id, .. } => ig_user_id,
     };
     let secrets = read_secrets(secrets).await?;
-    let token = secrets
-        .instagram_tokens
-        .get(ig_user_id)
-        .filter(|t| !t.is_empty())
-        .cloned()
-        .ok_or_else(|| {
-            AuthError::Missing(format!(
-                "no instagram user token configured for instagram user {ig_user_id} \
-                 (the secret's instagram_tokens)"
-            ))
-        })?;
+    let token = configured(&secrets.instagram_tokens, ig_user_id, || {
+        format!(
+            "no instagram user token configured for instagram user {ig_user_id} \
+             (the secret's instagram_tokens)"
+        )
+    })?;
     // The proof app is looked up under the Instagram user id, so `page_apps` can name the
     // Instagram app whose secret signs this token's proofs.
     with_proof(&secrets, token, ig_user_id, delivered_by, appsecret_proof)
+}
+
+/// The non-empty token `tokens` holds for `id`, else `Missing` with what `missing` says.
+fn configured(
+    tokens: &BTreeMap<String, Secret>,
+    id: &str,
+    missing: impl FnOnce() -> String,
+) -> Result<Secret, AuthError> {
+    tokens
+        .get(id)
+        .filter(|t| !t.is_empty())
+        .cloned()
+        .ok_or_else(|| AuthError::Missing(missing()))
 }
 
 async fn read_secrets(secrets: &dyn SecretSource) -> Result<Arc<Secrets>, AuthError> {
