@@ -123,6 +123,12 @@ impl Meter {
             &request_id,
             &recorded,
         );
+        if let Some(f) = copy_to() {
+            let mut f = f.lock().unwrap_or_else(|p| p.into_inner());
+            for d in &docs {
+                let _ = writeln!(f, "{d}");
+            }
+        }
         self.with(function, |u| {
             u.invocations += 1;
             u.billed_ms += billed.max(1);
@@ -171,7 +177,8 @@ impl Metrics for Metered {
 #[derive(Clone, Copy, Default)]
 pub struct CountingWriter;
 
-/// `LC_COST_LOG_FILE`: where the counted lines also go, to read what would be logged.
+/// `LC_COST_LOG_FILE`: where the counted lines (log lines and EMF documents) also go, to read
+/// what would be logged.
 fn copy_to() -> Option<&'static Mutex<std::fs::File>> {
     static FILE: OnceLock<Option<Mutex<std::fs::File>>> = OnceLock::new();
     FILE.get_or_init(|| {
