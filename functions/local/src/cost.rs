@@ -49,6 +49,9 @@ pub struct Deployed {
     pub system_log_level: String,
     /// Template resource name -> (MemorySize MB, architecture).
     pub functions: BTreeMap<String, (u32, String)>,
+    /// Template resource name -> its SQS event source's `MaximumBatchingWindowInSeconds`, for
+    /// the functions whose event source has one.
+    pub batching_windows: BTreeMap<String, u32>,
 }
 
 /// The local name of a function (the meter's) -> its template resource.
@@ -132,6 +135,7 @@ impl Deployed {
             .unwrap_or_else(|| "info".into())
             .to_lowercase();
         let mut functions = BTreeMap::new();
+        let mut batching_windows = BTreeMap::new();
         for f in [
             "webhook",
             "login",
@@ -154,11 +158,17 @@ impl Deployed {
                 .unwrap_or(global_memory);
             let arch = arch_of(&lines).unwrap_or_else(|| global_arch.clone());
             functions.insert(resource.to_string(), (memory, arch));
+            if let Some(w) =
+                value(&lines, "MaximumBatchingWindowInSeconds").and_then(|w| w.parse().ok())
+            {
+                batching_windows.insert(resource.to_string(), w);
+            }
         }
         Ok(Deployed {
             app_log_level,
             system_log_level,
             functions,
+            batching_windows,
         })
     }
 
@@ -333,14 +343,22 @@ mod tests {
         assert_eq!(d.functions.len(), 8);
         // ApplicationLogLevel is mapped from the LogLevel parameter.
         assert_eq!(d.app_log_level, "info", "{d:?}");
+        // The windows `load` gives its pollers when it prices a run.
+        for f in ["EventsFunction", "SenderFunction"] {
+            assert!(d.batching_windows.contains_key(f), "{f}: {d:?}");
+        }
     }
 
     #[test]
     fn a_function_overrides_the_globals() {
-        let t = "Parameters:\n  Architecture:\n    Type: String\n    Default: arm64\n  LogLevel:\n    Default: debug\nGlobals:\n  Function:\n    Architectures: [!Ref Architecture]\n    MemorySize: 256\n    LoggingConfig:\n      LogFormat: JSON\n      SystemLogLevel: WARN\nResources:\n  WebhookFunction:\n    Properties:\n      MemorySize: 512\n  LoginFunction:\n    Type: AWS::Serverless::Function\n  EventsFunction:\n    Type: AWS::Serverless::Function\n  SenderFunction:\n    Type: AWS::Serverless::Function\n  DeadlineFunction:\n    Type: AWS::Serverless::Function\n  PeopleFunction:\n    Type: AWS::Serverless::Function\n  MessagesApiFunction:\n    Type: AWS::Serverless::Function\n  MessagesWorkerFunction:\n    Properties:\n      Architectures: [x86_64]\n";
+        let t = "Parameters:\n  Architecture:\n    Type: String\n    Default: arm64\n  LogLevel:\n    Default: debug\nGlobals:\n  Function:\n    Architectures: [!Ref Architecture]\n    MemorySize: 256\n    LoggingConfig:\n      LogFormat: JSON\n      SystemLogLevel: WARN\nResources:\n  WebhookFunction:\n    Properties:\n      MemorySize: 512\n  LoginFunction:\n    Type: AWS::Serverless::Function\n  EventsFunction:\n    Type: AWS::Serverless::Function\n    Properties:\n      Events:\n        Inbound:\n          Type: SQS\n          Properties:\n            MaximumBatchingWindowInSeconds: 3\n  SenderFunction:\n    Type: AWS::Serverless::Function\n  DeadlineFunction:\n    Type: AWS::Serverless::Function\n  PeopleFunction:\n    Type: AWS::Serverless::Function\n  MessagesApiFunction:\n    Type: AWS::Serverless::Function\n  MessagesWorkerFunction:\n    Properties:\n      Architectures: [x86_64]\n";
         let d = Deployed::parse(t).unwrap();
         assert_eq!(d.functions["WebhookFunction"], (512, "arm64".into()));
         assert_eq!(d.functions["EventsFunction"], (256, "arm64".into()));
+        assert_eq!(
+            d.batching_windows,
+            BTreeMap::from([("EventsFunction".to_string(), 3)])
+        );
         assert_eq!(
             d.functions["MessagesWorkerFunction"],
             (256, "x86_64".into())

@@ -26,13 +26,29 @@ pub async fn load(common: &Common, args: &LoadArgs) -> Result<(), String> {
     let optins = args.optins;
     let concurrency = args.concurrency.max(1);
     let pages = page_ids(args.pages);
-    let settings = Settings::new(
+    let mut settings = Settings::new(
         common,
         &ServeArgs {
             port: 0,
             pages: args.pages,
         },
     );
+    if settings.aws_endpoint.is_some() {
+        // A priced run batches as the deployed event sources do: the bill counts receives,
+        // deletes and invocations per batch.
+        let deployed = cost::Deployed::from_template()?;
+        let window = |f: &str| {
+            Duration::from_secs(
+                deployed
+                    .batching_windows
+                    .get(f)
+                    .copied()
+                    .unwrap_or(0)
+                    .into(),
+            )
+        };
+        settings.windows = (window("EventsFunction"), window("SenderFunction"));
+    }
     let (secrets, _) = local_secrets(&pages);
     let run = generated("load")[..8].to_string();
     let stack = Stack::start(&settings, secrets, Arc::new(SystemClock), 1_000_000, &run).await?;

@@ -347,17 +347,52 @@ where
     join_all(runs).await;
 }
 
+/// How long one receive waits for a first message. Lambda's event source long-polls; so do the
+/// local pollers. On moto a short poll every `poll` by each of the runner's pollers (8 workers x 3
+/// queues: ~1,000 requests a second when idle) kept moto's one Python process busy, and every call
+/// the functions made queued behind them: the Lambda column of the cost line priced moto's queue.
+const RECEIVE_WAIT_MS: u64 = 1_000;
+/// The template's `BatchSize` (SQS's most per receive).
+const BATCH: usize = 10;
+
 /// Waits for the next non-empty batch, as Lambda's event source does (errors are logged and
-/// polled through).
-async fn next_batch(q: &dyn Queue, poll: Duration, name: &str) -> Vec<lc_core::ports::Received> {
-    loop {
-        match q.receive(10, 200).await {
-            Ok(b) if !b.is_empty() => return b,
+/// polled through). With a `window` (the event source's `MaximumBatchingWindowInSeconds`), it
+/// then goes on gathering until the batch is full or the window since the first message is
+/// over, so a run prices the batches the deployed functions would get.
+async fn next_batch(
+    q: &dyn Queue,
+    poll: Duration,
+    window: Duration,
+    name: &str,
+) -> Vec<lc_core::ports::Received> {
+    let mut batch = loop {
+        match q.receive(BATCH, RECEIVE_WAIT_MS).await {
+            Ok(b) if !b.is_empty() => break b,
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, queue = name, "receive failed"),
         }
         tokio::time::sleep(poll).await;
+    };
+    let until = tokio::time::Instant::now() + window;
+    while batch.len() < BATCH {
+        let left = until.saturating_duration_since(tokio::time::Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match q
+            .receive(BATCH - batch.len(), left.as_millis() as u64)
+            .await
+        {
+            Ok(more) if !more.is_empty() => batch.extend(more),
+            // SQS long-polls only in whole seconds: ten short polls a window, not one per `poll`.
+            Ok(_) => tokio::time::sleep((window / 10).max(poll).min(left)).await,
+            Err(e) => {
+                tracing::warn!(error = %e, queue = name, "receive failed");
+                break;
+            }
+        }
     }
+    batch
 }
 
 /// The running service.
@@ -384,6 +419,10 @@ pub struct PipelineConfig {
     pub poll: Duration,
     /// Concurrent consumers per queue (Lambda's concurrency, locally).
     pub workers: usize,
+    /// The events and outbound consumers' batching windows (zero: take what is waiting, the
+    /// local default; `load` gives the template's when it prices a run).
+    pub events_window: Duration,
+    pub outbound_window: Duration,
 }
 
 impl Pipeline {
@@ -456,7 +495,10 @@ impl Pipeline {
             sender_ports.clone(),
             config.sender.clone(),
         ))));
-        let deadline = Arc::new(Deadline::new(Sender::new(sender_ports, config.sender)));
+        let deadline = Arc::new(Deadline::new(Sender::new(
+            sender_ports,
+            config.sender.clone(),
+        )));
         let mut p = Pipeline {
             backends,
             intake,
@@ -468,25 +510,27 @@ impl Pipeline {
             metrics,
             tasks: Vec::new(),
         };
-        p.start(config.poll, config.workers);
+        p.start(&config);
         Ok(p)
     }
 
-    fn start(&mut self, poll: Duration, workers: usize) {
-        for _ in 0..workers.max(1) {
-            self.start_consumers(poll);
+    fn start(&mut self, config: &PipelineConfig) {
+        for _ in 0..config.workers.max(1) {
+            self.start_consumers(config);
         }
-        self.start_scheduler(poll);
+        self.start_scheduler(config.poll);
     }
 
     /// One events consumer, one sender consumer and one requests consumer, like one concurrent
     /// Lambda instance each:
     /// the same per-message functions and the same settling as the Lambdas.
-    fn start_consumers(&mut self, poll: Duration) {
+    fn start_consumers(&mut self, config: &PipelineConfig) {
+        let (poll, events_window, outbound_window) =
+            (config.poll, config.events_window, config.outbound_window);
         let (events, lifecycle) = (self.backends.events.clone(), self.lifecycle.clone());
         self.tasks.push(tokio::spawn(async move {
             loop {
-                let batch = next_batch(events.as_ref(), poll, "events").await;
+                let batch = next_batch(events.as_ref(), poll, events_window, "events").await;
                 let fates = batch.iter().map(|m| lifecycle.handle_message(&m.body));
                 let fates = meter().invoke("events", join_all(fates)).await;
                 settle_batch(events.as_ref(), None, batch, fates).await;
@@ -499,7 +543,7 @@ impl Pipeline {
         );
         self.tasks.push(tokio::spawn(async move {
             loop {
-                let batch = next_batch(jobs.as_ref(), poll, "outbound").await;
+                let batch = next_batch(jobs.as_ref(), poll, outbound_window, "outbound").await;
                 let fates = batch.iter().map(|m| sender.handle_message(&m.body));
                 let fates = meter().invoke("sender", join_all(fates)).await;
                 settle_batch(jobs.as_ref(), Some(dlq.as_ref()), batch, fates).await;
@@ -508,7 +552,7 @@ impl Pipeline {
         let (requests, followups) = (self.backends.requests.clone(), self.followups.clone());
         self.tasks.push(tokio::spawn(async move {
             loop {
-                let batch = next_batch(requests.as_ref(), poll, "requests").await;
+                let batch = next_batch(requests.as_ref(), poll, Duration::ZERO, "requests").await;
                 let followups = &followups;
                 let run = run_fifo_batch(requests.as_ref(), batch, |body| async move {
                     followups.handle_message(&body).await
@@ -551,5 +595,34 @@ impl Pipeline {
 impl Drop for Pipeline {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lc_core::memory::MemoryQueue;
+
+    /// Two messages that arrive 50 ms after the first: within a window they ride in its batch
+    /// (as the event source's `MaximumBatchingWindowInSeconds` gathers them), without one the
+    /// first goes alone.
+    async fn batch_len(window: Duration) -> usize {
+        let q = Arc::new(MemoryQueue::new("events"));
+        q.push("first".into(), Vec::new(), 0);
+        let later = q.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            later.push("second".into(), Vec::new(), 0);
+            later.push("third".into(), Vec::new(), 0);
+        });
+        next_batch(q.as_ref(), Duration::from_millis(5), window, "events")
+            .await
+            .len()
+    }
+
+    #[tokio::test]
+    async fn a_batching_window_gathers_what_arrives_within_it() {
+        assert_eq!(batch_len(Duration::from_millis(500)).await, 3);
+        assert_eq!(batch_len(Duration::ZERO).await, 1);
     }
 }

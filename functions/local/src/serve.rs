@@ -31,6 +31,8 @@ pub struct Settings {
     pub graph_url: Option<String>,
     pub pages: usize,
     pub events_log: Option<std::path::PathBuf>,
+    /// The pollers' batching windows (events, outbound): zero unless `load` prices a run.
+    pub windows: (Duration, Duration),
 }
 
 impl Settings {
@@ -41,6 +43,7 @@ impl Settings {
             graph_url: common.graph_url.clone(),
             pages: serve.pages,
             events_log: common.events_log.clone(),
+            windows: (Duration::ZERO, Duration::ZERO),
         }
     }
 }
@@ -201,6 +204,8 @@ impl Stack {
                 },
                 poll: Duration::from_millis(20),
                 workers: 8,
+                events_window: settings.windows.0,
+                outbound_window: settings.windows.1,
             },
         )?;
         let graph = lc_adapters::graph::GraphClient::new(lc_adapters::graph::GraphConfig::at(

@@ -142,6 +142,8 @@ impl World {
                 sender: lc_testkit::sender_config(),
                 poll: Duration::from_millis(5),
                 workers: 4,
+                events_window: Duration::ZERO,
+                outbound_window: Duration::ZERO,
             },
         )
         .expect("pipeline");

@@ -84,6 +84,8 @@ fn pipeline(
             sender: fast_sender(),
             poll: Duration::from_millis(20),
             workers: 4,
+            events_window: Duration::ZERO,
+            outbound_window: Duration::ZERO,
         },
     )
     .expect("pipeline")
