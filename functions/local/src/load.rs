@@ -60,6 +60,10 @@ pub async fn load(common: &Common, args: &LoadArgs) -> Result<(), String> {
     if settings.events_log.is_none() {
         stack.pipeline.backends.published.keep_only_counts();
     }
+    // The opt-in table grows once, not by doubling (and rehashing) under its lock mid-run.
+    if let Some(store) = &stack.pipeline.backends.memory_store {
+        store.reserve_optins(optins);
+    }
     // A second message to a login_id is accepted and counted instead of refused.
     sim.update_config(graph_sim::ConfigUpdate {
         allow_repeat_login_id_sends: Some(true),

@@ -29,6 +29,8 @@ pub struct Backends {
     pub scheduler: Arc<dyn Scheduler>,
     /// Set when schedules live in memory: the runner fires them (moto never does).
     pub memory_scheduler: Option<Arc<MemoryScheduler>>,
+    /// Set when the table lives in memory.
+    pub memory_store: Option<Arc<MemoryStore>>,
     pub events: Arc<dyn Queue>,
     pub jobs: Arc<dyn Queue>,
     pub jobs_dlq: Arc<dyn Queue>,
@@ -70,10 +72,12 @@ impl Backends {
                 .fifo()
                 .with_redrive(10, requests_dlq.clone()),
         );
+        let store = Arc::new(MemoryStore::with_counter(counter.clone()));
         Backends {
-            table: Table::new(Arc::new(MemoryStore::with_counter(counter.clone()))),
+            table: Table::new(store.clone()),
             scheduler: scheduler.clone(),
             memory_scheduler: Some(scheduler),
+            memory_store: Some(store),
             events: Arc::new(
                 MemoryQueue::with_clock("events", clock.clone(), visibility_ms)
                     .with_redrive(5, events_dlq),
@@ -191,6 +195,7 @@ impl Backends {
                 memory: firing.clone(),
             }),
             memory_scheduler: Some(firing),
+            memory_store: None,
             events,
             jobs,
             jobs_dlq,

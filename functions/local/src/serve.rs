@@ -208,6 +208,9 @@ impl Stack {
                 outbound_window: settings.windows.1,
             },
         )?;
+        // `serve`, `demo` and `load` never read the metrics back (the meter counts their EMF
+        // documents as they are recorded); kept, they would grow for as long as it runs.
+        pipeline.metrics.keep_none();
         let graph = lc_adapters::graph::GraphClient::new(lc_adapters::graph::GraphConfig::at(
             graph_url_for_login,
         ))

@@ -79,6 +79,16 @@ impl MemoryStore {
         Self::with_counter(Arc::new(RequestCounter::new()))
     }
 
+    /// Room for `n` more opt-ins at once: a run that knows how many are coming (`load`) grows
+    /// the table once, not by doubling under the lock that every request takes.
+    pub fn reserve_optins(&self, n: usize) {
+        self.tables
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .optins
+            .reserve(n);
+    }
+
     /// An empty table counting into a shared counter (with the queues and the scheduler).
     pub fn with_counter(counter: Arc<RequestCounter>) -> Self {
         MemoryStore {

@@ -259,11 +259,21 @@ impl Metrics for NoMetrics {
 #[derive(Default)]
 pub struct MemoryMetrics {
     recorded: Mutex<Vec<Metric>>,
+    /// Set by [`MemoryMetrics::keep_none`].
+    discard: std::sync::atomic::AtomicBool,
 }
 
 impl MemoryMetrics {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// From now on records nothing: for a process that never reads them back (the local
+    /// runner's `serve` and `load`), where keeping every metric would grow without bound.
+    pub fn keep_none(&self) {
+        self.discard
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        self.take();
     }
 
     pub fn take(&self) -> Vec<Metric> {
@@ -280,6 +290,9 @@ impl MemoryMetrics {
 
 impl Metrics for MemoryMetrics {
     fn record(&self, metric: Metric) {
+        if self.discard.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
         self.recorded
             .lock()
             .unwrap_or_else(|p| p.into_inner())
