@@ -1948,6 +1948,21 @@ mod tests {
     }
 
     #[test]
+    fn a_clock_set_back_forgets_the_sends_after_it() {
+        let mut s = state();
+        s.update_config(&ConfigUpdate {
+            rate_limit_per_sec: Some(2),
+            ..ConfigUpdate::default()
+        });
+        let phone = json!({"messaging_type": "UPDATE", "recipient": {"phone_number": "+1 555 0100"}, "message": {"text": "x"}});
+        assert_eq!(send(&mut s, T0, phone.clone()).status, 200);
+        assert_eq!(send(&mut s, T0 + 500, phone.clone()).status, 200);
+        // Back before the second send: only the first is in this window.
+        assert_eq!(send(&mut s, T0 + 100, phone.clone()).status, 200);
+        assert_eq!(code(&send(&mut s, T0 + 200, phone)), (613, None));
+    }
+
+    #[test]
     fn refused_attempts_count_in_the_rate_window() {
         let mut s = state();
         s.update_config(&ConfigUpdate {

@@ -6,7 +6,9 @@ use std::sync::Mutex;
 
 #[derive(Debug, Default)]
 pub struct RequestCounter {
-    counts: Mutex<BTreeMap<String, u64>>,
+    /// `(service, quantity, count)`: a score of distinct keys, scanned in place so that counting
+    /// a request (every store, queue and bus call of a load run) allocates nothing.
+    counts: Mutex<Vec<(String, String, u64)>>,
 }
 
 impl RequestCounter {
@@ -16,8 +18,7 @@ impl RequestCounter {
 
     /// Counts one request, e.g. `("dynamodb", "UpdateItem")`.
     pub fn incr(&self, service: &str, operation: &str) {
-        let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        *c.entry(format!("{service}.{operation}")).or_default() += 1;
+        self.add(service, operation, 1);
     }
 
     /// Adds `n` to a billed quantity that is not one request each, e.g.
@@ -27,7 +28,10 @@ impl RequestCounter {
             return;
         }
         let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        *c.entry(format!("{service}.{quantity}")).or_default() += n;
+        match c.iter_mut().find(|(s, q, _)| s == service && q == quantity) {
+            Some((_, _, count)) => *count += n,
+            None => c.push((service.to_string(), quantity.to_string(), n)),
+        }
     }
 
     /// `service.Operation` -> count.
@@ -35,7 +39,9 @@ impl RequestCounter {
         self.counts
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
+            .iter()
+            .map(|(s, q, n)| (format!("{s}.{q}"), *n))
+            .collect()
     }
 
     /// Total requests to one service.
