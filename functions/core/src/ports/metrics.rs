@@ -304,6 +304,15 @@ impl Metrics for MemoryMetrics {
 mod tests {
     use super::*;
 
+    #[test]
+    fn memory_metrics_kept_none_keep_nothing() {
+        let m = MemoryMetrics::new();
+        m.record(Metric::EnqueueFailure);
+        m.keep_none();
+        m.record(Metric::Quarantined(1));
+        assert!(m.take().is_empty());
+    }
+
     fn every_metric() -> Vec<Metric> {
         vec![
             Metric::SignatureFailure(SignatureError::Mismatch),
