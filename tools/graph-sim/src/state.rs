@@ -1931,14 +1931,25 @@ mod tests {
         assert_eq!(validate_message(&too_long).map_err(|e| e.code), Err(100));
     }
 
-    #[test]
-    fn rate_window_slides() {
+    /// A state whose Pages may make two calls a second.
+    fn two_per_second() -> State {
         let mut s = state();
         s.update_config(&ConfigUpdate {
             rate_limit_per_sec: Some(2),
             ..ConfigUpdate::default()
         });
-        let phone = json!({"messaging_type": "UPDATE", "recipient": {"phone_number": "+1 555 0100"}, "message": {"text": "x"}});
+        s
+    }
+
+    /// A send with no one-message rule in its way (a phone number, `UPDATE`).
+    fn phone_update() -> Value {
+        json!({"messaging_type": "UPDATE", "recipient": {"phone_number": "+1 555 0100"}, "message": {"text": "x"}})
+    }
+
+    #[test]
+    fn rate_window_slides() {
+        let mut s = two_per_second();
+        let phone = phone_update();
         assert_eq!(send(&mut s, T0, phone.clone()).status, 200);
         assert_eq!(send(&mut s, T0 + 500, phone.clone()).status, 200);
         assert_eq!(code(&send(&mut s, T0 + 999, phone.clone())), (613, None));
@@ -1949,12 +1960,8 @@ mod tests {
 
     #[test]
     fn a_clock_set_back_forgets_the_sends_after_it() {
-        let mut s = state();
-        s.update_config(&ConfigUpdate {
-            rate_limit_per_sec: Some(2),
-            ..ConfigUpdate::default()
-        });
-        let phone = json!({"messaging_type": "UPDATE", "recipient": {"phone_number": "+1 555 0100"}, "message": {"text": "x"}});
+        let mut s = two_per_second();
+        let phone = phone_update();
         assert_eq!(send(&mut s, T0, phone.clone()).status, 200);
         assert_eq!(send(&mut s, T0 + 500, phone.clone()).status, 200);
         // Back before the second send: only the first is in this window.
@@ -1964,11 +1971,7 @@ mod tests {
 
     #[test]
     fn refused_attempts_count_in_the_rate_window() {
-        let mut s = state();
-        s.update_config(&ConfigUpdate {
-            rate_limit_per_sec: Some(2),
-            ..ConfigUpdate::default()
-        });
+        let mut s = two_per_second();
         assert_eq!(
             code(&send(&mut s, T0, login("nobody"))),
             (100, Some(2018001))
@@ -1982,7 +1985,7 @@ mod tests {
         assert_eq!(stats.rate_limited, 1);
         assert_eq!(stats.rate_limited_by_page.get("P1"), Some(&1));
         // The 613 itself did not count: the window frees at T0 + 1000.
-        let phone = json!({"messaging_type": "UPDATE", "recipient": {"phone_number": "+1 555 0100"}, "message": {"text": "x"}});
+        let phone = phone_update();
         assert_eq!(send(&mut s, T0 + 1_000, phone).status, 200);
     }
 
