@@ -203,8 +203,13 @@ impl Deadline {
         detail_type: DetailType,
         what: &str,
         now: i64,
-        payload: serde_json::Value,
+        mut payload: serde_json::Value,
     ) -> Result<(), JobError> {
+        bus::about_optin(
+            &mut payload,
+            optin.entry_point,
+            optin.reference.as_ref().map(|r| r.raw.as_str()),
+        );
         let event = BusEvent::new(
             detail_type,
             &format!("{}#g{}:{what}", optin.key(), optin.generation),

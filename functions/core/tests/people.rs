@@ -295,6 +295,30 @@ async fn a_signed_plugin_ref_may_carry_the_business_id() {
     assert_eq!(o.external_id, None);
 }
 
+/// Only a Send-to-Messenger ref names the person (docs/people.md): a checkbox opt-in keeps its
+/// signed ref for the first-message events, and names nobody by it. Mutation check: drop the
+/// entry-point filter in `new_optin` and this fails.
+#[tokio::test]
+async fn a_checkbox_ref_is_kept_but_names_nobody() {
+    let w = world();
+    let signed = refs::mint(1, &REF_KEY, br#"{"external_id":"user-9"}"#, T / 1000 + 3600).unwrap();
+    let checkbox = one(&format!(
+        r#"{{"recipient":{{"id":"{PAGE}"}},"timestamp":{T},"optin":{{"ref":"{signed}","user_ref":"U9"}}}}"#
+    ));
+    w.events.process(&checkbox).await.unwrap();
+    let o = w
+        .store
+        .get_optin("OPTIN#user_ref#U9")
+        .await
+        .unwrap()
+        .expect("opt-in");
+    assert_eq!(
+        o.reference.map(|r| (r.raw, r.status)),
+        Some((signed, "valid".to_string()))
+    );
+    assert_eq!(o.external_id, None);
+}
+
 #[tokio::test]
 async fn the_lookup_answers_from_any_id() {
     let w = world();

@@ -10,6 +10,8 @@
 //!   comes back, waits out the lease, queues the job; the sender's claim takes the lapsed
 //!   attempt over. One resend at most (the documented bound for a crash after Meta's yes),
 //!   then nothing more.
+//! - The first-message events say how the person opted in and with which `ref`, inline and
+//!   from a queued job alike.
 
 use std::time::Duration;
 
@@ -219,4 +221,84 @@ async fn inline_scheduler_outage_queues_the_job_and_holds_back_nothing() {
     );
     w.drain(50).await;
     assert_eq!(w.attempts_for("L1"), 1);
+}
+
+/// `entry_point` and `ref` of the first-message events, as `OptInReceived` says them: what a
+/// stack with `OptInReceived` switched off hears of the opt-in. Mutation check: drop
+/// `bus::about_optin` from `outcome_events` and this fails; drop the job's `ref` and the queued
+/// send (the first) fails it.
+#[tokio::test]
+async fn first_message_events_say_the_optins_entry_point_and_ref() {
+    let w = World::new(5_000).await;
+    let events = w.inline_events();
+    let about = |detail_type: &str| {
+        let all = w.bus.events();
+        let e = all
+            .iter()
+            .rev()
+            .find(|e| e.detail_type.as_str() == detail_type)
+            .unwrap_or_else(|| panic!("no {detail_type}"));
+        let p = &e.detail.payload;
+        (p["entry_point"].clone(), p["ref"].clone())
+    };
+    let expected = (
+        serde_json::json!("login_connect"),
+        serde_json::json!("spring-sale"),
+    );
+
+    // Queued: a paused Page holds it; the sender sends it from the job later. (First: the
+    // sending processes read a Page's config once a minute.)
+    w.store
+        .set_paused(lc_testkit::PAGE, Some("operator"), w.now())
+        .await
+        .unwrap();
+    let e = w.login_optin_event_with_ref("L2", Some("spring-sale"));
+    events.process(&e).await.expect("processed");
+    assert_eq!(w.queued_jobs().len(), 1);
+    w.store
+        .set_paused(lc_testkit::PAGE, None, w.now() + 1)
+        .await
+        .unwrap();
+    w.advance(16 * 60_000);
+    w.drain(100).await;
+    assert_eq!(w.attempts_for("L2"), 1);
+    assert_eq!(about("FirstMessageSent"), expected);
+
+    // Inline: the Page can send at once again.
+    let e = w.login_optin_event_with_ref("L1", Some("spring-sale"));
+    events.process(&e).await.expect("processed");
+    assert_eq!(about("OptInReceived"), expected);
+    assert_eq!(about("FirstMessageSent"), expected);
+
+    let sent: Vec<_> = w
+        .bus
+        .events()
+        .into_iter()
+        .filter(|e| e.detail_type.as_str() == "FirstMessageSent")
+        .map(|e| e.detail.payload["ref"].clone())
+        .collect();
+    assert_eq!(sent, [expected.1.clone(), expected.1]);
+}
+
+/// The checkbox plugin's `ref` too: kept on the opt-in, carried by `FirstMessageSent`.
+/// Mutation check: create the checkbox opt-in without its ref (`None` in the processor) and
+/// this fails.
+#[tokio::test]
+async fn a_checkbox_optins_ref_reaches_its_first_message_event() {
+    let w = World::new(5_000).await;
+    let events = w.inline_events();
+    w.sim.register_user_ref("U1", None, w.now());
+    let e = w.optin_event(
+        &serde_json::json!({"ref": "footer-box", "user_ref": "U1"}),
+        None,
+    );
+    events.process(&e).await.expect("processed");
+    assert_eq!(w.attempts_for("U1"), 1);
+    let all = w.bus.events();
+    let sent = all
+        .iter()
+        .find(|e| e.detail_type.as_str() == "FirstMessageSent")
+        .expect("sent");
+    assert_eq!(sent.detail.payload["entry_point"], "checkbox");
+    assert_eq!(sent.detail.payload["ref"], "footer-box");
 }

@@ -186,9 +186,32 @@ impl World {
     /// A Login Connect opt-in now as one inbound event (registered with the simulator), to
     /// process (and redeliver) by hand.
     pub fn login_optin_event(&self, login_id: &str) -> lc_core::webhook::InboundEvent {
+        self.login_optin_event_with_ref(login_id, None)
+    }
+
+    /// [`World::login_optin_event`] with the opt-in's `ref` (the business's parameter).
+    pub fn login_optin_event_with_ref(
+        &self,
+        login_id: &str,
+        reference: Option<&str>,
+    ) -> lc_core::webhook::InboundEvent {
+        self.sim.register_login_id(login_id, None, self.now());
+        let optin = match reference {
+            Some(r) => serde_json::json!({"login_id": login_id, "ref": r}),
+            None => serde_json::json!({"login_id": login_id}),
+        };
+        self.optin_event(&optin, None)
+    }
+
+    /// Any opt-in now (`optin` is the webhook's `optin` object, `sender` its sender id) as one
+    /// inbound event; the caller registers the recipient with the simulator.
+    pub fn optin_event(
+        &self,
+        optin: &serde_json::Value,
+        sender: Option<&str>,
+    ) -> lc_core::webhook::InboundEvent {
         let now = self.now();
-        self.sim.register_login_id(login_id, None, now);
-        let body = optin_body(&format!(r#"{{"login_id":"{login_id}"}}"#), None, now);
+        let body = optin_body(&optin.to_string(), sender, now);
         match split_body(body.as_bytes(), now) {
             SplitOutcome::Events(mut e) if e.len() == 1 => e.remove(0),
             other => panic!("one opt-in event: {other:?}"),

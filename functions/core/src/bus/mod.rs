@@ -143,6 +143,21 @@ pub struct PersonIds {
     pub external_id: Option<String>,
 }
 
+/// The opt-in's `entry_point` and `ref` (when it had one), added to a first-message event's
+/// payload. With `OptInReceived` switched off (`BusDetailTypesOff`, a dollar per million
+/// opt-ins less) these events are all the business hears of an opt-in on the common path, so
+/// they say how the person opted in and with which `ref`, as `OptInReceived` does.
+pub fn about_optin(
+    payload: &mut Value,
+    entry_point: crate::lifecycle::optin::EntryPoint,
+    reference: Option<&str>,
+) {
+    payload["entry_point"] = Value::from(entry_point.as_str());
+    if let Some(r) = reference {
+        payload["ref"] = Value::from(r);
+    }
+}
+
 impl PersonIds {
     pub fn of(identity: &Identity) -> PersonIds {
         let mut ids = PersonIds::default();

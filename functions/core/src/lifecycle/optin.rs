@@ -483,6 +483,10 @@ pub struct FirstMessageJob {
     /// The opt-in's `external_id`, so the outcome events name the business's id too.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external_id: Option<String>,
+    /// The opt-in's `ref` as Meta sent it, so the outcome events carry it too
+    /// ([`crate::bus::about_optin`]); absent in jobs written before it and for opt-ins without.
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
     /// Set by an operator's redrive (the operations function) when the job leaves a
     /// dead-letter queue: if its generation `failed` (Meta refused the request), the sender
     /// re-opens it for one more try while its deadline is ahead, and refuses with the reason
@@ -504,6 +508,7 @@ impl FirstMessageJob {
             deadline_at_ms: optin.deadline_at_ms,
             enqueued_at_ms: now,
             external_id: optin.external_id.clone(),
+            reference: optin.reference.as_ref().map(|r| r.raw.clone()),
             redriven_at_ms: None,
         }
     }

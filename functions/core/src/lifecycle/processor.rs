@@ -502,8 +502,16 @@ impl Lifecycle {
                         .await;
                 };
                 let who = Identity::new(IdentityKind::LoginId, login_id);
-                self.new_optin(event, who, EntryPoint::LoginConnect, source, None, learnt)
-                    .await
+                let reference = self.ref_of(optin).await?;
+                self.new_optin(
+                    event,
+                    who,
+                    EntryPoint::LoginConnect,
+                    source,
+                    reference,
+                    learnt,
+                )
+                .await
             }
             OptinEntryPoint::Checkbox => {
                 let Some(user_ref) = optin.user_ref() else {
@@ -512,7 +520,8 @@ impl Lifecycle {
                         .await;
                 };
                 let who = Identity::new(IdentityKind::UserRef, user_ref);
-                self.new_optin(event, who, EntryPoint::Checkbox, source, None, learnt)
+                let reference = self.ref_of(optin).await?;
+                self.new_optin(event, who, EntryPoint::Checkbox, source, reference, learnt)
                     .await
             }
             OptinEntryPoint::SendToMessenger => {
@@ -525,10 +534,7 @@ impl Lifecycle {
                         .quarantine(event, "send-to-messenger opt-in without a sender")
                         .await;
                 };
-                let reference = match optin.reference() {
-                    Some(r) => Some(self.check_ref(r).await?),
-                    None => None,
-                };
+                let reference = self.ref_of(optin).await?;
                 self.new_optin(
                     event,
                     who,
@@ -594,6 +600,18 @@ impl Lifecycle {
         Ok(ring)
     }
 
+    /// The opt-in's `ref`, checked, kept on the opt-in: the first-message events carry it
+    /// (`bus::about_optin`), so a business with `OptInReceived` switched off still gets it.
+    async fn ref_of(
+        &self,
+        optin: &crate::webhook::model::Optin,
+    ) -> Result<Option<RefInfo>, ProcessError> {
+        match optin.reference() {
+            Some(r) => Ok(Some(self.check_ref(r).await?)),
+            None => Ok(None),
+        }
+    }
+
     async fn check_ref(&self, raw: &str) -> Result<RefInfo, ProcessError> {
         let keys = self.keyring().await?;
         let now_secs = self.clock.now_ms().div_euclid(1000);
@@ -640,12 +658,18 @@ impl Lifecycle {
             now,
         );
         // Who the person is beyond the key: the login callback's ASID and signed business id,
-        // or the business id in a valid signed plugin ref.
+        // or the business id in a valid signed Send-to-Messenger ref (docs/people.md; the
+        // other entry points keep their ref for the events only).
         let login = login_identity_of(event);
         optin.external_id = login
             .as_ref()
             .and_then(|l| l.external_id.clone())
-            .or_else(|| reference.as_ref().and_then(external_id_in_ref))
+            .or_else(|| {
+                reference
+                    .as_ref()
+                    .filter(|_| entry_point == EntryPoint::SendToMessenger)
+                    .and_then(external_id_in_ref)
+            })
             .filter(|x| valid_external_id(x));
         optin.asid = login.as_ref().map(|l| l.asid.clone());
         optin.reference = reference;

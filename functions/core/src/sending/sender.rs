@@ -787,20 +787,12 @@ impl Sender {
             Err(e) => e,
         };
         let job = FirstMessageJob {
-            v: 1,
             sent: Some(SentRecord {
                 attempt: claimed.attempts,
                 message_id,
                 sent_at_ms,
             }),
-            optin_key: key.clone(),
-            generation: Some(claimed.generation),
-            recipient: claimed.recipient.clone(),
-            page_id: claimed.page_id.clone(),
-            deadline_at_ms: claimed.deadline_at_ms,
-            enqueued_at_ms: self.clock.now_ms(),
-            external_id: claimed.external_id.clone(),
-            redriven_at_ms: None,
+            ..FirstMessageJob::for_generation(claimed, self.clock.now_ms())
         };
         let body = serde_json::to_string(&job)
             .map_err(|e| JobError::Backend(PortError::Rejected(e.to_string())))?;
@@ -1215,7 +1207,14 @@ pub fn outcome_events(job: &FirstMessageJob, outcome: &JobOutcome, now_ms: i64) 
         external_id: job.external_id.clone(),
         ..PersonIds::of(&job.recipient)
     };
-    let event = |t: DetailType, what: &str, payload: serde_json::Value| {
+    let event = |t: DetailType, what: &str, mut payload: serde_json::Value| {
+        if t != DetailType::PersonOptedOut {
+            bus::about_optin(
+                &mut payload,
+                crate::funnel::entry_point_of(job.recipient.kind),
+                job.reference.as_deref(),
+            );
+        }
         BusEvent::new(
             t,
             &fact(what),
