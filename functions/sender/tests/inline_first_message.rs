@@ -29,6 +29,24 @@ async fn state(w: &World) -> (OptinState, bool) {
     (o.state, o.job_enqueued)
 }
 
+async fn pause(w: &World) {
+    w.store
+        .set_paused(lc_testkit::PAGE, Some("operator"), w.now())
+        .await
+        .unwrap();
+}
+
+/// Resumes the Page and lets the sender run its queued jobs, past the minute the sending
+/// processes keep a Page's config.
+async fn resume_and_drain(w: &World) {
+    w.store
+        .set_paused(lc_testkit::PAGE, None, w.now() + 1)
+        .await
+        .unwrap();
+    w.advance(16 * 60_000);
+    w.drain(100).await;
+}
+
 #[tokio::test]
 async fn inline_common_path_sends_once_without_a_job() {
     let w = World::new(5_000).await;
@@ -127,22 +145,14 @@ async fn inline_duplicate_during_the_send_waits_and_never_sends() {
 #[tokio::test]
 async fn inline_deferred_queues_the_job_and_the_sender_sends_once() {
     let w = World::new(5_000).await;
-    w.store
-        .set_paused(lc_testkit::PAGE, Some("operator"), w.now())
-        .await
-        .unwrap();
+    pause(&w).await;
     let events = w.inline_events();
     let e = w.login_optin_event("L1");
     events.process(&e).await.expect("processed");
     assert_eq!(w.attempts_for("L1"), 0, "a paused Page sends nothing");
     assert_eq!(state(&w).await, (OptinState::Pending, true), "job queued");
     assert_eq!(w.queued_jobs().len(), 1);
-    w.store
-        .set_paused(lc_testkit::PAGE, None, w.now() + 1)
-        .await
-        .unwrap();
-    w.advance(16 * 60_000);
-    w.drain(100).await;
+    resume_and_drain(&w).await;
     assert_eq!(w.attempts_for("L1"), 1);
     assert_eq!(state(&w).await.0, OptinState::Sent);
 }
@@ -248,19 +258,11 @@ async fn first_message_events_say_the_optins_entry_point_and_ref() {
 
     // Queued: a paused Page holds it; the sender sends it from the job later. (First: the
     // sending processes read a Page's config once a minute.)
-    w.store
-        .set_paused(lc_testkit::PAGE, Some("operator"), w.now())
-        .await
-        .unwrap();
+    pause(&w).await;
     let e = w.login_optin_event_with_ref("L2", Some("spring-sale"));
     events.process(&e).await.expect("processed");
     assert_eq!(w.queued_jobs().len(), 1);
-    w.store
-        .set_paused(lc_testkit::PAGE, None, w.now() + 1)
-        .await
-        .unwrap();
-    w.advance(16 * 60_000);
-    w.drain(100).await;
+    resume_and_drain(&w).await;
     assert_eq!(w.attempts_for("L2"), 1);
     assert_eq!(about("FirstMessageSent"), expected);
 
