@@ -158,8 +158,9 @@ impl Deployed {
                 .unwrap_or(global_memory);
             let arch = arch_of(&lines).unwrap_or_else(|| global_arch.clone());
             functions.insert(resource.to_string(), (memory, arch));
-            if let Some(w) =
-                value(&lines, "MaximumBatchingWindowInSeconds").and_then(|w| w.parse().ok())
+            if let Some(w) = value(&lines, "MaximumBatchingWindowInSeconds")
+                .and_then(resolve)
+                .and_then(|w| w.parse().ok())
             {
                 batching_windows.insert(resource.to_string(), w);
             }
@@ -343,9 +344,10 @@ mod tests {
         assert_eq!(d.functions.len(), 8);
         // ApplicationLogLevel is mapped from the LogLevel parameter.
         assert_eq!(d.app_log_level, "info", "{d:?}");
-        // The windows `load` gives its pollers when it prices a run.
+        // The windows `load` gives its pollers when it prices a run: the BatchingWindowSeconds
+        // parameter's default.
         for f in ["EventsFunction", "SenderFunction"] {
-            assert!(d.batching_windows.contains_key(f), "{f}: {d:?}");
+            assert_eq!(d.batching_windows.get(f), Some(&1), "{f}: {d:?}");
         }
     }
 
