@@ -47,7 +47,8 @@ pub async fn load(common: &Common, args: &LoadArgs) -> Result<(), String> {
                     .into(),
             )
         };
-        settings.windows = (window("EventsFunction"), window("SenderFunction"));
+        settings.events_window = window("EventsFunction");
+        settings.outbound_window = window("SenderFunction");
     }
     let (secrets, _) = local_secrets(&pages);
     let run = generated("load")[..8].to_string();

@@ -31,8 +31,9 @@ pub struct Settings {
     pub graph_url: Option<String>,
     pub pages: usize,
     pub events_log: Option<std::path::PathBuf>,
-    /// The pollers' batching windows (events, outbound): zero unless `load` prices a run.
-    pub windows: (Duration, Duration),
+    /// The events and outbound pollers' batching windows: zero unless `load` prices a run.
+    pub events_window: Duration,
+    pub outbound_window: Duration,
 }
 
 impl Settings {
@@ -43,7 +44,8 @@ impl Settings {
             graph_url: common.graph_url.clone(),
             pages: serve.pages,
             events_log: common.events_log.clone(),
-            windows: (Duration::ZERO, Duration::ZERO),
+            events_window: Duration::ZERO,
+            outbound_window: Duration::ZERO,
         }
     }
 }
@@ -204,8 +206,8 @@ impl Stack {
                 },
                 poll: Duration::from_millis(20),
                 workers: 8,
-                events_window: settings.windows.0,
-                outbound_window: settings.windows.1,
+                events_window: settings.events_window,
+                outbound_window: settings.outbound_window,
             },
         )?;
         // `serve`, `demo` and `load` never read the metrics back (the meter counts their EMF
