@@ -257,6 +257,7 @@ pub async fn load(common: &Common, args: &LoadArgs) -> Result<(), String> {
         eprintln!("load: {retried} webhook POSTs were retried");
     }
     if settings.aws_endpoint.is_some() {
+        settled(&stack).await;
         let mut requests = stack.pipeline.requests();
         for (k, v) in &baseline {
             if let Some(n) = requests.get_mut(k) {
@@ -273,6 +274,31 @@ pub async fn load(common: &Common, args: &LoadArgs) -> Result<(), String> {
     } else {
         Err("some opt-ins were lost or duplicated".into())
     }
+}
+
+/// Waits until the invocations that sent the last first messages have finished (their
+/// `sent` records, schedule deletes and `FirstMessageSent` events come after the send) and
+/// their batches are settled: no invocation running and no request but the pollers' empty
+/// receives for 200 ms, at most 10 s. Counted at the last first message, a 20-opt-in run
+/// priced 35 of its 40 bus events and 19 of its 20 schedule deletes.
+async fn settled(stack: &Stack) {
+    let busy = || {
+        let mut requests = stack.pipeline.requests();
+        requests.retain(|k, _| !k.starts_with("sqs.ReceiveMessage"));
+        requests
+    };
+    let give_up = Instant::now() + Duration::from_secs(10);
+    let mut last = (busy(), Instant::now());
+    while Instant::now() < give_up {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let now = busy();
+        if crate::meter::meter().running() > 0 || now != last.0 {
+            last = (now, Instant::now());
+        } else if last.1.elapsed() >= Duration::from_millis(200) {
+            return;
+        }
+    }
+    eprintln!("load: the pipeline was still busy 10 s after the last first message");
 }
 
 /// A signed webhook POST with up to 5 tries (Meta retries a refused delivery too).

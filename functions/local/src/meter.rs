@@ -48,9 +48,19 @@ tokio::task_local! {
 pub struct Meter {
     uses: Mutex<BTreeMap<&'static str, Use>>,
     seq: AtomicU64,
+    /// Invocations started and not finished.
+    running: AtomicU64,
     /// Whether invocations get their ids, log scope and EMF documents (see
     /// [`Meter::set_detailed`]).
     detailed: AtomicBool,
+}
+
+struct Running<'a>(&'a AtomicU64);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// The process's meter (the log writer is installed before any pipeline exists).
@@ -77,6 +87,9 @@ impl Meter {
     /// trace id as deployed, its wall time and its metrics' EMF documents are counted (the
     /// ids and documents only when [`Meter::set_detailed`]).
     pub async fn invoke<F: Future>(&self, function: &'static str, fut: F) -> F::Output {
+        self.running.fetch_add(1, Ordering::Relaxed);
+        // Counted down however the invocation ends (a dropped future too).
+        let _running = Running(&self.running);
         if !self.detailed.load(Ordering::Relaxed) {
             let started = Instant::now();
             let out = fut.await;
@@ -136,6 +149,11 @@ impl Meter {
             u.emf_bytes += docs.iter().map(|d| d.len() as u64 + 1).sum::<u64>();
         });
         out
+    }
+
+    /// Invocations under way now.
+    pub fn running(&self) -> u64 {
+        self.running.load(Ordering::Relaxed)
     }
 
     /// Per function, what was used since the last [`Meter::reset`].
