@@ -51,6 +51,8 @@ fn assert_every_first_message_once(stdout: &str, stderr: &str, optins: usize) {
     assert_eq!(f["duplicates"], "0", "{stdout}\n{stderr}");
     assert!(number(&f, "throughput_per_s") > 0.0, "{stdout}");
     assert!(number(&f, "p99_ms") >= number(&f, "p50_ms"), "{stdout}");
+    // Read from /proc on Linux, where the figures are taken.
+    number(&f, "cpu_us_per_optin");
 }
 
 #[test]
