@@ -20,6 +20,7 @@ mod rng;
 mod state;
 mod types;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -34,7 +35,7 @@ pub use config::{
 };
 pub use types::{
     Attempt, AttemptOutcome, ClockUpdate, ConfigUpdate, FaultKind, InstagramPersonRegistration,
-    InstagramTokenRegistration, LoginConnect, LoginIdRegistration, LoseNextAnswers,
+    InstagramTokenRegistration, LoginConnect, LoginIdRegistration, LoginIdTally, LoseNextAnswers,
     NotificationTokenRegistration, OptOut, PageFeatures, PageFeaturesUpdate, PageRegistration,
     PersonRegistration, SentMessage, Stats, UserRefRegistration, UserTokenRegistration,
 };
@@ -454,6 +455,27 @@ impl SimHandle {
     /// caller that polls progress while sends flow.
     pub fn accepted_count(&self) -> u64 {
         self.with(|s| s.accepted_count())
+    }
+
+    /// From now on keeps, instead of every message and attempt, only a [`LoginIdTally`] per
+    /// login_id: for `login-connect load`, whose runs of hundreds of thousands of sends read
+    /// nothing else, and whose logs (~1 KB a send, never freed) grew on the cores being
+    /// measured. [`SimHandle::messages`], [`SimHandle::attempts`] and the duplicate counts of
+    /// [`SimHandle::stats`] see nothing from then on; the rules and counters are unchanged.
+    /// Until [`SimHandle::reset`].
+    pub fn keep_login_id_tally_only(&self) {
+        self.with(|s| s.keep_login_id_tally_only());
+    }
+
+    /// The tally per login_id since [`SimHandle::keep_login_id_tally_only`] (empty without it).
+    pub fn login_id_tally(&self) -> HashMap<String, LoginIdTally> {
+        self.with(|s| s.login_id_tally())
+    }
+
+    /// How many login_ids of the tally have had a message accepted: a walk of the tally, for
+    /// a caller that confirms an end once, not one that polls.
+    pub fn login_ids_accepted(&self) -> usize {
+        self.with(|s| s.login_ids_accepted())
     }
 
     /// Back to the state right after `start` (configured Pages, app, rules,

@@ -10,9 +10,9 @@ use crate::config::{Faults, LostAnswerFaults, SimConfig};
 use crate::rng::SplitMix64;
 use crate::types::{
     Attempt, AttemptOutcome, ClockUpdate, ConfigUpdate, FaultKind, InstagramPersonRegistration,
-    InstagramTokenRegistration, LoginConnect, LoginIdRegistration, NotificationTokenRegistration,
-    OptOut, PageFeatures, PageFeaturesUpdate, PageRegistration, PersonRegistration, SentMessage,
-    Stats, UserRefRegistration, UserTokenRegistration,
+    InstagramTokenRegistration, LoginConnect, LoginIdRegistration, LoginIdTally,
+    NotificationTokenRegistration, OptOut, PageFeatures, PageFeaturesUpdate, PageRegistration,
+    PersonRegistration, SentMessage, Stats, UserRefRegistration, UserTokenRegistration,
 };
 
 pub(crate) const DAY_MS: i64 = 86_400_000;
@@ -256,6 +256,8 @@ pub(crate) struct State {
     /// Attempts counted, whether or not `attempts` keeps them (`keep_logs`).
     attempt_count: u64,
     keep_logs: bool,
+    /// Kept instead of the logs in tally-only mode (`keep_login_id_tally_only`).
+    login_id_tally: Option<HashMap<String, LoginIdTally>>,
     /// Times of the attempts counted against each Page's limit (sliding
     /// 1 s window): every attempt that passed the token checks and was not
     /// itself refused with 613.
@@ -316,6 +318,7 @@ impl State {
             attempts: Vec::new(),
             attempt_count: 0,
             keep_logs: config.keep_logs,
+            login_id_tally: None,
             windows: HashMap::new(),
             stats: Stats::default(),
             next_message_id: 1,
@@ -645,6 +648,32 @@ impl State {
         self.stats.accepted
     }
 
+    pub(crate) fn keep_login_id_tally_only(&mut self) {
+        self.keep_logs = false;
+        self.login_id_tally.get_or_insert_with(HashMap::new);
+    }
+
+    pub(crate) fn login_id_tally(&self) -> HashMap<String, LoginIdTally> {
+        self.login_id_tally.clone().unwrap_or_default()
+    }
+
+    pub(crate) fn login_ids_accepted(&self) -> usize {
+        self.login_id_tally.as_ref().map_or(0, |t| {
+            t.values()
+                .filter(|e| e.first_accepted_at_ms.is_some())
+                .count()
+        })
+    }
+
+    /// The tally entry of `login_id`, when tally-only mode is on.
+    fn tally_of(&mut self, login_id: &str) -> Option<&mut LoginIdTally> {
+        let tally = self.login_id_tally.as_mut()?;
+        if !tally.contains_key(login_id) {
+            tally.insert(login_id.to_owned(), LoginIdTally::default());
+        }
+        tally.get_mut(login_id)
+    }
+
     pub(crate) fn attempts(&self) -> Vec<Attempt> {
         self.attempts.clone()
     }
@@ -768,6 +797,15 @@ impl State {
         lost_answer: Option<FaultKind>,
     ) {
         self.attempt_count += 1;
+        if peek.recipient_kind.as_deref() == Some("login_id") {
+            if let Some(entry) = peek
+                .recipient_id
+                .as_deref()
+                .and_then(|id| self.tally_of(id))
+            {
+                entry.attempts += 1;
+            }
+        }
         if !self.keep_logs {
             return;
         }
@@ -1212,6 +1250,11 @@ impl State {
                 let message_id = format!("m_{}", self.next_message_id);
                 self.next_message_id += 1;
                 self.stats.accepted += 1;
+                if let Recipient::LoginId(id) = &req.recipient {
+                    if let Some(entry) = self.tally_of(id) {
+                        entry.first_accepted_at_ms.get_or_insert(now);
+                    }
+                }
                 if self.keep_logs {
                     self.messages.push(SentMessage {
                         page_id: page_id.to_owned(),
@@ -1877,6 +1920,44 @@ mod tests {
 
     fn login(id: &str) -> Value {
         json!({"messaging_type": "UPDATE", "recipient": {"login_id": id}, "message": {"text": "hi"}})
+    }
+
+    #[test]
+    fn the_login_id_tally_counts_every_attempt_and_the_first_acceptance() {
+        let mut s = state();
+        for id in ["a", "b"] {
+            s.register_login_id(&LoginIdRegistration {
+                login_id: id.into(),
+                page_id: None,
+                opted_in_at_ms: T0,
+            });
+        }
+        s.keep_login_id_tally_only();
+        assert_eq!(send(&mut s, T0 + 1, login("a")).status, 200);
+        // Meta's one-message rule refuses the second: still an attempt of ours.
+        assert_eq!(code(&send(&mut s, T0 + 2, login("a"))), (10, Some(2018278)));
+        // A login_id nobody registered: refused, counted.
+        assert_ne!(send(&mut s, T0 + 3, login("nobody")).status, 200);
+        assert_eq!(send(&mut s, T0 + 4, phone_update()).status, 200);
+
+        let tally = s.login_id_tally();
+        let entry = |attempts, first_accepted_at_ms| LoginIdTally {
+            attempts,
+            first_accepted_at_ms,
+        };
+        assert_eq!(tally.len(), 2, "{tally:?}");
+        assert_eq!(tally["a"], entry(2, Some(T0 + 1)));
+        assert_eq!(tally["nobody"], entry(1, None));
+        assert_eq!(s.login_ids_accepted(), 1);
+        assert!(s.messages().is_empty() && s.attempts().is_empty());
+        assert_eq!(s.accepted_count(), 2, "the counters go on");
+
+        // Repeats allowed (as `load` runs it): each accepted, the first time kept.
+        s.allow_repeat_login_id_sends = true;
+        assert_eq!(send(&mut s, T0 + 5, login("b")).status, 200);
+        assert_eq!(send(&mut s, T0 + 6, login("b")).status, 200);
+        assert_eq!(s.login_id_tally()["b"], entry(2, Some(T0 + 5)));
+        assert_eq!(s.login_ids_accepted(), 2);
     }
 
     #[test]

@@ -338,6 +338,16 @@ impl Attempt {
     }
 }
 
+/// What the simulator kept of one login_id in tally-only mode
+/// ([`crate::SimHandle::keep_login_id_tally_only`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoginIdTally {
+    /// Send attempts that named it, whatever their outcome (refused, faulted, accepted).
+    pub attempts: u32,
+    /// When a message to it was first accepted (sim clock, ms).
+    pub first_accepted_at_ms: Option<i64>,
+}
+
 /// Counters since start or the last reset.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
