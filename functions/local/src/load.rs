@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use axum::body::Bytes;
 use axum::http::{header, Request, Uri};
-use graph_sim::{Attempt, SentMessage};
+use graph_sim::LoginIdTally;
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
@@ -76,6 +76,10 @@ pub async fn load(common: &Common, args: &LoadArgs) -> Result<(), String> {
         allow_repeat_login_id_sends: Some(true),
         ..graph_sim::ConfigUpdate::default()
     });
+    // Attempts and first acceptances per login_id are all a run reads: the simulator keeps
+    // those instead of every message and attempt (~1 KB a send, never freed, zeroed fresh by
+    // the kernel on the cores being measured).
+    sim.keep_login_id_tally_only();
     let mode = match args.rate {
         Some(r) => format!("open loop at {r}/s"),
         None => format!("concurrency {concurrency}"),
@@ -177,10 +181,10 @@ pub async fn load(common: &Common, args: &LoadArgs) -> Result<(), String> {
     let tty = std::io::stderr().is_terminal();
     let mut last = (0u64, Instant::now());
     loop {
-        // Progress is the simulator's accepted counter: a counter read. `stats()` would give
-        // the distinct login_ids directly, but it walks the whole attempt log under the lock
-        // every send takes (7% of the CPU and a stall of every send, ten times a second, in
-        // the profile). A duplicate inflates the counter, so reaching `optins` is only a
+        // Progress is the simulator's accepted counter: a counter read. The tally would give
+        // the distinct login_ids directly, but walking it under the lock every send takes,
+        // ten times a second, stalls every send (7% of the CPU in the profile, when it was
+        // the attempt log). A duplicate inflates the counter, so reaching `optins` is only a
         // candidate end, confirmed with the exact count once.
         let accepted = sim.accepted_count();
         if tty {
@@ -189,8 +193,7 @@ pub async fn load(common: &Common, args: &LoadArgs) -> Result<(), String> {
         }
         if accepted >= optins as u64 {
             // Distinct login_ids with an accepted message (a duplicate is not progress).
-            let s = sim.stats();
-            if s.accepted.saturating_sub(s.duplicate_accepted) >= optins as u64 {
+            if sim.login_ids_accepted() >= optins {
                 break;
             }
         }
@@ -219,7 +222,7 @@ pub async fn load(common: &Common, args: &LoadArgs) -> Result<(), String> {
         receipts_settled(&stack, optins).await?;
     }
 
-    let Tally { first, duplicates } = tally(&sim.messages(), &sim.attempts());
+    let Tally { first, duplicates } = tally(sim.login_id_tally());
     let index: HashMap<&str, usize> = gen
         .login_ids
         .iter()
@@ -505,84 +508,37 @@ struct Tally {
     duplicates: usize,
 }
 
-fn tally(messages: &[SentMessage], attempts: &[Attempt]) -> Tally {
-    let mut first: HashMap<String, i64> = HashMap::new();
-    for m in messages {
-        if let Some(id) = m.recipient.get("login_id").and_then(|v| v.as_str()) {
-            first.entry(id.to_string()).or_insert(m.at_ms);
-        }
-    }
-    let mut per: HashMap<&str, usize> = HashMap::new();
-    for a in attempts {
-        if a.recipient_kind.as_deref() == Some("login_id") {
-            if let Some(id) = a.recipient_id.as_deref() {
-                *per.entry(id).or_default() += 1;
-            }
-        }
-    }
-    let duplicates = per.values().map(|n| n.saturating_sub(1)).sum();
+fn tally(per_login_id: HashMap<String, LoginIdTally>) -> Tally {
+    let duplicates = per_login_id
+        .values()
+        .map(|t| t.attempts.saturating_sub(1) as usize)
+        .sum();
+    let first = per_login_id
+        .into_iter()
+        .filter_map(|(id, t)| t.first_accepted_at_ms.map(|at| (id, at)))
+        .collect();
     Tally { first, duplicates }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use graph_sim::AttemptOutcome;
-
-    fn attempt(seq: u64, id: &str, outcome: AttemptOutcome) -> Attempt {
-        Attempt {
-            seq,
-            at_ms: seq as i64,
-            page_id: Some("1".into()),
-            recipient_kind: Some("login_id".into()),
-            recipient_id: Some(id.into()),
-            messaging_type: Some("UPDATE".into()),
-            tag: None,
-            sender_action: None,
-            outcome,
-            lost_answer: None,
-        }
-    }
-
-    fn message(id: &str, at_ms: i64) -> SentMessage {
-        SentMessage {
-            page_id: "1".into(),
-            recipient: serde_json::json!({ "login_id": id }),
-            messaging_type: "UPDATE".into(),
-            tag: None,
-            message: serde_json::json!({"text": "hi"}),
-            message_id: format!("m_{at_ms}"),
-            at_ms,
-        }
-    }
 
     #[test]
     fn duplicates_count_attempts_not_accepted_messages() {
-        let accepted = |n: &str| AttemptOutcome::Accepted {
-            message_id: Some(n.into()),
+        let entry = |attempts, first_accepted_at_ms| LoginIdTally {
+            attempts,
+            first_accepted_at_ms,
         };
-        let attempts = vec![
-            attempt(1, "a", accepted("m_1")),
-            // Refused by Meta's one-message rule: still a second send by us.
-            attempt(
-                2,
-                "a",
-                AttemptOutcome::Refused {
-                    code: 10,
-                    subcode: Some(2_018_278),
-                },
-            ),
-            attempt(3, "b", accepted("m_3")),
-            attempt(4, "b", accepted("m_4")),
-            attempt(5, "c", accepted("m_5")),
-        ];
-        let messages = vec![
-            message("a", 1),
-            message("b", 3),
-            message("b", 4),
-            message("c", 5),
-        ];
-        let t = tally(&messages, &attempts);
+        let per_login_id = HashMap::from([
+            // Accepted, then refused by Meta's one-message rule: still a second send by us.
+            ("a".to_string(), entry(2, Some(1))),
+            ("b".to_string(), entry(2, Some(3))),
+            ("c".to_string(), entry(1, Some(5))),
+            // Never accepted: lost, not a duplicate.
+            ("d".to_string(), entry(1, None)),
+        ]);
+        let t = tally(per_login_id);
         assert_eq!(t.duplicates, 2);
         assert_eq!(t.first.len(), 3);
         assert_eq!(
