@@ -247,10 +247,15 @@ impl Lifecycle {
 
     /// Processes one queue message body (an event, or an operator's replay command).
     pub async fn process_body(&self, body: &str) -> Result<Processed, ProcessError> {
-        if let Some(cmd) = crate::lifecycle::replay::ReplayCommand::parse(body) {
-            return self.replay(cmd.limit).await;
+        let event = InboundEvent::from_json(body);
+        // An operator's command is not an event: looked for only when the body is not one, so
+        // an event is parsed once (trying the command first read every event twice).
+        if event.is_err() {
+            if let Some(cmd) = crate::lifecycle::replay::ReplayCommand::parse(body) {
+                return self.replay(cmd.limit).await;
+            }
         }
-        match InboundEvent::from_json(body) {
+        match event {
             Ok(event) => self.process(&event).await,
             Err(e) => {
                 // Not one of ours (hand-sent, or a future schema): keep it, do not loop.
