@@ -46,8 +46,12 @@ pub fn heard_only_as(kind: EventKind) -> Option<DetailType> {
 }
 
 /// The events for one processed inbound event.
-pub fn events_for(event: &InboundEvent, done: &Processed, learnt: &Learnt) -> Vec<BusEvent> {
-    let item = MessagingItem::parse(&event.item).ok();
+pub fn events_for(
+    event: &InboundEvent,
+    item: Option<&MessagingItem>,
+    done: &Processed,
+    learnt: &Learnt,
+) -> Vec<BusEvent> {
     let mut person = event.sender.as_ref().map(PersonIds::of).unwrap_or_default();
     person = person.with_person(learnt.person.as_ref());
     let new = |t: DetailType, person: PersonIds, payload: Value| {
@@ -73,7 +77,7 @@ pub fn events_for(event: &InboundEvent, done: &Processed, learnt: &Learnt) -> Ve
         }
         (_, Processed::Replayed { .. }) => {}
         (EventKind::Optin, Processed::MarketingToken { status, applied }) => {
-            let o = item.as_ref().and_then(|i| i.optin.as_ref());
+            let o = item.and_then(|i| i.optin.as_ref());
             out.push(new(
                 DetailType::MarketingOptInChanged,
                 person,
@@ -92,7 +96,7 @@ pub fn events_for(event: &InboundEvent, done: &Processed, learnt: &Learnt) -> Ve
             out.push(new(DetailType::Unhandled, person, unhandled(event, None)));
         }
         (EventKind::Optin, done) => {
-            let o = item.as_ref().and_then(|i| i.optin.as_ref());
+            let o = item.and_then(|i| i.optin.as_ref());
             let mut who = PersonIds::default();
             if let Some(o) = o {
                 if let Some(l) = o.login_id() {
@@ -121,7 +125,6 @@ pub fn events_for(event: &InboundEvent, done: &Processed, learnt: &Learnt) -> Ve
         }
         (EventKind::Message, _) => {
             let payload = item
-                .as_ref()
                 .and_then(|i| i.message.as_ref())
                 .map(|m| message(m, standby))
                 .unwrap_or_else(|| unhandled(event, None));
@@ -129,7 +132,6 @@ pub fn events_for(event: &InboundEvent, done: &Processed, learnt: &Learnt) -> Ve
         }
         (EventKind::Postback, _) => {
             let payload = item
-                .as_ref()
                 .and_then(|i| i.postback.as_ref())
                 .map(|p| postback(p, standby))
                 .unwrap_or_else(|| unhandled(event, None));
@@ -137,14 +139,13 @@ pub fn events_for(event: &InboundEvent, done: &Processed, learnt: &Learnt) -> Ve
         }
         (EventKind::Referral, _) => {
             let payload = item
-                .as_ref()
                 .and_then(|i| i.referral.as_ref())
                 .map(referral)
                 .unwrap_or_else(|| unhandled(event, None));
             out.push(new(DetailType::ReferralReceived, person, payload));
         }
         (EventKind::Echo, _) => {
-            let m = item.as_ref().and_then(|i| i.message.as_ref());
+            let m = item.and_then(|i| i.message.as_ref());
             let mut payload = m.map(|m| message(m, standby)).unwrap_or_else(|| json!({}));
             if let Some(m) = m {
                 payload["app_id"] = json!(m.app_id.as_ref().map(|a| a.as_str().to_string()));
@@ -152,7 +153,6 @@ pub fn events_for(event: &InboundEvent, done: &Processed, learnt: &Learnt) -> Ve
             }
             // An echo's recipient is the person; its sender is the Page.
             let who = item
-                .as_ref()
                 .and_then(|i| i.recipient.as_ref())
                 .and_then(|r| r.id.as_ref())
                 .map(|id| PersonIds {
@@ -163,7 +163,7 @@ pub fn events_for(event: &InboundEvent, done: &Processed, learnt: &Learnt) -> Ve
             out.push(new(DetailType::MessageEcho, who, payload));
         }
         (EventKind::Reaction, _) => {
-            let r = item.as_ref().and_then(|i| i.reaction.as_ref());
+            let r = item.and_then(|i| i.reaction.as_ref());
             out.push(new(
                 DetailType::ReactionReceived,
                 person,
@@ -176,7 +176,7 @@ pub fn events_for(event: &InboundEvent, done: &Processed, learnt: &Learnt) -> Ve
             ));
         }
         (EventKind::Delivery, _) => {
-            let d = item.as_ref().and_then(|i| i.delivery.as_ref());
+            let d = item.and_then(|i| i.delivery.as_ref());
             out.push(new(
                 DetailType::DeliveryRead,
                 person,
@@ -188,7 +188,7 @@ pub fn events_for(event: &InboundEvent, done: &Processed, learnt: &Learnt) -> Ve
             ));
         }
         (EventKind::Read, _) => {
-            let r = item.as_ref().and_then(|i| i.read.as_ref());
+            let r = item.and_then(|i| i.read.as_ref());
             out.push(new(
                 DetailType::DeliveryRead,
                 person,
@@ -196,7 +196,7 @@ pub fn events_for(event: &InboundEvent, done: &Processed, learnt: &Learnt) -> Ve
             ));
         }
         (EventKind::PolicyEnforcement, done) => {
-            let p = item.as_ref().and_then(|i| i.policy_enforcement.as_ref());
+            let p = item.and_then(|i| i.policy_enforcement.as_ref());
             out.push(new(
                 DetailType::PolicyEnforcement,
                 PersonIds::default(),

@@ -310,8 +310,12 @@ impl Lifecycle {
     /// republishes the same events with the same ids).
     pub async fn process(&self, event: &InboundEvent) -> Result<Processed, ProcessError> {
         let mut learnt = Learnt::default();
-        let done = self.process_event(event, &mut learnt).await?;
-        let events = bus::inbound::events_for(event, &done, &learnt);
+        // Parsed once for the handler and the bus events (each parsed it for itself).
+        let item = MessagingItem::parse(&event.item).ok();
+        let done = self
+            .process_event(event, item.as_ref(), &mut learnt)
+            .await?;
+        let events = bus::inbound::events_for(event, item.as_ref(), &done, &learnt);
         bus::publish_all(self.bus.as_ref(), &events)
             .await
             .map_err(|e| ProcessError::Retry(format!("events not published: {e}")))?;
@@ -424,6 +428,7 @@ impl Lifecycle {
     async fn process_event(
         &self,
         event: &InboundEvent,
+        item: Option<&MessagingItem>,
         learnt: &mut Learnt,
     ) -> Result<Processed, ProcessError> {
         match event.kind {
@@ -436,16 +441,12 @@ impl Lifecycle {
                 self.quarantine(event, &reason).await
             }
             EventKind::Malformed => self.quarantine(event, "malformed item").await,
-            EventKind::Optin => self.optin(event, learnt).await,
-            EventKind::Message | EventKind::Postback => self.user_action(event, learnt).await,
-            EventKind::Referral => self.referral(event, learnt).await,
-            EventKind::PolicyEnforcement => self.policy(event).await,
+            EventKind::Optin => self.optin(event, item, learnt).await,
+            EventKind::Message | EventKind::Postback => self.user_action(event, item, learnt).await,
+            EventKind::Referral => self.referral(event, item, learnt).await,
+            EventKind::PolicyEnforcement => self.policy(event, item).await,
             kind => Ok(Processed::Ignored { kind }),
         }
-    }
-
-    fn parse_item(&self, event: &InboundEvent) -> Option<MessagingItem> {
-        MessagingItem::parse(&event.item).ok()
     }
 
     async fn quarantine(
@@ -485,9 +486,10 @@ impl Lifecycle {
     async fn optin(
         &self,
         event: &InboundEvent,
+        item: Option<&MessagingItem>,
         learnt: &mut Learnt,
     ) -> Result<Processed, ProcessError> {
-        let Some(item) = self.parse_item(event) else {
+        let Some(item) = item else {
             return self.quarantine(event, "opt-in item does not parse").await;
         };
         let Some(optin) = item.optin.as_ref() else {
@@ -996,6 +998,7 @@ impl Lifecycle {
     async fn user_action(
         &self,
         event: &InboundEvent,
+        item: Option<&MessagingItem>,
         learnt: &mut Learnt,
     ) -> Result<Processed, ProcessError> {
         let Some(who) = event.sender.as_ref() else {
@@ -1006,9 +1009,8 @@ impl Lifecycle {
             return Ok(Processed::Ignored { kind: event.kind });
         }
         let page = event.account_id.as_str();
-        let item = self.parse_item(event);
         let mut linked = false;
-        if let Some(prior) = item.as_ref().and_then(|i| i.prior_message.as_ref()) {
+        if let Some(prior) = item.and_then(|i| i.prior_message.as_ref()) {
             if let Some(identifier) = prior.identifier() {
                 // The checkbox plugin's source is documented; Login Connect's is not, so any
                 // other source is taken as a login_id (and logged, to learn the real value).
@@ -1070,7 +1072,6 @@ impl Lifecycle {
             }
         }
         if let Some(referral) = item
-            .as_ref()
             .and_then(|i| i.postback.as_ref())
             .and_then(|p| p.referral.as_ref())
         {
@@ -1095,6 +1096,7 @@ impl Lifecycle {
     async fn referral(
         &self,
         event: &InboundEvent,
+        item: Option<&MessagingItem>,
         learnt: &mut Learnt,
     ) -> Result<Processed, ProcessError> {
         let Some(who) = event
@@ -1104,14 +1106,14 @@ impl Lifecycle {
         else {
             return Ok(Processed::Ignored { kind: event.kind });
         };
-        let Some(referral) = self.parse_item(event).and_then(|i| i.referral) else {
+        let Some(referral) = item.and_then(|i| i.referral.as_ref()) else {
             return self.quarantine(event, "referral item does not parse").await;
         };
         let page = event.account_id.as_str();
         let stored = self
             .table
             .people
-            .record_referral(page, &who.id, &referral_info(&referral, event.timestamp_ms))
+            .record_referral(page, &who.id, &referral_info(referral, event.timestamp_ms))
             .await?;
         // Following an m.me link or an ad into the thread is the person's own action.
         learnt.person = self
@@ -1125,8 +1127,12 @@ impl Lifecycle {
 
     // ---- Meta's enforcement -----------------------------------------------------------------
 
-    async fn policy(&self, event: &InboundEvent) -> Result<Processed, ProcessError> {
-        let Some(pe) = self.parse_item(event).and_then(|i| i.policy_enforcement) else {
+    async fn policy(
+        &self,
+        event: &InboundEvent,
+        item: Option<&MessagingItem>,
+    ) -> Result<Processed, ProcessError> {
+        let Some(pe) = item.and_then(|i| i.policy_enforcement.as_ref()) else {
             return self.quarantine(event, "policy item does not parse").await;
         };
         let page = event.account_id.as_str();
