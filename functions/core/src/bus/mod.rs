@@ -282,18 +282,22 @@ const PUBLISH_ROUNDS: u32 = 4;
 /// keeps its queue message, and processing it again republishes with the same ids.
 pub async fn publish_all(bus: &dyn EventBus, events: &[BusEvent]) -> Result<(), PortError> {
     for batch in events.chunks(MAX_ENTRIES) {
-        let mut pending: Vec<BusEvent> = batch.to_vec();
+        // The first round puts the caller's events as they are; only refused entries are
+        // copied for the next rounds (copying every batch up front cloned each event's detail
+        // on every publish, refused or not).
+        let refused = bus.put_events(batch).await?;
+        let mut pending: Vec<BusEvent> = refused
+            .into_iter()
+            .filter_map(|i| batch.get(i).cloned())
+            .collect();
         let mut wait = Duration::from_millis(20);
-        for round in 0..PUBLISH_ROUNDS {
-            if round > 0 {
-                tokio::time::sleep(wait).await;
-                wait *= 2;
-            }
-            let refused = bus.put_events(&pending).await?;
-            if refused.is_empty() {
-                pending.clear();
+        for _ in 1..PUBLISH_ROUNDS {
+            if pending.is_empty() {
                 break;
             }
+            tokio::time::sleep(wait).await;
+            wait *= 2;
+            let refused = bus.put_events(&pending).await?;
             pending = refused
                 .into_iter()
                 .filter_map(|i| pending.get(i).cloned())
