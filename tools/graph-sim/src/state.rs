@@ -1918,20 +1918,26 @@ mod tests {
         (e["code"].as_i64().unwrap_or(0), e["error_subcode"].as_i64())
     }
 
+    /// [`state`] with these login_ids opted in at `T0`, on no Page yet.
+    fn with_login_ids(ids: &[&str]) -> State {
+        let mut s = state();
+        for id in ids {
+            s.register_login_id(&LoginIdRegistration {
+                login_id: (*id).into(),
+                page_id: None,
+                opted_in_at_ms: T0,
+            });
+        }
+        s
+    }
+
     fn login(id: &str) -> Value {
         json!({"messaging_type": "UPDATE", "recipient": {"login_id": id}, "message": {"text": "hi"}})
     }
 
     #[test]
     fn the_login_id_tally_counts_every_attempt_and_the_first_acceptance() {
-        let mut s = state();
-        for id in ["a", "b"] {
-            s.register_login_id(&LoginIdRegistration {
-                login_id: id.into(),
-                page_id: None,
-                opted_in_at_ms: T0,
-            });
-        }
+        let mut s = with_login_ids(&["a", "b"]);
         s.keep_login_id_tally_only();
         assert_eq!(send(&mut s, T0 + 1, login("a")).status, 200);
         // Meta's one-message rule refuses the second: still an attempt of ours.
@@ -1962,14 +1968,7 @@ mod tests {
 
     #[test]
     fn login_id_window_boundary_is_exclusive() {
-        let mut s = state();
-        for id in ["a", "b"] {
-            s.register_login_id(&LoginIdRegistration {
-                login_id: id.into(),
-                page_id: None,
-                opted_in_at_ms: T0,
-            });
-        }
+        let mut s = with_login_ids(&["a", "b"]);
         let r = send(&mut s, T0 + DAY_MS - 1, login("a"));
         assert_eq!(r.status, 200, "{}", r.body);
         let r = send(&mut s, T0 + DAY_MS, login("b"));
